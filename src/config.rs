@@ -1,0 +1,312 @@
+//! The configuration file (`/etc/saslgate/saslgate.conf`, TOML). Every key is
+//! optional; `Config::default()` holds the documented defaults, and
+//! `doc/saslgate.conf.example` lists every key with its default.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default database path (what the Debian package creates).
+pub const DEFAULT_DB: &str = "/var/lib/saslgate/saslgate.db";
+/// Default configuration path.
+pub const DEFAULT_CONFIG: &str = "/etc/saslgate/saslgate.conf";
+/// bcrypt cost for new master passwords. Cost 10 takes about 55 ms on the 2-core
+/// machines this was measured on (see README "Choosing the bcrypt cost"): slow for
+/// an offline attacker, still fine for a mail server that can cache.
+pub const DEFAULT_BCRYPT_COST: u32 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditLevel {
+    /// Every attempt is recorded.
+    All,
+    /// Only refusals and "unavailable" answers are recorded.
+    Failures,
+    /// Nothing is recorded.
+    None,
+}
+
+/// Failure budget for one kind of throttle key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// Failures allowed within `window`; the next one blocks.
+    pub failures: u32,
+    pub window: Duration,
+    /// How long a key over budget stays blocked.
+    pub block: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Path of the SQLite database.
+    pub db: PathBuf,
+    /// bcrypt cost for new hashes; lower-cost hashes are upgraded at next login.
+    pub bcrypt_cost: u32,
+    /// Per client address: defaults 20 failures in 10 minutes block for 10 minutes.
+    pub throttle_address: Budget,
+    /// Per (account, client address): defaults 10 failures in 10 minutes block for 10 minutes.
+    pub throttle_account_address: Budget,
+    /// Without a client address (4-field saslauthd requests) an account's failures
+    /// beyond this many in the window slow its refusals down (never refuse).
+    pub slowdown_failures: u32,
+    pub slowdown_window: Duration,
+    /// Longest delay suggested for a refusal of a slowed-down account.
+    pub slowdown_max_delay: Duration,
+    /// Service name aliases, applied after lower-casing.
+    pub service_aliases: BTreeMap<String, String>,
+    /// Services a "restricted" credential may use (its own list narrows this further).
+    pub restricted_services: Vec<String>,
+    pub audit_level: AuditLevel,
+    /// Audit records older than this are pruned automatically.
+    pub audit_retention: Duration,
+    /// Positive cache lifetime; zero turns the cache off.
+    pub cache_ttl: Duration,
+    /// Successful logins' audit records and last-use stamps are written in batches
+    /// at most this old (refusals are written at once).
+    pub flush_interval: Duration,
+    /// Busy timeout for SQLite locks; past it the answer is "unavailable".
+    pub busy_timeout: Duration,
+    /// Group given read/write access to a database `saslgate init` creates
+    /// (mode 0660 instead of 0600). Empty: no group access.
+    pub db_group: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let aliases = [
+            ("pop3", "pop"),
+            ("pop3s", "pop"),
+            ("imaps", "imap"),
+            ("submission", "smtp"),
+            ("submissions", "smtp"),
+            ("smtps", "smtp"),
+            ("managesieve", "sieve"),
+        ];
+        Config {
+            db: PathBuf::from(DEFAULT_DB),
+            bcrypt_cost: DEFAULT_BCRYPT_COST,
+            throttle_address: Budget {
+                failures: 20,
+                window: Duration::from_secs(600),
+                block: Duration::from_secs(600),
+            },
+            throttle_account_address: Budget {
+                failures: 10,
+                window: Duration::from_secs(600),
+                block: Duration::from_secs(600),
+            },
+            slowdown_failures: 5,
+            slowdown_window: Duration::from_secs(600),
+            slowdown_max_delay: Duration::from_secs(8),
+            service_aliases: aliases
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            restricted_services: vec!["smtp".to_string()],
+            audit_level: AuditLevel::All,
+            audit_retention: Duration::from_secs(30 * 86400),
+            cache_ttl: Duration::ZERO,
+            flush_interval: Duration::from_secs(1),
+            busy_timeout: Duration::from_millis(2000),
+            db_group: String::new(),
+        }
+    }
+}
+
+/// The file's shape: every key optional, unknown keys rejected (typos must not
+/// silently fall back to defaults).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    db: Option<PathBuf>,
+    bcrypt_cost: Option<u32>,
+    audit_level: Option<AuditLevel>,
+    audit_retention: Option<String>,
+    cache_ttl: Option<String>,
+    flush_interval: Option<String>,
+    busy_timeout: Option<String>,
+    db_group: Option<String>,
+    restricted_services: Option<Vec<String>>,
+    service_aliases: Option<BTreeMap<String, String>>,
+    throttle: Option<ThrottleFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThrottleFile {
+    address_failures: Option<u32>,
+    address_window: Option<String>,
+    address_block: Option<String>,
+    account_address_failures: Option<u32>,
+    account_address_window: Option<String>,
+    account_address_block: Option<String>,
+    slowdown_failures: Option<u32>,
+    slowdown_window: Option<String>,
+    slowdown_max_delay: Option<String>,
+}
+
+/// Parses "90d", "10m", "30s", "1h 30m" (humantime syntax) or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(Error::Usage("empty duration".into()));
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return t
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| Error::Usage(format!("duration out of range: {t:?}")));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| Error::Usage(format!("bad duration {t:?}: {e} (examples: 30s, 10m, 90d)")))
+}
+
+impl Config {
+    /// Reads a configuration file. A missing file is an error: the caller decides
+    /// whether a default path may be absent (see [`Config::load_optional`]).
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::Config(format!("{}: not valid UTF-8", path.display())))?;
+        Config::parse(&text).map_err(|e| match e {
+            Error::Config(m) | Error::Usage(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Like [`Config::load`] but a missing file gives the defaults.
+    pub fn load_optional(path: &Path) -> Result<Config> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            _ => Config::load(path),
+        }
+    }
+
+    /// Parses configuration text (TOML).
+    pub fn parse(text: &str) -> Result<Config> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let mut c = Config::default();
+        let dur = |key: &str, v: &Option<String>, into: &mut Duration| -> Result<()> {
+            if let Some(s) = v {
+                *into = parse_duration(s).map_err(|e| Error::Config(format!("{key}: {e}")))?;
+            }
+            Ok(())
+        };
+        if let Some(db) = file.db {
+            c.db = db;
+        }
+        if let Some(cost) = file.bcrypt_cost {
+            if !(4..=31).contains(&cost) {
+                return Err(Error::Config(format!("bcrypt_cost must be 4..=31, got {cost}")));
+            }
+            c.bcrypt_cost = cost;
+        }
+        if let Some(level) = file.audit_level {
+            c.audit_level = level;
+        }
+        dur("audit_retention", &file.audit_retention, &mut c.audit_retention)?;
+        dur("cache_ttl", &file.cache_ttl, &mut c.cache_ttl)?;
+        dur("flush_interval", &file.flush_interval, &mut c.flush_interval)?;
+        dur("busy_timeout", &file.busy_timeout, &mut c.busy_timeout)?;
+        if let Some(g) = file.db_group {
+            c.db_group = g;
+        }
+        if let Some(list) = file.restricted_services {
+            c.restricted_services = list.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
+        }
+        if let Some(map) = file.service_aliases {
+            for (k, v) in map {
+                c.service_aliases
+                    .insert(k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
+            }
+        }
+        if let Some(t) = file.throttle {
+            if let Some(n) = t.address_failures {
+                c.throttle_address.failures = n;
+            }
+            dur("throttle.address_window", &t.address_window, &mut c.throttle_address.window)?;
+            dur("throttle.address_block", &t.address_block, &mut c.throttle_address.block)?;
+            if let Some(n) = t.account_address_failures {
+                c.throttle_account_address.failures = n;
+            }
+            dur(
+                "throttle.account_address_window",
+                &t.account_address_window,
+                &mut c.throttle_account_address.window,
+            )?;
+            dur(
+                "throttle.account_address_block",
+                &t.account_address_block,
+                &mut c.throttle_account_address.block,
+            )?;
+            if let Some(n) = t.slowdown_failures {
+                c.slowdown_failures = n;
+            }
+            dur("throttle.slowdown_window", &t.slowdown_window, &mut c.slowdown_window)?;
+            dur("throttle.slowdown_max_delay", &t.slowdown_max_delay, &mut c.slowdown_max_delay)?;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_budget() {
+        let c = Config::default();
+        assert_eq!(c.throttle_address.failures, 20);
+        assert_eq!(c.throttle_address.window, Duration::from_secs(600));
+        assert_eq!(c.audit_retention, Duration::from_secs(30 * 86400));
+        assert_eq!(c.service_aliases.get("pop3").map(String::as_str), Some("pop"));
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let c = Config::parse(
+            r#"
+            db = "/tmp/x.db"
+            bcrypt_cost = 5
+            audit_level = "failures"
+            audit_retention = "7d"
+            cache_ttl = "60s"
+            restricted_services = ["SMTP", "pop"]
+            [service_aliases]
+            imap4 = "imap"
+            [throttle]
+            address_failures = 3
+            address_window = "1m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.db, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.bcrypt_cost, 5);
+        assert_eq!(c.audit_level, AuditLevel::Failures);
+        assert_eq!(c.audit_retention, Duration::from_secs(7 * 86400));
+        assert_eq!(c.cache_ttl, Duration::from_secs(60));
+        assert_eq!(c.restricted_services, vec!["smtp", "pop"]);
+        assert_eq!(c.service_aliases.get("imap4").map(String::as_str), Some("imap"));
+        assert_eq!(c.throttle_address.failures, 3);
+        assert_eq!(c.throttle_address.window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn rejects_typos_and_bad_values() {
+        assert!(matches!(Config::parse("bcrypt_cots = 5"), Err(Error::Config(_))));
+        assert!(matches!(Config::parse("bcrypt_cost = 99"), Err(Error::Config(_))));
+        assert!(matches!(Config::parse("cache_ttl = \"soon\""), Err(Error::Config(_))));
+        assert!(matches!(Config::parse("db = "), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86400));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-3d").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! saslgate: mail login decisions for Cyrus SASL (libsasl2) servers.
+//!
+//! The core (this crate's safe part) is:
+//! - [`config`]: the configuration file and its defaults,
+//! - [`store`]: the SQLite database (schema, migrations, admin operations),
+//! - [`engine`]: [`Gate`], which turns a login [`Request`] into a [`Decision`],
+//! - [`cli`]: the `saslgate` admin command.
+//!
+//! Every face (the `saslgate` CLI, the `saslgated` daemon, the libsasl2 plugin and
+//! the C ABI) calls [`Gate::decide`]; none of them decides anything on its own.
+//! Unsafe code lives only in the FFI modules (plugin and C ABI).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod audit;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod engine;
+pub mod error;
+pub mod names;
+pub mod secret;
+pub mod store;
+pub mod throttle;
+pub mod timefmt;
+pub mod totp;
+
+pub use config::Config;
+pub use engine::{Decision, Gate, RefuseReason, Request, Stats};
+pub use error::{Error, Result};
+pub use secret::SecretBytes;
+
+/// Version string shared by every face (`--version`, the plugin's log line, the C ABI).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
