@@ -1,0 +1,1 @@
+//! saslgated: the saslauthd drop-in (being written).

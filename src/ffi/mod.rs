@@ -1,0 +1,1 @@
+//! FFI faces: the libsasl2 plugin and the C ABI (being written).
