@@ -200,16 +200,26 @@ impl Config {
         }
         if let Some(cost) = file.bcrypt_cost {
             if !(4..=31).contains(&cost) {
-                return Err(Error::Config(format!("bcrypt_cost must be 4..=31, got {cost}")));
+                return Err(Error::Config(format!(
+                    "bcrypt_cost must be 4..=31, got {cost}"
+                )));
             }
             c.bcrypt_cost = cost;
         }
         if let Some(level) = file.audit_level {
             c.audit_level = level;
         }
-        dur("audit_retention", &file.audit_retention, &mut c.audit_retention)?;
+        dur(
+            "audit_retention",
+            &file.audit_retention,
+            &mut c.audit_retention,
+        )?;
         dur("cache_ttl", &file.cache_ttl, &mut c.cache_ttl)?;
-        dur("flush_interval", &file.flush_interval, &mut c.flush_interval)?;
+        dur(
+            "flush_interval",
+            &file.flush_interval,
+            &mut c.flush_interval,
+        )?;
         dur("busy_timeout", &file.busy_timeout, &mut c.busy_timeout)?;
         if let Some(g) = file.db_group {
             c.db_group = g;
@@ -227,8 +237,16 @@ impl Config {
             if let Some(n) = t.address_failures {
                 c.throttle_address.failures = n;
             }
-            dur("throttle.address_window", &t.address_window, &mut c.throttle_address.window)?;
-            dur("throttle.address_block", &t.address_block, &mut c.throttle_address.block)?;
+            dur(
+                "throttle.address_window",
+                &t.address_window,
+                &mut c.throttle_address.window,
+            )?;
+            dur(
+                "throttle.address_block",
+                &t.address_block,
+                &mut c.throttle_address.block,
+            )?;
             if let Some(n) = t.account_address_failures {
                 c.throttle_account_address.failures = n;
             }
@@ -245,8 +263,16 @@ impl Config {
             if let Some(n) = t.slowdown_failures {
                 c.slowdown_failures = n;
             }
-            dur("throttle.slowdown_window", &t.slowdown_window, &mut c.slowdown_window)?;
-            dur("throttle.slowdown_max_delay", &t.slowdown_max_delay, &mut c.slowdown_max_delay)?;
+            dur(
+                "throttle.slowdown_window",
+                &t.slowdown_window,
+                &mut c.slowdown_window,
+            )?;
+            dur(
+                "throttle.slowdown_max_delay",
+                &t.slowdown_max_delay,
+                &mut c.slowdown_max_delay,
+            )?;
         }
         Ok(c)
     }
@@ -262,7 +288,10 @@ mod tests {
         assert_eq!(c.throttle_address.failures, 20);
         assert_eq!(c.throttle_address.window, Duration::from_secs(600));
         assert_eq!(c.audit_retention, Duration::from_secs(30 * 86400));
-        assert_eq!(c.service_aliases.get("pop3").map(String::as_str), Some("pop"));
+        assert_eq!(
+            c.service_aliases.get("pop3").map(String::as_str),
+            Some("pop")
+        );
     }
 
     #[test]
@@ -289,22 +318,37 @@ mod tests {
         assert_eq!(c.audit_retention, Duration::from_secs(7 * 86400));
         assert_eq!(c.cache_ttl, Duration::from_secs(60));
         assert_eq!(c.restricted_services, vec!["smtp", "pop"]);
-        assert_eq!(c.service_aliases.get("imap4").map(String::as_str), Some("imap"));
+        assert_eq!(
+            c.service_aliases.get("imap4").map(String::as_str),
+            Some("imap")
+        );
         assert_eq!(c.throttle_address.failures, 3);
         assert_eq!(c.throttle_address.window, Duration::from_secs(60));
     }
 
     #[test]
     fn rejects_typos_and_bad_values() {
-        assert!(matches!(Config::parse("bcrypt_cots = 5"), Err(Error::Config(_))));
-        assert!(matches!(Config::parse("bcrypt_cost = 99"), Err(Error::Config(_))));
-        assert!(matches!(Config::parse("cache_ttl = \"soon\""), Err(Error::Config(_))));
+        assert!(matches!(
+            Config::parse("bcrypt_cots = 5"),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            Config::parse("bcrypt_cost = 99"),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            Config::parse("cache_ttl = \"soon\""),
+            Err(Error::Config(_))
+        ));
         assert!(matches!(Config::parse("db = "), Err(Error::Config(_))));
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86400));
+        assert_eq!(
+            parse_duration("90d").unwrap(),
+            Duration::from_secs(90 * 86400)
+        );
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-3d").is_err());

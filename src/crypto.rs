@@ -1,1 +1,183 @@
-//! (being written)
+//! Hashing and random secrets: bcrypt for master passwords (slow), HMAC-SHA256 for
+//! app passwords, one-time codes and cache keys (fast: those secrets are generated
+//! with enough entropy that a fast keyed hash is safe).
+
+use crate::secret::SecretBytes;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Alphabet of generated secrets: 32 symbols, no look-alikes (0/o, 1/l).
+pub const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+/// App passwords: 20 symbols = 100 bits, shown as five groups of four.
+pub const APP_PASSWORD_LEN: usize = 20;
+/// One-time codes: 10 symbols = 50 bits, shown as two groups of five.
+pub const CODE_LEN: usize = 10;
+/// bcrypt looks at 72 bytes; longer master passwords are refused when set, so two
+/// different passwords can never verify as the same.
+pub const BCRYPT_MAX: usize = 72;
+
+/// Counts slow hashes, so tests can prove the "one slow hash at most" rule.
+#[derive(Debug, Default)]
+pub struct HashCounter {
+    pub verifies: AtomicU64,
+    pub creates: AtomicU64,
+}
+
+/// Verifies `password` against a bcrypt hash. A malformed hash verifies as false.
+pub fn bcrypt_verify(counter: &HashCounter, password: &[u8], hash: &str) -> bool {
+    counter.verifies.fetch_add(1, Ordering::Relaxed);
+    if password.len() > BCRYPT_MAX {
+        // Still spend the time, so length does not show in the timing.
+        let _ = bcrypt::verify(&password[..BCRYPT_MAX], hash);
+        return false;
+    }
+    bcrypt::verify(password, hash).unwrap_or(false)
+}
+
+/// Hashes a master password with bcrypt at `cost`.
+pub fn bcrypt_hash(counter: &HashCounter, password: &[u8], cost: u32) -> Result<String, String> {
+    if password.len() > BCRYPT_MAX {
+        return Err(format!("password longer than {BCRYPT_MAX} bytes"));
+    }
+    counter.creates.fetch_add(1, Ordering::Relaxed);
+    bcrypt::hash(password, cost).map_err(|e| e.to_string())
+}
+
+/// The cost a bcrypt hash was made with (`$2b$10$...` -> 10).
+pub fn bcrypt_cost_of(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
+
+/// HMAC-SHA256 over `parts`, each prefixed with its length (no ambiguity between
+/// `("ab","c")` and `("a","bc")`).
+pub fn keyed_hash(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    for p in parts {
+        mac.update(&(p.len() as u64).to_be_bytes());
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Cryptographically random bytes. Fails only if the OS has no randomness.
+pub fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; n];
+    getrandom::getrandom(&mut buf).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(buf)
+}
+
+/// `len` symbols drawn uniformly from [`ALPHABET`] (32 divides 256: no bias).
+fn random_symbols(len: usize) -> Result<SecretBytes, String> {
+    let raw = SecretBytes::new(random_bytes(len)?);
+    Ok(SecretBytes::new(
+        raw.as_bytes()
+            .iter()
+            .map(|b| ALPHABET[(b & 31) as usize])
+            .collect(),
+    ))
+}
+
+fn grouped(symbols: &[u8], group: usize) -> SecretBytes {
+    let mut out = Vec::with_capacity(symbols.len() + symbols.len() / group);
+    for (i, chunk) in symbols.chunks(group).enumerate() {
+        if i > 0 {
+            out.push(b'-');
+        }
+        out.extend_from_slice(chunk);
+    }
+    SecretBytes::new(out)
+}
+
+/// A new app password, e.g. `k7pq-3mza-...` (canonical form without dashes, display form).
+pub fn new_app_password() -> Result<(SecretBytes, SecretBytes), String> {
+    let s = random_symbols(APP_PASSWORD_LEN)?;
+    let shown = grouped(s.as_bytes(), 4);
+    Ok((s, shown))
+}
+
+/// A new one-time code (canonical, display `xxxxx-xxxxx`).
+pub fn new_one_time_code() -> Result<(SecretBytes, SecretBytes), String> {
+    let s = random_symbols(CODE_LEN)?;
+    let shown = grouped(s.as_bytes(), 5);
+    Ok((s, shown))
+}
+
+/// Canonical form of typed input that may be a generated secret of `len` symbols:
+/// spaces and dashes dropped, lower-cased. `None` if it cannot be one.
+pub fn canonical_generated(input: &[u8], len: usize) -> Option<SecretBytes> {
+    let mut out = Vec::with_capacity(len);
+    for &b in input {
+        match b {
+            b' ' | b'-' => continue,
+            _ => {
+                let c = b.to_ascii_lowercase();
+                if !ALPHABET.contains(&c) || out.len() == len {
+                    // Wipe what was copied so far before giving up.
+                    drop(SecretBytes::new(out));
+                    return None;
+                }
+                out.push(c);
+            }
+        }
+    }
+    if out.len() == len {
+        Some(SecretBytes::new(out))
+    } else {
+        drop(SecretBytes::new(out));
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_have_the_promised_shape() {
+        let (canon, shown) = new_app_password().unwrap();
+        assert_eq!(canon.len(), APP_PASSWORD_LEN);
+        assert_eq!(shown.len(), APP_PASSWORD_LEN + 4);
+        assert_eq!(
+            canonical_generated(shown.as_bytes(), APP_PASSWORD_LEN)
+                .unwrap()
+                .as_bytes(),
+            canon.as_bytes()
+        );
+        // >= 80 bits: 20 symbols of 5 bits.
+        assert!(APP_PASSWORD_LEN * 5 >= 80);
+        let (c, s) = new_one_time_code().unwrap();
+        assert_eq!(c.len(), CODE_LEN);
+        assert_eq!(s.as_bytes()[5], b'-');
+    }
+
+    #[test]
+    fn typed_input_is_forgiving_about_spaces_dashes_case() {
+        let c = canonical_generated(b"ABCD efgh-ijkm npqr-stuv", 20).unwrap();
+        assert_eq!(c.as_bytes(), b"abcdefghijkmnpqrstuv");
+        assert!(canonical_generated(b"abcd", 20).is_none());
+        assert!(canonical_generated(b"abcdefghijkmnpqrstuv0", 20).is_none());
+        assert!(canonical_generated(b"abcdefghijkmnpqrstu0", 20).is_none());
+    }
+
+    #[test]
+    fn keyed_hash_separates_parts() {
+        assert_ne!(
+            keyed_hash(b"k", &[b"ab", b"c"]),
+            keyed_hash(b"k", &[b"a", b"bc"])
+        );
+        assert_ne!(keyed_hash(b"k1", &[b"a"]), keyed_hash(b"k2", &[b"a"]));
+    }
+
+    #[test]
+    fn bcrypt_roundtrip_and_counter() {
+        let c = HashCounter::default();
+        let h = bcrypt_hash(&c, b"pw", 4).unwrap();
+        assert_eq!(bcrypt_cost_of(&h), Some(4));
+        assert!(bcrypt_verify(&c, b"pw", &h));
+        assert!(!bcrypt_verify(&c, b"px", &h));
+        assert!(!bcrypt_verify(&c, b"pw", "not a hash"));
+        assert!(bcrypt_hash(&c, &[b'a'; 73], 4).is_err());
+        assert_eq!(c.verifies.load(Ordering::Relaxed), 3);
+    }
+}

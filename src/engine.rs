@@ -2,7 +2,18 @@
 //! from DESIGN.md. Every face (CLI `verify`, saslgated, the libsasl2 plugin, the C
 //! ABI) calls it; none decides anything itself.
 
+use crate::audit;
+use crate::cache::PositiveCache;
 use crate::config::Config;
+use crate::crypto::{bcrypt_verify, canonical_generated, HashCounter, APP_PASSWORD_LEN, CODE_LEN};
+use crate::names;
+use crate::store::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
+use crate::store::Store;
+use crate::throttle::{self, Keys};
+use crate::timefmt::now;
+use crate::totp;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// One login attempt, as the faces receive it: raw bytes, validated here.
@@ -137,31 +148,599 @@ pub struct Stats {
 /// uses a connection opened by its parent (each use checks the process id).
 pub struct Gate {
     config: Config,
+    pool: Mutex<Pool>,
+    counter: HashCounter,
+    cache: Option<PositiveCache>,
+    buffer: Mutex<audit::Buffer>,
+    dummy_hash: OnceLock<Option<String>>,
+    decisions: AtomicU64,
+    cache_hits: AtomicU64,
+}
+
+/// Idle connections, owned by the process that opened them.
+struct Pool {
+    pid: u32,
+    idle: Vec<Store>,
+    /// Identity of the database file the idle connections were opened on: a file
+    /// deleted or replaced under us must not keep being served from the old inode.
+    file_id: Option<(u64, u64)>,
+}
+
+/// Idle connections kept at most.
+const MAX_IDLE: usize = 32;
+
+/// What checking the credential found.
+enum CredentialCheck {
+    Good {
+        credential: Credential,
+        app: Option<AppPasswordRow>,
+        cacheable: bool,
+    },
+    Bad {
+        detail: String,
+    },
+}
+
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Gate {
     /// A gate that opens the database lazily: a missing or broken database makes
     /// each decision "unavailable" until it is repaired (no restart needed).
     pub fn new(config: Config) -> Gate {
-        Gate { config }
+        Gate {
+            cache: PositiveCache::new(config.cache_ttl),
+            config,
+            pool: Mutex::new(Pool {
+                pid: std::process::id(),
+                idle: Vec::new(),
+                file_id: None,
+            }),
+            counter: HashCounter::default(),
+            buffer: Mutex::new(audit::Buffer::new(now())),
+            dummy_hash: OnceLock::new(),
+            decisions: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+        }
     }
 
     /// Like [`Gate::new`] but checks now that the database opens and is a saslgate
     /// database of a supported version.
     pub fn open(config: Config) -> crate::Result<Gate> {
-        let _ = &config;
-        todo!()
+        let gate = Gate::new(config);
+        gate.with_store(|_| Ok(()))?;
+        Ok(gate)
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    pub fn stats(&self) -> Stats {
+        Stats {
+            slow_hashes: self.counter.verifies.load(Ordering::Relaxed),
+            hashes_created: self.counter.creates.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            decisions: self.decisions.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_buffer(&self) -> std::sync::MutexGuard<'_, audit::Buffer> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on a pooled connection. A connection that failed is dropped (the
+    /// next call reopens, so a repaired database is picked up without a restart).
+    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> crate::Result<T>) -> crate::Result<T> {
+        let pid = std::process::id();
+        let current = file_id(&self.config.db);
+        let taken = {
+            let mut pool = self.lock_pool();
+            if pool.pid != pid {
+                // Forked: the parent's connections (and its buffered records) are not ours.
+                // Leak them rather than close: closing could disturb the parent's locks.
+                for store in pool.idle.drain(..) {
+                    std::mem::forget(store);
+                }
+                pool.pid = pid;
+                self.lock_buffer().forget();
+            }
+            if pool.file_id != current {
+                pool.idle.clear();
+                pool.file_id = current;
+            }
+            pool.idle.pop()
+        };
+        let mut store = match taken {
+            Some(s) => s,
+            None => Store::open(&self.config)?,
+        };
+        let out = f(&mut store);
+        if out.is_ok() {
+            let mut pool = self.lock_pool();
+            if pool.pid == pid && pool.file_id == current && pool.idle.len() < MAX_IDLE {
+                pool.idle.push(store);
+            }
+        }
+        out
+    }
+
+    /// A bcrypt hash of a random password at the configured cost, so an unknown
+    /// account costs the same slow hash as a known one.
+    fn dummy_verify(&self, password: &[u8]) {
+        let hash = self.dummy_hash.get_or_init(|| {
+            let pw = crate::crypto::random_bytes(16).ok()?;
+            crate::crypto::bcrypt_hash(&self.counter, &pw, self.config.bcrypt_cost).ok()
+        });
+        match hash {
+            Some(h) => {
+                let _ = bcrypt_verify(&self.counter, password, h);
+            }
+            // No randomness: still spend the time on a fixed hash of this cost.
+            None => {
+                let _ = crate::crypto::bcrypt_hash(&self.counter, b"x", self.config.bcrypt_cost);
+            }
+        }
+    }
+
     /// Decides one login attempt. Never panics on any input; any storage or
     /// internal error gives `Decision::Unavailable`.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
-        let _ = req;
-        todo!()
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decide_inner(req)))
+            .unwrap_or_else(|_| Decision::Unavailable {
+                cause: "internal error".into(),
+            })
+    }
+
+    fn decide_inner(&self, req: &Request<'_>) -> Decision {
+        let now = now();
+        let input = match Input::parse(req, &self.config) {
+            Ok(i) => i,
+            Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
+        };
+        let result = self.with_store(|store| self.decide_with(store, &input, req.password, now));
+        match result {
+            Ok(d) => d,
+            Err(e) => Decision::Unavailable {
+                cause: e.to_string(),
+            },
+        }
+    }
+
+    fn refuse_bad_input(&self, req: &Request<'_>, detail: &str, now: i64) -> Decision {
+        let decision = Decision::Refused {
+            reason: RefuseReason::BadInput,
+            detail: detail.to_string(),
+            retry_after: None,
+            delay: Duration::ZERO,
+        };
+        if audit::wants(&self.config.audit_level, false) {
+            let record = AuditRecord {
+                ts: now,
+                account: Some(lossy_short(req.login)),
+                service: Some(lossy_short(req.service)),
+                client_addr: req.client_addr.map(lossy_short),
+                outcome: "refused",
+                reason: Some(RefuseReason::BadInput.name()),
+                detail: Some(detail.to_string()),
+                credential: None,
+            };
+            let written = self.with_store(|s| s.write_batch(std::slice::from_ref(&record), &[]));
+            if let Err(e) = written {
+                return Decision::Unavailable {
+                    cause: e.to_string(),
+                };
+            }
+        }
+        decision
+    }
+
+    fn record(&self, input: &Input, account: &str, outcome: &'static str) -> AuditRecord {
+        AuditRecord {
+            ts: 0,
+            account: Some(account.to_string()),
+            service: Some(input.service.clone()),
+            client_addr: input.addr.map(|a| a.to_string()),
+            outcome,
+            reason: None,
+            detail: None,
+            credential: None,
+        }
+    }
+
+    /// Writes a refusal that does not touch the failure counters (throttled,
+    /// disabled, not allowed) and builds the decision.
+    fn refuse_now(
+        &self,
+        store: &mut Store,
+        input: &Input,
+        account: &str,
+        reason: RefuseReason,
+        detail: String,
+        retry_after: Option<Duration>,
+        credential: Option<&Credential>,
+        now: i64,
+    ) -> crate::Result<Decision> {
+        if audit::wants(&self.config.audit_level, false) {
+            let mut r = self.record(input, account, "refused");
+            r.ts = now;
+            r.reason = Some(reason.name());
+            r.detail = Some(detail.clone());
+            r.credential = credential.map(|c| c.to_string());
+            store.write_batch(&[r], &[])?;
+        }
+        Ok(Decision::Refused {
+            reason,
+            detail,
+            retry_after,
+            delay: Duration::ZERO,
+        })
+    }
+
+    fn decide_with(
+        &self,
+        store: &mut Store,
+        input: &Input,
+        password: &[u8],
+        now: i64,
+    ) -> crate::Result<Decision> {
+        // Resolve the account name (alice@realm, then alice).
+        let mut account = None;
+        for name in &input.candidates {
+            if let Some(a) = store.find_account(name)? {
+                account = Some(a);
+                break;
+            }
+        }
+        let name = account
+            .as_ref()
+            .map_or_else(|| input.candidates[0].clone(), |a| a.name.clone());
+
+        // 2. Throttle, before any hashing.
+        let keys = Keys::new(&name, input.addr);
+        let throttle = store.throttle_state(&keys, now)?;
+        if let throttle::State::Blocked { retry_after } = throttle {
+            let retry = Duration::from_secs(retry_after as u64);
+            let detail = format!("client over its failure budget for {retry_after} more seconds");
+            return self.refuse_now(
+                store,
+                input,
+                &name,
+                RefuseReason::Throttled,
+                detail,
+                Some(retry),
+                None,
+                now,
+            );
+        }
+        let has_account_rows = matches!(
+            throttle,
+            throttle::State::Open {
+                has_account_rows: true
+            }
+        );
+
+        // Positive cache (only for accounts without two-step login).
+        let cached = match (&self.cache, &account) {
+            (Some(cache), Some(a)) if !a.two_step() => {
+                let fp = cache.fingerprint(&name, &input.service, password);
+                let generation = store.generation()?;
+                Some((fp, generation, cache.get(&fp, generation)))
+            }
+            _ => None,
+        };
+        if let Some((_, _, Some((acct, credential)))) = &cached {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return self.accept(
+                store,
+                input,
+                acct,
+                credential.clone(),
+                &keys,
+                has_account_rows,
+                None,
+                now,
+            );
+        }
+
+        // 3-5. Credentials: at most one slow hash.
+        let check = self.check_credential(store, account.as_ref(), password, now)?;
+        let (credential, app, cacheable) = match check {
+            CredentialCheck::Bad { detail } => {
+                let fp = store.fingerprint(&[b"wrong-password", name.as_bytes(), password]);
+                let mut record = None;
+                if audit::wants(&self.config.audit_level, false) {
+                    let mut r = self.record(input, &name, "refused");
+                    r.ts = now;
+                    r.reason = Some(RefuseReason::BadCredentials.name());
+                    r.detail = Some(detail.clone());
+                    record = Some(r);
+                }
+                let delay = store.record_failure(&keys, &fp[..16], now, record.as_ref())?;
+                return Ok(Decision::Refused {
+                    reason: RefuseReason::BadCredentials,
+                    detail,
+                    retry_after: None,
+                    delay,
+                });
+            }
+            CredentialCheck::Good {
+                credential,
+                app,
+                cacheable,
+            } => (credential, app, cacheable),
+        };
+        let Some(acct) = account else {
+            return Err(crate::Error::Storage("credential without account".into()));
+        };
+
+        // 6. Account state and policy.
+        if acct.disabled {
+            return self.refuse_now(
+                store,
+                input,
+                &name,
+                RefuseReason::Disabled,
+                "account disabled".into(),
+                None,
+                Some(&credential),
+                now,
+            );
+        }
+        if let Some(rule) = policy_denial(store, &acct, &input.service, app.as_ref())? {
+            return self.refuse_now(
+                store,
+                input,
+                &name,
+                RefuseReason::NotAllowed,
+                rule,
+                None,
+                Some(&credential),
+                now,
+            );
+        }
+
+        if let (Some(cache), Some((fp, generation, None)), true) = (&self.cache, cached, cacheable)
+        {
+            let valid_for = app
+                .as_ref()
+                .and_then(|a| a.expires)
+                .map(|e| Duration::from_secs((e - now).max(0) as u64));
+            cache.put(fp, generation, name.clone(), credential.clone(), valid_for);
+        }
+        let used = match &app {
+            Some(a) => LastUse::AppPassword(a.id),
+            None => LastUse::Account(acct.id),
+        };
+        self.accept(
+            store,
+            input,
+            &name,
+            credential,
+            &keys,
+            has_account_rows,
+            Some(used),
+            now,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &self,
+        store: &mut Store,
+        input: &Input,
+        account: &str,
+        credential: Credential,
+        keys: &Keys,
+        has_account_rows: bool,
+        used: Option<LastUse>,
+        now: i64,
+    ) -> crate::Result<Decision> {
+        // 7. Record: clear the account's failure rows, buffer audit + last use.
+        if has_account_rows {
+            store.record_success(keys)?;
+        }
+        let record = audit::wants(&self.config.audit_level, true).then(|| {
+            let mut r = self.record(input, account, "accepted");
+            r.ts = now;
+            r.credential = Some(credential.to_string());
+            r
+        });
+        let due = {
+            let mut buf = self.lock_buffer();
+            buf.push(record, used, now);
+            buf.due(now, self.config.flush_interval.as_secs() as i64)
+        };
+        if due {
+            // Fail closed: if the trail cannot be written, this login is not accepted.
+            self.flush_into(store, now)?;
+        }
+        Ok(Decision::Accepted {
+            account: account.to_string(),
+            credential,
+        })
+    }
+
+    fn flush_into(&self, store: &mut Store, now: i64) -> crate::Result<()> {
+        let (records, used, prune) = {
+            let mut buf = self.lock_buffer();
+            let (r, u) = buf.take();
+            buf.last_flush = now;
+            let prune = now - buf.last_prune >= 60;
+            if prune {
+                buf.last_prune = now;
+            }
+            (r, u, prune)
+        };
+        if let Err(e) = store.write_batch(&records, &used) {
+            self.lock_buffer().restore(records, used);
+            return Err(e);
+        }
+        if prune {
+            store.prune(now)?;
+        }
+        Ok(())
+    }
+
+    /// Writes buffered audit records and last-use stamps now (also done on drop).
+    pub fn flush(&self) {
+        if self.lock_buffer().is_empty() {
+            return;
+        }
+        let _ = self.with_store(|s| self.flush_into(s, now()));
+    }
+
+    fn check_credential(
+        &self,
+        store: &mut Store,
+        account: Option<&AccountRow>,
+        password: &[u8],
+        now: i64,
+    ) -> crate::Result<CredentialCheck> {
+        let bad = |detail: &str| {
+            Ok(CredentialCheck::Bad {
+                detail: detail.to_string(),
+            })
+        };
+        let Some(acct) = account else {
+            self.dummy_verify(password);
+            return bad("unknown account");
+        };
+
+        // 4. App password: fast keyed hash, O(1) through the index.
+        if let Some(canonical) = canonical_generated(password, APP_PASSWORD_LEN) {
+            if let Some(app) = store.find_app_password(acct.id, canonical.as_bytes())? {
+                let id = app.id;
+                if app.revoked.is_some() {
+                    self.dummy_verify(password);
+                    return bad(&format!("app password {id} is revoked"));
+                }
+                if app.expires.is_some_and(|e| e <= now) {
+                    self.dummy_verify(password);
+                    return bad(&format!("app password {id} has expired"));
+                }
+                let credential = Credential::AppPassword {
+                    id,
+                    label: app.label.clone(),
+                };
+                return Ok(CredentialCheck::Good {
+                    credential,
+                    app: Some(app),
+                    cacheable: true,
+                });
+            }
+        }
+
+        let Some(hash) = acct.password_hash.as_deref() else {
+            self.dummy_verify(password);
+            return bad("account has no master password");
+        };
+
+        // 5. Master password, alone or followed by a code.
+        if !acct.two_step() {
+            if !bcrypt_verify(&self.counter, password, hash) {
+                return bad("wrong password");
+            }
+            self.upgrade_hash_if_weak(store, acct, password, hash);
+            return Ok(CredentialCheck::Good {
+                credential: Credential::Master,
+                app: None,
+                cacheable: true,
+            });
+        }
+
+        // Two-step: the cheap code check first, then one bcrypt on the prefix.
+        match self.find_second_step(store, acct, password, now)? {
+            Some((prefix_len, step)) => {
+                let prefix = &password[..prefix_len];
+                if !bcrypt_verify(&self.counter, prefix, hash) {
+                    return bad("wrong password (with a valid code)");
+                }
+                let (consumed, credential) = match step {
+                    SecondStep::Totp(s) => (
+                        store.consume_totp_step(acct.id, s)?,
+                        Credential::MasterAndTotp,
+                    ),
+                    SecondStep::Code(id) => {
+                        (store.consume_code(id, now)?, Credential::MasterAndCode)
+                    }
+                };
+                if !consumed {
+                    return bad("code already used");
+                }
+                self.upgrade_hash_if_weak(store, acct, prefix, hash);
+                Ok(CredentialCheck::Good {
+                    credential,
+                    app: None,
+                    cacheable: false,
+                })
+            }
+            None => {
+                if bcrypt_verify(&self.counter, password, hash) {
+                    bad("master password without the second step")
+                } else {
+                    bad("wrong password or code")
+                }
+            }
+        }
+    }
+
+    /// Looks for a valid TOTP code or unused one-time code at the end of `password`.
+    /// Returns the length of the password part and the code found.
+    fn find_second_step(
+        &self,
+        store: &Store,
+        acct: &AccountRow,
+        password: &[u8],
+        now: i64,
+    ) -> crate::Result<Option<(usize, SecondStep)>> {
+        let n = password.len();
+        if let Some(secret) = &acct.totp_secret {
+            if n > totp::DIGITS {
+                let code = &password[n - totp::DIGITS..];
+                if let Some(step) = totp::matching_step(secret.as_bytes(), code, now) {
+                    if step > acct.totp_last_step {
+                        return Ok(Some((n - totp::DIGITS, SecondStep::Totp(step))));
+                    }
+                }
+            }
+        }
+        // One-time code, typed with or without its dash.
+        for suffix in [CODE_LEN + 1, CODE_LEN] {
+            if n <= suffix {
+                continue;
+            }
+            let tail = &password[n - suffix..];
+            if suffix == CODE_LEN + 1 && tail[5] != b'-' {
+                continue;
+            }
+            if let Some(c) = canonical_generated(tail, CODE_LEN) {
+                if let Some(id) = store.find_unused_code(acct.id, c.as_bytes())? {
+                    return Ok(Some((n - suffix, SecondStep::Code(id))));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rehashes a master password made at a lower cost than configured (once, at
+    /// the first successful login after the cost was raised). Best effort.
+    fn upgrade_hash_if_weak(&self, store: &Store, acct: &AccountRow, password: &[u8], hash: &str) {
+        let weak = crate::crypto::bcrypt_cost_of(hash).is_some_and(|c| c < self.config.bcrypt_cost);
+        if weak {
+            if let Ok(new) =
+                crate::crypto::bcrypt_hash(&self.counter, password, self.config.bcrypt_cost)
+            {
+                let _ = store.upgrade_hash(acct.id, hash, &new);
+            }
+        }
     }
 
     /// Account-level policy only, no credential (the auxprop gate for mechanisms
@@ -169,14 +748,188 @@ impl Gate {
     /// (`NoSuchAccount`) and disabled accounts, services the account may not use and
     /// throttled addresses. `req.password` is ignored.
     pub fn check_account(&self, req: &Request<'_>) -> Decision {
-        let _ = req;
-        todo!()
+        let run = || {
+            let now = now();
+            let probe = Request {
+                password: b"-",
+                ..*req
+            };
+            let input = match Input::parse(&probe, &self.config) {
+                Ok(i) => i,
+                Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
+            };
+            let result = self.with_store(|store| {
+                let mut account = None;
+                for name in &input.candidates {
+                    if let Some(a) = store.find_account(name)? {
+                        account = Some(a);
+                        break;
+                    }
+                }
+                let name = account
+                    .as_ref()
+                    .map_or_else(|| input.candidates[0].clone(), |a| a.name.clone());
+                let pc = Some(&Credential::PolicyOnly);
+                let keys = Keys::new(&name, input.addr);
+                if let throttle::State::Blocked { retry_after } =
+                    store.throttle_state(&keys, now)?
+                {
+                    let retry = Some(Duration::from_secs(retry_after as u64));
+                    return self.refuse_now(
+                        store,
+                        &input,
+                        &name,
+                        RefuseReason::Throttled,
+                        "client over its failure budget".into(),
+                        retry,
+                        pc,
+                        now,
+                    );
+                }
+                let Some(acct) = account else {
+                    return self.refuse_now(
+                        store,
+                        &input,
+                        &name,
+                        RefuseReason::NoSuchAccount,
+                        "unknown account".into(),
+                        None,
+                        pc,
+                        now,
+                    );
+                };
+                if acct.disabled {
+                    return self.refuse_now(
+                        store,
+                        &input,
+                        &name,
+                        RefuseReason::Disabled,
+                        "account disabled".into(),
+                        None,
+                        pc,
+                        now,
+                    );
+                }
+                if let Some(rule) = policy_denial(store, &acct, &input.service, None)? {
+                    return self.refuse_now(
+                        store,
+                        &input,
+                        &name,
+                        RefuseReason::NotAllowed,
+                        rule,
+                        None,
+                        pc,
+                        now,
+                    );
+                }
+                Ok(Decision::Accepted {
+                    account: name,
+                    credential: Credential::PolicyOnly,
+                })
+            });
+            result.unwrap_or_else(|e| Decision::Unavailable {
+                cause: e.to_string(),
+            })
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+            Decision::Unavailable {
+                cause: "internal error".into(),
+            }
+        })
     }
+}
 
-    /// Writes buffered audit records and last-use stamps now (also done on drop).
-    pub fn flush(&self) {}
-
-    pub fn stats(&self) -> Stats {
-        Stats::default()
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if self.lock_pool().pid == std::process::id() {
+            self.flush();
+        }
     }
+}
+
+enum SecondStep {
+    Totp(i64),
+    Code(i64),
+}
+
+/// A request after validation and normalisation (step 1).
+struct Input {
+    candidates: Vec<String>,
+    service: String,
+    addr: Option<std::net::IpAddr>,
+}
+
+impl Input {
+    fn parse(req: &Request<'_>, config: &Config) -> Result<Input, names::FieldError> {
+        let login = names::text_field("login", req.login, names::MAX_LOGIN)?;
+        let realm = match req.realm {
+            Some(r) if !r.is_empty() => Some(names::text_field("realm", r, names::MAX_NAME)?),
+            _ => None,
+        };
+        let service = names::text_field("service", req.service, names::MAX_NAME)?;
+        let service = names::service_name(service, &config.service_aliases)?;
+        names::password_field(req.password)?;
+        let candidates = names::login_candidates(login, realm)?;
+        let addr = req.client_addr.and_then(names::parse_client_addr);
+        Ok(Input {
+            candidates,
+            service,
+            addr,
+        })
+    }
+}
+
+/// Bad input still goes to the audit trail, shortened and made printable.
+fn lossy_short(bytes: &[u8]) -> String {
+    let s: String = String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    s
+}
+
+fn lists(list: &[String], service: &str) -> bool {
+    list.iter().any(|s| s == service || s == "*")
+}
+
+/// Step 6, shared by logins and `saslgate explain`: `Some(rule)` names the rule that
+/// stops `service` for this account and credential.
+pub fn policy_denial(
+    store: &Store,
+    acct: &AccountRow,
+    service: &str,
+    app: Option<&AppPasswordRow>,
+) -> crate::Result<Option<String>> {
+    match store.service_override(acct.id, service)? {
+        Some(false) => return Ok(Some(format!("account override denies {service}"))),
+        Some(true) => {}
+        None => match store.plan_services(&acct.plan)? {
+            None => return Ok(Some(format!("plan {:?} does not exist", acct.plan))),
+            Some(list) if !lists(&list, service) => {
+                return Ok(Some(format!(
+                    "plan {} does not include {service}",
+                    acct.plan
+                )))
+            }
+            Some(_) => {}
+        },
+    }
+    if let Some(app) = app {
+        if !app.services.is_empty() && !lists(&app.services, service) {
+            return Ok(Some(format!(
+                "app password {} is limited to {}",
+                app.id,
+                app.services.join(",")
+            )));
+        }
+        let restricted = &store.config().restricted_services;
+        if app.restricted && !lists(restricted, service) {
+            return Ok(Some(format!(
+                "app password {} is restricted to {}",
+                app.id,
+                restricted.join(",")
+            )));
+        }
+    }
+    Ok(None)
 }

@@ -1,1 +1,239 @@
-//! (being written)
+//! Normalisation of what clients send: login names, realms, service names, client
+//! addresses. Pure functions, no I/O.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Longest login name accepted (bytes).
+pub const MAX_LOGIN: usize = 256;
+/// Longest password (+ code) accepted (bytes). bcrypt uses 72 bytes; anything far
+/// beyond is not a password a person typed.
+pub const MAX_PASSWORD: usize = 1024;
+/// Longest service or realm name accepted.
+pub const MAX_NAME: usize = 128;
+
+/// Why a field was rejected before any lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldError {
+    Empty(&'static str),
+    TooLong(&'static str),
+    Nul(&'static str),
+    NotUtf8(&'static str),
+    BadChars(&'static str),
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldError::Empty(w) => write!(f, "empty {w}"),
+            FieldError::TooLong(w) => write!(f, "{w} too long"),
+            FieldError::Nul(w) => write!(f, "NUL byte in {w}"),
+            FieldError::NotUtf8(w) => write!(f, "{w} is not valid UTF-8"),
+            FieldError::BadChars(w) => write!(f, "{w} has characters that are not allowed"),
+        }
+    }
+}
+
+/// Checks a text field: non-empty, bounded, no NUL, valid UTF-8.
+pub fn text_field<'a>(
+    what: &'static str,
+    bytes: &'a [u8],
+    max: usize,
+) -> Result<&'a str, FieldError> {
+    if bytes.is_empty() {
+        return Err(FieldError::Empty(what));
+    }
+    if bytes.len() > max {
+        return Err(FieldError::TooLong(what));
+    }
+    if bytes.contains(&0) {
+        return Err(FieldError::Nul(what));
+    }
+    std::str::from_utf8(bytes).map_err(|_| FieldError::NotUtf8(what))
+}
+
+/// Checks a password field: non-empty, bounded, no NUL. Any other bytes are allowed
+/// (a password need not be UTF-8).
+pub fn password_field(bytes: &[u8]) -> Result<&[u8], FieldError> {
+    if bytes.is_empty() {
+        return Err(FieldError::Empty("password"));
+    }
+    if bytes.len() > MAX_PASSWORD {
+        return Err(FieldError::TooLong("password"));
+    }
+    if bytes.contains(&0) {
+        return Err(FieldError::Nul("password"));
+    }
+    Ok(bytes)
+}
+
+/// Canonical account name: trimmed, lower-cased. Allowed characters: letters,
+/// digits and `. _ - + @`; at most one `@`, not at either end.
+pub fn account_name(raw: &str) -> Result<String, FieldError> {
+    let name = raw.trim().to_lowercase();
+    if name.is_empty() {
+        return Err(FieldError::Empty("account name"));
+    }
+    if name.len() > MAX_LOGIN {
+        return Err(FieldError::TooLong("account name"));
+    }
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '@'));
+    let ats = name.matches('@').count();
+    if !ok_chars || ats > 1 || name.starts_with('@') || name.ends_with('@') {
+        return Err(FieldError::BadChars("account name"));
+    }
+    Ok(name)
+}
+
+/// The account names a login may refer to, most specific first: `alice` with realm
+/// `example.org` is `alice@example.org`, falling back to a plain `alice` account
+/// (Postfix passes its hostname as realm by default). A login that already has a
+/// domain is taken as is.
+pub fn login_candidates(login: &str, realm: Option<&str>) -> Result<Vec<String>, FieldError> {
+    let base = account_name(login)?;
+    let realm = realm.map(str::trim).filter(|r| !r.is_empty());
+    match realm {
+        Some(r) if !base.contains('@') => {
+            let full = account_name(&format!("{base}@{r}"))?;
+            Ok(vec![full, base])
+        }
+        _ => Ok(vec![base]),
+    }
+}
+
+/// Service name: lower-cased, then mapped through the aliases (`pop3` -> `pop`).
+pub fn service_name(raw: &str, aliases: &BTreeMap<String, String>) -> Result<String, FieldError> {
+    let s = raw.trim().to_ascii_lowercase();
+    if s.is_empty() {
+        return Err(FieldError::Empty("service"));
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'))
+    {
+        return Err(FieldError::BadChars("service"));
+    }
+    Ok(aliases.get(&s).cloned().unwrap_or(s))
+}
+
+/// Parses a comma-separated service list (CLI and database form), normalised,
+/// de-duplicated, sorted. `*` means every service.
+pub fn service_list(
+    raw: &str,
+    aliases: &BTreeMap<String, String>,
+) -> Result<Vec<String>, FieldError> {
+    let mut out = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let s = service_name(part, aliases)?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Client address as libsasl2 (`a.b.c.d;port`, `::1;port`) or saslauthd gives it,
+/// or a plain address. Anything unparseable is `None` (treated as no address).
+pub fn parse_client_addr(raw: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(raw).ok()?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let host = text.split(';').next()?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(normalise_ip(ip));
+    }
+    // "[::1]:25" or "1.2.3.4:25"
+    if let Ok(sa) = host.parse::<std::net::SocketAddr>() {
+        return Some(normalise_ip(sa.ip()));
+    }
+    None
+}
+
+/// IPv4-mapped IPv6 addresses count as their IPv4 address, so one client cannot
+/// double its failure budget by switching notation.
+fn normalise_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aliases() -> BTreeMap<String, String> {
+        crate::Config::default().service_aliases
+    }
+
+    #[test]
+    fn logins_fold_case_and_join_realm() {
+        assert_eq!(login_candidates(" Alice ", None).unwrap(), vec!["alice"]);
+        assert_eq!(
+            login_candidates("alice", Some("Example.ORG")).unwrap(),
+            vec!["alice@example.org", "alice"]
+        );
+        assert_eq!(
+            login_candidates("Alice@Example.org", Some("other.org")).unwrap(),
+            vec!["alice@example.org"]
+        );
+        assert!(login_candidates("a b", None).is_err());
+        assert!(login_candidates("@x", None).is_err());
+        assert!(login_candidates("a@b@c", None).is_err());
+        assert!(login_candidates("", None).is_err());
+    }
+
+    #[test]
+    fn services_map_aliases() {
+        assert_eq!(service_name("POP3", &aliases()).unwrap(), "pop");
+        assert_eq!(service_name("submission", &aliases()).unwrap(), "smtp");
+        assert_eq!(service_name("imap", &aliases()).unwrap(), "imap");
+        assert!(service_name("im ap", &aliases()).is_err());
+        assert_eq!(
+            service_list("smtp, IMAP,pop3,imap", &aliases()).unwrap(),
+            vec!["imap", "pop", "smtp"]
+        );
+    }
+
+    #[test]
+    fn client_addresses() {
+        assert_eq!(
+            parse_client_addr(b"127.0.0.2;4567"),
+            Some("127.0.0.2".parse().unwrap())
+        );
+        assert_eq!(parse_client_addr(b"::1;25"), Some("::1".parse().unwrap()));
+        assert_eq!(
+            parse_client_addr(b"::ffff:10.1.2.3"),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(parse_client_addr(b"[::1]:25"), Some("::1".parse().unwrap()));
+        assert_eq!(parse_client_addr(b"garbage"), None);
+        assert_eq!(parse_client_addr(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn fields() {
+        assert!(matches!(
+            text_field("login", b"", 10),
+            Err(FieldError::Empty(_))
+        ));
+        assert!(matches!(
+            text_field("login", b"a\0b", 10),
+            Err(FieldError::Nul(_))
+        ));
+        assert!(matches!(
+            text_field("login", b"\xff", 10),
+            Err(FieldError::NotUtf8(_))
+        ));
+        assert!(matches!(
+            text_field("login", &[b'a'; 11], 10),
+            Err(FieldError::TooLong(_))
+        ));
+        assert!(password_field(&vec![b'x'; 64 * 1024]).is_err());
+        assert!(password_field(b"\xff\xfe ok").is_ok());
+    }
+}

@@ -1,0 +1,271 @@
+//! Reads and writes of the login path. Prepared statements are cached on the
+//! connection, so a decision costs a handful of index lookups.
+
+use super::Store;
+use crate::crypto::keyed_hash;
+use crate::error::Result;
+use crate::secret::SecretBytes;
+use rusqlite::{params, OptionalExtension};
+
+/// What the engine needs to know about an account.
+#[derive(Debug)]
+pub struct AccountRow {
+    pub id: i64,
+    pub name: String,
+    pub plan: String,
+    pub disabled: bool,
+    pub password_hash: Option<String>,
+    pub totp_secret: Option<SecretBytes>,
+    pub totp_last_step: i64,
+    /// Has one-time codes (used or not): two-step stays on when TOTP is removed.
+    pub has_codes: bool,
+}
+
+impl AccountRow {
+    pub fn two_step(&self) -> bool {
+        self.totp_secret.is_some() || self.has_codes
+    }
+}
+
+#[derive(Debug)]
+pub struct AppPasswordRow {
+    pub id: i64,
+    pub account_id: i64,
+    pub label: String,
+    /// Empty: whatever the account may use.
+    pub services: Vec<String>,
+    pub restricted: bool,
+    pub expires: Option<i64>,
+    pub revoked: Option<i64>,
+}
+
+/// One audit record.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub ts: i64,
+    pub account: Option<String>,
+    pub service: Option<String>,
+    pub client_addr: Option<String>,
+    pub outcome: &'static str,
+    pub reason: Option<&'static str>,
+    pub detail: Option<String>,
+    pub credential: Option<String>,
+}
+
+/// A credential's last successful use, written in batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LastUse {
+    Account(i64),
+    AppPassword(i64),
+}
+
+pub(crate) fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl Store {
+    pub(crate) fn app_lookup(&self, account_id: i64, canonical: &[u8]) -> [u8; 32] {
+        keyed_hash(
+            &self.hmac_key,
+            &[b"app-password", &account_id.to_be_bytes(), canonical],
+        )
+    }
+
+    pub(crate) fn code_lookup(&self, account_id: i64, canonical: &[u8]) -> [u8; 32] {
+        keyed_hash(
+            &self.hmac_key,
+            &[b"one-time-code", &account_id.to_be_bytes(), canonical],
+        )
+    }
+
+    /// Keyed fingerprint used by throttling and the cache (never the secret itself).
+    pub(crate) fn fingerprint(&self, parts: &[&[u8]]) -> [u8; 32] {
+        keyed_hash(&self.hmac_key, parts)
+    }
+
+    pub fn find_account(&self, name: &str) -> Result<Option<AccountRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, name, plan, disabled, password_hash, totp_secret, totp_last_step,
+                    EXISTS (SELECT 1 FROM one_time_codes c WHERE c.account_id = a.id)
+             FROM accounts a WHERE name = ?1",
+        )?;
+        Ok(st
+            .query_row([name], |r| {
+                Ok(AccountRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    plan: r.get(2)?,
+                    disabled: r.get(3)?,
+                    password_hash: r.get(4)?,
+                    totp_secret: r.get::<_, Option<Vec<u8>>>(5)?.map(SecretBytes::new),
+                    totp_last_step: r.get(6)?,
+                    has_codes: r.get(7)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// O(1): a unique index on the keyed hash.
+    pub fn find_app_password(
+        &self,
+        account_id: i64,
+        canonical: &[u8],
+    ) -> Result<Option<AppPasswordRow>> {
+        let lookup = self.app_lookup(account_id, canonical);
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, account_id, label, services, restricted, expires, revoked
+             FROM app_passwords WHERE lookup = ?1 AND account_id = ?2",
+        )?;
+        Ok(st
+            .query_row(params![&lookup[..], account_id], |r| {
+                Ok(AppPasswordRow {
+                    id: r.get(0)?,
+                    account_id: r.get(1)?,
+                    label: r.get(2)?,
+                    services: split_list(&r.get::<_, String>(3)?),
+                    restricted: r.get(4)?,
+                    expires: r.get(5)?,
+                    revoked: r.get(6)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// An unused one-time code's id.
+    pub fn find_unused_code(&self, account_id: i64, canonical: &[u8]) -> Result<Option<i64>> {
+        let lookup = self.code_lookup(account_id, canonical);
+        let mut st = self.conn.prepare_cached(
+            "SELECT id FROM one_time_codes WHERE lookup = ?1 AND account_id = ?2 AND used IS NULL",
+        )?;
+        Ok(st
+            .query_row(params![&lookup[..], account_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Marks a code used. Exactly one of any number of concurrent callers gets `true`
+    /// (a conditional update under SQLite's single-writer lock).
+    pub fn consume_code(&self, code_id: i64, now: i64) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("UPDATE one_time_codes SET used = ?2 WHERE id = ?1 AND used IS NULL")?
+            .execute(params![code_id, now])?;
+        Ok(n == 1)
+    }
+
+    /// Records `step` as the last accepted TOTP step; `false` if it (or a later one)
+    /// was accepted already, so each code works once.
+    pub fn consume_totp_step(&self, account_id: i64, step: i64) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE accounts SET totp_last_step = ?2
+                 WHERE id = ?1 AND totp_secret IS NOT NULL AND totp_last_step < ?2",
+            )?
+            .execute(params![account_id, step])?;
+        Ok(n == 1)
+    }
+
+    pub fn service_override(&self, account_id: i64, service: &str) -> Result<Option<bool>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT allow FROM service_overrides WHERE account_id = ?1 AND service = ?2",
+            )?
+            .query_row(params![account_id, service], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// `None` if the plan does not exist.
+    pub fn plan_services(&self, plan: &str) -> Result<Option<Vec<String>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT services FROM plans WHERE name = ?1")?
+            .query_row([plan], |r| r.get::<_, String>(0))
+            .optional()?
+            .map(|s| split_list(&s)))
+    }
+
+    /// Replaces a master password hash made at a lower cost (only if unchanged since read).
+    pub fn upgrade_hash(&self, account_id: i64, old: &str, new: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE accounts SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
+            )?
+            .execute(params![account_id, old, new])?;
+        Ok(())
+    }
+
+    /// Writes audit records and last-use stamps in one transaction.
+    pub fn write_batch(
+        &mut self,
+        audit: &[AuditRecord],
+        last_use: &[(LastUse, i64)],
+    ) -> Result<()> {
+        if audit.is_empty() && last_use.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            insert_audit(tx, audit)?;
+            for (what, ts) in last_use {
+                match what {
+                    LastUse::Account(id) => tx
+                        .prepare_cached("UPDATE accounts SET last_login = max(coalesce(last_login, 0), ?2) WHERE id = ?1")?
+                        .execute(params![id, ts])?,
+                    LastUse::AppPassword(id) => tx
+                        .prepare_cached("UPDATE app_passwords SET last_used = max(coalesce(last_used, 0), ?2) WHERE id = ?1")?
+                        .execute(params![id, ts])?,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes audit records older than the retention and expired throttle rows.
+    pub fn prune(&mut self, now: i64) -> Result<()> {
+        let cutoff = now - self.config.audit_retention.as_secs() as i64;
+        let longest = [
+            self.config.throttle_address.window,
+            self.config.throttle_address.block,
+            self.config.throttle_account_address.window,
+            self.config.throttle_account_address.block,
+            self.config.slowdown_window,
+        ]
+        .iter()
+        .max()
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM audit WHERE ts < ?1")?
+                .execute([cutoff])?;
+            tx.prepare_cached(
+                "DELETE FROM throttle WHERE window_start < ?1 AND blocked_until < ?2",
+            )?
+            .execute(params![now - longest, now])?;
+            Ok(())
+        })
+    }
+}
+
+pub(crate) fn insert_audit(tx: &rusqlite::Connection, audit: &[AuditRecord]) -> Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO audit (ts, account, service, client_addr, outcome, reason, detail, credential)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for a in audit {
+        st.execute(params![
+            a.ts,
+            a.account,
+            a.service,
+            a.client_addr,
+            a.outcome,
+            a.reason,
+            a.detail,
+            a.credential
+        ])?;
+    }
+    Ok(())
+}

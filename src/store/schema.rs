@@ -1,0 +1,133 @@
+//! Versioned migrations. `PRAGMA user_version` holds the schema version; a database
+//! with a higher version than [`SCHEMA_VERSION`] is refused, never touched.
+
+use crate::error::{Error, Result};
+use rusqlite::Connection;
+
+/// The schema this saslgate writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    CREATE TABLE plans (
+        name TEXT PRIMARY KEY,
+        services TEXT NOT NULL          -- comma list, '*' = every service
+    );
+    INSERT INTO plans (name, services) VALUES ('default', '*');
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        plan TEXT NOT NULL DEFAULT 'default',
+        disabled INTEGER NOT NULL DEFAULT 0,
+        password_hash TEXT,             -- bcrypt; NULL = no master password
+        password_changed INTEGER,
+        totp_secret BLOB,               -- NULL = no TOTP
+        totp_last_step INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        last_login INTEGER
+    );
+    CREATE TABLE service_overrides (
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        service TEXT NOT NULL,
+        allow INTEGER NOT NULL,
+        PRIMARY KEY (account_id, service)
+    ) WITHOUT ROWID;
+    CREATE TABLE app_passwords (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        lookup BLOB NOT NULL UNIQUE,    -- HMAC(key, account id, password)
+        services TEXT NOT NULL,         -- comma list, '' = whatever the account may use
+        restricted INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL,
+        expires INTEGER,
+        revoked INTEGER,
+        last_used INTEGER
+    );
+    CREATE INDEX app_passwords_account ON app_passwords(account_id);
+    CREATE TABLE one_time_codes (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        lookup BLOB NOT NULL UNIQUE,    -- HMAC(key, account id, code)
+        created INTEGER NOT NULL,
+        used INTEGER
+    );
+    CREATE INDEX one_time_codes_account ON one_time_codes(account_id);
+    CREATE TABLE throttle (
+        key TEXT PRIMARY KEY,           -- 'a:IP', 'p:ACCOUNT|IP', 's:ACCOUNT'
+        failures INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        blocked_until INTEGER NOT NULL DEFAULT 0,
+        last_bad BLOB                   -- fingerprint of the last wrong password
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        account TEXT,
+        service TEXT,
+        client_addr TEXT,
+        outcome TEXT NOT NULL,          -- accepted | refused | unavailable
+        reason TEXT,
+        detail TEXT,
+        credential TEXT
+    );
+    CREATE INDEX audit_ts ON audit(ts);
+    CREATE INDEX audit_account_ts ON audit(account, ts);
+    "#,
+];
+
+/// Brings the database to [`SCHEMA_VERSION`], in one transaction per step.
+pub fn migrate(conn: &mut Connection, creating: bool) -> Result<()> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::TooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found > 0 {
+        // A saslgate database must have our meta table; anything else is foreign.
+        let ok: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get(0),
+        )?;
+        if ok == 0 {
+            return Err(Error::Storage("not a saslgate database".into()));
+        }
+    } else if !creating {
+        return Err(Error::Storage(
+            "not a saslgate database (empty or uninitialised: run `saslgate init`)".into(),
+        ));
+    } else {
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 {
+            return Err(Error::Storage(
+                "not a saslgate database (it has tables but no saslgate schema version)".into(),
+            ));
+        }
+    }
+    for version in found..SCHEMA_VERSION {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Re-read inside the write lock: another process may have migrated meanwhile.
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now != version {
+            continue;
+        }
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        if version == 0 {
+            let key = crate::crypto::random_bytes(32).map_err(Error::Storage)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('hmac_key', ?1)",
+                [key],
+            )?;
+            tx.execute("INSERT INTO meta (key, value) VALUES ('generation', 1)", [])?;
+        }
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
