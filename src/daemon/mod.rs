@@ -1,1 +1,242 @@
-//! saslgated: the saslauthd drop-in (being written).
+//! saslgated: the saslauthd drop-in. It speaks the saslauthd wire protocol on
+//! `DIR/mux` and answers with [`crate::Gate::decide`].
+//!
+//! - [`protocol`]: counted-string frames, 4- and 5-field requests
+//! - [`options`]: the command line (stock saslauthd flags + saslgate ones)
+//! - [`server`]: reactor + decision worker pool, timeouts, delays, shutdown
+//! - [`socket`]: socket directory, live/stale socket, pid file, sd_notify
+//! - [`log`]: syslog (facility auth) or stderr
+//! - [`sys`]: the few libc calls (fork, rlimit, socket activation); the daemon's
+//!   only unsafe code
+
+pub mod log;
+pub mod options;
+pub mod protocol;
+pub mod server;
+pub mod socket;
+pub mod sys;
+
+use crate::engine::Gate;
+use clap::Parser;
+use options::Options;
+use std::ffi::OsString;
+use std::sync::Arc;
+
+/// Entry point of the `saslgated` binary; returns the process exit code
+/// (0 after a clean stop, 1 when it cannot start, 2 for usage errors).
+pub fn main_with_args(args: Vec<OsString>) -> i32 {
+    let opts = match Options::try_parse_from(args) {
+        Ok(o) => o,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    if opts.version {
+        println!("saslgated {}", crate::VERSION);
+        return 0;
+    }
+    if let Err(m) = opts.validate() {
+        eprintln!("saslgated: {m}");
+        eprintln!("Try 'saslgated --help' for more information.");
+        return 2;
+    }
+    let cfg = match opts.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("saslgated: {e}");
+            return e.exit_code().max(1);
+        }
+    };
+    // Check the database before detaching, so that errors reach the terminal.
+    if let Err(e) = Gate::open(cfg.clone()) {
+        eprintln!("saslgated: cannot start: {e}");
+        return 1;
+    }
+    let gid = match opts.group.as_deref().map(socket::lookup_group).transpose() {
+        Ok(g) => g,
+        Err(m) => {
+            eprintln!("saslgated: --group: {m}");
+            return 2;
+        }
+    };
+    let bound = match sys::activated_listener() {
+        Ok(Some(listener)) => socket::Bound {
+            listener,
+            owned_path: None,
+        },
+        Ok(None) => match socket::bind(&opts.dir, gid) {
+            Ok(b) => b,
+            Err(m) => {
+                eprintln!("saslgated: cannot start: {m}");
+                return 1;
+            }
+        },
+        Err(e) => {
+            eprintln!("saslgated: cannot start: {e}");
+            return 1;
+        }
+    };
+    let activated = bound.owned_path.is_none();
+    let under_systemd = activated || std::env::var_os("NOTIFY_SOCKET").is_some();
+    if !opts.debug && !opts.foreground && !under_systemd {
+        if let Err(e) = sys::daemonize() {
+            eprintln!("saslgated: cannot detach: {e}");
+            if let Some(p) = &bound.owned_path {
+                let _ = std::fs::remove_file(p);
+            }
+            return 1;
+        }
+    }
+    let log = log::Logger::new(opts.debug, opts.debug);
+    let code = serve(&opts, cfg, bound, log);
+    if code != 0 {
+        // Nothing else cleans up after a failed start.
+        let _ = std::fs::remove_file(opts.pid_path());
+    }
+    code
+}
+
+fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Logger) -> i32 {
+    let socket_path = bound.owned_path.clone();
+    let remove_socket = || {
+        if let Some(p) = &socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    let workers = opts.worker_count();
+    let want_fds = (opts.max_connections + workers + 64) as u64;
+    match sys::raise_nofile(want_fds) {
+        Ok(n) if n < want_fds => log.warn(&format!(
+            "open files limit is {n}, below the {want_fds} that --max-connections {} needs",
+            opts.max_connections
+        )),
+        Ok(_) => {}
+        Err(e) => log.warn(&format!("cannot raise the open files limit: {e}")),
+    }
+    let db = cfg.db.clone();
+    let cache_ttl = cfg.cache_ttl;
+    let gate = match Gate::open(cfg) {
+        Ok(g) => g,
+        Err(e) => {
+            log.err(&format!("cannot start: {e}"));
+            remove_socket();
+            return 1;
+        }
+    };
+    let settings = server::Settings {
+        field_limit: opts.field_limit,
+        fail_delay: opts.fail_delay,
+        timeout: opts.timeout,
+        max_connections: opts.max_connections,
+        workers,
+        use_realm: opts.realm,
+    };
+    let server = match server::Server::new(bound.listener, socket_path.clone(), gate, log, settings)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("saslgated: cannot start: {e}");
+            remove_socket();
+            return 1;
+        }
+    };
+    let shared = server.shared();
+    let signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            shared
+                .log
+                .err(&format!("cannot set up signal handling: {e}"));
+            remove_socket();
+            return 1;
+        }
+    };
+    let pid_path = opts.pid_path();
+    if let Err(e) = socket::write_pid_file(&pid_path) {
+        shared.log.warn(&format!(
+            "cannot write pid file {}: {e}",
+            pid_path.display()
+        ));
+    }
+    {
+        let opts = opts.clone();
+        let sh = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut signals = signals;
+                for sig in signals.forever() {
+                    if sig == signal_hook::consts::SIGHUP {
+                        reload(&opts, &sh);
+                    } else {
+                        sh.log.notice(&format!(
+                            "signal {sig}: finishing in-flight requests, then stopping"
+                        ));
+                        sh.request_stop();
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            shared
+                .log
+                .err(&format!("cannot start the signal thread: {e}"));
+            remove_socket();
+            return 1;
+        }
+    }
+    let place = socket_path.as_ref().map_or_else(
+        || "the socket passed by systemd".to_string(),
+        |p| p.display().to_string(),
+    );
+    shared.log.notice(&format!(
+        "saslgated {} ready on {place}: {workers} workers, db {}, cache {}, realm {}, fail delay {:?}, timeout {:?}, max connections {}",
+        crate::VERSION,
+        db.display(),
+        if cache_ttl.is_zero() { "off".to_string() } else { format!("{}s", cache_ttl.as_secs()) },
+        if opts.realm { "on" } else { "ignored" },
+        opts.fail_delay,
+        opts.timeout,
+        opts.max_connections,
+    ));
+    socket::sd_notify(&format!(
+        "READY=1\nMAINPID={}\nSTATUS=serving on {place}",
+        std::process::id()
+    ));
+    let result = server.run();
+    socket::sd_notify("STOPPING=1");
+    let _ = std::fs::remove_file(&pid_path);
+    match result {
+        Ok(()) => {
+            shared.log.notice("stopped");
+            0
+        }
+        Err(e) => {
+            shared.log.err(&format!("stopped on an error: {e}"));
+            1
+        }
+    }
+}
+
+fn reload(opts: &Options, shared: &Arc<server::Shared>) {
+    let (path, _) = opts.config_path();
+    socket::sd_notify("RELOADING=1");
+    match opts.load_config().and_then(Gate::open) {
+        Ok(gate) => {
+            shared.replace_gate(gate);
+            shared.log.notice(&format!(
+                "SIGHUP: configuration reloaded from {}",
+                path.display()
+            ));
+        }
+        Err(e) => shared.log.err(&format!(
+            "SIGHUP: reload failed, keeping the previous configuration: {e}"
+        )),
+    }
+    socket::sd_notify("READY=1");
+}

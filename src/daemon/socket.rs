@@ -1,0 +1,117 @@
+//! The listening socket, its directory, the pid file and systemd readiness.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+/// Resolves a group name (or number) to a gid from /etc/group.
+pub fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text =
+        fs::read_to_string("/etc/group").map_err(|e| format!("cannot read /etc/group: {e}"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.split(':');
+            let n = parts.next()?;
+            let _pw = parts.next()?;
+            let gid = parts.next()?.parse::<u32>().ok()?;
+            (n == name).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| format!("no group named {name:?} in /etc/group"))
+}
+
+/// Where the socket came from decides who removes it at exit.
+pub struct Bound {
+    pub listener: UnixListener,
+    /// `Some(path)`: we created it and unlink it at exit; `None`: systemd's.
+    pub owned_path: Option<PathBuf>,
+}
+
+/// Creates DIR (mode 0710, group `gid`) if needed, refuses to start when a live
+/// daemon answers on DIR/mux, replaces a stale socket, binds a new one with mode
+/// 0660 and group `gid`, atomically (bound under a temporary name, then renamed).
+pub fn bind(dir: &Path, gid: Option<u32>) -> Result<Bound, String> {
+    if !dir.exists() {
+        fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o710))
+            .map_err(|e| format!("cannot chmod {}: {e}", dir.display()))?;
+    }
+    if let Some(g) = gid {
+        std::os::unix::fs::chown(dir, None, Some(g))
+            .map_err(|e| format!("cannot give {} to group {g}: {e}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o710))
+            .map_err(|e| format!("cannot chmod {}: {e}", dir.display()))?;
+    }
+    let path = dir.join("mux");
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(&path) {
+            Ok(_) => {
+                return Err(format!(
+                    "another daemon is answering on {} (pid file {}); stop it first or use another -m DIR",
+                    path.display(),
+                    dir.join("saslauthd.pid").display()
+                ))
+            }
+            Err(_) => {
+                fs::remove_file(&path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+            }
+        },
+        Ok(_) => {
+            return Err(format!("{} exists and is not a socket; refusing to replace it", path.display()));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+    }
+    let tmp = dir.join(format!(".mux.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let listener =
+        UnixListener::bind(&tmp).map_err(|e| format!("cannot bind {}: {e}", tmp.display()))?;
+    let finish = || -> io::Result<()> {
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o660))?;
+        if let Some(g) = gid {
+            std::os::unix::fs::chown(&tmp, None, Some(g))?;
+        }
+        fs::rename(&tmp, &path)
+    };
+    if let Err(e) = finish() {
+        let _ = fs::remove_file(&tmp);
+        return Err(format!("cannot set up {}: {e}", path.display()));
+    }
+    Ok(Bound {
+        listener,
+        owned_path: Some(path),
+    })
+}
+
+pub fn write_pid_file(path: &Path) -> io::Result<()> {
+    let tmp = path.with_extension("pid.tmp");
+    fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+    fs::rename(&tmp, path)
+}
+
+/// Sends `state` to systemd's NOTIFY_SOCKET, when set (no-op otherwise).
+pub fn sd_notify(state: &str) {
+    let Some(addr) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(addr.as_os_str());
+    let _ = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        match std::os::unix::net::SocketAddr::from_abstract_name(name) {
+            Ok(a) => sock.send_to_addr(state.as_bytes(), &a),
+            Err(e) => Err(e),
+        }
+    } else {
+        sock.send_to(state.as_bytes(), Path::new(&addr))
+    };
+}
