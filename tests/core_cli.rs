@@ -1,0 +1,224 @@
+//! The `saslgate` command as an operator and a provisioning script use it: exit
+//! codes, secrets alone on stdout, JSON, permissions, a 4-process code race.
+
+mod common;
+
+use common::oathtool;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_saslgate");
+
+struct Cli {
+    _dir: tempfile::TempDir,
+    conf: PathBuf,
+    db: PathBuf,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("g.db");
+        let conf = dir.path().join("saslgate.conf");
+        std::fs::write(&conf, format!("db = {:?}\nbcrypt_cost = 4\n", db)).unwrap();
+        let c = Cli { _dir: dir, conf, db };
+        c.ok(&["init"]);
+        c
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.conf)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args, "");
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn code(&self, args: &[&str], stdin: &str) -> i32 {
+        self.run(args, stdin).status.code().unwrap()
+    }
+}
+
+#[test]
+fn database_is_private_and_init_refuses_to_overwrite() {
+    let c = Cli::new();
+    let mode = std::fs::metadata(&c.db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(c.code(&["init"], ""), 1, "init twice must not clobber the database");
+}
+
+#[test]
+fn secrets_are_printed_once_alone_on_stdout() {
+    let c = Cli::new();
+    c.ok(&["user", "add", "alice"]);
+    assert_eq!(c.code(&["passwd", "alice", "--stdin"], "pw-alice\n"), 0);
+    let app = c.ok(&["app-password", "add", "alice", "--label", "phone", "--services", "imap,pop3"]);
+    let lines: Vec<&str> = app.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout is only the secret: {app:?}");
+    assert_eq!(lines[0].len(), 24);
+    let uri = c.ok(&["totp", "enable", "alice"]);
+    assert_eq!(uri.lines().count(), 1);
+    assert!(uri.starts_with("otpauth://totp/saslgate:alice?secret="));
+    let codes = c.ok(&["codes", "generate", "alice", "--count", "4"]);
+    assert_eq!(codes.lines().count(), 4);
+    assert!(codes.lines().all(|l| l.len() == 11 && l.as_bytes()[5] == b'-'));
+    // The app password works for its services only; pop3 is an alias of pop.
+    assert_eq!(c.code(&["verify", "alice", "--service", "pop"], lines[0]), 0);
+    assert_eq!(c.code(&["verify", "alice", "--service", "smtp"], lines[0]), 1);
+    let list = c.ok(&["app-password", "list", "alice", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v[0]["services"], serde_json::json!(["imap", "pop"]));
+    assert!(!list.contains(lines[0]), "listing never shows the secret");
+}
+
+#[test]
+fn exit_codes() {
+    let c = Cli::new();
+    c.ok(&["user", "add", "bob"]);
+    c.run(&["passwd", "bob", "--stdin"], "pw-bob");
+    assert_eq!(c.code(&["verify", "bob", "--service", "imap"], "pw-bob\n"), 0);
+    assert_eq!(c.code(&["verify", "bob", "--service", "imap"], "nope"), 1);
+    assert_eq!(c.code(&["user", "show", "nobody"], ""), 1);
+    assert_eq!(c.code(&["user", "frobnicate"], ""), 2);
+    assert_eq!(c.code(&["app-password", "add", "bob", "--label", "x", "--expires", "soon"], ""), 2);
+    assert_eq!(c.code(&["user", "add", "bad name"], ""), 2);
+    assert_eq!(c.code(&["verify", "bob", "--service", "imap"], "pw\0bob"), 1);
+    // Unavailable: a missing database, a garbage file, a newer schema.
+    let o = Command::new(BIN).args(["--db", "/nonexistent/x.db", "user", "list"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("saslgate init"));
+    let o = Command::new(BIN)
+        .args(["--db", "/nonexistent/x.db", "verify", "bob", "--service", "imap"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    rusqlite::Connection::open(&c.db).unwrap().pragma_update(None, "user_version", 7).unwrap();
+    let o = c.run(&["user", "list"], "");
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("newer saslgate"));
+}
+
+#[test]
+fn json_show_log_explain() {
+    let c = Cli::new();
+    c.ok(&["plan", "set", "basic", "--services", "smtp,imap"]);
+    c.ok(&["user", "add", "carol", "--plan", "basic"]);
+    c.run(&["passwd", "carol", "--stdin"], "pw-carol");
+    let app = c.ok(&["app-password", "add", "carol", "--label", "printer", "--restricted"]);
+    c.ok(&["service", "deny", "carol", "imap"]);
+    let show: serde_json::Value = serde_json::from_str(&c.ok(&["user", "show", "carol", "--json"])).unwrap();
+    assert_eq!(show["plan"], "basic");
+    assert_eq!(show["overrides"], serde_json::json!([["imap", false]]));
+    c.run(&["verify", "carol", "--service", "imap", "--ip", "192.0.2.1"], "pw-carol");
+    c.run(&["verify", "carol", "--service", "smtp"], app.trim());
+    let log: serde_json::Value = serde_json::from_str(&c.ok(&["log", "carol", "--json", "--since", "1h"])).unwrap();
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0]["reason"], "not-allowed");
+    assert_eq!(log[0]["client_addr"], "192.0.2.1");
+    assert_eq!(log[1]["outcome"], "accepted");
+    // explain: the master password is stopped by the override, the app password by
+    // its restriction; on smtp both can log in.
+    let imap = c.run(&["explain", "carol", "--service", "imap"], "");
+    assert_eq!(imap.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&imap.stdout);
+    assert!(text.contains("master password: cannot: account override denies imap"), "{text}");
+    assert!(text.contains("app password 1 (printer): cannot:"), "{text}");
+    let smtp: serde_json::Value = serde_json::from_str(&c.ok(&["explain", "carol", "--service", "smtp", "--json"])).unwrap();
+    assert!(smtp["credentials"].as_array().unwrap().iter().all(|c| c["allowed"] == true), "{smtp}");
+}
+
+#[test]
+fn totp_through_the_cli_with_oathtool() {
+    let c = Cli::new();
+    c.ok(&["user", "add", "dan"]);
+    c.run(&["passwd", "dan", "--stdin"], "pw-dan");
+    c.ok(&["totp", "enable", "dan", "--secret", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"]);
+    let code = oathtool("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+    assert_eq!(c.code(&["verify", "dan", "--service", "imap"], "pw-dan"), 1);
+    assert_eq!(c.code(&["verify", "dan", "--service", "imap"], &format!("pw-dan{code}")), 0);
+    assert_eq!(c.code(&["verify", "dan", "--service", "imap"], &format!("pw-dan{code}")), 1);
+    c.ok(&["totp", "disable", "dan"]);
+    assert_eq!(c.code(&["verify", "dan", "--service", "imap"], "pw-dan"), 0);
+}
+
+#[test]
+fn one_time_code_race_between_4_processes() {
+    let c = Cli::new();
+    c.ok(&["user", "add", "eve"]);
+    c.run(&["passwd", "eve", "--stdin"], "pw-eve");
+    let code = c.ok(&["codes", "generate", "eve", "--count", "1"]);
+    let password = format!("pw-eve{}", code.trim());
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            let mut ch = Command::new(BIN)
+                .arg("--config")
+                .arg(&c.conf)
+                .args(["verify", "eve", "--service", "imap"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            ch.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+            ch
+        })
+        .collect();
+    let codes: Vec<i32> = children.into_iter().map(|ch| ch.wait_with_output().unwrap().status.code().unwrap()).collect();
+    assert_eq!(codes.iter().filter(|&&c| c == 0).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|&c| c == 0 || c == 1), "{codes:?}");
+}
+
+#[test]
+fn read_only_database_is_unavailable() {
+    let c = Cli::new();
+    c.ok(&["user", "add", "fay"]);
+    c.run(&["passwd", "fay", "--stdin"], "pw-fay");
+    let dir = c.db.parent().unwrap().to_path_buf();
+    // Root ignores file modes, so make the directory a read-only bind mount in a
+    // private mount namespace; as another user, a 0400 file does it.
+    let is_root = unsafe_free_is_root();
+    let verify = format!(
+        "printf wrong | {BIN} --config {} verify fay --service imap; echo rc=$?",
+        c.conf.display()
+    );
+    let script = if is_root {
+        format!("mount --bind {d} {d} && mount -o remount,ro,bind {d} && {verify}", d = dir.display())
+    } else {
+        std::fs::set_permissions(&c.db, std::fs::Permissions::from_mode(0o400)).unwrap();
+        verify.clone()
+    };
+    let mut cmd = if is_root {
+        let mut k = Command::new("unshare");
+        k.args(["-m", "sh", "-c", &script]);
+        k
+    } else {
+        let mut k = Command::new("sh");
+        k.args(["-c", &script]);
+        k
+    };
+    let o = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("rc=3"), "read-only database must be unavailable: {text} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(Path::new(&c.db).exists());
+}
+
+fn unsafe_free_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}

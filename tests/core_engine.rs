@@ -1,0 +1,408 @@
+//! The login decision matrix, slow-hash accounting, throttling, races and bad input,
+//! through the library (the same `Gate::decide` every face calls).
+
+mod common;
+
+use common::*;
+use saslgate::engine::Credential;
+use saslgate::secret::SecretBytes;
+use saslgate::{Decision, Gate, RefuseReason, Request};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+#[test]
+fn decision_matrix() {
+    let f = Fixture::new();
+    f.user("alice", "correct horse");
+    let app_imap = f.app_password("alice", &["imap"], false, None);
+    let app_any = f.app_password("alice", &[], false, None);
+    let expired = f.app_password("alice", &["imap"], false, Some(saslgate::timefmt::now() - 10));
+    let revoked = f.app_password("alice", &["imap"], false, None);
+    let restricted = f.app_password("alice", &[], true, None);
+    f.store().revoke_app_password("alice", 4).unwrap();
+    let g = f.gate();
+    let ok = |d: Decision| assert!(d.is_accepted(), "expected accept, got {d:?}");
+
+    ok(g.decide(&req("alice", "correct horse", "imap")));
+    assert_eq!(refused(&g.decide(&req("alice", "correct horsE", "imap"))), Some(RefuseReason::BadCredentials));
+    // App password in and out of scope; typed without dashes, with spaces, upper case.
+    ok(g.decide(&req("alice", &app_imap, "imap")));
+    ok(g.decide(&req("alice", &app_imap.replace('-', ""), "imap")));
+    ok(g.decide(&req("alice", &app_imap.replace('-', " ").to_uppercase(), "imap")));
+    assert_eq!(refused(&g.decide(&req("alice", &app_imap, "smtp"))), Some(RefuseReason::NotAllowed));
+    ok(g.decide(&req("alice", &app_any, "smtp")));
+    // Expired and revoked: generic credential refusal.
+    assert_eq!(refused(&g.decide(&req("alice", &expired, "imap"))), Some(RefuseReason::BadCredentials));
+    assert_eq!(refused(&g.decide(&req("alice", &revoked, "imap"))), Some(RefuseReason::BadCredentials));
+    // Restricted: only the restricted services (default smtp).
+    ok(g.decide(&req("alice", &restricted, "smtp")));
+    ok(g.decide(&req("alice", &restricted, "submission")));
+    assert_eq!(refused(&g.decide(&req("alice", &restricted, "imap"))), Some(RefuseReason::NotAllowed));
+    // Unknown account.
+    assert_eq!(refused(&g.decide(&req("mallory", "correct horse", "imap"))), Some(RefuseReason::BadCredentials));
+    // Case-folded login.
+    ok(g.decide(&req("ALICE", "correct horse", "imap")));
+
+    // Plan without the service, then account overrides both ways.
+    let mut s = f.store();
+    s.set_plan_services("mailonly", &["smtp".into()]).unwrap();
+    s.set_plan("alice", "mailonly").unwrap();
+    assert_eq!(refused(&g.decide(&req("alice", "correct horse", "imap"))), Some(RefuseReason::NotAllowed));
+    ok(g.decide(&req("alice", "correct horse", "smtp")));
+    s.set_service_override("alice", "imap", Some(true)).unwrap();
+    ok(g.decide(&req("alice", "correct horse", "imap")));
+    s.set_service_override("alice", "smtp", Some(false)).unwrap();
+    assert_eq!(refused(&g.decide(&req("alice", "correct horse", "smtp"))), Some(RefuseReason::NotAllowed));
+    // The credential still narrows an account override.
+    assert_eq!(refused(&g.decide(&req("alice", &restricted, "imap"))), Some(RefuseReason::NotAllowed));
+    s.set_service_override("alice", "smtp", None).unwrap();
+    ok(g.decide(&req("alice", "correct horse", "smtp")));
+
+    // Disabled account: right password refused as disabled, wrong one as bad credentials.
+    s.set_disabled("alice", true).unwrap();
+    assert_eq!(refused(&g.decide(&req("alice", "correct horse", "smtp"))), Some(RefuseReason::Disabled));
+    assert_eq!(refused(&g.decide(&req("alice", &app_any, "smtp"))), Some(RefuseReason::Disabled));
+    assert_eq!(refused(&g.decide(&req("alice", "nope", "smtp"))), Some(RefuseReason::BadCredentials));
+}
+
+#[test]
+fn realms_and_service_aliases() {
+    let f = Fixture::new();
+    f.user("bob@example.org", "pw-bob");
+    f.user("carol", "pw-carol");
+    let g = f.gate();
+    let with_realm = |login, pw, realm: &'static str| Request { realm: Some(realm.as_bytes()), ..req(login, pw, "pop3") };
+    assert!(g.decide(&with_realm("bob", "pw-bob", "Example.org")).is_accepted());
+    assert!(g.decide(&req("Bob@Example.ORG", "pw-bob", "imap")).is_accepted());
+    // Postfix passes its hostname as realm: a plain account still matches.
+    assert!(g.decide(&with_realm("carol", "pw-carol", "mail.example.org")).is_accepted());
+    let mut s = f.store();
+    s.set_plan_services("poponly", &["pop".into()]).unwrap();
+    s.set_plan("carol", "poponly").unwrap();
+    assert!(g.decide(&req("carol", "pw-carol", "POP3")).is_accepted());
+    assert!(!g.decide(&req("carol", "pw-carol", "imap")).is_accepted());
+}
+
+#[test]
+fn two_step_logins() {
+    let f = Fixture::new();
+    f.user("dave", "pw-dave");
+    let app = f.app_password("dave", &["imap"], false, None);
+    let mut s = f.store();
+    s.enable_totp("dave", &saslgate::totp::decode_secret(TOTP_SECRET).unwrap()).unwrap();
+    let codes = s.generate_codes("dave", 3).unwrap();
+    let code0 = String::from_utf8(codes[0].as_bytes().to_vec()).unwrap();
+    let g = f.gate();
+
+    // Master alone is refused on every service.
+    for svc in ["imap", "smtp", "pop"] {
+        assert_eq!(refused(&g.decide(&req("dave", "pw-dave", svc))), Some(RefuseReason::BadCredentials));
+    }
+    let totp = oathtool(TOTP_SECRET);
+    let before = g.stats().slow_hashes;
+    let d = g.decide(&req("dave", &format!("pw-dave{totp}"), "imap"));
+    assert_eq!(d, Decision::Accepted { account: "dave".into(), credential: Credential::MasterAndTotp });
+    assert!(g.stats().slow_hashes - before <= 1, "two-step login costs at most one slow hash");
+    // The same code again: refused (each time step once).
+    assert_eq!(refused(&g.decide(&req("dave", &format!("pw-dave{totp}"), "imap"))), Some(RefuseReason::BadCredentials));
+    // Wrong code, wrong password with a right code shape.
+    assert!(!g.decide(&req("dave", "pw-dave000000", "imap")).is_accepted());
+    // One-time code: accepted once, with or without its dash.
+    let d = g.decide(&req("dave", &format!("pw-dave{code0}"), "imap"));
+    assert_eq!(d, Decision::Accepted { account: "dave".into(), credential: Credential::MasterAndCode });
+    assert!(!g.decide(&req("dave", &format!("pw-dave{code0}"), "imap")).is_accepted());
+    let code1 = String::from_utf8(codes[1].as_bytes().to_vec()).unwrap().replace('-', "");
+    assert!(g.decide(&req("dave", &format!("pw-dave{code1}"), "imap")).is_accepted());
+    assert!(!g.decide(&req("dave", &format!("wrong{}", String::from_utf8_lossy(codes[2].as_bytes())), "imap")).is_accepted());
+    // ...and the code survived the wrong password.
+    assert!(g.decide(&req("dave", &format!("pw-dave{}", String::from_utf8_lossy(codes[2].as_bytes())), "imap")).is_accepted());
+    // App passwords bypass two-step.
+    assert!(g.decide(&req("dave", &app, "imap")).is_accepted());
+}
+
+#[test]
+fn one_slow_hash_at_most() {
+    let f = Fixture::new();
+    f.user("erin", "pw-erin");
+    let app = f.app_password("erin", &[], false, None);
+    let mut cfg = f.config.clone();
+    cfg.throttle_address.failures = 2;
+    let g = Gate::open(cfg).unwrap();
+    let cost = |r: Request<'_>| {
+        let before = g.stats().slow_hashes;
+        let d = g.decide(&r);
+        (d, g.stats().slow_hashes - before)
+    };
+    assert_eq!(cost(req("nobody", "x", "imap")).1, 1, "unknown account: one dummy hash");
+    assert_eq!(cost(req("erin", "wrong", "imap")).1, 1, "wrong password: one hash");
+    let (d, n) = cost(req("erin", &app, "imap"));
+    assert!(d.is_accepted());
+    assert_eq!(n, 0, "app password: no slow hash");
+    let (d, n) = cost(req("erin", "pw-erin", "imap"));
+    assert!(d.is_accepted());
+    assert_eq!(n, 1);
+    // Throttled: refuse without hashing, even the right password.
+    let from = |pw| Request { client_addr: Some(b"192.0.2.7;5555"), ..req("erin", pw, "imap") };
+    cost(from("bad1"));
+    cost(from("bad2"));
+    let (d, n) = cost(from("pw-erin"));
+    assert_eq!(refused(&d), Some(RefuseReason::Throttled));
+    assert_eq!(n, 0, "throttled: no slow hash");
+}
+
+#[test]
+fn throttling_cannot_be_turned_against_the_user() {
+    let f = Fixture::new();
+    f.user("frank", "pw-frank");
+    let mut cfg = f.config.clone();
+    cfg.throttle_address.failures = 5;
+    cfg.throttle_account_address.failures = 3;
+    cfg.slowdown_failures = 2;
+    let g = Gate::open(cfg).unwrap();
+    let at = |pw: &'static str, ip: &'static str| Request { client_addr: Some(ip.as_bytes()), ..req("frank", pw, "imap") };
+
+    // A phone with a stale password: the same wrong password 20 times counts once.
+    for _ in 0..20 {
+        assert_eq!(refused(&g.decide(&at("old-pw", "198.51.100.1"))), Some(RefuseReason::BadCredentials));
+    }
+    assert!(g.decide(&at("pw-frank", "198.51.100.1")).is_accepted());
+
+    // An attacker at one address: blocked after the budget, right password too.
+    for pw in ["a", "b", "c"] {
+        g.decide(&at(pw, "203.0.113.9"));
+    }
+    let d = g.decide(&at("pw-frank", "203.0.113.9"));
+    match d {
+        Decision::Refused { reason: RefuseReason::Throttled, retry_after: Some(r), .. } => assert!(r.as_secs() > 0),
+        other => panic!("expected throttled, got {other:?}"),
+    }
+    // The user elsewhere is not affected.
+    assert!(g.decide(&at("pw-frank", "198.51.100.1")).is_accepted());
+
+    // Without a client address: failures slow the account down but never refuse it.
+    let mut last_delay = Duration::ZERO;
+    for i in 0..8 {
+        let pw = format!("guess{i}");
+        match g.decide(&req("frank", &pw, "imap")) {
+            Decision::Refused { reason: RefuseReason::BadCredentials, delay, .. } => last_delay = delay,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(last_delay >= Duration::from_secs(1), "address-less guessing is slowed down");
+    assert!(g.decide(&req("frank", "pw-frank", "imap")).is_accepted());
+    // Success cleared the account's slow-down.
+    match g.decide(&req("frank", "guess-again", "imap")) {
+        Decision::Refused { delay, .. } => assert_eq!(delay, Duration::ZERO),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn throttle_window_passes() {
+    let f = Fixture::new();
+    f.user("gina", "pw-gina");
+    let mut cfg = f.config.clone();
+    cfg.throttle_address.failures = 1;
+    cfg.throttle_address.block = Duration::from_secs(1);
+    cfg.throttle_address.window = Duration::from_secs(1);
+    let g = Gate::open(cfg).unwrap();
+    let at = |pw: &'static str| Request { client_addr: Some(b"192.0.2.1"), ..req("gina", pw, "imap") };
+    g.decide(&at("wrong"));
+    assert_eq!(refused(&g.decide(&at("pw-gina"))), Some(RefuseReason::Throttled));
+    std::thread::sleep(Duration::from_millis(2100));
+    assert!(g.decide(&at("pw-gina")).is_accepted());
+}
+
+#[test]
+fn one_time_code_race_between_32_threads() {
+    let f = Fixture::new();
+    f.user("hank", "pw-hank");
+    let codes = f.store().generate_codes("hank", 1).unwrap();
+    let password = format!("pw-hank{}", String::from_utf8_lossy(codes[0].as_bytes()));
+    let barrier = Arc::new(Barrier::new(32));
+    let handles: Vec<_> = (0..32)
+        .map(|_| {
+            let cfg = f.config.clone();
+            let pw = password.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let g = Gate::open(cfg).unwrap(); // own connection: a real race in SQLite
+                barrier.wait();
+                g.decide(&req("hank", &pw, "imap"))
+            })
+        })
+        .collect();
+    let results: Vec<Decision> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let accepted = results.iter().filter(|d| d.is_accepted()).count();
+    assert_eq!(accepted, 1, "exactly one accepted: {results:?}");
+    assert!(results.iter().all(|d| !matches!(d, Decision::Unavailable { .. })), "{results:?}");
+}
+
+#[test]
+fn cache_skips_the_slow_hash_and_dies_with_admin_changes() {
+    let f = Fixture::new();
+    f.user("ivy", "pw-ivy");
+    let mut cfg = f.config.clone();
+    cfg.cache_ttl = Duration::from_secs(60);
+    let g = Gate::open(cfg).unwrap();
+    assert!(g.decide(&req("ivy", "pw-ivy", "imap")).is_accepted());
+    let before = g.stats().slow_hashes;
+    assert!(g.decide(&req("ivy", "pw-ivy", "imap")).is_accepted());
+    assert_eq!(g.stats().slow_hashes, before, "cached");
+    assert_eq!(g.stats().cache_hits, 1);
+    // Wrong passwords are never served from the cache.
+    assert!(!g.decide(&req("ivy", "pw-ivX", "imap")).is_accepted());
+    f.store().set_disabled("ivy", true).unwrap();
+    assert_eq!(refused(&g.decide(&req("ivy", "pw-ivy", "imap"))), Some(RefuseReason::Disabled));
+}
+
+#[test]
+fn weak_hashes_are_upgraded_and_password_change_can_revoke_app_passwords() {
+    let f = Fixture::new();
+    f.user("jack", "pw-jack");
+    let app = f.app_password("jack", &[], false, None);
+    let mut cfg = f.config.clone();
+    cfg.bcrypt_cost = 5;
+    let g = Gate::open(cfg).unwrap();
+    assert!(g.decide(&req("jack", "pw-jack", "imap")).is_accepted());
+    let hash = f.store().find_account("jack").unwrap().unwrap().password_hash.unwrap();
+    assert_eq!(saslgate::crypto::bcrypt_cost_of(&hash), Some(5));
+    assert!(g.decide(&req("jack", "pw-jack", "imap")).is_accepted());
+
+    f.store().set_master_password("jack", &SecretBytes::from_slice(b"new-pw"), true).unwrap();
+    assert!(!g.decide(&req("jack", &app, "imap")).is_accepted());
+    assert!(!g.decide(&req("jack", "pw-jack", "imap")).is_accepted());
+    assert!(g.decide(&req("jack", "new-pw", "imap")).is_accepted());
+}
+
+#[test]
+fn audit_trail_records_and_prunes() {
+    let f = Fixture::new();
+    f.user("kate", "pw-kate");
+    let g = f.gate();
+    g.decide(&req("kate", "pw-kate", "imap"));
+    g.decide(&Request { client_addr: Some(b"192.0.2.5;1"), ..req("kate", "nope", "smtp") });
+    g.flush();
+    let s = f.store();
+    let log = s.audit_entries(Some("kate"), None, 100).unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].outcome, "accepted");
+    assert_eq!(log[1].outcome, "refused");
+    assert_eq!(log[1].client_addr.as_deref(), Some("192.0.2.5"));
+    // Never a password in the trail.
+    let all = format!("{log:?}");
+    assert!(!all.contains("pw-kate") && !all.contains("nope"));
+
+    // Records past the retention are pruned by the engine itself.
+    let conn = rusqlite::Connection::open(&f.config.db).unwrap();
+    conn.execute("UPDATE audit SET ts = ts - 40 * 86400", []).unwrap();
+    let g2 = f.gate();
+    g2.decide(&req("kate", "pw-kate", "imap"));
+    g2.flush();
+    assert_eq!(f.store().audit_entries(Some("kate"), None, 100).unwrap().len(), 1);
+}
+
+#[test]
+fn bad_input_is_refused_never_accepted() {
+    let f = Fixture::new();
+    f.user("liam", "pw-liam");
+    let g = f.gate();
+    let big = "x".repeat(64 * 1024);
+    let cases: Vec<Request<'_>> = vec![
+        req("", "pw-liam", "imap"),
+        req("liam", "", "imap"),
+        req("liam", "pw-liam", ""),
+        Request { login: b"li\0am", ..req("", "pw-liam", "imap") },
+        Request { password: b"pw-liam\0junk", ..req("liam", "", "imap") },
+        Request { login: b"li\xffam", ..req("", "pw-liam", "imap") },
+        Request { service: b"im\xffap", ..req("liam", "pw-liam", "") },
+        Request { realm: Some(b"\xff"), ..req("liam", "pw-liam", "imap") },
+        req("liam", &big, "imap"),
+        req(&big, "pw-liam", "imap"),
+    ];
+    for c in &cases {
+        let d = g.decide(c);
+        assert_eq!(refused(&d), Some(RefuseReason::BadInput), "{c:?} -> {d:?}");
+    }
+    // A non-UTF-8 password is fine as input (just wrong here).
+    let d = g.decide(&Request { password: b"\xff\xfe", ..req("liam", "", "imap") });
+    assert_eq!(refused(&d), Some(RefuseReason::BadCredentials));
+}
+
+#[test]
+fn broken_storage_is_unavailable() {
+    let f = Fixture::new();
+    f.user("mia", "pw-mia");
+    let unavailable = |g: &Gate, pw: &str| {
+        let d = g.decide(&req("mia", pw, "imap"));
+        assert!(matches!(d, Decision::Unavailable { .. }), "expected unavailable, got {d:?}");
+    };
+
+    // Missing database.
+    let mut missing = f.config.clone();
+    missing.db = f.path("nope.db");
+    unavailable(&Gate::new(missing.clone()), "pw-mia");
+    assert!(Gate::open(missing).is_err());
+
+    // Garbage instead of a database.
+    let mut garbage = f.config.clone();
+    garbage.db = f.path("garbage.db");
+    std::fs::write(&garbage.db, vec![0x5a; 8192]).unwrap();
+    unavailable(&Gate::new(garbage.clone()), "pw-mia");
+    let err = Gate::open(garbage).err().unwrap().to_string();
+    assert!(err.contains("not a database") || err.contains("saslgate"), "{err}");
+
+    // Deleted while in use, then restored: unavailable, then served again (no restart).
+    let g = f.gate();
+    assert!(g.decide(&req("mia", "pw-mia", "imap")).is_accepted());
+    let db = f.config.db.clone();
+    let moved = f.path("moved.db");
+    std::fs::rename(&db, &moved).unwrap();
+    unavailable(&g, "pw-mia");
+    std::fs::rename(&moved, &db).unwrap();
+    assert!(g.decide(&req("mia", "pw-mia", "imap")).is_accepted());
+
+    // Locked by another writer past the busy timeout: a refusal (which must be
+    // written) is unavailable, never a silent pass.
+    let mut short = f.config.clone();
+    short.busy_timeout = Duration::from_millis(100);
+    let g = Gate::open(short).unwrap();
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE; UPDATE meta SET value = value WHERE key = 'generation';").unwrap();
+    unavailable(&g, "wrong-pw");
+    locker.execute_batch("COMMIT").unwrap();
+    assert_eq!(refused(&g.decide(&req("mia", "wrong-pw", "imap"))), Some(RefuseReason::BadCredentials));
+
+    // Written by a newer saslgate: refused with a clear message.
+    let newer = rusqlite::Connection::open(&db).unwrap();
+    newer.pragma_update(None, "user_version", 99).unwrap();
+    let err = Gate::open(f.config.clone()).err().unwrap().to_string();
+    assert!(err.contains("newer saslgate"), "{err}");
+    unavailable(&f.gate_unchecked(), "pw-mia");
+}
+
+trait Unchecked {
+    fn gate_unchecked(&self) -> Gate;
+}
+impl Unchecked for Fixture {
+    fn gate_unchecked(&self) -> Gate {
+        Gate::new(self.config.clone())
+    }
+}
+
+#[test]
+fn policy_check_for_other_mechanisms() {
+    let f = Fixture::new();
+    f.user("noah", "pw-noah");
+    f.user("olga", "pw-olga");
+    let mut s = f.store();
+    s.set_disabled("olga", true).unwrap();
+    s.set_service_override("noah", "sieve", Some(false)).unwrap();
+    let g = f.gate();
+    let check = |login, svc| g.check_account(&req(login, "", svc));
+    assert!(check("noah", "imap").is_accepted());
+    assert_eq!(refused(&check("noah", "sieve")), Some(RefuseReason::NotAllowed));
+    assert_eq!(refused(&check("olga", "imap")), Some(RefuseReason::Disabled));
+    assert_eq!(refused(&check("zed", "imap")), Some(RefuseReason::NoSuchAccount));
+    assert_eq!(g.stats().slow_hashes, 0);
+}
