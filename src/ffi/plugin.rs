@@ -400,7 +400,8 @@ pub fn parse_plain(input: &[u8]) -> Result<(&[u8], &[u8], &[u8]), &'static str> 
     let authc = parts.next().ok_or("Can only find author (no password)")?;
     let pass = parts.next().ok_or("Can only find author/en (no password)")?;
     if pass.contains(&0) {
-        return Err("Got more data than we were expecting in the PLAIN plugin");
+        // (stock's text, trailing newline included)
+        return Err("Got more data than we were expecting in the PLAIN plugin\n");
     }
     Ok((authz, authc, pass))
 }
@@ -425,13 +426,13 @@ impl Step<'_> {
     fn canon(&self, name: &[u8], flags: c_int, op: &mut sys::sasl_out_params_t) -> c_int {
         let Some(canon) = self.sp.canon_user else { return BADPARAM };
         let Ok(len) = c_uint::try_from(name.len()) else { return BADPROT };
-        if len == 0 {
-            // canon_user reads len 0 as "use strlen": never hand it an empty name.
-            return BADPROT;
-        }
-        // SAFETY: canon_user copies `len` bytes from `name` (a live slice) into the
-        // connection's buffers and writes op, which is libsasl2's own oparams.
-        unsafe { canon(self.utils().conn, name.as_ptr().cast(), len, flags as c_uint, op) }
+        // canon_user reads len 0 as "use strlen": an empty name is passed as an empty
+        // C string (libsasl2 then answers as it does for stock PLAIN).
+        let ptr: *const c_char = if len == 0 { cstr(b"\0").as_ptr() } else { name.as_ptr().cast() };
+        // SAFETY: canon_user copies `len` bytes from `ptr` (a live slice, or a static
+        // empty C string when len is 0) into the connection's buffers and writes op,
+        // which is libsasl2's own oparams.
+        unsafe { canon(self.utils().conn, ptr, len, flags as c_uint, op) }
     }
 
     /// `utils->checkpass` with a NUL-terminated copy of the password that is wiped
