@@ -172,13 +172,26 @@ pub unsafe extern "C" fn saslgate_verify(
     let result = guard((code::INTERNAL, ""), || {
         // SAFETY: handle is NULL or live (caller contract); strings NULL or valid.
         let (h, login, password, service, realm, addr) = unsafe {
-            (handle.as_ref(), arg(login), arg(password), arg(service), arg(realm), arg(client_addr))
+            (
+                handle.as_ref(),
+                arg(login),
+                arg(password),
+                arg(service),
+                arg(realm),
+                arg(client_addr),
+            )
         };
         let (Some(h), Some(login), Some(password), Some(service)) = (h, login, password, service)
         else {
             return (code::INVALID_ARGUMENT, "invalid argument");
         };
-        let req = Request { login, password, service, realm, client_addr: addr };
+        let req = Request {
+            login,
+            password,
+            service,
+            realm,
+            client_addr: addr,
+        };
         decision_code(&h.gate.decide(&req))
     });
     finish(result, reason, reason_len)
@@ -201,12 +214,24 @@ pub unsafe extern "C" fn saslgate_check_account(
     let result = guard((code::INTERNAL, ""), || {
         // SAFETY: handle is NULL or live (caller contract); strings NULL or valid.
         let (h, login, service, realm, addr) = unsafe {
-            (handle.as_ref(), arg(login), arg(service), arg(realm), arg(client_addr))
+            (
+                handle.as_ref(),
+                arg(login),
+                arg(service),
+                arg(realm),
+                arg(client_addr),
+            )
         };
         let (Some(h), Some(login), Some(service)) = (h, login, service) else {
             return (code::INVALID_ARGUMENT, "invalid argument");
         };
-        let req = Request { login, password: b"", service, realm, client_addr: addr };
+        let req = Request {
+            login,
+            password: b"",
+            service,
+            realm,
+            client_addr: addr,
+        };
         decision_code(&h.gate.check_account(&req))
     });
     finish(result, reason, reason_len)
@@ -264,7 +289,10 @@ mod tests {
         let texts: Vec<_> = (0..=10).map(text).collect();
         for (i, t) in texts.iter().enumerate() {
             assert!(!t.to_bytes().is_empty());
-            assert!(texts.iter().skip(i + 1).all(|o| o != t), "duplicate text for {i}");
+            assert!(
+                texts.iter().skip(i + 1).all(|o| o != t),
+                "duplicate text for {i}"
+            );
         }
         assert_eq!(text(99).to_bytes(), b"unknown saslgate result code");
     }
@@ -274,7 +302,13 @@ mod tests {
         // SAFETY: NULL everywhere is part of the contract.
         unsafe {
             assert_eq!(
-                saslgate_open(std::ptr::null(), std::ptr::null(), std::ptr::null_mut(), std::ptr::null_mut(), 0),
+                saslgate_open(
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    0
+                ),
                 code::INVALID_ARGUMENT
             );
             let mut buf = [0x55 as c_char; 8];

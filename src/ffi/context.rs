@@ -93,7 +93,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(init_options: Options) -> Shared {
-        Shared { init_options, gates: Mutex::new(Vec::new()) }
+        Shared {
+            init_options,
+            gates: Mutex::new(Vec::new()),
+        }
     }
 
     /// The Gate for these options, built on first use and cached. The Gate opens its

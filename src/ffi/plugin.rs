@@ -92,6 +92,12 @@ impl Drop for OwnMechScope {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next mech_step on this thread panics (exercises the guard).
+    static INJECT_PANIC: Cell<bool> = const { Cell::new(false) };
+}
+
 fn in_own_mech() -> bool {
     IN_OWN_MECH.with(|c| c.get() > 0)
 }
@@ -138,18 +144,18 @@ struct ConnState {
     username: Zeroizing<Vec<u8>>,
 }
 
-fn mech_plug(
-    name: &'static CStr,
-    features: u32,
-    glob: *mut c_void,
-) -> sys::sasl_server_plug_t {
+fn mech_plug(name: &'static CStr, features: u32, glob: *mut c_void) -> sys::sasl_server_plug_t {
     sys::sasl_server_plug_t {
         mech_name: name.as_ptr(),
         max_ssf: 0,
         security_flags: SECURITY_FLAGS,
         features,
         glob_context: glob,
-        mech_new: Some(if features == PLAIN_FEATURES { plain_mech_new } else { login_mech_new }),
+        mech_new: Some(if features == PLAIN_FEATURES {
+            plain_mech_new
+        } else {
+            login_mech_new
+        }),
         mech_step: Some(mech_step),
         mech_dispose: Some(mech_dispose),
         mech_free: Some(mech_free),
@@ -351,6 +357,10 @@ unsafe extern "C" fn mech_step(
         // SAFETY: utils is NULL or valid.
         |msg| unsafe { panic_log(utils, "mech_step", msg) },
         || {
+            #[cfg(test)]
+            if INJECT_PANIC.with(|c| c.replace(false)) {
+                panic!("injected panic");
+            }
             if conn_context.is_null()
                 || sparams.is_null()
                 || utils.is_null()
@@ -368,12 +378,17 @@ unsafe extern "C" fn mech_step(
             let (st, sp, op) = unsafe {
                 *serverout = ptr::null();
                 *serveroutlen = 0;
-                (&mut *conn_context.cast::<ConnState>(), &*sparams, &mut *oparams)
+                (
+                    &mut *conn_context.cast::<ConnState>(),
+                    &*sparams,
+                    &mut *oparams,
+                )
             };
-            // SAFETY: clientin points to clientinlen bytes (or is NULL) per libsasl2.
             let input: &[u8] = if clientin.is_null() || clientinlen == 0 {
                 &[]
             } else {
+                // SAFETY: clientin is non-NULL and points to clientinlen bytes owned
+                // by libsasl2 for the duration of this step.
                 unsafe { std::slice::from_raw_parts(clientin.cast::<u8>(), clientinlen as usize) }
             };
             let step = Step { sp, utils };
@@ -394,11 +409,16 @@ struct Step<'a> {
 
 /// Splits an RFC 4616 message `[authzid] NUL authcid NUL passwd` exactly as stock
 /// PLAIN does: two NUL separators, nothing after the password.
-pub fn parse_plain(input: &[u8]) -> Result<(&[u8], &[u8], &[u8]), &'static str> {
+/// The three fields of a PLAIN message: authzid, authcid, password.
+pub type PlainFields<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+pub fn parse_plain(input: &[u8]) -> Result<PlainFields<'_>, &'static str> {
     let mut parts = input.splitn(3, |&b| b == 0);
     let authz = parts.next().unwrap_or_default();
     let authc = parts.next().ok_or("Can only find author (no password)")?;
-    let pass = parts.next().ok_or("Can only find author/en (no password)")?;
+    let pass = parts
+        .next()
+        .ok_or("Can only find author/en (no password)")?;
     if pass.contains(&0) {
         // (stock's text, trailing newline included)
         return Err("Got more data than we were expecting in the PLAIN plugin\n");
@@ -424,11 +444,19 @@ impl Step<'_> {
 
     /// `params->canon_user`.
     fn canon(&self, name: &[u8], flags: c_int, op: &mut sys::sasl_out_params_t) -> c_int {
-        let Some(canon) = self.sp.canon_user else { return BADPARAM };
-        let Ok(len) = c_uint::try_from(name.len()) else { return BADPROT };
+        let Some(canon) = self.sp.canon_user else {
+            return BADPARAM;
+        };
+        let Ok(len) = c_uint::try_from(name.len()) else {
+            return BADPROT;
+        };
         // canon_user reads len 0 as "use strlen": an empty name is passed as an empty
         // C string (libsasl2 then answers as it does for stock PLAIN).
-        let ptr: *const c_char = if len == 0 { cstr(b"\0").as_ptr() } else { name.as_ptr().cast() };
+        let ptr: *const c_char = if len == 0 {
+            cstr(b"\0").as_ptr()
+        } else {
+            name.as_ptr().cast()
+        };
         // SAFETY: canon_user copies `len` bytes from `ptr` (a live slice, or a static
         // empty C string when len is 0) into the connection's buffers and writes op,
         // which is libsasl2's own oparams.
@@ -438,14 +466,26 @@ impl Step<'_> {
     /// `utils->checkpass` with a NUL-terminated copy of the password that is wiped
     /// afterwards.
     fn checkpass(&self, op: &sys::sasl_out_params_t, password: &[u8]) -> c_int {
-        let Some(checkpass) = self.utils().checkpass else { return FAIL };
+        let Some(checkpass) = self.utils().checkpass else {
+            return FAIL;
+        };
         let mut copy = Zeroizing::new(Vec::with_capacity(password.len() + 1));
         copy.extend_from_slice(password);
         copy.push(0);
-        let Ok(passlen) = c_uint::try_from(password.len()) else { return BADPROT };
+        let Ok(passlen) = c_uint::try_from(password.len()) else {
+            return BADPROT;
+        };
         // SAFETY: op.authid/alen were set by canon_user; `copy` is NUL-terminated and
         // lives until after the call; checkpass does not keep the pointers.
-        unsafe { checkpass(self.utils().conn, op.authid, op.alen, copy.as_ptr().cast(), passlen) }
+        unsafe {
+            checkpass(
+                self.utils().conn,
+                op.authid,
+                op.alen,
+                copy.as_ptr().cast(),
+                passlen,
+            )
+        }
     }
 
     fn service(&self) -> &[u8] {
@@ -480,7 +520,9 @@ impl Step<'_> {
     /// identity before the authzid is canonicalised (as stock PLAIN does).
     fn erase_authz_props(&self) -> c_int {
         let u = self.utils();
-        let (Some(prop_get), Some(prop_erase)) = (u.prop_get, u.prop_erase) else { return OK };
+        let (Some(prop_get), Some(prop_erase)) = (u.prop_get, u.prop_erase) else {
+            return OK;
+        };
         if self.sp.propctx.is_null() {
             return OK;
         }
@@ -609,8 +651,14 @@ impl Step<'_> {
             )
         };
         match decision {
-            Decision::Accepted { account, credential } => {
-                self.log(LOG_NOTE, &format!("{}: accepted as {account} ({credential})", who()));
+            Decision::Accepted {
+                account,
+                credential,
+            } => {
+                self.log(
+                    LOG_NOTE,
+                    &format!("{}: accepted as {account} ({credential})", who()),
+                );
                 let flags = sys::SASL_CU_AUTHID
                     | sys::SASL_CU_EXTERNALLY_VERIFIED
                     | if same { sys::SASL_CU_AUTHZID } else { 0 };
@@ -627,8 +675,16 @@ impl Step<'_> {
                     OK
                 }
             }
-            Decision::Refused { reason, detail, retry_after: _, delay } => {
-                self.log(LOG_FAIL, &format!("{}: refused: {} ({detail})", who(), reason.name()));
+            Decision::Refused {
+                reason,
+                detail,
+                retry_after: _,
+                delay,
+            } => {
+                self.log(
+                    LOG_FAIL,
+                    &format!("{}: refused: {} ({detail})", who(), reason.name()),
+                );
                 if !delay.is_zero() {
                     std::thread::sleep(delay.min(MAX_DELAY));
                 }
@@ -688,9 +744,8 @@ impl Step<'_> {
                 }
                 st.state = 4;
                 let user = std::mem::take(&mut st.username);
-                let flags = sys::SASL_CU_AUTHID
-                    | sys::SASL_CU_AUTHZID
-                    | sys::SASL_CU_EXTERNALLY_VERIFIED;
+                let flags =
+                    sys::SASL_CU_AUTHID | sys::SASL_CU_AUTHZID | sys::SASL_CU_EXTERNALLY_VERIFIED;
                 match &st.gate {
                     Some(gate) => {
                         if user.is_empty() || input.is_empty() {
@@ -858,7 +913,11 @@ unsafe extern "C" fn auxprop_lookup(
                 realm: None,
                 client_addr: step.client_addr(),
             };
-            let which = if flags & sys::SASL_AUXPROP_AUTHZID as c_uint != 0 { "authzid" } else { "authid" };
+            let which = if flags & sys::SASL_AUXPROP_AUTHZID as c_uint != 0 {
+                "authzid"
+            } else {
+                "authid"
+            };
             match gate.check_account(&req) {
                 Decision::Accepted { .. } => OK,
                 Decision::Refused { reason, detail, .. } => {
@@ -875,14 +934,15 @@ unsafe extern "C" fn auxprop_lookup(
                         step.seterror(reason.public_text());
                     }
                     match reason {
-                        RefuseReason::NoSuchAccount if options.refuse_unknown => {
-                            sys::SASL_NOAUTHZ
-                        }
+                        RefuseReason::NoSuchAccount if options.refuse_unknown => sys::SASL_NOAUTHZ,
                         r => refuse_code(r),
                     }
                 }
                 Decision::Unavailable { cause } => {
-                    step.log(LOG_ERR, &format!("auxprop: {which} {:?}: unavailable: {cause}", show(login)));
+                    step.log(
+                        LOG_ERR,
+                        &format!("auxprop: {which} {:?}: unavailable: {cause}", show(login)),
+                    );
                     sys::SASL_UNAVAIL
                 }
             }
@@ -945,10 +1005,11 @@ unsafe extern "C" fn auxprop_store(
                     return sys::SASL_UNAVAIL;
                 }
             };
-            let result = crate::store::Store::open(gate.config()).and_then(|mut store| match &password {
-                Some(p) => store.set_master_password(&account, p, false),
-                None => store.clear_master_password(&account),
-            });
+            let result =
+                crate::store::Store::open(gate.config()).and_then(|mut store| match &password {
+                    Some(p) => store.set_master_password(&account, p, false),
+                    None => store.clear_master_password(&account),
+                });
             let what = if password.is_some() { "set" } else { "cleared" };
             match result {
                 Ok(_) => {
@@ -961,9 +1022,7 @@ unsafe extern "C" fn auxprop_store(
                     match e {
                         crate::Error::NotFound(_) => sys::SASL_NOUSER,
                         crate::Error::Usage(_) => BADPARAM,
-                        crate::Error::Storage(_) | crate::Error::TooNew { .. } => {
-                            sys::SASL_UNAVAIL
-                        }
+                        crate::Error::Storage(_) | crate::Error::TooNew { .. } => sys::SASL_UNAVAIL,
                         _ => FAIL,
                     }
                 }
@@ -983,7 +1042,9 @@ enum PasswordProp {
 /// # Safety
 /// `ctx` is a valid property context of libsasl2.
 unsafe fn password_prop(u: &sys::sasl_utils_t, ctx: *mut sys::propctx) -> PasswordProp {
-    let Some(getnames) = u.prop_getnames else { return PasswordProp::NotRequested };
+    let Some(getnames) = u.prop_getnames else {
+        return PasswordProp::NotRequested;
+    };
     for name in [cstr(b"userPassword\0"), cstr(b"*userPassword\0")] {
         let mut names: [*const c_char; 2] = [name.as_ptr(), ptr::null()];
         let mut vals: [sys::propval; 2] = Default::default();

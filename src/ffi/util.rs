@@ -31,7 +31,9 @@ pub fn c_message(msg: &str) -> CString {
 /// `utils` is NULL or points to a valid `sasl_utils_t` for the duration of the call.
 pub unsafe fn log(utils: *const sys::sasl_utils_t, level: c_int, msg: &str) {
     // SAFETY: the caller guarantees utils is NULL or valid; as_ref checks NULL.
-    let Some(u) = (unsafe { utils.as_ref() }) else { return };
+    let Some(u) = (unsafe { utils.as_ref() }) else {
+        return;
+    };
     let Some(logf) = u.log else { return };
     let text = c_message(&format!("saslgate: {msg}"));
     // SAFETY: log is libsasl2's printf-style logger; the format "%s" consumes exactly
@@ -45,7 +47,9 @@ pub unsafe fn log(utils: *const sys::sasl_utils_t, level: c_int, msg: &str) {
 /// As for [`log`].
 pub unsafe fn seterror(utils: *const sys::sasl_utils_t, msg: &str) {
     // SAFETY: the caller guarantees utils is NULL or valid; as_ref checks NULL.
-    let Some(u) = (unsafe { utils.as_ref() }) else { return };
+    let Some(u) = (unsafe { utils.as_ref() }) else {
+        return;
+    };
     let Some(setf) = u.seterror else { return };
     let text = c_message(msg);
     // SAFETY: seterror is printf-style; "%s" consumes exactly one NUL-terminated
@@ -68,7 +72,13 @@ pub unsafe fn getopt(utils: *const sys::sasl_utils_t, option: &CStr) -> Option<S
     // SAFETY: getopt is libsasl2's option lookup for this context; it only writes the
     // two out-pointers, which point to live locals.
     let rc = unsafe {
-        f(u.getopt_context, PLUGIN_NAME.as_ptr(), option.as_ptr(), &mut value, &mut len)
+        f(
+            u.getopt_context,
+            PLUGIN_NAME.as_ptr(),
+            option.as_ptr(),
+            &mut value,
+            &mut len,
+        )
     };
     if rc != sys::SASL_OK || value.is_null() {
         return None;
