@@ -202,6 +202,14 @@ else
     skip "valgrind not installed: memory checks not run (apt-get install valgrind)"
 fi
 
+# ---- exit() without sasl_done still writes the buffered audit records ----
+before=$(SGC log frank 2>/dev/null | grep -c accepted)
+"$T/sasl_plugin_test" atexit >"$T/atexit.out" 2>&1
+check "logins before exit() without sasl_done" test $? -eq 0
+after=$(SGC log frank 2>/dev/null | grep -c accepted)
+check "audit records of the last logins written at exit ($before -> $after, want +3)" \
+    test "$after" -eq $((before + 3))
+
 # ---- saslpasswd2 -d removes the master password ----
 SP -d erin >>"$T/saslpasswd2.log" 2>&1
 check "saslpasswd2 -d clears erin's master password" \

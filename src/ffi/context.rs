@@ -18,7 +18,7 @@ use super::{sys, util};
 use crate::{Config, Gate};
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once, Weak};
 
 const OPT_DB: &CStr = util::cstr(b"saslgate_db\0");
 const OPT_CONFIG: &CStr = util::cstr(b"saslgate_config\0");
@@ -81,6 +81,35 @@ impl Options {
     }
 }
 
+/// Every Gate the plugin made in this process, for the exit-time flush.
+static LIVE_GATES: Mutex<Vec<Weak<Gate>>> = Mutex::new(Vec::new());
+static AT_EXIT: Once = Once::new();
+
+/// Hosts such as Postfix smtpd exit without `sasl_done`; the Gates' buffered
+/// audit records and last-use stamps are written by an exit handler then. (The
+/// plugin is linked `-z nodelete`, so the handler's code is still mapped at exit.)
+extern "C" fn flush_at_exit() {
+    super::guard::guard((), || {
+        // try_lock: never block process exit on a lock a dying thread holds.
+        if let Ok(gates) = LIVE_GATES.try_lock() {
+            for g in gates.iter().filter_map(Weak::upgrade) {
+                g.flush();
+            }
+        }
+    })
+}
+
+fn register(gate: &Arc<Gate>) {
+    AT_EXIT.call_once(|| {
+        // SAFETY: atexit only stores the function pointer; flush_at_exit is an
+        // extern "C" fn that never unwinds (guard) and stays mapped (nodelete).
+        unsafe { libc::atexit(flush_at_exit) };
+    });
+    let mut gates = LIVE_GATES.lock().unwrap_or_else(|p| p.into_inner());
+    gates.retain(|w| w.strong_count() > 0);
+    gates.push(Arc::downgrade(gate));
+}
+
 /// State shared by all connections of one plugin instance (one per
 /// `sasl_server_plug_init` / `sasl_auxprop_plug_init` call; freed by libsasl2's
 /// free hooks at `sasl_done`).
@@ -108,6 +137,7 @@ impl Shared {
             return Ok(Arc::clone(g));
         }
         let gate = Arc::new(Gate::new(options.load_config()?));
+        register(&gate);
         if gates.len() >= MAX_GATES {
             gates.remove(0);
         }
