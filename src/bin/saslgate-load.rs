@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "saslgate-load", version, about = "Load generator for saslauthd-protocol daemons")]
+#[command(
+    name = "saslgate-load",
+    version,
+    about = "Load generator for saslauthd-protocol daemons"
+)]
 struct Args {
     /// Socket of the daemon (DIR/mux).
     #[arg(short = 'f', long = "socket", value_name = "PATH")]
@@ -50,7 +54,8 @@ struct Tally {
 
 fn one(args: &Args, frame: &[u8]) -> Result<Vec<u8>, String> {
     let mut s = UnixStream::connect(&args.socket).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     s.write_all(frame).map_err(|e| format!("write: {e}"))?;
     let mut head = [0u8; 2];
     s.read_exact(&mut head).map_err(|e| format!("read: {e}"))?;
@@ -80,7 +85,7 @@ fn frame(args: &Args, n: usize) -> Vec<u8> {
 
 fn main() {
     let args = Arc::new(Args::parse());
-    if args.concurrency == 0 || !(args.seconds > 0.0) {
+    if args.concurrency == 0 || args.seconds.is_nan() || args.seconds <= 0.0 {
         eprintln!("saslgate-load: --concurrency and --seconds must be positive");
         std::process::exit(2);
     }
@@ -92,12 +97,17 @@ fn main() {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let f = frame(&args, i);
-                let mut t = Tally { latencies_us: Vec::with_capacity(1 << 16), errors: 0, first_error: None };
+                let mut t = Tally {
+                    latencies_us: Vec::with_capacity(1 << 16),
+                    errors: 0,
+                    first_error: None,
+                };
                 while !stop.load(Ordering::Relaxed) {
                     let t0 = Instant::now();
                     match one(&args, &f) {
                         Ok(answer) if answer.starts_with(args.expect.as_bytes()) => {
-                            t.latencies_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                            t.latencies_us
+                                .push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
                         }
                         Ok(answer) => {
                             t.errors += 1;

@@ -133,8 +133,7 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
         workers,
         use_realm: opts.realm,
     };
-    let server = match server::Server::new(bound.listener, socket_path.clone(), gate, log, settings)
-    {
+    let server = match server::Server::new(bound.listener, gate, log, settings) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("saslgated: cannot start: {e}");
@@ -143,7 +142,7 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
         }
     };
     let shared = server.shared();
-    let signals = match signal_hook::iterator::Signals::new([
+    let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
@@ -157,38 +156,20 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
             return 1;
         }
     };
+    let running = match server.start() {
+        Ok(r) => r,
+        Err(e) => {
+            shared.log.err(&format!("cannot start the workers: {e}"));
+            remove_socket();
+            return 1;
+        }
+    };
     let pid_path = opts.pid_path();
     if let Err(e) = socket::write_pid_file(&pid_path) {
         shared.log.warn(&format!(
             "cannot write pid file {}: {e}",
             pid_path.display()
         ));
-    }
-    {
-        let opts = opts.clone();
-        let sh = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                let mut signals = signals;
-                for sig in signals.forever() {
-                    if sig == signal_hook::consts::SIGHUP {
-                        reload(&opts, &sh);
-                    } else {
-                        sh.log.notice(&format!(
-                            "signal {sig}: finishing in-flight requests, then stopping"
-                        ));
-                        sh.request_stop();
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            shared
-                .log
-                .err(&format!("cannot start the signal thread: {e}"));
-            remove_socket();
-            return 1;
-        }
     }
     let place = socket_path.as_ref().map_or_else(
         || "the socket passed by systemd".to_string(),
@@ -208,19 +189,25 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
         "READY=1\nMAINPID={}\nSTATUS=serving on {place}",
         std::process::id()
     ));
-    let result = server.run();
-    socket::sd_notify("STOPPING=1");
-    let _ = std::fs::remove_file(&pid_path);
-    match result {
-        Ok(()) => {
-            shared.log.notice("stopped");
-            0
-        }
-        Err(e) => {
-            shared.log.err(&format!("stopped on an error: {e}"));
-            1
+    // The main thread handles signals; the workers serve.
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            reload(opts, &shared);
+        } else {
+            shared.log.notice(&format!(
+                "signal {sig}: finishing in-flight requests, then stopping"
+            ));
+            break;
         }
     }
+    socket::sd_notify("STOPPING=1");
+    // New clients fail fast from now on; the workers finish what they hold.
+    remove_socket();
+    shared.request_stop();
+    running.wait();
+    let _ = std::fs::remove_file(&pid_path);
+    shared.log.notice("stopped");
+    0
 }
 
 fn reload(opts: &Options, shared: &Arc<server::Shared>) {

@@ -1,31 +1,38 @@
 //! The serving core of saslgated.
 //!
-//! Design: one reactor thread (epoll through `mio`) owns the listening socket
-//! and every connection that is still sending its request or waiting for a
-//! delayed answer. It reads whatever is available, and only a complete frame
-//! leaves it: the connection moves, with its parsed request, to a bounded pool
-//! of decision workers (`-n`) that run `Gate::decide` (the slow hash). A worker
-//! writes the answer itself when it fits at once (always, for a few bytes on a
-//! fresh UNIX socket) and closes; a refusal due later, or an answer that did not
-//! fit, goes back to the reactor, which keeps it on its timer heap.
+//! Design: `-n N` worker threads, each an event loop (epoll through `mio`) that
+//! owns its own connections. All of them watch the one listening socket with
+//! `EPOLLEXCLUSIVE`, so the kernel wakes one idle worker per new connection. A
+//! worker reads whatever a connection has sent; only when a complete frame is
+//! there does it run `Gate::decide` (possibly a slow hash) and answer, on the
+//! same thread.
 //!
-//! Why this shape: a client that sends half a frame costs one epoll entry and a
-//! small buffer, never a thread, and is dropped at its deadline; failure delays
-//! cost a timer entry, never a worker; the workers only ever hash. A thread per
-//! connection would give the same guarantees, but 5,000 short connections per
-//! second would mean 5,000 thread spawns, and a per-connection thread is the
-//! first thing a hostile client multiplies.
+//! Why this shape:
+//! - A client that sends half a frame costs an epoll entry and a small buffer,
+//!   never a thread; it is dropped at its deadline (`--timeout`, counted from
+//!   accept, so dribbling bytes does not extend it).
+//! - Failure delays are timer entries on the worker's heap, never a sleeping
+//!   thread; the worker hashes for other clients meanwhile.
+//! - Hashing is bounded by N: a busy worker is not in `epoll_wait`, so new
+//!   connections go to idle workers or wait in the listen queue.
+//! - A request never crosses threads. A first version handed complete frames
+//!   from one reactor thread to a worker pool; on these 2-core machines the
+//!   extra wake-up per request cost over 40% of the CPU (scheduler), so the
+//!   reactor and the worker became one.
+//!
+//! The cost: a connection whose frame arrives while its worker is hashing for
+//! another client waits for that hash (at most one bcrypt, ~50 ms at cost 10).
 
 use crate::daemon::log::{clean, Logger};
 use crate::daemon::protocol::{self, encode_answer, Parse, WireRequest};
+use crate::daemon::sys;
 use crate::engine::{Decision, Gate, Request};
-use crossbeam_channel::{Receiver, Sender};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -34,6 +41,9 @@ use zeroize::Zeroize;
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// Connections one worker accepts per wake-up before serving them (the rest
+/// stay queued for the other workers: the listener is level-triggered).
+const ACCEPT_BATCH: usize = 8;
 
 /// Tunables from the command line.
 #[derive(Debug, Clone)]
@@ -47,15 +57,14 @@ pub struct Settings {
     pub use_realm: bool,
 }
 
-/// State shared by the reactor, the workers and the signal thread.
+/// State shared by the workers and the main (signal) thread.
 pub struct Shared {
     gate: RwLock<Arc<Gate>>,
     pub log: Logger,
     pub settings: Settings,
     open: AtomicUsize,
-    in_flight: AtomicUsize,
     stop: AtomicBool,
-    waker: Waker,
+    wakers: Vec<Waker>,
 }
 
 impl Shared {
@@ -66,7 +75,7 @@ impl Shared {
         }
     }
 
-    /// Swaps in a new gate (SIGHUP); the old one is flushed and dropped once
+    /// Swaps in a new gate (SIGHUP); the old one is flushed, and dropped once
     /// the decisions using it finish.
     pub fn replace_gate(&self, gate: Gate) {
         let old = {
@@ -79,19 +88,24 @@ impl Shared {
         old.flush();
     }
 
-    /// Asks the reactor to finish in-flight requests and stop.
+    /// Asks the workers to finish in-flight requests and stop.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
+        self.wake_all();
     }
 
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
+
+    fn wake_all(&self) {
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
 }
 
-/// Counts an open client connection; the count drops with it wherever it is
-/// dropped (reactor, worker, channel), so the cap cannot leak.
+/// Counts an open client connection; the count drops with it.
 struct Slot(Arc<Shared>);
 
 impl Slot {
@@ -105,44 +119,42 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let before = self.0.open.fetch_sub(1, Ordering::SeqCst);
         if before >= self.0.settings.max_connections {
-            let _ = self.0.waker.wake(); // the reactor may resume accepting
+            self.0.wake_all(); // paused workers may accept again
         }
     }
-}
-
-/// A connection and its bookkeeping, wherever it currently is.
-struct Conn {
-    stream: UnixStream,
-    _slot: Slot,
-    accepted: Instant,
 }
 
 enum State {
     /// Receiving the request. The buffer may hold a password: wiped on drop.
     Reading { buf: WipeBuf },
-    /// Refusal held back until its due time (not registered with epoll).
+    /// Refusal held back until its due time (not watched by epoll).
     Delayed { out: Vec<u8> },
     /// Answer partly written; waiting for the socket to drain.
     Writing { out: Vec<u8>, pos: usize },
 }
 
 struct Entry {
-    conn: Conn,
+    stream: UnixStream,
+    _slot: Slot,
+    accepted: Instant,
     state: State,
     deadline: Instant,
+    registered: bool,
 }
 
-/// A read buffer that never leaves copies of its contents behind.
+/// A read buffer that leaves no copies of its contents behind.
 struct WipeBuf(Vec<u8>);
 
 impl WipeBuf {
     fn new() -> Self {
-        WipeBuf(Vec::with_capacity(256))
+        WipeBuf(Vec::new())
     }
     fn extend(&mut self, data: &[u8]) {
         if self.0.len() + data.len() > self.0.capacity() {
-            let mut bigger =
-                Vec::with_capacity((self.0.capacity() * 2).max(self.0.len() + data.len()));
+            let want = (self.0.capacity() * 2)
+                .max(self.0.len() + data.len())
+                .max(256);
+            let mut bigger = Vec::with_capacity(want);
             bigger.extend_from_slice(&self.0);
             self.0.zeroize();
             self.0 = bigger;
@@ -157,54 +169,42 @@ impl Drop for WipeBuf {
     }
 }
 
-struct Job {
-    conn: Conn,
-    req: WireRequest,
-}
-
-/// A connection coming back from a worker: write `out` at `due`.
-struct Returned {
-    conn: Conn,
-    out: Vec<u8>,
-    due: Instant,
-}
-
-/// Runs the daemon until SIGTERM/SIGINT (via [`Shared::request_stop`]).
+/// The daemon: workers over one listening socket.
 pub struct Server {
-    poll: Poll,
     shared: Arc<Shared>,
-    listener: Option<UnixListener>,
-    socket_path: Option<PathBuf>,
+    polls: Vec<Poll>,
+    listener: Arc<UnixListener>,
 }
 
 impl Server {
     pub fn new(
         listener: std::os::unix::net::UnixListener,
-        socket_path: Option<PathBuf>,
         gate: Gate,
         log: Logger,
         settings: Settings,
     ) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
-        let mut listener = UnixListener::from_std(listener);
-        let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
+        let listener = Arc::new(UnixListener::from_std(listener));
+        let mut polls = Vec::new();
+        let mut wakers = Vec::new();
+        for _ in 0..settings.workers.max(1) {
+            let poll = Poll::new()?;
+            wakers.push(Waker::new(poll.registry(), WAKER)?);
+            sys::epoll_add_exclusive(poll.as_raw_fd(), listener.as_raw_fd(), LISTENER.0 as u64)?;
+            polls.push(poll);
+        }
         let shared = Arc::new(Shared {
             gate: RwLock::new(Arc::new(gate)),
             log,
             settings,
             open: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
-            waker,
+            wakers,
         });
         Ok(Server {
-            poll,
             shared,
-            listener: Some(listener),
-            socket_path,
+            polls,
+            listener,
         })
     }
 
@@ -212,97 +212,117 @@ impl Server {
         self.shared.clone()
     }
 
-    /// Serves until asked to stop, then finishes what is in flight.
-    pub fn run(mut self) -> io::Result<()> {
-        let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
-        let (ret_tx, ret_rx) = crossbeam_channel::unbounded::<Returned>();
-        let mut workers = Vec::new();
-        for i in 0..self.shared.settings.workers {
-            let shared = self.shared.clone();
-            let rx = job_rx.clone();
-            let tx = ret_tx.clone();
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("decide-{i}"))
-                    .spawn(move || worker(shared, rx, tx))?,
-            );
+    /// Starts the workers; [`Running::wait`] returns once they have stopped.
+    pub fn start(self) -> io::Result<Running> {
+        let mut handles = Vec::new();
+        for (i, poll) in self.polls.into_iter().enumerate() {
+            let mut worker = Worker {
+                poll,
+                shared: self.shared.clone(),
+                listener: self.listener.clone(),
+                listening: true,
+                conns: HashMap::new(),
+                timers: BinaryHeap::new(),
+                next_token: FIRST_CONN,
+                last_accept_error: None,
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    self.shared.request_stop();
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(e);
+                }
+            }
         }
-        drop(job_rx);
-        drop(ret_tx);
-        let mut reactor = Reactor {
-            shared: self.shared.clone(),
-            conns: HashMap::new(),
-            timers: BinaryHeap::new(),
-            next_token: FIRST_CONN,
-            accept_pending: true,
-            last_accept_error: None,
-        };
-        let result = reactor.serve(&mut self.poll, &mut self.listener, &job_tx, &ret_rx);
-
-        // Shutdown: no new connections, socket file gone, in-flight finished.
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
-        if let Some(p) = &self.socket_path {
-            let _ = std::fs::remove_file(p);
-        }
-        reactor.drain(&mut self.poll, &ret_rx);
-        drop(job_tx);
-        for w in workers {
-            let _ = w.join();
-        }
-        // Workers are gone: anything they returned late is answered now.
-        while let Ok(r) = ret_rx.try_recv() {
-            let mut out = r.out;
-            let _ = (&r.conn.stream).write(&out);
-            out.clear();
-        }
-        self.shared.gate().flush();
-        result
+        Ok(Running {
+            shared: self.shared,
+            handles,
+        })
     }
 }
 
-struct Reactor {
+pub struct Running {
     shared: Arc<Shared>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for the workers (after [`Shared::request_stop`]), then flushes.
+    pub fn wait(self) {
+        for h in self.handles {
+            if h.join().is_err() {
+                self.shared.log.err("a worker thread panicked");
+            }
+        }
+        self.shared.gate().flush();
+    }
+}
+
+struct Worker {
+    poll: Poll,
+    shared: Arc<Shared>,
+    listener: Arc<UnixListener>,
+    /// Whether the listener is in this worker's epoll set (off at the cap).
+    listening: bool,
     conns: HashMap<usize, Entry>,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     next_token: usize,
-    accept_pending: bool,
     last_accept_error: Option<Instant>,
 }
 
-impl Reactor {
-    fn serve(
-        &mut self,
-        poll: &mut Poll,
-        listener: &mut Option<UnixListener>,
-        jobs: &Sender<Job>,
-        returns: &Receiver<Returned>,
-    ) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
+impl Worker {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
         loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            self.update_listening();
             let timeout = self.next_timeout();
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.shared
+                        .log
+                        .err(&format!("epoll failed: {e}; worker stopping"));
+                    break;
                 }
-                return Err(e);
+                continue;
             }
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept_pending = true,
+                    LISTENER => self.accept(),
                     WAKER => {}
-                    Token(t) => self.on_ready(poll, t, jobs),
+                    Token(t) => self.on_ready(t),
                 }
             }
-            self.take_returns(poll, returns);
-            if self.shared.stop.load(Ordering::SeqCst) {
-                return Ok(());
+            self.run_timers();
+        }
+        self.drain();
+    }
+
+    /// Pauses accepting at the connection cap, resumes below it.
+    fn update_listening(&mut self) {
+        let below = self.shared.open_connections() < self.shared.settings.max_connections;
+        if below != self.listening {
+            let (epfd, lfd) = (self.poll.as_raw_fd(), self.listener.as_raw_fd());
+            let done = if below {
+                sys::epoll_add_exclusive(epfd, lfd, LISTENER.0 as u64)
+            } else {
+                sys::epoll_del(epfd, lfd)
+            };
+            match done {
+                Ok(()) => self.listening = below,
+                Err(e) => self
+                    .shared
+                    .log
+                    .err(&format!("cannot change listening state: {e}")),
             }
-            if let Some(l) = listener.as_mut() {
-                self.accept(poll, l, jobs);
-            }
-            self.run_timers(poll);
         }
     }
 
@@ -311,10 +331,12 @@ impl Reactor {
             .timers
             .peek()
             .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
-        if self.accept_pending
-            && self.shared.open_connections() < self.shared.settings.max_connections
+        if !self.listening
+            || self
+                .last_accept_error
+                .is_some_and(|e| e.elapsed() < Duration::from_secs(1))
         {
-            // An accept error (EMFILE...) left connections queued: retry soon.
+            // Paused at the cap, or accept failed (EMFILE...): look again soon.
             t = Some(t.map_or(Duration::from_millis(50), |d| {
                 d.min(Duration::from_millis(50))
             }));
@@ -332,44 +354,50 @@ impl Reactor {
         }
     }
 
-    fn accept(&mut self, poll: &mut Poll, listener: &mut UnixListener, jobs: &Sender<Job>) {
+    fn accept(&mut self) {
         let max = self.shared.settings.max_connections;
-        while self.accept_pending && self.shared.open_connections() < max {
-            match listener.accept() {
+        for _ in 0..ACCEPT_BATCH {
+            if self.shared.open_connections() >= max || self.shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match self.listener.accept() {
                 Ok((stream, _)) => {
-                    let conn = Conn {
+                    let accepted = Instant::now();
+                    let deadline = accepted + self.shared.settings.timeout;
+                    let t = self.token();
+                    let entry = Entry {
                         stream,
                         _slot: Slot::new(&self.shared),
-                        accepted: Instant::now(),
-                    };
-                    let t = self.token();
-                    let deadline = conn.accepted + self.shared.settings.timeout;
-                    let entry = Entry {
-                        conn,
+                        accepted,
                         state: State::Reading {
                             buf: WipeBuf::new(),
                         },
                         deadline,
+                        registered: false,
                     };
                     self.conns.insert(t, entry);
-                    self.timers.push(Reverse((deadline, t)));
+                    // The request is usually there already: no epoll round trip then.
+                    self.on_ready(t);
                     if let Some(e) = self.conns.get_mut(&t) {
-                        if let Err(err) = poll.registry().register(
-                            &mut e.conn.stream,
-                            Token(t),
-                            Interest::READABLE,
-                        ) {
-                            self.shared
-                                .log
-                                .warn(&format!("cannot watch a new connection: {err}"));
-                            self.conns.remove(&t);
-                            continue;
+                        if !e.registered {
+                            let r = self.poll.registry().register(
+                                &mut e.stream,
+                                Token(t),
+                                Interest::READABLE,
+                            );
+                            if let Err(err) = r {
+                                self.shared
+                                    .log
+                                    .warn(&format!("cannot watch a new connection: {err}"));
+                                self.conns.remove(&t);
+                                continue;
+                            }
+                            e.registered = true;
                         }
+                        self.timers.push(Reverse((e.deadline, t)));
                     }
-                    // The request is often there already.
-                    self.on_ready(poll, t, jobs);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_pending = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE/ENFILE/ENOBUFS: leave them queued, retry shortly, log rarely.
@@ -381,126 +409,118 @@ impl Reactor {
                         self.shared
                             .log
                             .err(&format!("accept failed: {e}; retrying"));
-                        self.last_accept_error = Some(now);
                     }
+                    self.last_accept_error = Some(now);
                     return;
                 }
             }
         }
     }
 
-    fn on_ready(&mut self, poll: &mut Poll, t: usize, jobs: &Sender<Job>) {
+    fn on_ready(&mut self, t: usize) {
         let Some(entry) = self.conns.get_mut(&t) else {
             return;
         };
-        match &mut entry.state {
-            State::Reading { buf } => {
-                let limit = self.shared.settings.field_limit;
-                let cap = protocol::max_frame(limit) + 1;
-                let mut chunk = [0u8; 4096];
-                let mut eof = false;
-                let mut failed = false;
-                while buf.0.len() < cap {
-                    let want = (cap - buf.0.len()).min(chunk.len());
-                    match (&entry.conn.stream).read(&mut chunk[..want]) {
-                        Ok(0) => {
-                            eof = true;
-                            break;
-                        }
-                        Ok(n) => buf.extend(&chunk[..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            failed = true;
-                            break;
-                        }
-                    }
-                }
-                chunk.zeroize();
-                if failed {
-                    self.close(poll, t);
-                    return;
-                }
-                match protocol::parse(&buf.0, limit) {
-                    Parse::NeedMore if eof => {
-                        if !buf.0.is_empty() {
-                            self.shared
-                                .log
-                                .debug("client closed in the middle of a request");
-                        }
-                        self.close(poll, t);
-                    }
-                    Parse::NeedMore => {}
-                    Parse::Bad(why) => {
-                        self.shared
-                            .log
-                            .notice(&format!("result=NO reason=bad-input detail=\"{why}\""));
-                        let out = encode_answer(&format!(
-                            "NO {}",
-                            crate::RefuseReason::BadInput.public_text()
-                        ));
-                        let due = Instant::now() + self.shared.settings.fail_delay;
-                        // Not read any further: stop watching it, answer at `due`.
-                        let _ = poll.registry().deregister(&mut entry.conn.stream);
-                        entry.state = State::Delayed { out };
-                        entry.deadline = due;
-                        self.timers.push(Reverse((due, t)));
-                    }
-                    Parse::Complete(req) => {
-                        let Some(mut entry) = self.conns.remove(&t) else {
-                            return;
-                        };
-                        let _ = poll.registry().deregister(&mut entry.conn.stream);
-                        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                        if jobs
-                            .send(Job {
-                                conn: entry.conn,
-                                req,
-                            })
-                            .is_err()
-                        {
-                            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        }
-                    }
-                }
-            }
-            State::Writing { .. } => self.continue_write(poll, t),
-            State::Delayed { .. } => {}
+        if let State::Writing { .. } = entry.state {
+            self.continue_write(t);
+            return;
         }
-    }
-
-    fn continue_write(&mut self, poll: &mut Poll, t: usize) {
-        let Some(entry) = self.conns.get_mut(&t) else {
+        let State::Reading { buf } = &mut entry.state else {
             return;
         };
-        let State::Writing { out, pos } = &mut entry.state else {
-            return;
-        };
-        loop {
-            match (&entry.conn.stream).write(&out[*pos..]) {
-                Ok(n) if n > 0 => {
-                    *pos += n;
-                    if *pos >= out.len() {
-                        self.close(poll, t);
-                        return;
+        let limit = self.shared.settings.field_limit;
+        let cap = protocol::max_frame(limit) + 1;
+        let mut chunk = [0u8; 4096];
+        let mut eof = false;
+        let mut failed = false;
+        while buf.0.len() < cap {
+            let want = (cap - buf.0.len()).min(chunk.len());
+            match (&entry.stream).read(&mut chunk[..want]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    buf.extend(&chunk[..n]);
+                    // A UNIX stream read returns everything queued up to the size
+                    // asked for, so a short read means nothing more is waiting:
+                    // the same answer a further read's EAGAIN would give.
+                    if n < want {
+                        break;
                     }
                 }
-                Ok(_) => {
-                    self.close(poll, t);
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    self.close(poll, t);
-                    return;
+                    failed = true;
+                    break;
                 }
+            }
+        }
+        chunk.zeroize();
+        if failed {
+            self.close(t);
+            return;
+        }
+        match protocol::parse(&buf.0, limit) {
+            Parse::NeedMore if eof => {
+                if !buf.0.is_empty() {
+                    self.shared
+                        .log
+                        .debug("client closed in the middle of a request");
+                }
+                self.close(t);
+            }
+            Parse::NeedMore => {}
+            Parse::Bad(why) => {
+                self.shared
+                    .log
+                    .notice(&format!("result=NO reason=bad-input detail=\"{why}\""));
+                let out = encode_answer(&format!(
+                    "NO {}",
+                    crate::RefuseReason::BadInput.public_text()
+                ));
+                let due = entry.accepted + self.shared.settings.fail_delay;
+                self.answer(t, out, due);
+            }
+            Parse::Complete(req) => {
+                // Clear the read buffer now: the request owns the password.
+                *buf = WipeBuf::new();
+                let (out, delay) = decide(&self.shared, &req);
+                drop(req); // wipes the password
+                           // The delay counts from the connection's start, decision time included.
+                let due = entry.accepted + delay;
+                self.answer(t, out, due);
             }
         }
     }
 
-    /// Starts writing `out`; a remainder waits for writability until the deadline.
-    fn start_write(&mut self, poll: &mut Poll, t: usize, out: Vec<u8>, registered: bool) {
+    /// Answers now (closing when it all fits) or at `due`.
+    fn answer(&mut self, t: usize, out: Vec<u8>, due: Instant) {
+        let Some(entry) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let stopping = self.shared.stop.load(Ordering::Relaxed);
+        if due > Instant::now() && !stopping {
+            if entry.registered {
+                let _ = self.poll.registry().deregister(&mut entry.stream);
+                entry.registered = false;
+            }
+            entry.state = State::Delayed { out };
+            entry.deadline = due;
+            self.timers.push(Reverse((due, t)));
+            return;
+        }
+        if matches!((&entry.stream).write(&out), Ok(n) if n == out.len()) {
+            // Closing the socket also takes it out of the epoll set.
+            self.conns.remove(&t);
+            return;
+        }
+        self.start_write(t, out);
+    }
+
+    /// Writes what did not fit at once, waiting for writability until the deadline.
+    fn start_write(&mut self, t: usize, out: Vec<u8>) {
         let deadline = Instant::now() + self.shared.settings.timeout;
         let Some(entry) = self.conns.get_mut(&t) else {
             return;
@@ -508,153 +528,129 @@ impl Reactor {
         entry.state = State::Writing { out, pos: 0 };
         entry.deadline = deadline;
         self.timers.push(Reverse((deadline, t)));
-        let interest = Interest::WRITABLE;
-        let reg = if registered {
-            poll.registry()
-                .reregister(&mut entry.conn.stream, Token(t), interest)
+        let reg = if entry.registered {
+            self.poll
+                .registry()
+                .reregister(&mut entry.stream, Token(t), Interest::WRITABLE)
         } else {
-            poll.registry()
-                .register(&mut entry.conn.stream, Token(t), interest)
+            self.poll
+                .registry()
+                .register(&mut entry.stream, Token(t), Interest::WRITABLE)
         };
         if reg.is_err() {
-            self.close(poll, t);
+            self.close(t);
             return;
         }
-        self.continue_write(poll, t);
+        entry.registered = true;
+        self.continue_write(t);
     }
 
-    fn take_returns(&mut self, poll: &mut Poll, returns: &Receiver<Returned>) {
-        while let Ok(r) = returns.try_recv() {
-            let t = self.token();
-            let stopping = self.shared.stop.load(Ordering::SeqCst);
-            let due = if stopping { Instant::now() } else { r.due };
-            self.conns.insert(
-                t,
-                Entry {
-                    conn: r.conn,
-                    state: State::Delayed { out: r.out },
-                    deadline: due,
-                },
-            );
-            if due <= Instant::now() {
-                self.fire(poll, t);
-            } else {
-                self.timers.push(Reverse((due, t)));
+    fn continue_write(&mut self, t: usize) {
+        let Some(entry) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let State::Writing { out, pos } = &mut entry.state else {
+            return;
+        };
+        loop {
+            match (&entry.stream).write(&out[*pos..]) {
+                Ok(n) if n > 0 => {
+                    *pos += n;
+                    if *pos >= out.len() {
+                        self.close(t);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => {
+                    self.close(t);
+                    return;
+                }
             }
         }
     }
 
-    fn run_timers(&mut self, poll: &mut Poll) {
+    fn run_timers(&mut self) {
         let now = Instant::now();
         while let Some(Reverse((at, t))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let current = self.conns.get(&t).is_some_and(|e| e.deadline == at);
-            if current {
-                self.fire(poll, t);
+            if self.conns.get(&t).is_some_and(|e| e.deadline == at) {
+                self.fire(t);
             }
         }
     }
 
     /// The connection's deadline has come.
-    fn fire(&mut self, poll: &mut Poll, t: usize) {
+    fn fire(&mut self, t: usize) {
         let Some(entry) = self.conns.get_mut(&t) else {
             return;
         };
         match &mut entry.state {
             State::Reading { buf } => {
                 self.shared.log.debug(&format!(
-                    "dropping a connection that sent {} bytes, not a whole request, in {:?}",
+                    "dropping a connection that sent {} bytes, not a whole request, within {:?}",
                     buf.0.len(),
                     self.shared.settings.timeout
                 ));
-                self.close(poll, t);
+                self.close(t);
             }
             State::Delayed { out } => {
                 let out = std::mem::take(out);
-                self.start_write(poll, t, out, false);
+                if matches!((&entry.stream).write(&out), Ok(n) if n == out.len()) {
+                    self.close(t);
+                } else {
+                    self.start_write(t, out);
+                }
             }
             State::Writing { .. } => {
                 self.shared
                     .log
                     .debug("dropping a connection that did not take its answer in time");
-                self.close(poll, t);
+                self.close(t);
             }
         }
     }
 
-    fn close(&mut self, poll: &mut Poll, t: usize) {
+    fn close(&mut self, t: usize) {
         if let Some(mut e) = self.conns.remove(&t) {
-            if !matches!(e.state, State::Delayed { .. }) {
-                let _ = poll.registry().deregister(&mut e.conn.stream);
+            if e.registered {
+                let _ = self.poll.registry().deregister(&mut e.stream);
             }
         }
     }
 
-    /// After a stop request: drop half-read connections, answer everything else
-    /// now, and wait (bounded) for the workers' in-flight decisions.
-    fn drain(&mut self, poll: &mut Poll, returns: &Receiver<Returned>) {
-        let reading: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, e)| matches!(e.state, State::Reading { .. }))
-            .map(|(t, _)| *t)
-            .collect();
-        for t in reading {
-            self.close(poll, t);
+    /// After a stop request: stop accepting, drop half-read connections, send
+    /// the held-back answers now, and give slow readers until their deadline.
+    fn drain(&mut self) {
+        if self.listening {
+            let _ = sys::epoll_del(self.poll.as_raw_fd(), self.listener.as_raw_fd());
+            self.listening = false;
         }
-        let delayed: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, e)| matches!(e.state, State::Delayed { .. }))
-            .map(|(t, _)| *t)
-            .collect();
-        for t in delayed {
-            self.fire(poll, t);
-        }
-        let give_up = Instant::now() + self.shared.settings.timeout + Duration::from_secs(30);
-        let mut events = Events::with_capacity(256);
-        while Instant::now() < give_up {
-            self.take_returns(poll, returns);
-            if self.shared.in_flight.load(Ordering::SeqCst) == 0
-                && self.conns.is_empty()
-                && returns.is_empty()
-            {
-                break;
+        let tokens: Vec<usize> = self.conns.keys().copied().collect();
+        for t in tokens {
+            match self.conns.get(&t).map(|e| &e.state) {
+                Some(State::Reading { .. }) => self.close(t),
+                Some(State::Delayed { .. }) => self.fire(t),
+                _ => {}
             }
-            let _ = poll.poll(&mut events, Some(Duration::from_millis(20)));
-            for ev in events.iter() {
-                let Token(t) = ev.token();
-                if t >= FIRST_CONN {
-                    self.continue_write(poll, t);
-                }
+        }
+        let mut events = Events::with_capacity(64);
+        while !self.conns.is_empty() {
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(50)));
+            let ready: Vec<usize> = events
+                .iter()
+                .map(|e| e.token().0)
+                .filter(|t| *t >= FIRST_CONN)
+                .collect();
+            for t in ready {
+                self.continue_write(t);
             }
-            self.run_timers(poll);
+            self.run_timers();
         }
-        self.conns.clear();
-    }
-}
-
-fn worker(shared: Arc<Shared>, jobs: Receiver<Job>, returns: Sender<Returned>) {
-    while let Ok(job) = jobs.recv() {
-        let Job { conn, req } = job;
-        let (out, delay) = decide(&shared, &req);
-        drop(req); // wipes the password
-                   // The delay counts from the connection's start, decision time included.
-        let due = conn.accepted + delay;
-        let mut written = false;
-        if due <= Instant::now() {
-            written = matches!((&conn.stream).write(&out), Ok(n) if n == out.len());
-        }
-        if !written {
-            let _ = returns.send(Returned { conn, out, due });
-            let _ = shared.waker.wake();
-        } else {
-            drop(conn);
-        }
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

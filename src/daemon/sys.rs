@@ -2,7 +2,7 @@
 //! of the daemon is in this module.
 
 use std::io;
-use std::os::unix::io::FromRawFd;
+use std::os::unix::io::{FromRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 
 /// Raises the soft open-files limit to at least `want` (up to the hard limit).
@@ -16,16 +16,16 @@ pub fn raise_nofile(want: u64) -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if lim.rlim_cur >= want as libc::rlim_t {
-        return Ok(lim.rlim_cur as u64);
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
     }
-    lim.rlim_cur = (want as libc::rlim_t).min(lim.rlim_max);
+    lim.rlim_cur = want.min(lim.rlim_max);
     // SAFETY: setrlimit reads the struct we own; lowering nothing, only raising
     // the soft limit within the hard limit.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Detaches from the terminal: fork (the parent exits 0 at once), setsid, stdio
@@ -110,4 +110,32 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// Adds `fd` (the listening socket) to the epoll instance `epfd` (a
+/// `mio::Poll`) for input readiness with `EPOLLEXCLUSIVE`: the kernel wakes one
+/// waiting worker per new connection instead of all of them. `data` is what mio
+/// reads back as the event's token. mio has no way to ask for this flag.
+pub fn epoll_add_exclusive(epfd: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+        u64: data,
+    };
+    // SAFETY: both descriptors are open and owned by the caller for the call's
+    // duration; `ev` is a valid epoll_event that the kernel only reads.
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes `fd` from the epoll instance `epfd`.
+pub fn epoll_del(epfd: RawFd, fd: RawFd) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: as above; the event argument is ignored for EPOLL_CTL_DEL but must
+    // be non-null on old kernels.
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
