@@ -213,10 +213,12 @@ unsafe fn server_plug_init(
             ),
         )
     };
+    let shared = Shared::new(options);
+    preload(utils, &shared);
     let instance = Box::new(MechInstance {
         plugs: [Default::default(), Default::default()],
         live: AtomicUsize::new(2),
-        shared: Shared::new(options),
+        shared,
     });
     let raw = Box::into_raw(instance);
     // SAFETY: raw comes from Box::into_raw just above: valid, uniquely owned here.
@@ -234,6 +236,20 @@ unsafe fn server_plug_init(
         *plugcount = 2;
     }
     OK
+}
+
+/// Reads the configuration file named by the global options now, at plugin load:
+/// hosts load plugins before they chroot (Postfix smtpd), so the file need not
+/// exist inside the chroot. Connections with the same options reuse this Gate.
+/// (The database itself is opened at the first login: see doc/plugin.md, chroot.)
+fn preload(utils: *const sys::sasl_utils_t, shared: &Shared) {
+    if !shared.init_options.enabled() {
+        return;
+    }
+    if let Err(e) = shared.gate(&shared.init_options) {
+        // SAFETY: utils is NULL or valid during plugin init.
+        unsafe { util::log(utils, LOG_ERR, &format!("configuration error: {e}")) };
+    }
 }
 
 /// Logs a caught panic and gives the defined result for it.
@@ -826,9 +842,11 @@ pub unsafe extern "C" fn sasl_auxprop_plug_init(
             }
             // SAFETY: utils is NULL or valid.
             let options = unsafe { Options::read(utils) };
+            let shared = Shared::new(options);
+            preload(utils, &shared);
             let raw = Box::into_raw(Box::new(AuxInstance {
                 plug: Default::default(),
-                shared: Shared::new(options),
+                shared,
             }));
             // SAFETY: raw comes from Box::into_raw just above.
             let inst = unsafe { &mut *raw };
