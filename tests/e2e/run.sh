@@ -1,0 +1,519 @@
+#!/bin/bash
+# End-to-end test with the real Postfix and the real Cyrus IMAP from Debian,
+# driven by real clients (swaks, Python imaplib), configured with the blocks
+# that debian/saslgate.README.Debian documents (read out of that file, so the
+# documentation and the test cannot drift apart).
+#
+# Root only. It installs what it needs (apt-get) if missing, then runs
+# everything inside a private mount namespace: the documented paths
+# (/etc/saslgate, /var/lib/saslgate, /run/saslgate, the libsasl2 plugin
+# directory, /etc/postfix/master.cf and /etc/postfix/sasl, the Postfix chroot's
+# var/) are bind mounts of files in a temporary directory there, so the host's
+# files are never modified. On the host it only creates the empty mount-point
+# directories that are missing, the group "saslgate" (if missing) and the
+# postfix/cyrus memberships in it, and undoes all of that at the end.
+# It listens on free loopback ports (never 25/143), starts Postfix, cyrmaster,
+# the stock saslauthd and saslgated, and stops exactly those processes.
+#
+# Environment: CARGO_TARGET_DIR (binaries in $CARGO_TARGET_DIR/release, default
+# ./target), SASLGATE_E2E_BIN=DIR to use prebuilt saslgate/saslgated/libsaslgate.so
+# from DIR instead of building, SASLGATE_E2E_KEEP=1 to keep the temp dir.
+# Output: one line per check, then "N passed, N failed"; exit 1 on any failure.
+
+set -u
+set -o pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+SELF="$ROOT/tests/e2e/run.sh"
+DOC="$ROOT/debian/saslgate.README.Debian"
+PKGCONF="$ROOT/debian/saslgate.conf"
+ADDR_FAILURES=6    # [throttle] address_failures in the test config
+
+log() { echo "e2e: $*" >&2; }
+
+# Prints the body of the block "--- NAME: FILE ---" ... "--- end ---" of README.Debian.
+snippet() {
+    local body
+    body=$(awk -v id="$1" '
+        index($0, "--- " id ": ") == 1 { on = 1; next }
+        on && $0 == "--- end ---" { exit }
+        on { print }' "$DOC")
+    if [ -z "$body" ]; then
+        echo "e2e: README.Debian has no block '$1'" >&2
+        return 1
+    fi
+    printf '%s\n' "$body"
+}
+
+# ---------------------------------------------------------------- inner part
+# Runs inside `unshare -m`; $T, $BIN, $SASLDIR come from the outer part.
+inner() {
+    PASS=0 FAIL=0
+    LOGS=$T/logs
+    mkdir -p "$LOGS"
+    trap inner_cleanup EXIT
+    trap 'exit 130' INT TERM
+
+    ok()   { PASS=$((PASS + 1)); echo "PASS  $*"; }
+    bad()  { FAIL=$((FAIL + 1)); echo "FAIL  $*"; }
+    expect() { # expect NAME WANT GOT
+        if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (expected $2, got $3)"; fi
+    }
+
+    record_pid() { echo "$1 $2" >>"$T/pids"; }
+
+    # ---- the documented paths, privately
+    mount --make-rprivate /
+    mkdir -p "$T/etc-saslgate" "$T/lib"
+    mount --bind "$T/etc-saslgate" /etc/saslgate
+    chown root:saslgate "$T/lib" && chmod 2770 "$T/lib"
+    mount --bind "$T/lib" /var/lib/saslgate
+    mount -t tmpfs -o mode=0755 saslgate-e2e /run/saslgate
+    mount -t tmpfs -o mode=0755 saslgate-e2e /var/spool/postfix/var
+    mkdir -p /var/spool/postfix/var/run /var/spool/postfix/var/lib/saslgate
+
+    mkdir -p "$T/sasl2"
+    cp -a "$SASLDIR/." "$T/sasl2/"
+    install -m 0644 "$BIN/libsaslgate.so" "$T/sasl2/libsaslgate.so"
+    mount --bind "$T/sasl2" "$SASLDIR"
+
+    # The chroot mounts, exactly as the fstab block says.
+    local src dst fstype opts rest
+    while read -r src dst fstype opts rest; do
+        case "$src" in ''|'#'*) continue ;; esac
+        mount --bind "$src" "$dst" || { bad "fstab block: mount $src $dst"; return 1; }
+        case ",$opts," in *,ro,*) mount -o remount,bind,ro "$dst" ;; esac
+    done < <(snippet fstab-postfix-chroot)
+
+    # ---- saslgate configuration: the packaged file, bcrypt cost 4, small budget
+    sed -e 's/^#bcrypt_cost = .*/bcrypt_cost = 4/' \
+        -e "s/^#address_failures = .*/address_failures = $ADDR_FAILURES/" \
+        -e 's/^#slowdown_max_delay = .*/slowdown_max_delay = "1s"/' \
+        "$PKGCONF" >/etc/saslgate/saslgate.conf
+    grep -q '^bcrypt_cost = 4$' /etc/saslgate/saslgate.conf || { bad "test config (bcrypt_cost)"; return 1; }
+    CONF=/etc/saslgate/saslgate.conf
+    SG() { "$BIN/saslgate" --config "$CONF" "$@"; }
+
+    SG init 2>"$LOGS/init.log" || { bad "saslgate init ($(cat "$LOGS/init.log"))"; return 1; }
+    expect "database mode 0660 group saslgate" "660 saslgate" "$(stat -c '%a %G' /var/lib/saslgate/saslgate.db)"
+
+    # ---- test data through the CLI
+    local err="$LOGS/cli.log"
+    setpw() { printf '%s' "$2" | SG passwd "$1" --stdin 2>>"$err"; }
+    app() { SG app-password add "$@" 2>>"$err"; }
+    SG plan set smtponly --services smtp 2>>"$err" || bad "plan set"
+    declare -gA APP_SMTP APP_IMAP
+    local s
+    for s in pp pd cd cp; do
+        SG user add "a-$s" 2>>"$err" && setpw "a-$s" "master a-$s" || bad "user a-$s"
+        APP_SMTP[$s]=$(app "a-$s" --label mail --services smtp)
+        APP_IMAP[$s]=$(app "a-$s" --label phone --services imap)
+        SG user add "b-$s" 2>>"$err" && setpw "b-$s" "master b-$s" || bad "user b-$s"
+        SG totp enable "b-$s" --secret JBSWY3DPEHPK3PXP >/dev/null 2>>"$err" || bad "totp b-$s"
+        SG user add "d-$s" 2>>"$err" || bad "user d-$s"
+        setpw "d-$s" "master d-$s"
+        SG user disable "d-$s" 2>>"$err" || bad "disable d-$s"
+        SG user add "p-$s" --plan smtponly 2>>"$err" && setpw "p-$s" "master p-$s" || bad "user p-$s"
+    done
+    SG user add e-pp 2>>"$err" && setpw e-pp "master e-pp" || bad "user e-pp"
+    for s in pp pd cd cp; do
+        case "${APP_SMTP[$s]} ${APP_IMAP[$s]}" in
+            ?*-*-*-*-*?' '?*-*-*-*-*?) ;;
+            *) bad "app passwords for a-$s not printed (see $err)" ;;
+        esac
+    done
+
+    # ---- stock saslauthd (sasldb) for the baseline services
+    rm -f "$T/sasldb2"
+    local realm
+    for realm in "$(postconf -h myhostname)" "$(hostname)"; do
+        printf '%s' 'stock pw' | saslpasswd2 -p -f "$T/sasldb2" -c -u "$realm" stock
+    done
+    mount --bind "$T/sasldb2" /etc/sasldb2
+    mkdir -p /var/spool/postfix/var/run/saslauthd
+    saslauthd -a sasldb -m /var/spool/postfix/var/run/saslauthd -n 1 2>"$LOGS/saslauthd.log"
+    wait_file /var/spool/postfix/var/run/saslauthd/saslauthd.pid &&
+        record_pid "$(cat /var/spool/postfix/var/run/saslauthd/saslauthd.pid)" saslauthd
+
+    # ---- saslgated on the socket the Postfix drop-in names
+    local pf_sock
+    pf_sock=$(snippet saslgated-socket-postfix | sed -n 's/^ListenStream=\(..*\)$/\1/p' | tail -n1)
+    start_saslgated postfix "$(dirname "$pf_sock")" || return 1
+
+    # ---- Postfix: three smtpd services (plugin, daemon, stock) on free ports
+    P_PLUGIN=$(free_port) P_DAEMON=$(free_port) P_STOCK=$(free_port)
+    mkdir -p "$T/postfix-sasl"
+    cp -a /etc/postfix/sasl/. "$T/postfix-sasl/"
+    snippet postfix-sasl-plugin >"$T/postfix-sasl/e2e-plugin.conf"
+    snippet postfix-sasl-daemon >"$T/postfix-sasl/e2e-daemon.conf"
+    printf '%s\n' 'pwcheck_method: saslauthd' 'saslauthd_path: /var/run/saslauthd/mux' \
+        'mech_list: PLAIN LOGIN' >"$T/postfix-sasl/e2e-stock.conf"
+    mount --bind "$T/postfix-sasl" /etc/postfix/sasl
+    # master.cf: the host's file without its inet services (no port 25), the
+    # postlog service writing a log file, and our three services, each with
+    # the documented main.cf lines as -o overrides.
+    local opts_main
+    opts_main=$(snippet postfix-main | sed -n 's/^\([a-z_]*\) *= *\(.*\)$/  -o { \1 = \2 }/p')
+    awk -v logf="$LOGS/postfix.log" '
+        /^[^#[:space:]]/ { skip = ($2 == "inet") }
+        skip && !/^#/ { next }
+        { print }
+        /^postlog[[:space:]]/ { print "  -o maillog_file=" logf; print "  -o maillog_file_prefixes=" logf }' /etc/postfix/master.cf >"$T/master.cf"
+    local name port
+    for name in plugin daemon stock; do
+        case $name in plugin) port=$P_PLUGIN ;; daemon) port=$P_DAEMON ;; stock) port=$P_STOCK ;; esac
+        {
+            echo "127.0.0.1:$port inet n - y - - smtpd"
+            echo "  -o syslog_name=postfix/e2e-$name"
+            echo "  -o maillog_file=$LOGS/postfix.log"
+            echo "  -o maillog_file_prefixes=$LOGS/postfix.log"
+            echo "$opts_main"
+            echo "  -o smtpd_sasl_path=e2e-$name"
+            echo "  -o smtpd_tls_security_level=none"
+        } >>"$T/master.cf"
+    done
+    mount --bind "$T/master.cf" /etc/postfix/master.cf
+    if ! postfix start >"$LOGS/postfix-start.log" 2>&1; then
+        bad "postfix start ($(tail -n3 "$LOGS/postfix-start.log"))"
+        return 1
+    fi
+    wait_file /var/spool/postfix/pid/master.pid &&
+        record_pid "$(tr -d ' ' </var/spool/postfix/pid/master.pid)" master
+    for port in $P_PLUGIN $P_DAEMON $P_STOCK; do
+        wait_port "$port" || bad "postfix does not listen on 127.0.0.1:$port"
+    done
+
+    # ---- Cyrus IMAP: one cyrmaster, three imapd services (daemon, plugin, stock)
+    C_DAEMON=$(free_port) C_PLUGIN=$(free_port) C_STOCK=$(free_port)
+    local CY=$T/cyrus
+    mkdir -p "$CY/conf" "$CY/part" "$CY/run"
+    cat >"$CY/base.conf" <<EOF
+configdirectory: $CY/conf
+defaultpartition: default
+partition-default: $CY/part
+proc_path: $CY/run/proc
+mboxname_lockpath: $CY/run/lock
+lmtpsocket: $CY/run/lmtp
+idlesocket: $CY/run/idle
+notifysocket: $CY/run/notify
+syslog_prefix: cyrus-e2e
+allowplaintext: yes
+autocreate_quota: 0
+failedloginpause: 0
+EOF
+    { cat "$CY/base.conf"; snippet cyrus-daemon; } >"$CY/imapd-daemon.conf"
+    { cat "$CY/base.conf"; snippet cyrus-plugin; } >"$CY/imapd-plugin.conf"
+    { cat "$CY/base.conf"; printf '%s\n' 'sasl_pwcheck_method: saslauthd' \
+        'sasl_saslauthd_path: /var/spool/postfix/var/run/saslauthd/mux' 'sasl_mech_list: PLAIN LOGIN'; } >"$CY/imapd-stock.conf"
+    cat >"$CY/cyrus.conf" <<EOF
+START {
+  recover cmd="ctl_cyrusdb -r -C $CY/imapd-daemon.conf"
+}
+SERVICES {
+  imapdaemon cmd="imapd -C $CY/imapd-daemon.conf" listen="127.0.0.1:$C_DAEMON" prefork=0 maxchild=10
+  imapplugin cmd="imapd -C $CY/imapd-plugin.conf" listen="127.0.0.1:$C_PLUGIN" prefork=0 maxchild=10
+  imapstock cmd="imapd -C $CY/imapd-stock.conf" listen="127.0.0.1:$C_STOCK" prefork=0 maxchild=10
+}
+EVENTS {
+}
+EOF
+    chown -R cyrus:mail "$CY"
+    su cyrus -s /bin/sh -c "cyrmaster -C $CY/imapd-daemon.conf -M $CY/cyrus.conf -p $CY/master.pid -d" \
+        >"$LOGS/cyrmaster.log" 2>&1
+    wait_file "$CY/master.pid" && record_pid "$(cat "$CY/master.pid")" cyrmaster
+    for port in $C_DAEMON $C_PLUGIN $C_STOCK; do
+        wait_port "$port" || bad "cyrmaster does not listen on 127.0.0.1:$port"
+    done
+
+    echo "--- Postfix $(postconf -h mail_version) smtpd (chrooted) on 127.0.0.1:$P_PLUGIN (plugin), :$P_DAEMON (saslgated), :$P_STOCK (stock); Cyrus imapd on :$C_DAEMON (saslgated), :$C_PLUGIN (plugin), :$C_STOCK (stock)"
+
+    # ---- baseline: stock saslauthd/sasldb, with the saslgate plugin installed
+    expect "stock postfix (saslgate plugin present, not enabled): PLAIN 235" 235 "$(smtp "$P_STOCK" PLAIN stock 'stock pw')"
+    expect "stock postfix: LOGIN wrong password 535" 535 "$(smtp "$P_STOCK" LOGIN stock 'nope')"
+    expect "stock cyrus: LOGIN + SELECT INBOX" OK "$(imap "$C_STOCK" login stock 'stock pw')"
+    expect "stock cyrus: AUTHENTICATE PLAIN + SELECT INBOX" OK "$(imap "$C_STOCK" plain stock 'stock pw')"
+
+    # ---- Postfix through the in-process plugin, then through saslgated
+    postfix_matrix plugin "$P_PLUGIN" pp
+    postfix_matrix saslgated "$P_DAEMON" pd
+    local pid chrooted=0
+    for pid in $(pgrep -x smtpd); do
+        tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "127.0.0.1:$P_PLUGIN" || continue
+        [ "$(readlink "/proc/$pid/root")" = /var/spool/postfix ] && chrooted=1
+        grep -q "^Groups:.*\b$(getent group saslgate | cut -d: -f3)\b" "/proc/$pid/status" && chrooted=$((chrooted + 1))
+    done
+    expect "postfix plugin: smtpd ran chrooted in /var/spool/postfix, in group saslgate" 2 "$chrooted"
+
+    # ---- throttling through the plugin (smtpd passes the client address)
+    local i got n=0
+    for i in $(seq "$ADDR_FAILURES"); do
+        got=$(smtp "$P_PLUGIN" PLAIN e-pp "wrong $i" 127.0.0.2)
+        [ "$got" = 535 ] && n=$((n + 1))
+    done
+    expect "postfix plugin: $ADDR_FAILURES wrong passwords from 127.0.0.2 refused" "$ADDR_FAILURES" "$n"
+    got=$(smtp "$P_PLUGIN" PLAIN e-pp 'master e-pp' 127.0.0.2)
+    case $got in # 454 (temporary failure: try later) or 535
+        454|535) ok "postfix plugin: right password from 127.0.0.2 now refused ($got, throttled)" ;;
+        *) bad "postfix plugin: right password from 127.0.0.2 not refused (got $got)" ;;
+    esac
+    expect "postfix plugin: right password from 127.0.0.1 still 235" 235 "$(smtp "$P_PLUGIN" PLAIN e-pp 'master e-pp' 127.0.0.1)"
+    SG log e-pp >"$LOGS/log-e-pp.txt" 2>&1
+    SG --json log e-pp >"$LOGS/log-e-pp.json" 2>&1
+    if grep -i 'throttl' "$LOGS/log-e-pp.txt" | grep -q '127\.0\.0\.2'; then
+        ok "saslgate log e-pp shows the refusal from 127.0.0.2 as throttled"
+    else
+        bad "saslgate log e-pp does not show a throttled refusal from 127.0.0.2 (see $LOGS/log-e-pp.txt)"
+    fi
+
+    # ---- Cyrus AUTHENTICATE PLAIN through the plugin, with no saslgated on /run/saslgate
+    expect "cyrus plugin: no saslgated on /run/saslgate/mux yet" absent "$( [ -S /run/saslgate/mux ] && echo present || echo absent)"
+    expect "cyrus plugin: AUTHENTICATE PLAIN imap app password + SELECT INBOX" OK "$(imap "$C_PLUGIN" plain a-cp "${APP_IMAP[cp]}")"
+    expect "cyrus plugin: AUTHENTICATE PLAIN smtp-only app password refused" NO "$(imap "$C_PLUGIN" plain a-cp "${APP_SMTP[cp]}")"
+    expect "cyrus plugin: AUTHENTICATE PLAIN plan without imap refused" NO "$(imap "$C_PLUGIN" plain p-cp 'master p-cp')"
+    expect "cyrus plugin: LOGIN (needs saslgated) refused while it is down" NO "$(imap "$C_PLUGIN" login a-cp "${APP_IMAP[cp]}")"
+
+    # ---- Cyrus through saslgated on the documented /run/saslgate/mux
+    local cy_sock
+    cy_sock=$(snippet cyrus-daemon | sed -n 's/^sasl_saslauthd_path: *//p')
+    start_saslgated cyrus "$(dirname "$cy_sock")" || return 1
+    expect "cyrus saslgated: LOGIN imap app password + SELECT INBOX" OK "$(imap "$C_DAEMON" login a-cd "${APP_IMAP[cd]}")"
+    expect "cyrus saslgated: AUTHENTICATE PLAIN imap app password + SELECT INBOX" OK "$(imap "$C_DAEMON" plain a-cd "${APP_IMAP[cd]}")"
+    expect "cyrus saslgated: LOGIN smtp-only app password refused" NO "$(imap "$C_DAEMON" login a-cd "${APP_SMTP[cd]}")"
+    expect "cyrus saslgated: LOGIN plan without imap refused" NO "$(imap "$C_DAEMON" login p-cd 'master p-cd')"
+    expect "cyrus saslgated: LOGIN wrong password refused" NO "$(imap "$C_DAEMON" login a-cd 'wrong')"
+    expect "cyrus plugin+saslgated: LOGIN imap app password now accepted" OK "$(imap "$C_PLUGIN" login a-cp "${APP_IMAP[cp]}")"
+
+    return 0
+}
+
+postfix_matrix() { # postfix_matrix LABEL PORT SUFFIX
+    local l="postfix $1" p=$2 s=$3 code
+    expect "$l: AUTH PLAIN smtp app password 235" 235 "$(smtp "$p" PLAIN "a-$s" "${APP_SMTP[$s]}")"
+    expect "$l: AUTH LOGIN smtp app password 235" 235 "$(smtp "$p" LOGIN "a-$s" "${APP_SMTP[$s]}")"
+    expect "$l: AUTH PLAIN imap-only app password 535" 535 "$(smtp "$p" PLAIN "a-$s" "${APP_IMAP[$s]}")"
+    expect "$l: AUTH PLAIN wrong password 535" 535 "$(smtp "$p" PLAIN "a-$s" 'not the password')"
+    code=$(oathtool --totp -b JBSWY3DPEHPK3PXP)
+    expect "$l: two-step master password + TOTP code 235" 235 "$(smtp "$p" PLAIN "b-$s" "master b-$s$code")"
+    expect "$l: two-step same code again 535" 535 "$(smtp "$p" LOGIN "b-$s" "master b-$s$code")"
+    expect "$l: two-step master password alone 535" 535 "$(smtp "$p" PLAIN "b-$s" "master b-$s")"
+    expect "$l: disabled account 535" 535 "$(smtp "$p" PLAIN "d-$s" "master d-$s")"
+}
+
+# smtp PORT MECH USER PASSWORD [SOURCE-ADDRESS]: prints the SMTP code of the AUTH answer.
+smtp() {
+    local out
+    out=$(timeout 60 swaks --server 127.0.0.1 --port "$1" --local-interface "${5:-127.0.0.1}" \
+        --ehlo e2e.saslgate.test --auth "$2" --auth-user "$3" --auth-password "$4" \
+        --quit-after AUTH 2>&1)
+    printf '%s\n' "=== swaks :$1 $2 $3 from ${5:-127.0.0.1}" "$out" >>"$LOGS/swaks.log"
+    printf '%s\n' "$out" | sed -n 's/^<[-~*]* *\(235\|535\|454\|5[0-9][0-9]\|4[0-9][0-9]\) .*/\1/p' | tail -n1 |
+        grep . || echo none
+}
+
+# imap PORT login|plain USER PASSWORD: prints OK (authenticated and INBOX selected), NO or ERR.
+imap() {
+    timeout 60 python3 - "$@" 2>>"$LOGS/imap.log" <<'EOF'
+import imaplib, sys
+port, how, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+try:
+    m = imaplib.IMAP4("127.0.0.1", port)
+except Exception as e:
+    print("ERR"); sys.stderr.write("connect: %r\n" % e); sys.exit()
+try:
+    if how == "login":
+        m.login(user, pw)
+    else:
+        m.authenticate("PLAIN", lambda _: b"\0" + user.encode() + b"\0" + pw.encode())
+except imaplib.IMAP4.error as e:
+    print("NO"); sys.stderr.write("%s %s %s: %s\n" % (port, how, user, e)); sys.exit()
+typ, data = m.select("INBOX")
+print("OK" if typ == "OK" else "SELECT-" + typ)
+m.logout()
+EOF
+}
+
+start_saslgated() { # start_saslgated NAME DIR
+    mkdir -p "$2"
+    "$BIN/saslgated" -a saslgate -d -m "$2" --group saslgate --config "$CONF" \
+        >"$LOGS/saslgated-$1.log" 2>&1 &
+    local pid=$!
+    record_pid "$pid" saslgated
+    if wait_socket "$2/mux"; then
+        return 0
+    fi
+    bad "saslgated ($1) did not create $2/mux ($(tail -n3 "$LOGS/saslgated-$1.log"))"
+    return 1
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() {
+    local i
+    for i in $(seq 100); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 1).close()" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+wait_file() { local i; for i in $(seq 100); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
+wait_socket() { local i; for i in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
+
+# Stops the processes recorded in $T/pids (only those, and only while they are
+# still the program recorded), TERM then KILL.
+stop_recorded() {
+    [ -f "$T/pids" ] || return 0
+    local pid name i
+    while read -r pid name; do
+        [ -n "$pid" ] || continue
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]; then
+            kill -TERM "$pid" 2>/dev/null
+            for i in $(seq 100); do
+                [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || break
+                sleep 0.1
+            done
+            if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]; then
+                kill -KILL "$pid" 2>/dev/null
+            fi
+        fi
+    done < <(tac "$T/pids")
+    : >"$T/pids"
+}
+
+inner_cleanup() {
+    local rc=$?
+    stop_recorded
+    echo "--- finished in $(($(date +%s) - STARTED)) s (logs: $T/logs, kept on failure)"
+    echo "$PASS passed, $FAIL failed"
+    if [ "$FAIL" -gt 0 ] || [ "$rc" -ne 0 ]; then
+        [ "$FAIL" -gt 0 ] || echo "e2e: aborted (exit $rc)"
+        exit 1
+    fi
+    exit 0
+}
+
+# ---------------------------------------------------------------- outer part
+HOST_UNDO=()
+undo() { HOST_UNDO+=("$*"); }
+
+ensure_dir() { # creates a missing mount point on the host, to be removed afterwards
+    local d=$1 missing=()
+    while [ ! -e "$d" ]; do missing=("$d" "${missing[@]}"); d=$(dirname "$d"); done
+    for d in "${missing[@]}"; do
+        mkdir "$d" && undo rmdir "$d"
+    done
+}
+
+outer_cleanup() {
+    local i
+    [ -n "${T:-}" ] && [ -d "$T" ] && stop_recorded
+    for ((i = ${#HOST_UNDO[@]} - 1; i >= 0; i--)); do
+        eval "${HOST_UNDO[$i]}" >/dev/null 2>&1 || log "could not undo: ${HOST_UNDO[$i]}"
+    done
+    HOST_UNDO=()
+    if [ -n "${T:-}" ] && [ -d "$T" ]; then
+        if [ "${SASLGATE_E2E_KEEP:-0}" = 1 ] || [ "${RESULT:-1}" != 0 ]; then
+            log "kept $T (logs in $T/logs)"
+        else
+            rm -rf "$T"
+        fi
+    fi
+}
+
+install_missing() {
+    local need=() p
+    for p in postfix cyrus-imapd swaks sasl2-bin oathtool libsasl2-modules python3; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
+    done
+    [ ${#need[@]} -eq 0 ] && return 0
+    log "installing ${need[*]}"
+    echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
+    echo "postfix postfix/mailname string saslgate.test" | debconf-set-selections
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e $policy ]; then # do not let the packages start their daemons
+        printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy && made_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+    local rc=$?
+    [ $made_policy = 1 ] && rm -f $policy
+    return $rc
+}
+
+outer() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "=================================================================="
+        echo "SKIP: tests/e2e/run.sh needs root (real Postfix and Cyrus IMAP)."
+        echo "=================================================================="
+        exit 0
+    fi
+    local started
+    started=$(date +%s)
+    install_missing || { echo "FAIL  apt-get install"; echo "0 passed, 1 failed"; exit 1; }
+    for c in unshare postfix cyrmaster swaks saslauthd saslpasswd2 oathtool python3; do
+        command -v "$c" >/dev/null || PATH=$PATH:/usr/sbin:/sbin
+        command -v "$c" >/dev/null || { echo "FAIL  missing $c"; echo "0 passed, 1 failed"; exit 1; }
+    done
+    if postfix status >/dev/null 2>&1; then
+        echo "=================================================================="
+        echo "SKIP: the machine's Postfix is running; tests/e2e/run.sh does not touch it."
+        echo "=================================================================="
+        exit 0
+    fi
+
+    if [ -n "${SASLGATE_E2E_BIN:-}" ]; then
+        BIN=$SASLGATE_E2E_BIN
+    else
+        BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+        log "cargo build --release (saslgate, saslgated, libsaslgate.so)"
+        (cd "$ROOT" && cargo build --release --bin saslgate --bin saslgated --lib) >&2 ||
+            { echo "FAIL  cargo build"; echo "0 passed, 1 failed"; exit 1; }
+    fi
+    for f in saslgate saslgated libsaslgate.so; do
+        [ -e "$BIN/$f" ] || { echo "FAIL  $BIN/$f missing"; echo "0 passed, 1 failed"; exit 1; }
+    done
+    BIN=$(cd "$BIN" && pwd)
+
+    local arch
+    arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null)
+    SASLDIR=/usr/lib/$arch/sasl2
+    [ -d "$SASLDIR" ] || SASLDIR=$(dirname "$(find /usr/lib -name libplain.so -path '*sasl2*' | head -n1)")
+
+    trap outer_cleanup EXIT
+    trap 'exit 130' INT TERM
+    T=$(mktemp -d /tmp/saslgate-e2e.XXXXXX)
+    chmod 0711 "$T"
+
+    # Host side: the group, the memberships, the mount points.
+    if ! getent group saslgate >/dev/null; then
+        groupadd --system saslgate && undo groupdel saslgate
+    fi
+    local u
+    for u in postfix cyrus; do
+        if ! id -nG "$u" | tr ' ' '\n' | grep -qx saslgate; then
+            gpasswd -a "$u" saslgate >/dev/null && undo gpasswd -d "$u" saslgate
+        fi
+    done
+    ensure_dir /etc/saslgate
+    ensure_dir /var/lib/saslgate
+    ensure_dir /run/saslgate
+    ensure_dir /var/spool/postfix/var
+    local src dst rest
+    while read -r src dst rest; do
+        case "$src" in ''|'#'*) continue ;; esac
+        case "$dst" in /var/spool/postfix/var/*) ;; *) ensure_dir "$dst" ;; esac
+    done < <(snippet fstab-postfix-chroot)
+    if [ ! -e /etc/sasldb2 ]; then
+        touch /etc/sasldb2 && undo rm -f /etc/sasldb2
+    fi
+
+    unshare -m --propagation private env SASLGATE_E2E_INNER=1 STARTED="$started" T="$T" BIN="$BIN" SASLDIR="$SASLDIR" \
+        PATH="$PATH" "$SELF"
+    RESULT=$?
+    exit $RESULT
+}
+
+if [ "${SASLGATE_E2E_INNER:-0}" = 1 ]; then
+    inner
+else
+    outer
+fi
