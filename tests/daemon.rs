@@ -956,6 +956,15 @@ fn systemd_socket_activation_and_readiness() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let log = fx.dir.path().join("act.log");
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
     let mut child = Command::new(activate)
         .arg("-l")
         .arg(&sock)
@@ -970,6 +979,7 @@ fn systemd_socket_activation_and_readiness() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
+        .map(Reap)
         .unwrap();
     // systemd-socket-activate accepts nothing itself: it starts the daemon at
     // the first connection, with the listening socket as fd 3.
@@ -994,9 +1004,9 @@ fn systemd_socket_activation_and_readiness() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("the socket passed by systemd"), "{text}");
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
-    let st = child.wait().unwrap();
+    let st = child.0.wait().unwrap();
     assert!(st.success(), "{st}");
     // systemd's socket: not removed by the daemon (systemd-socket-activate owns it).
 }

@@ -90,6 +90,11 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         }
     }
     let log = log::Logger::new(opts.debug, opts.debug);
+    // A panic is a bug: say so where the operator looks (syslog once detached).
+    let to_stderr = opts.debug;
+    std::panic::set_hook(Box::new(move |info| {
+        log::Logger::new(to_stderr, false).err(&format!("internal error (bug): {info}"));
+    }));
     let code = serve(&opts, cfg, bound, log);
     if code != 0 {
         // Nothing else cleans up after a failed start.
