@@ -23,6 +23,8 @@ deb: check-version
 	cd $(TOP) && git ls-files -z --cached --others --exclude-standard \
 	  | tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C $(SRC)
 	cd $(SRC) && dpkg-buildpackage -us -uc -b
+	mv $(DEB_OUT)/src/*.deb $(DEB_OUT)/src/*.changes $(DEB_OUT)/src/*.buildinfo $(DEB_OUT)/
+	-mv $(DEB_OUT)/src/*.ddeb $(DEB_OUT)/ 2>/dev/null
 	ls -l $(DEB_OUT)/*.deb
 
 lintian:
