@@ -220,6 +220,28 @@ case $out in *NO*) ok "testsaslauthd: wrong password refused" ;; *) bad "testsas
 kill "$DAEMON_PID" 2>/dev/null
 wait "$DAEMON_PID" 2>/dev/null
 DAEMON_PID=
+# The same through socket activation, as saslgated.socket + saslgated.service run it:
+# the listening socket is handed over as fd 3 (systemd-socket-activate), the
+# daemon runs as the unit's user with the unit's flags (-f: logs to syslog).
+if command -v systemd-socket-activate >/dev/null && command -v setpriv >/dev/null; then
+    RUN2=$TMP/run2
+    install -d -o "$UNIT_USER" -g saslgate -m 0755 "$RUN2"
+    CMD2=$(echo "$EXEC" | sed -e "s# -m $(dirname "$SOCK") # -m $RUN2 #")
+    # shellcheck disable=SC2086
+    systemd-socket-activate -l "$RUN2/mux" \
+        setpriv --reuid="$UNIT_USER" --regid=saslgate --init-groups -- $CMD2 >"$TMP/saslgated-activated.log" 2>&1 &
+    DAEMON_PID=$!
+    for _ in $(seq 100); do [ -S "$RUN2/mux" ] && break; sleep 0.1; done
+    out=$(timeout 20 testsaslauthd -f "$RUN2/mux" -s imap -u alice -p "$APP" 2>&1)
+    expect "socket-activated saslgated (unit's ExecStart, user $UNIT_USER): app password accepted" '0: OK "Success."' "$out"
+    if [ "$(cat "/proc/$DAEMON_PID/comm" 2>/dev/null)" = saslgated ]; then
+        kill "$DAEMON_PID" 2>/dev/null
+        wait "$DAEMON_PID" 2>/dev/null
+    fi
+    DAEMON_PID=
+else
+    echo "      (systemd-socket-activate or setpriv missing: socket activation not tested)"
+fi
 check "saslgate log shows the daemon's decisions" sh -c "$SG log bob | grep -q refused"
 files=$(find /var/lib/saslgate -name 'saslgate.db*' ! -group saslgate | head -n1)
 expect "database files (incl. -wal/-shm) all group saslgate" "" "$files"
