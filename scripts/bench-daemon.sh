@@ -107,21 +107,6 @@ start_stock() { # start_stock DIR [flags] -> pid in STOCK_PID
     PIDS+=("$STOCK_PID")
     wait_socket "$dir/mux"
 }
-if [ $STOCK = yes ]; then
-    printf '%s' 'plain pw' | saslpasswd2 -p -f "$TMP/sasldb2" -c bench
-    for cache in off on; do
-        flags=""; [ $cache = on ] && flags="-c"
-        start_stock "$TMP/stock-$cache" $flags
-        sleep 0.5
-        [ $cache = off ] && RSS+=("| saslauthd -a sasldb (5 processes) | idle | $(( $(rss_kb $STOCK_PID) / 1024 )) MiB |")
-        PEAK=0
-        for c in 1 8 32; do
-            run "saslauthd -a sasldb" "plaintext sasldb" $cache $c "$TMP/stock-$cache/mux" bench 'plain pw' $STOCK_PID
-        done
-        [ $cache = off ] && RSS+=("| saslauthd -a sasldb (5 processes) | under load (peak, c=32) | $((PEAK / 1024)) MiB |")
-        kill "$STOCK_PID"; wait "$STOCK_PID" 2>/dev/null || true
-    done
-fi
 
 # --- saslgated --------------------------------------------------------------
 start_gated() { # start_gated DIR [flags]
@@ -131,16 +116,35 @@ start_gated() { # start_gated DIR [flags]
     PIDS+=("$GATED_PID")
     wait_socket "$dir/mux"
 }
+if [ $STOCK = yes ]; then printf '%s' 'plain pw' | saslpasswd2 -p -f "$TMP/sasldb2" -c bench; fi
+# Both daemons run side by side and the rows alternate (stock, saslgated) at
+# each concurrency, so that other load on the machine hits both alike.
 for cache in off on; do
-    flags=(); [ $cache = on ] && flags=(-c -t 600)
-    start_gated "$TMP/gated-$cache" "${flags[@]}"
+    gflags=(); sflags=""
+    if [ $cache = on ]; then gflags=(-c -t 600); sflags="-c"; fi
+    if [ $STOCK = yes ]; then start_stock "$TMP/stock-$cache" $sflags; fi
+    start_gated "$TMP/gated-$cache" "${gflags[@]}"
     sleep 0.5
-    [ $cache = off ] && RSS+=("| saslgated -n $CORES | idle | $(( $(rss_kb $GATED_PID) / 1024 )) MiB |")
-    PEAK=0
+    if [ $cache = off ]; then
+        if [ $STOCK = yes ]; then
+            RSS+=("| saslauthd -a sasldb -n 5 (all processes) | idle | $(( $(rss_kb $STOCK_PID) / 1024 )) MiB |")
+        fi
+        RSS+=("| saslgated -n $CORES | idle | $(( $(rss_kb $GATED_PID) / 1024 )) MiB |")
+    fi
     for c in 1 8 32; do
+        if [ $STOCK = yes ]; then
+            PEAK=0
+            run "saslauthd -a sasldb" "plaintext sasldb" $cache $c "$TMP/stock-$cache/mux" bench 'plain pw' $STOCK_PID
+            if [ $cache = off ] && [ $c = 32 ]; then
+                RSS+=("| saslauthd -a sasldb -n 5 (all processes) | under load (peak, c=32) | $((PEAK / 1024)) MiB |")
+            fi
+        fi
+        PEAK=0
         run saslgated "app password" $cache $c "$TMP/gated-$cache/mux" bench "$APP" $GATED_PID
+        if [ $cache = off ] && [ $c = 32 ]; then
+            RSS+=("| saslgated -n $CORES | under load (peak, c=32) | $((PEAK / 1024)) MiB |")
+        fi
     done
-    [ $cache = off ] && RSS+=("| saslgated -n $CORES | under load (peak, c=32) | $((PEAK / 1024)) MiB |")
     if [ $cache = off ]; then
         for c in 1 $CORES 8; do
             run saslgated "master (bcrypt $COST)" $cache $c "$TMP/gated-$cache/mux" bench 'bench master pw' $GATED_PID
@@ -149,6 +153,7 @@ for cache in off on; do
         run saslgated "master (bcrypt $COST)" $cache 8 "$TMP/gated-$cache/mux" bench 'bench master pw' $GATED_PID
     fi
     kill "$GATED_PID"; wait "$GATED_PID" 2>/dev/null || true
+    if [ $STOCK = yes ]; then kill "$STOCK_PID"; wait "$STOCK_PID" 2>/dev/null || true; fi
 done
 
 # --- report -------------------------------------------------------------------

@@ -4,6 +4,9 @@
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const RETRY: Duration = Duration::from_secs(5);
 
 const FACILITY_AUTH: u8 = 4;
 
@@ -16,9 +19,16 @@ pub enum Level {
     Debug = 7,
 }
 
+struct Syslog {
+    sock: Option<UnixDatagram>,
+    /// Last failed connect: retried at most every few seconds, so that a host
+    /// without a syslog daemon does not pay two failing syscalls per line.
+    failed_at: Option<Instant>,
+}
+
 pub struct Logger {
     /// `None`: stderr.
-    syslog: Option<Mutex<Option<UnixDatagram>>>,
+    syslog: Option<Mutex<Syslog>>,
     debug: bool,
     pid: u32,
 }
@@ -32,18 +42,15 @@ impl Logger {
         let syslog = if stderr {
             None
         } else {
-            Some(Mutex::new(connect()))
+            let sock = connect();
+            let failed_at = sock.is_none().then(Instant::now);
+            Some(Mutex::new(Syslog { sock, failed_at }))
         };
         Logger {
             syslog,
             debug,
             pid: std::process::id(),
         }
-    }
-
-    /// After a fork the process id changes.
-    pub fn set_pid(&mut self, pid: u32) {
-        self.pid = pid;
     }
 
     pub fn debug_enabled(&self) -> bool {
@@ -65,14 +72,23 @@ impl Logger {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            for _ in 0..2 {
-                if let Some(sock) = guard.as_ref() {
+            if let Some(sock) = guard.sock.as_ref() {
+                if sock.send(line.as_bytes()).is_ok() {
+                    return;
+                }
+                guard.sock = None; // syslog daemon restarted: reconnect below
+                guard.failed_at = None;
+            }
+            if guard.failed_at.map_or(true, |t| t.elapsed() >= RETRY) {
+                guard.sock = connect();
+                if let Some(sock) = guard.sock.as_ref() {
                     if sock.send(line.as_bytes()).is_ok() {
+                        guard.failed_at = None;
                         return;
                     }
                 }
-                // syslog daemon restarted (or was not there): reconnect once.
-                *guard = connect();
+                guard.sock = None;
+                guard.failed_at = Some(Instant::now());
             }
         }
         let mut err = std::io::stderr().lock();

@@ -41,9 +41,10 @@ use zeroize::Zeroize;
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
-/// Connections one worker accepts per wake-up before serving them (the rest
-/// stay queued for the other workers: the listener is level-triggered).
-const ACCEPT_BATCH: usize = 8;
+/// Connections one worker accepts per wake-up. One: a worker about to hash
+/// must not sit on queued connections an idle worker could serve (the listener
+/// is level-triggered, so what is left wakes another worker).
+const ACCEPT_BATCH: usize = 1;
 
 /// Tunables from the command line.
 #[derive(Debug, Clone)]
