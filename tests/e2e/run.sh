@@ -433,7 +433,10 @@ install_missing() {
     if [ ! -e $policy ]; then # do not let the packages start their daemons
         printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy && made_policy=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2 || {
+        apt-get update -q >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+    }
     local rc=$?
     [ $made_policy = 1 ] && rm -f $policy
     return $rc
