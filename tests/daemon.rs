@@ -1098,3 +1098,39 @@ fn libsasl2_checkpass_through_saslauthd() {
     assert!(st.success());
     assert!(log.contains("result=OK"), "{log}");
 }
+
+#[test]
+fn socket_group_and_modes() {
+    use std::os::unix::fs::MetadataExt;
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let Some(gid) = groups
+        .lines()
+        .find(|l| l.starts_with("nogroup:"))
+        .and_then(|l| l.split(':').nth(2))
+        .and_then(|g| g.parse::<u32>().ok())
+    else {
+        panic!("FAIL (not skipped): no `nogroup` group in /etc/group (Debian base has one)");
+    };
+    let fx = fixture();
+    let d = Daemon::start(&fx, "grp", &["--fail-delay", "0", "--group", "nogroup"]);
+    let sock = std::fs::metadata(d.socket()).unwrap();
+    let dir = std::fs::metadata(&d.dir).unwrap();
+    assert_eq!((sock.gid(), sock.mode() & 0o777), (gid, 0o660));
+    assert_eq!((dir.gid(), dir.mode() & 0o777), (gid, 0o710));
+    let (st, _) = d.stop();
+    assert!(st.success());
+    let out = Command::new(SASLGATED)
+        .args([
+            "-d",
+            "-m",
+            "/tmp/saslgated-never-created",
+            "--group",
+            "no-such-group-here",
+        ])
+        .arg("--config")
+        .arg(&fx.conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-group-here"));
+}
