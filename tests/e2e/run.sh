@@ -7,10 +7,11 @@
 # Root only. It installs what it needs (apt-get) if missing, then runs
 # everything inside a private mount namespace: the documented paths
 # (/etc/saslgate, /var/lib/saslgate, /run/saslgate, the libsasl2 plugin
-# directory, /etc/postfix/master.cf and /etc/postfix/sasl, the Postfix chroot's
-# var/) are bind mounts of files in a temporary directory there, so the host's
-# files are never modified. On the host it only creates the empty mount-point
-# directories that are missing, the group "saslgate" (if missing) and the
+# directory, /etc/postfix/master.cf and /etc/postfix/sasl, Postfix's queue
+# directory /var/spool/postfix, which is smtpd's chroot, and its data directory)
+# are bind mounts of files in a temporary directory there, so the host's files
+# are never modified and a Postfix the machine runs is not disturbed. On the
+# host it only creates the empty mount-point directories that are missing, the group "saslgate" (if missing) and the
 # postfix/cyrus memberships in it, and undoes all of that at the end.
 # It listens on free loopback ports (never 25/143), starts Postfix, cyrmaster,
 # the stock saslauthd and saslgated, and stops exactly those processes.
@@ -69,8 +70,27 @@ inner() {
     chown root:saslgate "$T/lib" && chmod 2770 "$T/lib"
     mount --bind "$T/lib" /var/lib/saslgate
     mount -t tmpfs -o mode=0755 saslgate-e2e /run/saslgate
-    mount -t tmpfs -o mode=0755 saslgate-e2e /var/spool/postfix/var
-    mkdir -p /var/spool/postfix/var/run /var/spool/postfix/var/lib/saslgate
+    # A private Postfix: the queue directory (which is also smtpd's chroot) and
+    # the data directory are fresh copies, so our master's locks, pid file and
+    # queue never meet those of a Postfix the machine may be running.
+    local spool data d
+    spool=$(postconf -h queue_directory) data=$(postconf -h data_directory)
+    [ "$spool" = /var/spool/postfix ] || { bad "queue_directory is $spool, not Debian's /var/spool/postfix"; return 1; }
+    mkdir "$T/spool" "$T/postfix-data"
+    chown --reference="$spool" "$T/spool" && chmod --reference="$spool" "$T/spool"
+    chown --reference="$data" "$T/postfix-data" && chmod --reference="$data" "$T/postfix-data"
+    for d in "$spool"/*/; do
+        d=$(basename "$d")
+        case $d in
+            var) ;;
+            etc|lib|usr|dev) cp -a "$spool/$d" "$T/spool/" 2>/dev/null ;; # the chroot's files
+            *) mkdir "$T/spool/$d" && chown --reference="$spool/$d" "$T/spool/$d" &&
+                chmod --reference="$spool/$d" "$T/spool/$d" ;;
+        esac
+    done
+    mkdir -p "$T/spool/var/run" "$T/spool/var/lib/saslgate"
+    mount --bind "$T/spool" /var/spool/postfix
+    mount --bind "$T/postfix-data" "$data"
 
     mkdir -p "$T/sasl2"
     cp -a "$SASLDIR/." "$T/sasl2/"
@@ -456,12 +476,6 @@ outer() {
         command -v "$c" >/dev/null || PATH=$PATH:/usr/sbin:/sbin
         command -v "$c" >/dev/null || { echo "FAIL  missing $c"; echo "0 passed, 1 failed"; exit 1; }
     done
-    if postfix status >/dev/null 2>&1; then
-        echo "=================================================================="
-        echo "SKIP: the machine's Postfix is running; tests/e2e/run.sh does not touch it."
-        echo "=================================================================="
-        exit 0
-    fi
 
     if [ -n "${SASLGATE_E2E_BIN:-}" ]; then
         BIN=$SASLGATE_E2E_BIN
@@ -499,11 +513,10 @@ outer() {
     ensure_dir /etc/saslgate
     ensure_dir /var/lib/saslgate
     ensure_dir /run/saslgate
-    ensure_dir /var/spool/postfix/var
     local src dst rest
     while read -r src dst rest; do
         case "$src" in ''|'#'*) continue ;; esac
-        case "$dst" in /var/spool/postfix/var/*) ;; *) ensure_dir "$dst" ;; esac
+        case "$dst" in /var/spool/postfix/*) ;; *) ensure_dir "$dst" ;; esac
     done < <(snippet fstab-postfix-chroot)
     if [ ! -e /etc/sasldb2 ]; then
         touch /etc/sasldb2 && undo rm -f /etc/sasldb2
