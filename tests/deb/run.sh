@@ -246,6 +246,21 @@ check "saslgate log shows the daemon's decisions" sh -c "$SG log bob | grep -q r
 files=$(find /var/lib/saslgate -name 'saslgate.db*' ! -group saslgate | head -n1)
 expect "database files (incl. -wal/-shm) all group saslgate" "" "$files"
 
+# ---- the installed packages in the real Postfix and Cyrus IMAP (tests/e2e/run.sh
+# with the packaged binaries and plugin; skip with SASLGATE_DEB_E2E=0)
+if [ "${SASLGATE_DEB_E2E:-1}" = 1 ] && [ -x "$ROOT/tests/e2e/run.sh" ]; then
+    echo "--- tests/e2e/run.sh with the installed packages (log: $TMP/e2e.log)"
+    SASLGATE_E2E_BIN=installed "$ROOT/tests/e2e/run.sh" >"$TMP/e2e.log" 2>&1
+    rc=$?
+    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$TMP/e2e.log" | tail -n1)
+    if [ $rc = 0 ]; then
+        ok "installed packages in real Postfix and Cyrus IMAP: e2e $summary"
+    else
+        grep -E '^FAIL' "$TMP/e2e.log" | sed 's/^/      /'
+        bad "installed packages in real Postfix and Cyrus IMAP: e2e ${summary:-aborted}"
+    fi
+fi
+
 # ---- upgrade path: reinstall runs postinst configure with the old version
 echo "--- reinstall (upgrade path)"
 if DEBIAN_FRONTEND=noninteractive dpkg -i "$PKG_MAIN" "$PKG_PLUGIN" >"$TMP/reinstall.log" 2>&1; then

@@ -18,7 +18,8 @@
 #
 # Environment: CARGO_TARGET_DIR (binaries in $CARGO_TARGET_DIR/release, default
 # ./target), SASLGATE_E2E_BIN=DIR to use prebuilt saslgate/saslgated/libsaslgate.so
-# from DIR instead of building, SASLGATE_E2E_KEEP=1 to keep the temp dir.
+# from DIR instead of building (SASLGATE_E2E_BIN=installed: the installed Debian
+# packages' files), SASLGATE_E2E_KEEP=1 to keep the temp dir.
 # Output: one line per check, then "N passed, N failed"; exit 1 on any failure.
 
 set -u
@@ -94,6 +95,7 @@ inner() {
 
     mkdir -p "$T/sasl2"
     cp -a "$SASLDIR/." "$T/sasl2/"
+    rm -f "$T/sasl2/libsaslgate.so"
     install -m 0644 "$BIN/libsaslgate.so" "$T/sasl2/libsaslgate.so"
     mount --bind "$T/sasl2" "$SASLDIR"
 
@@ -477,7 +479,18 @@ outer() {
         command -v "$c" >/dev/null || { echo "FAIL  missing $c"; echo "0 passed, 1 failed"; exit 1; }
     done
 
-    if [ -n "${SASLGATE_E2E_BIN:-}" ]; then
+    local arch
+    arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null)
+    SASLDIR=/usr/lib/$arch/sasl2
+    [ -d "$SASLDIR" ] || SASLDIR=$(dirname "$(find /usr/lib -name libplain.so -path '*sasl2*' | head -n1)")
+
+    if [ "${SASLGATE_E2E_BIN:-}" = installed ]; then
+        # The installed Debian packages: /usr/sbin and the libsasl2 plugin directory.
+        BIN=$(mktemp -d /tmp/saslgate-e2e-bin.XXXXXX)
+        ln -s /usr/sbin/saslgate /usr/sbin/saslgated "$SASLDIR/libsaslgate.so" "$BIN/"
+        undo rm -rf "$BIN"
+        trap outer_cleanup EXIT
+    elif [ -n "${SASLGATE_E2E_BIN:-}" ]; then
         BIN=$SASLGATE_E2E_BIN
     else
         BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
@@ -489,11 +502,6 @@ outer() {
         [ -e "$BIN/$f" ] || { echo "FAIL  $BIN/$f missing"; echo "0 passed, 1 failed"; exit 1; }
     done
     BIN=$(cd "$BIN" && pwd)
-
-    local arch
-    arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null)
-    SASLDIR=/usr/lib/$arch/sasl2
-    [ -d "$SASLDIR" ] || SASLDIR=$(dirname "$(find /usr/lib -name libplain.so -path '*sasl2*' | head -n1)")
 
     trap outer_cleanup EXIT
     trap 'exit 130' INT TERM
