@@ -64,12 +64,16 @@ cleanup() {
     if [ "$INSTALLED" = 1 ]; then # a check failed half-way: leave no package behind
         DEBIAN_FRONTEND=noninteractive apt-get purge -y -q saslgate libsasl2-modules-saslgate >>"$LOG" 2>&1
     fi
-    echo "--- finished in $(($(date +%s) - STARTED)) s"
-    echo "$PASS passed, $FAIL failed"
-    if [ "$FAIL" -gt 0 ] || [ "$rc" -ne 0 ]; then
-        echo "deb: log kept in $LOG" >&2
+    if [ "$rc" -ne 0 ] && [ "$FAIL" -eq 0 ]; then
+        bad "deb test aborted (exit $rc)"
+    fi
+    if [ "$FAIL" -gt 0 ]; then
+        echo "--- finished in $(($(date +%s) - STARTED)) s (logs kept in $TMP)"
+        echo "$PASS passed, $FAIL failed"
         exit 1
     fi
+    echo "--- finished in $(($(date +%s) - STARTED)) s"
+    echo "$PASS passed, $FAIL failed"
     rm -rf "$TMP"
     exit 0
 }

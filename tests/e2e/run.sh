@@ -405,12 +405,12 @@ stop_recorded() {
 inner_cleanup() {
     local rc=$?
     stop_recorded
+    if [ "$rc" -ne 0 ] && [ "$FAIL" -eq 0 ]; then
+        bad "e2e aborted (exit $rc)"
+    fi
     echo "--- finished in $(($(date +%s) - STARTED)) s (logs: $T/logs, kept on failure)"
     echo "$PASS passed, $FAIL failed"
-    if [ "$FAIL" -gt 0 ] || [ "$rc" -ne 0 ]; then
-        [ "$FAIL" -gt 0 ] || echo "e2e: aborted (exit $rc)"
-        exit 1
-    fi
+    [ "$FAIL" -eq 0 ] && [ "$rc" -eq 0 ] || exit 1
     exit 0
 }
 
@@ -434,9 +434,8 @@ outer_cleanup() {
     done
     HOST_UNDO=()
     if [ -n "${T:-}" ] && [ -d "$T" ]; then
-        if [ "${SASLGATE_E2E_KEEP:-0}" = 1 ] || [ "${RESULT:-1}" != 0 ]; then
-            log "kept $T (logs in $T/logs)"
-        else
+        # kept on failure (the inner part printed where the logs are)
+        if [ "${SASLGATE_E2E_KEEP:-0}" != 1 ] && [ "${RESULT:-1}" = 0 ]; then
             rm -rf "$T"
         fi
     fi
