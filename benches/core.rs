@@ -32,11 +32,20 @@ fn time_n(n: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn req<'a>(login: &'a str, pw: &'a [u8]) -> Request<'a> {
-    Request { login: login.as_bytes(), password: pw, service: b"imap", realm: None, client_addr: Some(b"127.0.0.1;40000") }
+    Request {
+        login: login.as_bytes(),
+        password: pw,
+        service: b"imap",
+        realm: None,
+        client_addr: Some(b"127.0.0.1;40000"),
+    }
 }
 
 fn main() {
-    let cost: u32 = std::env::var("SASLGATE_BENCH_COST").ok().and_then(|c| c.parse().ok()).unwrap_or(saslgate::config::DEFAULT_BCRYPT_COST);
+    let cost: u32 = std::env::var("SASLGATE_BENCH_COST")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(saslgate::config::DEFAULT_BCRYPT_COST);
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::default();
     cfg.db = dir.path().join("bench.db");
@@ -48,37 +57,72 @@ fn main() {
         let conn = rusqlite::Connection::open(&cfg.db).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         for i in 0..10_000 {
-            conn.execute("INSERT INTO accounts (name, plan, created) VALUES (?1, 'default', 0)", [format!("filler{i}@example.org")]).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (name, plan, created) VALUES (?1, 'default', 0)",
+                [format!("filler{i}@example.org")],
+            )
+            .unwrap();
         }
         conn.execute_batch("COMMIT").unwrap();
     }
     store.add_account("one@example.org", "default").unwrap();
     store.add_account("hundred@example.org", "default").unwrap();
-    let (_, app_one) = store.add_app_password("one@example.org", "phone", &[], false, None).unwrap();
+    let (_, app_one) = store
+        .add_app_password("one@example.org", "phone", &[], false, None)
+        .unwrap();
     let mut app_hundred = None;
     for i in 0..100 {
-        let (_, a) = store.add_app_password("hundred@example.org", &format!("device{i}"), &[], false, None).unwrap();
+        let (_, a) = store
+            .add_app_password(
+                "hundred@example.org",
+                &format!("device{i}"),
+                &[],
+                false,
+                None,
+            )
+            .unwrap();
         if i == 50 {
             app_hundred = Some(a);
         }
     }
     let app_hundred = app_hundred.unwrap();
-    store.set_master_password("one@example.org", &SecretBytes::from_slice(b"master-pw"), false).unwrap();
+    store
+        .set_master_password(
+            "one@example.org",
+            &SecretBytes::from_slice(b"master-pw"),
+            false,
+        )
+        .unwrap();
 
     let gate = Gate::open(cfg.clone()).unwrap();
     let n = 3000;
     // Warm up (connection, prepared statements, page cache).
     for _ in 0..200 {
-        assert!(gate.decide(&req("one@example.org", app_one.as_bytes())).is_accepted());
+        assert!(gate
+            .decide(&req("one@example.org", app_one.as_bytes()))
+            .is_accepted());
     }
-    let app1 = time_n(n, || assert!(gate.decide(&req("one@example.org", app_one.as_bytes())).is_accepted()));
+    let app1 = time_n(n, || {
+        assert!(gate
+            .decide(&req("one@example.org", app_one.as_bytes()))
+            .is_accepted())
+    });
     for _ in 0..200 {
         gate.decide(&req("hundred@example.org", app_hundred.as_bytes()));
     }
-    let app100 = time_n(n, || assert!(gate.decide(&req("hundred@example.org", app_hundred.as_bytes())).is_accepted()));
+    let app100 = time_n(n, || {
+        assert!(gate
+            .decide(&req("hundred@example.org", app_hundred.as_bytes()))
+            .is_accepted())
+    });
 
     // Master password vs raw bcrypt at the same cost, interleaved so drift hits both.
-    let hash = store.find_account("one@example.org").unwrap().unwrap().password_hash.unwrap();
+    let hash = store
+        .find_account("one@example.org")
+        .unwrap()
+        .unwrap()
+        .password_hash
+        .unwrap();
     let rounds = 41;
     let (mut m, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -86,7 +130,9 @@ fn main() {
         assert!(bcrypt::verify(b"master-pw", &hash).unwrap());
         raw.push(t.elapsed());
         let t = Instant::now();
-        assert!(gate.decide(&req("one@example.org", b"master-pw")).is_accepted());
+        assert!(gate
+            .decide(&req("one@example.org", b"master-pw"))
+            .is_accepted());
         m.push(t.elapsed());
     }
     let (master, rawb) = (median(m), median(raw));
@@ -97,11 +143,17 @@ fn main() {
     for i in 0..rounds {
         let ip = format!("10.9.{}.{};1", i / 200, i % 200);
         let t = Instant::now();
-        let d = gate.decide(&Request { client_addr: Some(ip.as_bytes()), ..req("nobody@example.org", b"guess-pw") });
+        let d = gate.decide(&Request {
+            client_addr: Some(ip.as_bytes()),
+            ..req("nobody@example.org", b"guess-pw")
+        });
         unknown.push(t.elapsed());
         assert!(!d.is_accepted());
         let t = Instant::now();
-        let d = gate.decide(&Request { client_addr: Some(ip.as_bytes()), ..req("one@example.org", b"guess-pw") });
+        let d = gate.decide(&Request {
+            client_addr: Some(ip.as_bytes()),
+            ..req("one@example.org", b"guess-pw")
+        });
         wrong.push(t.elapsed());
         assert!(!d.is_accepted());
     }
@@ -110,22 +162,55 @@ fn main() {
     let mut cached_cfg = cfg.clone();
     cached_cfg.cache_ttl = Duration::from_secs(600);
     let cached_gate = Gate::open(cached_cfg).unwrap();
-    assert!(cached_gate.decide(&req("one@example.org", b"master-pw")).is_accepted());
-    let cached = time_n(n, || assert!(cached_gate.decide(&req("one@example.org", b"master-pw")).is_accepted()));
+    assert!(cached_gate
+        .decide(&req("one@example.org", b"master-pw"))
+        .is_accepted());
+    let cached = time_n(n, || {
+        assert!(cached_gate
+            .decide(&req("one@example.org", b"master-pw"))
+            .is_accepted())
+    });
     assert!(cached_gate.stats().cache_hits >= n as u64);
 
     println!("## saslgate core benchmark (bcrypt cost {cost}, 10,002 accounts, audit level all)");
     println!();
     println!("| measurement | median | target |");
     println!("|---|---|---|");
-    println!("| app-password verify, 1 app password on the account | {} | ≤ 50 µs |", micros(app1));
-    println!("| app-password verify, 100 app passwords on the account | {} | ≤ 1.5× the above |", micros(app100));
-    println!("| ratio 100 / 1 | {:.2}× | ≤ 1.5× |", app100.as_secs_f64() / app1.as_secs_f64());
-    println!("| raw bcrypt verify (cost {cost}) | {:.2} ms | |", rawb.as_secs_f64() * 1e3);
-    println!("| master-password verify through the engine | {:.2} ms | |", master.as_secs_f64() * 1e3);
-    println!("| master-password overhead | {:+.2} % | < 3 % |", (master.as_secs_f64() / rawb.as_secs_f64() - 1.0) * 100.0);
+    println!(
+        "| app-password verify, 1 app password on the account | {} | ≤ 50 µs |",
+        micros(app1)
+    );
+    println!(
+        "| app-password verify, 100 app passwords on the account | {} | ≤ 1.5× the above |",
+        micros(app100)
+    );
+    println!(
+        "| ratio 100 / 1 | {:.2}× | ≤ 1.5× |",
+        app100.as_secs_f64() / app1.as_secs_f64()
+    );
+    println!(
+        "| raw bcrypt verify (cost {cost}) | {:.2} ms | |",
+        rawb.as_secs_f64() * 1e3
+    );
+    println!(
+        "| master-password verify through the engine | {:.2} ms | |",
+        master.as_secs_f64() * 1e3
+    );
+    println!(
+        "| master-password overhead | {:+.2} % | < 3 % |",
+        (master.as_secs_f64() / rawb.as_secs_f64() - 1.0) * 100.0
+    );
     println!("| cached verify | {} | < 10 µs |", micros(cached));
-    println!("| refusal, unknown account | {:.2} ms | |", unknown.as_secs_f64() * 1e3);
-    println!("| refusal, wrong password | {:.2} ms | |", wrong.as_secs_f64() * 1e3);
-    println!("| unknown / wrong | {:+.2} % | within ±5 % |", (unknown.as_secs_f64() / wrong.as_secs_f64() - 1.0) * 100.0);
+    println!(
+        "| refusal, unknown account | {:.2} ms | |",
+        unknown.as_secs_f64() * 1e3
+    );
+    println!(
+        "| refusal, wrong password | {:.2} ms | |",
+        wrong.as_secs_f64() * 1e3
+    );
+    println!(
+        "| unknown / wrong | {:+.2} % | within ±5 % |",
+        (unknown.as_secs_f64() / wrong.as_secs_f64() - 1.0) * 100.0
+    );
 }

@@ -261,7 +261,10 @@ impl Gate {
             Some(s) => s,
             None => Store::open(&self.config)?,
         };
-        let out = f(&mut store);
+        // One read transaction for the lookups of a decision (one snapshot, one set
+        // of WAL locks instead of one per statement); writes end it first.
+        let out = store.begin_read().and_then(|()| f(&mut store));
+        let out = out.and_then(|v| store.end_read().map(|()| v));
         if out.is_ok() {
             let mut pool = self.lock_pool();
             if pool.pid == pid && pool.file_id == current && pool.idle.len() < MAX_IDLE {
@@ -273,7 +276,8 @@ impl Gate {
 
     /// A bcrypt hash of a random password at the configured cost, so an unknown
     /// account costs the same slow hash as a known one.
-    fn dummy_verify(&self, password: &[u8]) {
+    fn dummy_verify(&self, store: &Store, password: &[u8]) -> crate::Result<()> {
+        store.end_read()?;
         let hash = self.dummy_hash.get_or_init(|| {
             let pw = crate::crypto::random_bytes(16).ok()?;
             crate::crypto::bcrypt_hash(&self.counter, &pw, self.config.bcrypt_cost).ok()
@@ -287,6 +291,14 @@ impl Gate {
                 let _ = crate::crypto::bcrypt_hash(&self.counter, b"x", self.config.bcrypt_cost);
             }
         }
+        Ok(())
+    }
+
+    /// bcrypt verify, outside the read transaction (a 50+ ms hash must not pin a
+    /// WAL snapshot and hold back checkpoints).
+    fn slow_verify(&self, store: &Store, password: &[u8], hash: &str) -> crate::Result<bool> {
+        store.end_read()?;
+        Ok(bcrypt_verify(&self.counter, password, hash))
     }
 
     /// Decides one login attempt. Never panics on any input; any storage or
@@ -610,7 +622,7 @@ impl Gate {
             })
         };
         let Some(acct) = account else {
-            self.dummy_verify(password);
+            self.dummy_verify(store, password)?;
             return bad("unknown account");
         };
 
@@ -619,11 +631,11 @@ impl Gate {
             if let Some(app) = store.find_app_password(acct.id, canonical.as_bytes())? {
                 let id = app.id;
                 if app.revoked.is_some() {
-                    self.dummy_verify(password);
+                    self.dummy_verify(store, password)?;
                     return bad(&format!("app password {id} is revoked"));
                 }
                 if app.expires.is_some_and(|e| e <= now) {
-                    self.dummy_verify(password);
+                    self.dummy_verify(store, password)?;
                     return bad(&format!("app password {id} has expired"));
                 }
                 let credential = Credential::AppPassword {
@@ -639,13 +651,13 @@ impl Gate {
         }
 
         let Some(hash) = acct.password_hash.as_deref() else {
-            self.dummy_verify(password);
+            self.dummy_verify(store, password)?;
             return bad("account has no master password");
         };
 
         // 5. Master password, alone or followed by a code.
         if !acct.two_step() {
-            if !bcrypt_verify(&self.counter, password, hash) {
+            if !self.slow_verify(store, password, hash)? {
                 return bad("wrong password");
             }
             self.upgrade_hash_if_weak(store, acct, password, hash);
@@ -660,7 +672,7 @@ impl Gate {
         match self.find_second_step(store, acct, password, now)? {
             Some((prefix_len, step)) => {
                 let prefix = &password[..prefix_len];
-                if !bcrypt_verify(&self.counter, prefix, hash) {
+                if !self.slow_verify(store, prefix, hash)? {
                     return bad("wrong password (with a valid code)");
                 }
                 let (consumed, credential) = match step {
@@ -683,7 +695,7 @@ impl Gate {
                 })
             }
             None => {
-                if bcrypt_verify(&self.counter, password, hash) {
+                if self.slow_verify(store, password, hash)? {
                     bad("master password without the second step")
                 } else {
                     bad("wrong password or code")

@@ -23,7 +23,11 @@ impl Cli {
         let db = dir.path().join("g.db");
         let conf = dir.path().join("saslgate.conf");
         std::fs::write(&conf, format!("db = {:?}\nbcrypt_cost = 4\n", db)).unwrap();
-        let c = Cli { _dir: dir, conf, db };
+        let c = Cli {
+            _dir: dir,
+            conf,
+            db,
+        };
         c.ok(&["init"]);
         c
     }
@@ -38,13 +42,22 @@ impl Cli {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args, "");
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8(o.stdout).unwrap()
     }
 
@@ -58,7 +71,11 @@ fn database_is_private_and_init_refuses_to_overwrite() {
     let c = Cli::new();
     let mode = std::fs::metadata(&c.db).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    assert_eq!(c.code(&["init"], ""), 1, "init twice must not clobber the database");
+    assert_eq!(
+        c.code(&["init"], ""),
+        1,
+        "init twice must not clobber the database"
+    );
 }
 
 #[test]
@@ -66,7 +83,15 @@ fn secrets_are_printed_once_alone_on_stdout() {
     let c = Cli::new();
     c.ok(&["user", "add", "alice"]);
     assert_eq!(c.code(&["passwd", "alice", "--stdin"], "pw-alice\n"), 0);
-    let app = c.ok(&["app-password", "add", "alice", "--label", "phone", "--services", "imap,pop3"]);
+    let app = c.ok(&[
+        "app-password",
+        "add",
+        "alice",
+        "--label",
+        "phone",
+        "--services",
+        "imap,pop3",
+    ]);
     let lines: Vec<&str> = app.lines().collect();
     assert_eq!(lines.len(), 1, "stdout is only the secret: {app:?}");
     assert_eq!(lines[0].len(), 24);
@@ -75,10 +100,18 @@ fn secrets_are_printed_once_alone_on_stdout() {
     assert!(uri.starts_with("otpauth://totp/saslgate:alice?secret="));
     let codes = c.ok(&["codes", "generate", "alice", "--count", "4"]);
     assert_eq!(codes.lines().count(), 4);
-    assert!(codes.lines().all(|l| l.len() == 11 && l.as_bytes()[5] == b'-'));
+    assert!(codes
+        .lines()
+        .all(|l| l.len() == 11 && l.as_bytes()[5] == b'-'));
     // The app password works for its services only; pop3 is an alias of pop.
-    assert_eq!(c.code(&["verify", "alice", "--service", "pop"], lines[0]), 0);
-    assert_eq!(c.code(&["verify", "alice", "--service", "smtp"], lines[0]), 1);
+    assert_eq!(
+        c.code(&["verify", "alice", "--service", "pop"], lines[0]),
+        0
+    );
+    assert_eq!(
+        c.code(&["verify", "alice", "--service", "smtp"], lines[0]),
+        1
+    );
     let list = c.ok(&["app-password", "list", "alice", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v[0]["services"], serde_json::json!(["imap", "pop"]));
@@ -90,24 +123,57 @@ fn exit_codes() {
     let c = Cli::new();
     c.ok(&["user", "add", "bob"]);
     c.run(&["passwd", "bob", "--stdin"], "pw-bob");
-    assert_eq!(c.code(&["verify", "bob", "--service", "imap"], "pw-bob\n"), 0);
+    assert_eq!(
+        c.code(&["verify", "bob", "--service", "imap"], "pw-bob\n"),
+        0
+    );
     assert_eq!(c.code(&["verify", "bob", "--service", "imap"], "nope"), 1);
     assert_eq!(c.code(&["user", "show", "nobody"], ""), 1);
     assert_eq!(c.code(&["user", "frobnicate"], ""), 2);
-    assert_eq!(c.code(&["app-password", "add", "bob", "--label", "x", "--expires", "soon"], ""), 2);
+    assert_eq!(
+        c.code(
+            &[
+                "app-password",
+                "add",
+                "bob",
+                "--label",
+                "x",
+                "--expires",
+                "soon"
+            ],
+            ""
+        ),
+        2
+    );
     assert_eq!(c.code(&["user", "add", "bad name"], ""), 2);
-    assert_eq!(c.code(&["verify", "bob", "--service", "imap"], "pw\0bob"), 1);
+    assert_eq!(
+        c.code(&["verify", "bob", "--service", "imap"], "pw\0bob"),
+        1
+    );
     // Unavailable: a missing database, a garbage file, a newer schema.
-    let o = Command::new(BIN).args(["--db", "/nonexistent/x.db", "user", "list"]).output().unwrap();
+    let o = Command::new(BIN)
+        .args(["--db", "/nonexistent/x.db", "user", "list"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("saslgate init"));
     let o = Command::new(BIN)
-        .args(["--db", "/nonexistent/x.db", "verify", "bob", "--service", "imap"])
+        .args([
+            "--db",
+            "/nonexistent/x.db",
+            "verify",
+            "bob",
+            "--service",
+            "imap",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3));
-    rusqlite::Connection::open(&c.db).unwrap().pragma_update(None, "user_version", 7).unwrap();
+    rusqlite::Connection::open(&c.db)
+        .unwrap()
+        .pragma_update(None, "user_version", 7)
+        .unwrap();
     let o = c.run(&["user", "list"], "");
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("newer saslgate"));
@@ -119,14 +185,26 @@ fn json_show_log_explain() {
     c.ok(&["plan", "set", "basic", "--services", "smtp,imap"]);
     c.ok(&["user", "add", "carol", "--plan", "basic"]);
     c.run(&["passwd", "carol", "--stdin"], "pw-carol");
-    let app = c.ok(&["app-password", "add", "carol", "--label", "printer", "--restricted"]);
+    let app = c.ok(&[
+        "app-password",
+        "add",
+        "carol",
+        "--label",
+        "printer",
+        "--restricted",
+    ]);
     c.ok(&["service", "deny", "carol", "imap"]);
-    let show: serde_json::Value = serde_json::from_str(&c.ok(&["user", "show", "carol", "--json"])).unwrap();
+    let show: serde_json::Value =
+        serde_json::from_str(&c.ok(&["user", "show", "carol", "--json"])).unwrap();
     assert_eq!(show["plan"], "basic");
     assert_eq!(show["overrides"], serde_json::json!([["imap", false]]));
-    c.run(&["verify", "carol", "--service", "imap", "--ip", "192.0.2.1"], "pw-carol");
+    c.run(
+        &["verify", "carol", "--service", "imap", "--ip", "192.0.2.1"],
+        "pw-carol",
+    );
     c.run(&["verify", "carol", "--service", "smtp"], app.trim());
-    let log: serde_json::Value = serde_json::from_str(&c.ok(&["log", "carol", "--json", "--since", "1h"])).unwrap();
+    let log: serde_json::Value =
+        serde_json::from_str(&c.ok(&["log", "carol", "--json", "--since", "1h"])).unwrap();
     let log = log.as_array().unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0]["reason"], "not-allowed");
@@ -137,10 +215,21 @@ fn json_show_log_explain() {
     let imap = c.run(&["explain", "carol", "--service", "imap"], "");
     assert_eq!(imap.status.code(), Some(1));
     let text = String::from_utf8_lossy(&imap.stdout);
-    assert!(text.contains("master password: cannot: account override denies imap"), "{text}");
+    assert!(
+        text.contains("master password: cannot: account override denies imap"),
+        "{text}"
+    );
     assert!(text.contains("app password 1 (printer): cannot:"), "{text}");
-    let smtp: serde_json::Value = serde_json::from_str(&c.ok(&["explain", "carol", "--service", "smtp", "--json"])).unwrap();
-    assert!(smtp["credentials"].as_array().unwrap().iter().all(|c| c["allowed"] == true), "{smtp}");
+    let smtp: serde_json::Value =
+        serde_json::from_str(&c.ok(&["explain", "carol", "--service", "smtp", "--json"])).unwrap();
+    assert!(
+        smtp["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["allowed"] == true),
+        "{smtp}"
+    );
 }
 
 #[test]
@@ -148,11 +237,29 @@ fn totp_through_the_cli_with_oathtool() {
     let c = Cli::new();
     c.ok(&["user", "add", "dan"]);
     c.run(&["passwd", "dan", "--stdin"], "pw-dan");
-    c.ok(&["totp", "enable", "dan", "--secret", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"]);
+    c.ok(&[
+        "totp",
+        "enable",
+        "dan",
+        "--secret",
+        "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+    ]);
     let code = oathtool("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
     assert_eq!(c.code(&["verify", "dan", "--service", "imap"], "pw-dan"), 1);
-    assert_eq!(c.code(&["verify", "dan", "--service", "imap"], &format!("pw-dan{code}")), 0);
-    assert_eq!(c.code(&["verify", "dan", "--service", "imap"], &format!("pw-dan{code}")), 1);
+    assert_eq!(
+        c.code(
+            &["verify", "dan", "--service", "imap"],
+            &format!("pw-dan{code}")
+        ),
+        0
+    );
+    assert_eq!(
+        c.code(
+            &["verify", "dan", "--service", "imap"],
+            &format!("pw-dan{code}")
+        ),
+        1
+    );
     c.ok(&["totp", "disable", "dan"]);
     assert_eq!(c.code(&["verify", "dan", "--service", "imap"], "pw-dan"), 0);
 }
@@ -174,11 +281,18 @@ fn one_time_code_race_between_4_processes() {
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap();
-            ch.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+            ch.stdin
+                .take()
+                .unwrap()
+                .write_all(password.as_bytes())
+                .unwrap();
             ch
         })
         .collect();
-    let codes: Vec<i32> = children.into_iter().map(|ch| ch.wait_with_output().unwrap().status.code().unwrap()).collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|ch| ch.wait_with_output().unwrap().status.code().unwrap())
+        .collect();
     assert_eq!(codes.iter().filter(|&&c| c == 0).count(), 1, "{codes:?}");
     assert!(codes.iter().all(|&c| c == 0 || c == 1), "{codes:?}");
 }
@@ -197,7 +311,10 @@ fn read_only_database_is_unavailable() {
         c.conf.display()
     );
     let script = if is_root {
-        format!("mount --bind {d} {d} && mount -o remount,ro,bind {d} && {verify}", d = dir.display())
+        format!(
+            "mount --bind {d} {d} && mount -o remount,ro,bind {d} && {verify}",
+            d = dir.display()
+        )
     } else {
         std::fs::set_permissions(&c.db, std::fs::Permissions::from_mode(0o400)).unwrap();
         verify.clone()
@@ -213,12 +330,19 @@ fn read_only_database_is_unavailable() {
     };
     let o = cmd.output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("rc=3"), "read-only database must be unavailable: {text} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("rc=3"),
+        "read-only database must be unavailable: {text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(Path::new(&c.db).exists());
 }
 
 fn unsafe_free_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }

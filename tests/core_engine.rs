@@ -16,7 +16,12 @@ fn decision_matrix() {
     f.user("alice", "correct horse");
     let app_imap = f.app_password("alice", &["imap"], false, None);
     let app_any = f.app_password("alice", &[], false, None);
-    let expired = f.app_password("alice", &["imap"], false, Some(saslgate::timefmt::now() - 10));
+    let expired = f.app_password(
+        "alice",
+        &["imap"],
+        false,
+        Some(saslgate::timefmt::now() - 10),
+    );
     let revoked = f.app_password("alice", &["imap"], false, None);
     let restricted = f.app_password("alice", &[], true, None);
     f.store().revoke_app_password("alice", 4).unwrap();
@@ -24,22 +29,44 @@ fn decision_matrix() {
     let ok = |d: Decision| assert!(d.is_accepted(), "expected accept, got {d:?}");
 
     ok(g.decide(&req("alice", "correct horse", "imap")));
-    assert_eq!(refused(&g.decide(&req("alice", "correct horsE", "imap"))), Some(RefuseReason::BadCredentials));
+    assert_eq!(
+        refused(&g.decide(&req("alice", "correct horsE", "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
     // App password in and out of scope; typed without dashes, with spaces, upper case.
     ok(g.decide(&req("alice", &app_imap, "imap")));
     ok(g.decide(&req("alice", &app_imap.replace('-', ""), "imap")));
-    ok(g.decide(&req("alice", &app_imap.replace('-', " ").to_uppercase(), "imap")));
-    assert_eq!(refused(&g.decide(&req("alice", &app_imap, "smtp"))), Some(RefuseReason::NotAllowed));
+    ok(g.decide(&req(
+        "alice",
+        &app_imap.replace('-', " ").to_uppercase(),
+        "imap",
+    )));
+    assert_eq!(
+        refused(&g.decide(&req("alice", &app_imap, "smtp"))),
+        Some(RefuseReason::NotAllowed)
+    );
     ok(g.decide(&req("alice", &app_any, "smtp")));
     // Expired and revoked: generic credential refusal.
-    assert_eq!(refused(&g.decide(&req("alice", &expired, "imap"))), Some(RefuseReason::BadCredentials));
-    assert_eq!(refused(&g.decide(&req("alice", &revoked, "imap"))), Some(RefuseReason::BadCredentials));
+    assert_eq!(
+        refused(&g.decide(&req("alice", &expired, "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
+    assert_eq!(
+        refused(&g.decide(&req("alice", &revoked, "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
     // Restricted: only the restricted services (default smtp).
     ok(g.decide(&req("alice", &restricted, "smtp")));
     ok(g.decide(&req("alice", &restricted, "submission")));
-    assert_eq!(refused(&g.decide(&req("alice", &restricted, "imap"))), Some(RefuseReason::NotAllowed));
+    assert_eq!(
+        refused(&g.decide(&req("alice", &restricted, "imap"))),
+        Some(RefuseReason::NotAllowed)
+    );
     // Unknown account.
-    assert_eq!(refused(&g.decide(&req("mallory", "correct horse", "imap"))), Some(RefuseReason::BadCredentials));
+    assert_eq!(
+        refused(&g.decide(&req("mallory", "correct horse", "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
     // Case-folded login.
     ok(g.decide(&req("ALICE", "correct horse", "imap")));
 
@@ -47,22 +74,41 @@ fn decision_matrix() {
     let mut s = f.store();
     s.set_plan_services("mailonly", &["smtp".into()]).unwrap();
     s.set_plan("alice", "mailonly").unwrap();
-    assert_eq!(refused(&g.decide(&req("alice", "correct horse", "imap"))), Some(RefuseReason::NotAllowed));
+    assert_eq!(
+        refused(&g.decide(&req("alice", "correct horse", "imap"))),
+        Some(RefuseReason::NotAllowed)
+    );
     ok(g.decide(&req("alice", "correct horse", "smtp")));
     s.set_service_override("alice", "imap", Some(true)).unwrap();
     ok(g.decide(&req("alice", "correct horse", "imap")));
-    s.set_service_override("alice", "smtp", Some(false)).unwrap();
-    assert_eq!(refused(&g.decide(&req("alice", "correct horse", "smtp"))), Some(RefuseReason::NotAllowed));
+    s.set_service_override("alice", "smtp", Some(false))
+        .unwrap();
+    assert_eq!(
+        refused(&g.decide(&req("alice", "correct horse", "smtp"))),
+        Some(RefuseReason::NotAllowed)
+    );
     // The credential still narrows an account override.
-    assert_eq!(refused(&g.decide(&req("alice", &restricted, "imap"))), Some(RefuseReason::NotAllowed));
+    assert_eq!(
+        refused(&g.decide(&req("alice", &restricted, "imap"))),
+        Some(RefuseReason::NotAllowed)
+    );
     s.set_service_override("alice", "smtp", None).unwrap();
     ok(g.decide(&req("alice", "correct horse", "smtp")));
 
     // Disabled account: right password refused as disabled, wrong one as bad credentials.
     s.set_disabled("alice", true).unwrap();
-    assert_eq!(refused(&g.decide(&req("alice", "correct horse", "smtp"))), Some(RefuseReason::Disabled));
-    assert_eq!(refused(&g.decide(&req("alice", &app_any, "smtp"))), Some(RefuseReason::Disabled));
-    assert_eq!(refused(&g.decide(&req("alice", "nope", "smtp"))), Some(RefuseReason::BadCredentials));
+    assert_eq!(
+        refused(&g.decide(&req("alice", "correct horse", "smtp"))),
+        Some(RefuseReason::Disabled)
+    );
+    assert_eq!(
+        refused(&g.decide(&req("alice", &app_any, "smtp"))),
+        Some(RefuseReason::Disabled)
+    );
+    assert_eq!(
+        refused(&g.decide(&req("alice", "nope", "smtp"))),
+        Some(RefuseReason::BadCredentials)
+    );
 }
 
 #[test]
@@ -71,11 +117,20 @@ fn realms_and_service_aliases() {
     f.user("bob@example.org", "pw-bob");
     f.user("carol", "pw-carol");
     let g = f.gate();
-    let with_realm = |login, pw, realm: &'static str| Request { realm: Some(realm.as_bytes()), ..req(login, pw, "pop3") };
-    assert!(g.decide(&with_realm("bob", "pw-bob", "Example.org")).is_accepted());
-    assert!(g.decide(&req("Bob@Example.ORG", "pw-bob", "imap")).is_accepted());
+    let with_realm = |login, pw, realm: &'static str| Request {
+        realm: Some(realm.as_bytes()),
+        ..req(login, pw, "pop3")
+    };
+    assert!(g
+        .decide(&with_realm("bob", "pw-bob", "Example.org"))
+        .is_accepted());
+    assert!(g
+        .decide(&req("Bob@Example.ORG", "pw-bob", "imap"))
+        .is_accepted());
     // Postfix passes its hostname as realm: a plain account still matches.
-    assert!(g.decide(&with_realm("carol", "pw-carol", "mail.example.org")).is_accepted());
+    assert!(g
+        .decide(&with_realm("carol", "pw-carol", "mail.example.org"))
+        .is_accepted());
     let mut s = f.store();
     s.set_plan_services("poponly", &["pop".into()]).unwrap();
     s.set_plan("carol", "poponly").unwrap();
@@ -89,33 +144,75 @@ fn two_step_logins() {
     f.user("dave", "pw-dave");
     let app = f.app_password("dave", &["imap"], false, None);
     let mut s = f.store();
-    s.enable_totp("dave", &saslgate::totp::decode_secret(TOTP_SECRET).unwrap()).unwrap();
+    s.enable_totp("dave", &saslgate::totp::decode_secret(TOTP_SECRET).unwrap())
+        .unwrap();
     let codes = s.generate_codes("dave", 3).unwrap();
     let code0 = String::from_utf8(codes[0].as_bytes().to_vec()).unwrap();
     let g = f.gate();
 
     // Master alone is refused on every service.
     for svc in ["imap", "smtp", "pop"] {
-        assert_eq!(refused(&g.decide(&req("dave", "pw-dave", svc))), Some(RefuseReason::BadCredentials));
+        assert_eq!(
+            refused(&g.decide(&req("dave", "pw-dave", svc))),
+            Some(RefuseReason::BadCredentials)
+        );
     }
     let totp = oathtool(TOTP_SECRET);
     let before = g.stats().slow_hashes;
     let d = g.decide(&req("dave", &format!("pw-dave{totp}"), "imap"));
-    assert_eq!(d, Decision::Accepted { account: "dave".into(), credential: Credential::MasterAndTotp });
-    assert!(g.stats().slow_hashes - before <= 1, "two-step login costs at most one slow hash");
+    assert_eq!(
+        d,
+        Decision::Accepted {
+            account: "dave".into(),
+            credential: Credential::MasterAndTotp
+        }
+    );
+    assert!(
+        g.stats().slow_hashes - before <= 1,
+        "two-step login costs at most one slow hash"
+    );
     // The same code again: refused (each time step once).
-    assert_eq!(refused(&g.decide(&req("dave", &format!("pw-dave{totp}"), "imap"))), Some(RefuseReason::BadCredentials));
+    assert_eq!(
+        refused(&g.decide(&req("dave", &format!("pw-dave{totp}"), "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
     // Wrong code, wrong password with a right code shape.
-    assert!(!g.decide(&req("dave", "pw-dave000000", "imap")).is_accepted());
+    assert!(!g
+        .decide(&req("dave", "pw-dave000000", "imap"))
+        .is_accepted());
     // One-time code: accepted once, with or without its dash.
     let d = g.decide(&req("dave", &format!("pw-dave{code0}"), "imap"));
-    assert_eq!(d, Decision::Accepted { account: "dave".into(), credential: Credential::MasterAndCode });
-    assert!(!g.decide(&req("dave", &format!("pw-dave{code0}"), "imap")).is_accepted());
-    let code1 = String::from_utf8(codes[1].as_bytes().to_vec()).unwrap().replace('-', "");
-    assert!(g.decide(&req("dave", &format!("pw-dave{code1}"), "imap")).is_accepted());
-    assert!(!g.decide(&req("dave", &format!("wrong{}", String::from_utf8_lossy(codes[2].as_bytes())), "imap")).is_accepted());
+    assert_eq!(
+        d,
+        Decision::Accepted {
+            account: "dave".into(),
+            credential: Credential::MasterAndCode
+        }
+    );
+    assert!(!g
+        .decide(&req("dave", &format!("pw-dave{code0}"), "imap"))
+        .is_accepted());
+    let code1 = String::from_utf8(codes[1].as_bytes().to_vec())
+        .unwrap()
+        .replace('-', "");
+    assert!(g
+        .decide(&req("dave", &format!("pw-dave{code1}"), "imap"))
+        .is_accepted());
+    assert!(!g
+        .decide(&req(
+            "dave",
+            &format!("wrong{}", String::from_utf8_lossy(codes[2].as_bytes())),
+            "imap"
+        ))
+        .is_accepted());
     // ...and the code survived the wrong password.
-    assert!(g.decide(&req("dave", &format!("pw-dave{}", String::from_utf8_lossy(codes[2].as_bytes())), "imap")).is_accepted());
+    assert!(g
+        .decide(&req(
+            "dave",
+            &format!("pw-dave{}", String::from_utf8_lossy(codes[2].as_bytes())),
+            "imap"
+        ))
+        .is_accepted());
     // App passwords bypass two-step.
     assert!(g.decide(&req("dave", &app, "imap")).is_accepted());
 }
@@ -133,8 +230,16 @@ fn one_slow_hash_at_most() {
         let d = g.decide(&r);
         (d, g.stats().slow_hashes - before)
     };
-    assert_eq!(cost(req("nobody", "x", "imap")).1, 1, "unknown account: one dummy hash");
-    assert_eq!(cost(req("erin", "wrong", "imap")).1, 1, "wrong password: one hash");
+    assert_eq!(
+        cost(req("nobody", "x", "imap")).1,
+        1,
+        "unknown account: one dummy hash"
+    );
+    assert_eq!(
+        cost(req("erin", "wrong", "imap")).1,
+        1,
+        "wrong password: one hash"
+    );
     let (d, n) = cost(req("erin", &app, "imap"));
     assert!(d.is_accepted());
     assert_eq!(n, 0, "app password: no slow hash");
@@ -142,7 +247,10 @@ fn one_slow_hash_at_most() {
     assert!(d.is_accepted());
     assert_eq!(n, 1);
     // Throttled: refuse without hashing, even the right password.
-    let from = |pw| Request { client_addr: Some(b"192.0.2.7;5555"), ..req("erin", pw, "imap") };
+    let from = |pw| Request {
+        client_addr: Some(b"192.0.2.7;5555"),
+        ..req("erin", pw, "imap")
+    };
     cost(from("bad1"));
     cost(from("bad2"));
     let (d, n) = cost(from("pw-erin"));
@@ -159,11 +267,17 @@ fn throttling_cannot_be_turned_against_the_user() {
     cfg.throttle_account_address.failures = 3;
     cfg.slowdown_failures = 2;
     let g = Gate::open(cfg).unwrap();
-    let at = |pw: &'static str, ip: &'static str| Request { client_addr: Some(ip.as_bytes()), ..req("frank", pw, "imap") };
+    let at = |pw: &'static str, ip: &'static str| Request {
+        client_addr: Some(ip.as_bytes()),
+        ..req("frank", pw, "imap")
+    };
 
     // A phone with a stale password: the same wrong password 20 times counts once.
     for _ in 0..20 {
-        assert_eq!(refused(&g.decide(&at("old-pw", "198.51.100.1"))), Some(RefuseReason::BadCredentials));
+        assert_eq!(
+            refused(&g.decide(&at("old-pw", "198.51.100.1"))),
+            Some(RefuseReason::BadCredentials)
+        );
     }
     assert!(g.decide(&at("pw-frank", "198.51.100.1")).is_accepted());
 
@@ -173,7 +287,11 @@ fn throttling_cannot_be_turned_against_the_user() {
     }
     let d = g.decide(&at("pw-frank", "203.0.113.9"));
     match d {
-        Decision::Refused { reason: RefuseReason::Throttled, retry_after: Some(r), .. } => assert!(r.as_secs() > 0),
+        Decision::Refused {
+            reason: RefuseReason::Throttled,
+            retry_after: Some(r),
+            ..
+        } => assert!(r.as_secs() > 0),
         other => panic!("expected throttled, got {other:?}"),
     }
     // The user elsewhere is not affected.
@@ -184,11 +302,18 @@ fn throttling_cannot_be_turned_against_the_user() {
     for i in 0..8 {
         let pw = format!("guess{i}");
         match g.decide(&req("frank", &pw, "imap")) {
-            Decision::Refused { reason: RefuseReason::BadCredentials, delay, .. } => last_delay = delay,
+            Decision::Refused {
+                reason: RefuseReason::BadCredentials,
+                delay,
+                ..
+            } => last_delay = delay,
             other => panic!("{other:?}"),
         }
     }
-    assert!(last_delay >= Duration::from_secs(1), "address-less guessing is slowed down");
+    assert!(
+        last_delay >= Duration::from_secs(1),
+        "address-less guessing is slowed down"
+    );
     assert!(g.decide(&req("frank", "pw-frank", "imap")).is_accepted());
     // Success cleared the account's slow-down.
     match g.decide(&req("frank", "guess-again", "imap")) {
@@ -206,9 +331,15 @@ fn throttle_window_passes() {
     cfg.throttle_address.block = Duration::from_secs(1);
     cfg.throttle_address.window = Duration::from_secs(1);
     let g = Gate::open(cfg).unwrap();
-    let at = |pw: &'static str| Request { client_addr: Some(b"192.0.2.1"), ..req("gina", pw, "imap") };
+    let at = |pw: &'static str| Request {
+        client_addr: Some(b"192.0.2.1"),
+        ..req("gina", pw, "imap")
+    };
     g.decide(&at("wrong"));
-    assert_eq!(refused(&g.decide(&at("pw-gina"))), Some(RefuseReason::Throttled));
+    assert_eq!(
+        refused(&g.decide(&at("pw-gina"))),
+        Some(RefuseReason::Throttled)
+    );
     std::thread::sleep(Duration::from_millis(2100));
     assert!(g.decide(&at("pw-gina")).is_accepted());
 }
@@ -235,7 +366,12 @@ fn one_time_code_race_between_32_threads() {
     let results: Vec<Decision> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let accepted = results.iter().filter(|d| d.is_accepted()).count();
     assert_eq!(accepted, 1, "exactly one accepted: {results:?}");
-    assert!(results.iter().all(|d| !matches!(d, Decision::Unavailable { .. })), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|d| !matches!(d, Decision::Unavailable { .. })),
+        "{results:?}"
+    );
 }
 
 #[test]
@@ -253,7 +389,10 @@ fn cache_skips_the_slow_hash_and_dies_with_admin_changes() {
     // Wrong passwords are never served from the cache.
     assert!(!g.decide(&req("ivy", "pw-ivX", "imap")).is_accepted());
     f.store().set_disabled("ivy", true).unwrap();
-    assert_eq!(refused(&g.decide(&req("ivy", "pw-ivy", "imap"))), Some(RefuseReason::Disabled));
+    assert_eq!(
+        refused(&g.decide(&req("ivy", "pw-ivy", "imap"))),
+        Some(RefuseReason::Disabled)
+    );
 }
 
 #[test]
@@ -265,11 +404,19 @@ fn weak_hashes_are_upgraded_and_password_change_can_revoke_app_passwords() {
     cfg.bcrypt_cost = 5;
     let g = Gate::open(cfg).unwrap();
     assert!(g.decide(&req("jack", "pw-jack", "imap")).is_accepted());
-    let hash = f.store().find_account("jack").unwrap().unwrap().password_hash.unwrap();
+    let hash = f
+        .store()
+        .find_account("jack")
+        .unwrap()
+        .unwrap()
+        .password_hash
+        .unwrap();
     assert_eq!(saslgate::crypto::bcrypt_cost_of(&hash), Some(5));
     assert!(g.decide(&req("jack", "pw-jack", "imap")).is_accepted());
 
-    f.store().set_master_password("jack", &SecretBytes::from_slice(b"new-pw"), true).unwrap();
+    f.store()
+        .set_master_password("jack", &SecretBytes::from_slice(b"new-pw"), true)
+        .unwrap();
     assert!(!g.decide(&req("jack", &app, "imap")).is_accepted());
     assert!(!g.decide(&req("jack", "pw-jack", "imap")).is_accepted());
     assert!(g.decide(&req("jack", "new-pw", "imap")).is_accepted());
@@ -281,7 +428,10 @@ fn audit_trail_records_and_prunes() {
     f.user("kate", "pw-kate");
     let g = f.gate();
     g.decide(&req("kate", "pw-kate", "imap"));
-    g.decide(&Request { client_addr: Some(b"192.0.2.5;1"), ..req("kate", "nope", "smtp") });
+    g.decide(&Request {
+        client_addr: Some(b"192.0.2.5;1"),
+        ..req("kate", "nope", "smtp")
+    });
     g.flush();
     let s = f.store();
     let log = s.audit_entries(Some("kate"), None, 100).unwrap();
@@ -295,11 +445,18 @@ fn audit_trail_records_and_prunes() {
 
     // Records past the retention are pruned by the engine itself.
     let conn = rusqlite::Connection::open(&f.config.db).unwrap();
-    conn.execute("UPDATE audit SET ts = ts - 40 * 86400", []).unwrap();
+    conn.execute("UPDATE audit SET ts = ts - 40 * 86400", [])
+        .unwrap();
     let g2 = f.gate();
     g2.decide(&req("kate", "pw-kate", "imap"));
     g2.flush();
-    assert_eq!(f.store().audit_entries(Some("kate"), None, 100).unwrap().len(), 1);
+    assert_eq!(
+        f.store()
+            .audit_entries(Some("kate"), None, 100)
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -312,11 +469,26 @@ fn bad_input_is_refused_never_accepted() {
         req("", "pw-liam", "imap"),
         req("liam", "", "imap"),
         req("liam", "pw-liam", ""),
-        Request { login: b"li\0am", ..req("", "pw-liam", "imap") },
-        Request { password: b"pw-liam\0junk", ..req("liam", "", "imap") },
-        Request { login: b"li\xffam", ..req("", "pw-liam", "imap") },
-        Request { service: b"im\xffap", ..req("liam", "pw-liam", "") },
-        Request { realm: Some(b"\xff"), ..req("liam", "pw-liam", "imap") },
+        Request {
+            login: b"li\0am",
+            ..req("", "pw-liam", "imap")
+        },
+        Request {
+            password: b"pw-liam\0junk",
+            ..req("liam", "", "imap")
+        },
+        Request {
+            login: b"li\xffam",
+            ..req("", "pw-liam", "imap")
+        },
+        Request {
+            service: b"im\xffap",
+            ..req("liam", "pw-liam", "")
+        },
+        Request {
+            realm: Some(b"\xff"),
+            ..req("liam", "pw-liam", "imap")
+        },
         req("liam", &big, "imap"),
         req(&big, "pw-liam", "imap"),
     ];
@@ -325,7 +497,10 @@ fn bad_input_is_refused_never_accepted() {
         assert_eq!(refused(&d), Some(RefuseReason::BadInput), "{c:?} -> {d:?}");
     }
     // A non-UTF-8 password is fine as input (just wrong here).
-    let d = g.decide(&Request { password: b"\xff\xfe", ..req("liam", "", "imap") });
+    let d = g.decide(&Request {
+        password: b"\xff\xfe",
+        ..req("liam", "", "imap")
+    });
     assert_eq!(refused(&d), Some(RefuseReason::BadCredentials));
 }
 
@@ -335,7 +510,10 @@ fn broken_storage_is_unavailable() {
     f.user("mia", "pw-mia");
     let unavailable = |g: &Gate, pw: &str| {
         let d = g.decide(&req("mia", pw, "imap"));
-        assert!(matches!(d, Decision::Unavailable { .. }), "expected unavailable, got {d:?}");
+        assert!(
+            matches!(d, Decision::Unavailable { .. }),
+            "expected unavailable, got {d:?}"
+        );
     };
 
     // Missing database.
@@ -350,7 +528,10 @@ fn broken_storage_is_unavailable() {
     std::fs::write(&garbage.db, vec![0x5a; 8192]).unwrap();
     unavailable(&Gate::new(garbage.clone()), "pw-mia");
     let err = Gate::open(garbage).err().unwrap().to_string();
-    assert!(err.contains("not a database") || err.contains("saslgate"), "{err}");
+    assert!(
+        err.contains("not a database") || err.contains("saslgate"),
+        "{err}"
+    );
 
     // Deleted while in use, then restored: unavailable, then served again (no restart).
     let g = f.gate();
@@ -368,10 +549,15 @@ fn broken_storage_is_unavailable() {
     short.busy_timeout = Duration::from_millis(100);
     let g = Gate::open(short).unwrap();
     let locker = rusqlite::Connection::open(&db).unwrap();
-    locker.execute_batch("BEGIN EXCLUSIVE; UPDATE meta SET value = value WHERE key = 'generation';").unwrap();
+    locker
+        .execute_batch("BEGIN EXCLUSIVE; UPDATE meta SET value = value WHERE key = 'generation';")
+        .unwrap();
     unavailable(&g, "wrong-pw");
     locker.execute_batch("COMMIT").unwrap();
-    assert_eq!(refused(&g.decide(&req("mia", "wrong-pw", "imap"))), Some(RefuseReason::BadCredentials));
+    assert_eq!(
+        refused(&g.decide(&req("mia", "wrong-pw", "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
 
     // Written by a newer saslgate: refused with a clear message.
     let newer = rusqlite::Connection::open(&db).unwrap();
@@ -397,12 +583,22 @@ fn policy_check_for_other_mechanisms() {
     f.user("olga", "pw-olga");
     let mut s = f.store();
     s.set_disabled("olga", true).unwrap();
-    s.set_service_override("noah", "sieve", Some(false)).unwrap();
+    s.set_service_override("noah", "sieve", Some(false))
+        .unwrap();
     let g = f.gate();
     let check = |login, svc| g.check_account(&req(login, "", svc));
     assert!(check("noah", "imap").is_accepted());
-    assert_eq!(refused(&check("noah", "sieve")), Some(RefuseReason::NotAllowed));
-    assert_eq!(refused(&check("olga", "imap")), Some(RefuseReason::Disabled));
-    assert_eq!(refused(&check("zed", "imap")), Some(RefuseReason::NoSuchAccount));
+    assert_eq!(
+        refused(&check("noah", "sieve")),
+        Some(RefuseReason::NotAllowed)
+    );
+    assert_eq!(
+        refused(&check("olga", "imap")),
+        Some(RefuseReason::Disabled)
+    );
+    assert_eq!(
+        refused(&check("zed", "imap")),
+        Some(RefuseReason::NoSuchAccount)
+    );
     assert_eq!(g.stats().slow_hashes, 0);
 }

@@ -149,6 +149,7 @@ impl Store {
     /// Marks a code used. Exactly one of any number of concurrent callers gets `true`
     /// (a conditional update under SQLite's single-writer lock).
     pub fn consume_code(&self, code_id: i64, now: i64) -> Result<bool> {
+        self.end_read()?;
         let n = self
             .conn
             .prepare_cached("UPDATE one_time_codes SET used = ?2 WHERE id = ?1 AND used IS NULL")?
@@ -159,6 +160,7 @@ impl Store {
     /// Records `step` as the last accepted TOTP step; `false` if it (or a later one)
     /// was accepted already, so each code works once.
     pub fn consume_totp_step(&self, account_id: i64, step: i64) -> Result<bool> {
+        self.end_read()?;
         let n = self
             .conn
             .prepare_cached(
@@ -191,6 +193,7 @@ impl Store {
 
     /// Replaces a master password hash made at a lower cost (only if unchanged since read).
     pub fn upgrade_hash(&self, account_id: i64, old: &str, new: &str) -> Result<()> {
+        self.end_read()?;
         self.conn
             .prepare_cached(
                 "UPDATE accounts SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",

@@ -154,12 +154,31 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// Starts a read transaction (a no-op inside one).
+    pub(crate) fn begin_read(&self) -> Result<()> {
+        if self.conn.is_autocommit() {
+            self.conn.execute_batch("BEGIN DEFERRED")?;
+        }
+        Ok(())
+    }
+
+    /// Ends a read transaction started by [`Store::begin_read`], if any. Every write
+    /// calls this first: a deferred transaction that later writes could fail with
+    /// SQLITE_BUSY_SNAPSHOT instead of waiting for the lock.
+    pub(crate) fn end_read(&self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT")?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` in an IMMEDIATE transaction (takes the write lock up front, so two
     /// writers never deadlock on lock upgrade).
     pub(crate) fn write<T>(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
+        self.end_read()?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

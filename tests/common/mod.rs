@@ -47,7 +47,13 @@ impl Fixture {
             .unwrap();
     }
 
-    pub fn app_password(&self, name: &str, services: &[&str], restricted: bool, expires: Option<i64>) -> String {
+    pub fn app_password(
+        &self,
+        name: &str,
+        services: &[&str],
+        restricted: bool,
+        expires: Option<i64>,
+    ) -> String {
         let services: Vec<String> = services.iter().map(|s| s.to_string()).collect();
         let (_, shown) = self
             .store()
