@@ -42,6 +42,11 @@ struct Cli {
 enum Command {
     /// Create a new database.
     Init,
+    /// Copy the database, consistently, while it is in use (never migrates it).
+    Backup {
+        /// Destination file (must not exist; created mode 0600).
+        path: PathBuf,
+    },
     /// Accounts.
     #[command(subcommand)]
     User(UserCmd),
@@ -258,12 +263,17 @@ fn run(cli: Cli) -> Result<i32> {
         eprintln!("saslgate: created {}", cfg.db.display());
         return Ok(0);
     }
+    if let Command::Backup { path } = &cli.command {
+        crate::store::backup(&cfg, path)?;
+        eprintln!("saslgate: backed up {} to {}", cfg.db.display(), path.display());
+        return Ok(0);
+    }
     if let Command::Verify(args) = &cli.command {
         return verify(&cfg, args, cli.json);
     }
     let mut store = Store::open(&cfg)?;
     match cli.command {
-        Command::Init | Command::Verify(_) => unreachable!("handled above"),
+        Command::Init | Command::Backup { .. } | Command::Verify(_) => unreachable!("handled above"),
         Command::User(cmd) => user(&mut store, cmd, cli.json)?,
         Command::Passwd {
             name,

@@ -188,6 +188,37 @@ impl Store {
     }
 }
 
+/// Copies the database to `dest` with `VACUUM INTO` (a consistent snapshot taken
+/// while others keep using it). Opens it read-only and never migrates it, so the
+/// package can back up a database before a newer saslgate migrates it.
+pub fn backup(config: &Config, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let src = config.db.as_path();
+    if !src.is_file() {
+        return Err(Error::Storage(format!("{}: no such database", src.display())));
+    }
+    // Create the destination first so it is never readable by others, even briefly.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|e| Error::Io(format!("{}: {e}", dest.display())))?;
+    let result = (|| {
+        let conn = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(storage(src))?;
+        conn.busy_timeout(config.busy_timeout).map_err(storage(src))?;
+        // VACUUM INTO wants an empty or missing file; ours is empty.
+        let target = dest.to_str().ok_or_else(|| Error::Usage("destination path is not UTF-8".into()))?;
+        conn.execute("VACUUM INTO ?1", [target]).map_err(storage(src))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(dest);
+    }
+    result
+}
+
 /// Looks a group name up (for `db_group`).
 fn group_id(name: &str) -> Result<u32> {
     // /etc/group is the source the Debian package writes to (addgroup --system).
