@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The README's test command: runs every test CI runs.
+#
+#   scripts/test-all.sh
+#
+# Suites, in order (each one prints its own results; a suite that cannot run here,
+# e.g. without root, prints a loud SKIP line instead of passing silently):
+#   fmt       cargo fmt --check
+#   cargo     cargo test --release: unit tests, core (library + CLI), saslgated with
+#             the real testsaslauthd and libsasl2, the C ABI from Rust
+#   c-tests   the plugin in the real libsasl2 next to the stock plugins, the C ABI,
+#             fork/threads, once under valgrind                (c-tests/run.sh)
+#   e2e       real Postfix and real Cyrus IMAP (root)          (tests/e2e/run.sh)
+#   deb       build, lintian, install, use, remove, purge the Debian packages (root)
+#   hardening fuzz targets briefly, soak through saslgated, storage faults
+#             (scripts/fuzz-brief.sh, scripts/soak.sh, scripts/faults.sh)
+# Environment: CARGO_TARGET_DIR is honoured; ONLY="cargo c-tests" runs a subset.
+# The last line is "test-all: N passed, N failed" (suites); exit 1 if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+PASSED=0
+FAILED=0
+FAILED_NAMES=""
+START=$(date +%s)
+
+suite() { # suite NAME command...
+    local name=$1; shift
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
+    local t0=$(date +%s)
+    echo
+    echo "=================== $name: $* ==================="
+    if "$@"; then
+        PASSED=$((PASSED + 1))
+        echo "=================== $name: passed ($(( $(date +%s) - t0 )) s) ==================="
+    else
+        FAILED=$((FAILED + 1))
+        FAILED_NAMES="$FAILED_NAMES $name"
+        echo "=================== $name: FAILED ($(( $(date +%s) - t0 )) s) ==================="
+    fi
+}
+
+optional() { # optional SCRIPT args...: a suite script that may not exist yet
+    if [ -x "$1" ]; then "$@"; else echo "SKIP - *** $1 is not in this tree ***"; fi
+}
+
+suite fmt cargo fmt --all -- --check
+suite cargo cargo test --release
+suite c-tests c-tests/run.sh
+suite e2e tests/e2e/run.sh
+suite deb tests/deb/run.sh
+suite fuzz optional scripts/fuzz-brief.sh
+suite soak optional scripts/soak.sh
+suite faults optional scripts/faults.sh
+
+echo
+echo "total time: $(( $(date +%s) - START )) s${FAILED_NAMES:+; failed:$FAILED_NAMES}"
+echo "test-all: $PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
