@@ -49,7 +49,7 @@ rm -rf "$DEMO"
 mkdir -p "$DEMO/run" "$DEMO/plugins" "$DEMO/sasl"
 chmod 0700 "$DEMO"
 cat > "$DEMO/saslgate.conf" <<CONF
-# Demo configuration (every key and its default: doc/saslgate.conf.example).
+# Demo configuration (every key and its default: debian/saslgate.conf).
 db = "$DEMO/saslgate.db"
 bcrypt_cost = 10
 CONF

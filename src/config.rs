@@ -1,6 +1,6 @@
 //! The configuration file (`/etc/saslgate/saslgate.conf`, TOML). Every key is
 //! optional; `Config::default()` holds the documented defaults, and
-//! `doc/saslgate.conf.example` lists every key with its default.
+//! `debian/saslgate.conf` (the packaged file) lists every key with its default.
 
 use crate::error::{Error, Result};
 use serde::Deserialize;
