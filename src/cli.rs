@@ -265,7 +265,11 @@ fn run(cli: Cli) -> Result<i32> {
     }
     if let Command::Backup { path } = &cli.command {
         crate::store::backup(&cfg, path)?;
-        eprintln!("saslgate: backed up {} to {}", cfg.db.display(), path.display());
+        eprintln!(
+            "saslgate: backed up {} to {}",
+            cfg.db.display(),
+            path.display()
+        );
         return Ok(0);
     }
     if let Command::Verify(args) = &cli.command {
@@ -273,7 +277,9 @@ fn run(cli: Cli) -> Result<i32> {
     }
     let mut store = Store::open(&cfg)?;
     match cli.command {
-        Command::Init | Command::Backup { .. } | Command::Verify(_) => unreachable!("handled above"),
+        Command::Init | Command::Backup { .. } | Command::Verify(_) => {
+            unreachable!("handled above")
+        }
         Command::User(cmd) => user(&mut store, cmd, cli.json)?,
         Command::Passwd {
             name,

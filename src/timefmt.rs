@@ -22,7 +22,8 @@ pub fn format(ts: i64) -> String {
 pub fn parse_since(text: &str, now: i64) -> Result<i64> {
     let t = text.trim();
     if let Ok(d) = crate::config::parse_duration(t) {
-        return Ok(now - d.as_secs() as i64);
+        // Saturating: `--since 9223372036854775808` overflowed (found by fuzzing).
+        return Ok(now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
     }
     let with_time = if t.len() == 10 {
         format!("{t}T00:00:00Z")
@@ -50,6 +51,15 @@ mod tests {
         assert_eq!(parse_since("1h", 10_000).unwrap(), 10_000 - 3600);
         assert_eq!(parse_since("1970-01-02", 0).unwrap(), 86400);
         assert!(parse_since("yesterday-ish", 0).is_err());
+        // Durations beyond i64 seconds saturate instead of overflowing.
+        assert_eq!(
+            parse_since("9223372036854775808", 10).unwrap(),
+            10 - i64::MAX
+        );
+        assert_eq!(
+            parse_since("18446744073709551615", 10).unwrap(),
+            10 - i64::MAX
+        );
         assert_eq!(format(86400), "1970-01-02T00:00:00Z");
     }
 }

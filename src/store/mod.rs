@@ -195,7 +195,10 @@ pub fn backup(config: &Config, dest: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let src = config.db.as_path();
     if !src.is_file() {
-        return Err(Error::Storage(format!("{}: no such database", src.display())));
+        return Err(Error::Storage(format!(
+            "{}: no such database",
+            src.display()
+        )));
     }
     // Create the destination first so it is never readable by others, even briefly.
     std::fs::OpenOptions::new()
@@ -207,10 +210,14 @@ pub fn backup(config: &Config, dest: &Path) -> Result<()> {
     let result = (|| {
         let conn = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(storage(src))?;
-        conn.busy_timeout(config.busy_timeout).map_err(storage(src))?;
+        conn.busy_timeout(config.busy_timeout)
+            .map_err(storage(src))?;
         // VACUUM INTO wants an empty or missing file; ours is empty.
-        let target = dest.to_str().ok_or_else(|| Error::Usage("destination path is not UTF-8".into()))?;
-        conn.execute("VACUUM INTO ?1", [target]).map_err(storage(src))?;
+        let target = dest
+            .to_str()
+            .ok_or_else(|| Error::Usage("destination path is not UTF-8".into()))?;
+        conn.execute("VACUUM INTO ?1", [target])
+            .map_err(storage(src))?;
         Ok(())
     })();
     if result.is_err() {
