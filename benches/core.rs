@@ -47,9 +47,11 @@ fn main() {
         .and_then(|c| c.parse().ok())
         .unwrap_or(saslgate::config::DEFAULT_BCRYPT_COST);
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::default();
-    cfg.db = dir.path().join("bench.db");
-    cfg.bcrypt_cost = cost;
+    let cfg = Config {
+        db: dir.path().join("bench.db"),
+        bcrypt_cost: cost,
+        ..Config::default()
+    };
     let mut store = Store::create(&cfg).unwrap();
 
     eprintln!("building a database of 10,000 accounts...");

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 /// App passwords: 20 symbols = 100 bits, shown as five groups of four.
 pub const APP_PASSWORD_LEN: usize = 20;
+// Generated app passwords carry at least 80 bits (DESIGN.md step 4).
+const _: () = assert!(APP_PASSWORD_LEN * 5 >= 80);
 /// One-time codes: 10 symbols = 50 bits, shown as two groups of five.
 pub const CODE_LEN: usize = 10;
 /// bcrypt looks at 72 bytes; longer master passwords are refused when set, so two
@@ -144,8 +146,6 @@ mod tests {
                 .as_bytes(),
             canon.as_bytes()
         );
-        // >= 80 bits: 20 symbols of 5 bits.
-        assert!(APP_PASSWORD_LEN * 5 >= 80);
         let (c, s) = new_one_time_code().unwrap();
         assert_eq!(c.len(), CODE_LEN);
         assert_eq!(s.as_bytes()[5], b'-');

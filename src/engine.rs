@@ -369,6 +369,7 @@ impl Gate {
 
     /// Writes a refusal that does not touch the failure counters (throttled,
     /// disabled, not allowed) and builds the decision.
+    #[allow(clippy::too_many_arguments)] // one call shape for every non-counting refusal
     fn refuse_now(
         &self,
         store: &mut Store,

@@ -19,10 +19,12 @@ impl Fixture {
     /// depend on the cost).
     pub fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.db = dir.path().join("saslgate.db");
-        config.bcrypt_cost = 4;
-        config.flush_interval = std::time::Duration::ZERO;
+        let config = Config {
+            db: dir.path().join("saslgate.db"),
+            bcrypt_cost: 4,
+            flush_interval: std::time::Duration::ZERO,
+            ..Config::default()
+        };
         Store::create(&config).unwrap();
         Fixture { dir, config }
     }
