@@ -405,16 +405,7 @@ impl Gate {
         now: i64,
     ) -> crate::Result<Decision> {
         // Resolve the account name (alice@realm, then alice).
-        let mut account = None;
-        for name in &input.candidates {
-            if let Some(a) = store.find_account(name)? {
-                account = Some(a);
-                break;
-            }
-        }
-        let name = account
-            .as_ref()
-            .map_or_else(|| input.candidates[0].clone(), |a| a.name.clone());
+        let (account, name) = resolve_account(store, &input.candidates)?;
 
         // 2. Throttle, before any hashing.
         let keys = Keys::new(&name, input.addr);
@@ -772,16 +763,7 @@ impl Gate {
                 Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
             };
             let result = self.with_store(|store| {
-                let mut account = None;
-                for name in &input.candidates {
-                    if let Some(a) = store.find_account(name)? {
-                        account = Some(a);
-                        break;
-                    }
-                }
-                let name = account
-                    .as_ref()
-                    .map_or_else(|| input.candidates[0].clone(), |a| a.name.clone());
+                let (account, name) = resolve_account(store, &input.candidates)?;
                 let pc = Some(&Credential::PolicyOnly);
                 let keys = Keys::new(&name, input.addr);
                 if let throttle::State::Blocked { retry_after } =
@@ -863,6 +845,21 @@ impl Drop for Gate {
 enum SecondStep {
     Totp(i64),
     Code(i64),
+}
+
+/// The first candidate name that is an account (`alice@realm`, then `alice`), and
+/// the name to throttle and audit under (the account's, else the first candidate).
+fn resolve_account(
+    store: &Store,
+    candidates: &[String],
+) -> crate::Result<(Option<AccountRow>, String)> {
+    for name in candidates {
+        if let Some(a) = store.find_account(name)? {
+            let canonical = a.name.clone();
+            return Ok((Some(a), canonical));
+        }
+    }
+    Ok((None, candidates[0].clone()))
 }
 
 /// A request after validation and normalisation (step 1).

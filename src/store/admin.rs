@@ -1,7 +1,7 @@
 //! Operator changes. Every change runs in one transaction and bumps the generation
 //! counter, which invalidates every positive cache entry in every process.
 
-use super::login::split_list;
+use super::login::{app_lookup, code_lookup, split_list, AccountRow, AppPasswordRow};
 use super::Store;
 use crate::crypto::{self, HashCounter};
 use crate::error::{Error, Result};
@@ -80,6 +80,23 @@ fn canonical(name: &str) -> Result<String> {
 }
 
 impl Store {
+    /// A one-statement change to an account: `sql` gets the account id as `?1`,
+    /// then `extra` as `?2`...
+    fn change_account(
+        &mut self,
+        name: &str,
+        sql: &str,
+        extra: &[&dyn rusqlite::ToSql],
+    ) -> Result<()> {
+        self.change(|tx| {
+            let id = account_id(tx, name)?;
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![&id];
+            args.extend_from_slice(extra);
+            tx.execute(sql, args.as_slice())?;
+            Ok(())
+        })
+    }
+
     /// Runs an admin change: one transaction, generation bumped.
     fn change<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         self.write(|tx| {
@@ -156,22 +173,15 @@ impl Store {
     }
 
     pub fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<()> {
-        self.change(|tx| {
-            let id = account_id(tx, name)?;
-            tx.execute(
-                "UPDATE accounts SET disabled = ?2 WHERE id = ?1",
-                params![id, disabled],
-            )?;
-            Ok(())
-        })
+        self.change_account(
+            name,
+            "UPDATE accounts SET disabled = ?2 WHERE id = ?1",
+            &[&disabled],
+        )
     }
 
     pub fn delete_account(&mut self, name: &str) -> Result<()> {
-        self.change(|tx| {
-            let id = account_id(tx, name)?;
-            tx.execute("DELETE FROM accounts WHERE id = ?1", [id])?;
-            Ok(())
-        })
+        self.change_account(name, "DELETE FROM accounts WHERE id = ?1", &[])
     }
 
     pub fn set_plan(&mut self, name: &str, plan: &str) -> Result<()> {
@@ -230,14 +240,11 @@ impl Store {
     }
 
     pub fn clear_master_password(&mut self, name: &str) -> Result<()> {
-        self.change(|tx| {
-            let id = account_id(tx, name)?;
-            tx.execute(
-                "UPDATE accounts SET password_hash = NULL WHERE id = ?1",
-                [id],
-            )?;
-            Ok(())
-        })
+        self.change_account(
+            name,
+            "UPDATE accounts SET password_hash = NULL WHERE id = ?1",
+            &[],
+        )
     }
 
     /// Creates an app password; returns its id and the password as shown to the user
@@ -261,7 +268,7 @@ impl Store {
         let key = self.hmac_key.clone();
         let id = self.change(|tx| {
             let account = account_id(tx, name)?;
-            let lookup = crypto::keyed_hash(&key, &[b"app-password", &account.to_be_bytes(), canonical.as_bytes()]);
+            let lookup = app_lookup(&key, account, canonical.as_bytes());
             tx.execute(
                 "INSERT INTO app_passwords (account_id, label, lookup, services, restricted, created, expires)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -312,25 +319,19 @@ impl Store {
     }
 
     pub fn enable_totp(&mut self, name: &str, secret: &[u8]) -> Result<()> {
-        self.change(|tx| {
-            let id = account_id(tx, name)?;
-            tx.execute(
-                "UPDATE accounts SET totp_secret = ?2, totp_last_step = 0 WHERE id = ?1",
-                params![id, secret],
-            )?;
-            Ok(())
-        })
+        self.change_account(
+            name,
+            "UPDATE accounts SET totp_secret = ?2, totp_last_step = 0 WHERE id = ?1",
+            &[&secret],
+        )
     }
 
     pub fn disable_totp(&mut self, name: &str) -> Result<()> {
-        self.change(|tx| {
-            let id = account_id(tx, name)?;
-            tx.execute(
-                "UPDATE accounts SET totp_secret = NULL, totp_last_step = 0 WHERE id = ?1",
-                [id],
-            )?;
-            Ok(())
-        })
+        self.change_account(
+            name,
+            "UPDATE accounts SET totp_secret = NULL, totp_last_step = 0 WHERE id = ?1",
+            &[],
+        )
     }
 
     /// Replaces the account's one-time codes with `count` new ones (shown once).
@@ -348,10 +349,7 @@ impl Store {
             let id = account_id(tx, name)?;
             tx.execute("DELETE FROM one_time_codes WHERE account_id = ?1", [id])?;
             for (canonical, _) in &codes {
-                let lookup = crypto::keyed_hash(
-                    &key,
-                    &[b"one-time-code", &id.to_be_bytes(), canonical.as_bytes()],
-                );
+                let lookup = code_lookup(&key, id, canonical.as_bytes());
                 tx.execute(
                     "INSERT INTO one_time_codes (account_id, lookup, created) VALUES (?1, ?2, ?3)",
                     params![id, &lookup[..], now],
@@ -457,31 +455,19 @@ impl Store {
     }
 
     /// For `saslgate explain`: the account and its app passwords as the engine sees them.
-    pub fn explain_rows(
-        &self,
-        name: &str,
-    ) -> Result<(super::login::AccountRow, Vec<super::login::AppPasswordRow>)> {
+    pub fn explain_rows(&self, name: &str) -> Result<(AccountRow, Vec<AppPasswordRow>)> {
         let name = canonical(name)?;
         let acct = self
             .find_account(&name)?
             .ok_or_else(|| Error::NotFound(format!("account {name}")))?;
+        let sql = format!(
+            "SELECT {} FROM app_passwords WHERE account_id = ?1 ORDER BY id",
+            AppPasswordRow::COLUMNS
+        );
         let apps = self
             .conn
-            .prepare(
-                "SELECT id, account_id, label, services, restricted, expires, revoked
-                 FROM app_passwords WHERE account_id = ?1 ORDER BY id",
-            )?
-            .query_map([acct.id], |r| {
-                Ok(super::login::AppPasswordRow {
-                    id: r.get(0)?,
-                    account_id: r.get(1)?,
-                    label: r.get(2)?,
-                    services: split_list(&r.get::<_, String>(3)?),
-                    restricted: r.get(4)?,
-                    expires: r.get(5)?,
-                    revoked: r.get(6)?,
-                })
-            })?
+            .prepare(&sql)?
+            .query_map([acct.id], AppPasswordRow::from_row)?
             .collect::<std::result::Result<_, _>>()?;
         Ok((acct, apps))
     }

@@ -59,6 +59,40 @@ pub enum LastUse {
     AppPassword(i64),
 }
 
+/// Index key of an app password: HMAC(database key, account id, canonical password).
+pub(crate) fn app_lookup(key: &[u8], account_id: i64, canonical: &[u8]) -> [u8; 32] {
+    keyed_hash(
+        key,
+        &[b"app-password", &account_id.to_be_bytes(), canonical],
+    )
+}
+
+/// Index key of a one-time code.
+pub(crate) fn code_lookup(key: &[u8], account_id: i64, canonical: &[u8]) -> [u8; 32] {
+    keyed_hash(
+        key,
+        &[b"one-time-code", &account_id.to_be_bytes(), canonical],
+    )
+}
+
+impl AppPasswordRow {
+    /// Columns: id, account_id, label, services, restricted, expires, revoked.
+    pub(crate) const COLUMNS: &'static str =
+        "id, account_id, label, services, restricted, expires, revoked";
+
+    pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppPasswordRow> {
+        Ok(AppPasswordRow {
+            id: r.get(0)?,
+            account_id: r.get(1)?,
+            label: r.get(2)?,
+            services: split_list(&r.get::<_, String>(3)?),
+            restricted: r.get(4)?,
+            expires: r.get(5)?,
+            revoked: r.get(6)?,
+        })
+    }
+}
+
 pub(crate) fn split_list(s: &str) -> Vec<String> {
     s.split(',')
         .map(str::trim)
@@ -69,17 +103,11 @@ pub(crate) fn split_list(s: &str) -> Vec<String> {
 
 impl Store {
     pub(crate) fn app_lookup(&self, account_id: i64, canonical: &[u8]) -> [u8; 32] {
-        keyed_hash(
-            &self.hmac_key,
-            &[b"app-password", &account_id.to_be_bytes(), canonical],
-        )
+        app_lookup(&self.hmac_key, account_id, canonical)
     }
 
     pub(crate) fn code_lookup(&self, account_id: i64, canonical: &[u8]) -> [u8; 32] {
-        keyed_hash(
-            &self.hmac_key,
-            &[b"one-time-code", &account_id.to_be_bytes(), canonical],
-        )
+        code_lookup(&self.hmac_key, account_id, canonical)
     }
 
     /// Keyed fingerprint used by throttling and the cache (never the secret itself).
@@ -116,22 +144,14 @@ impl Store {
         canonical: &[u8],
     ) -> Result<Option<AppPasswordRow>> {
         let lookup = self.app_lookup(account_id, canonical);
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, account_id, label, services, restricted, expires, revoked
-             FROM app_passwords WHERE lookup = ?1 AND account_id = ?2",
-        )?;
-        Ok(st
-            .query_row(params![&lookup[..], account_id], |r| {
-                Ok(AppPasswordRow {
-                    id: r.get(0)?,
-                    account_id: r.get(1)?,
-                    label: r.get(2)?,
-                    services: split_list(&r.get::<_, String>(3)?),
-                    restricted: r.get(4)?,
-                    expires: r.get(5)?,
-                    revoked: r.get(6)?,
-                })
-            })
+        let sql = format!(
+            "SELECT {} FROM app_passwords WHERE lookup = ?1 AND account_id = ?2",
+            AppPasswordRow::COLUMNS
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![&lookup[..], account_id], AppPasswordRow::from_row)
             .optional()?)
     }
 
