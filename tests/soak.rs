@@ -139,19 +139,31 @@ fn scenarios(fx: &Fixture) -> Vec<Scenario> {
 }
 
 /// Runs `total` requests on `conc` client threads; returns the tally.
-fn drive(sock: &std::path::Path, sc: &Arc<Vec<Scenario>>, total: u64, conc: usize) -> Tally {
+/// Stops early (the count actually sent is in the tally) once `until` passes.
+fn drive(
+    sock: &std::path::Path,
+    sc: &Arc<Vec<Scenario>>,
+    total: u64,
+    conc: usize,
+    until: Option<Instant>,
+    done: &Arc<AtomicU64>,
+) -> Tally {
     let next = Arc::new(AtomicU64::new(0));
     let weights: u32 = sc.iter().map(|s| s.weight).sum();
     let handles: Vec<_> = (0..conc)
         .map(|_| {
-            let (sc, next, sock) = (sc.clone(), next.clone(), sock.to_path_buf());
+            let (sc, next, sock, done) = (sc.clone(), next.clone(), sock.to_path_buf(), done.clone());
             std::thread::spawn(move || {
                 let mut t = Tally::default();
                 loop {
+                    if until.is_some_and(|u| Instant::now() >= u) {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= total {
                         break;
                     }
+                    done.fetch_add(1, Ordering::Relaxed);
                     // splitmix64 of the request number: a fixed, well-spread mix.
                     let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
                     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -299,9 +311,54 @@ fn soak() {
     assert!(blocked, "192.0.2.66 never got throttled");
 
     let sc = Arc::new(scenarios(&fx));
-    let warm_n = (total / 10).max(5_000).min(total);
+    // Warm-up: until the database has reached its steady size (the first prune
+    // runs 60 s after start, then every 60 s; SQLite's page cache fills once the
+    // prunes read old pages), i.e. SOAK_WARMUP_SECONDS (default retention + 80 s),
+    // but at least 10 % and at most half of the requests.
+    let warm_secs = env_num("SOAK_WARMUP_SECONDS", retention + 80);
     let t0 = Instant::now();
-    let warm = drive(&sock, &sc, warm_n, conc);
+    let done = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (done, sampling, pid) = (done.clone(), sampling.clone(), d.pid());
+        std::thread::spawn(move || {
+            let mut series = Vec::new();
+            while sampling.load(Ordering::Relaxed) {
+                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("VmRSS:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    })
+                    .unwrap_or(0);
+                series.push((t0.elapsed().as_secs(), done.load(Ordering::Relaxed), rss));
+                for _ in 0..50 {
+                    if !sampling.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            series
+        })
+    };
+    let mut warm = drive(&sock, &sc, total / 10, conc, None, &done);
+    let rest = drive(
+        &sock,
+        &sc,
+        total / 2 - total / 10,
+        conc,
+        Some(t0 + Duration::from_secs(warm_secs)),
+        &done,
+    );
+    for (k, v) in rest.sent {
+        *warm.sent.entry(k).or_default() += v;
+    }
+    warm.wrong += rest.wrong;
+    warm.errors += rest.errors;
+    warm.samples.extend(rest.samples);
+    let warm_n = done.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(1500));
     let (rss_warm, fds_warm) = (d.rss_kb(), d.fds());
     println!(
@@ -315,12 +372,19 @@ fn soak() {
         std::thread::spawn(move || two_step(s, c, st))
     };
     let t1 = Instant::now();
-    let main = drive(&sock, &sc, total - warm_n, conc);
+    let main = drive(&sock, &sc, total - warm_n, conc, None, &done);
     let main_secs = t1.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let (ts_ok, ts_checks, ts_problems) = ts.join().unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     let (rss_end, fds_end) = (d.rss_kb(), d.fds());
+    sampling.store(false, Ordering::Relaxed);
+    let series = sampler.join().unwrap();
+    let line: Vec<String> = series
+        .iter()
+        .map(|(t, n, rss)| format!("{t}s/{}k/{:.1}M", n / 1000, *rss as f64 / 1024.0))
+        .collect();
+    println!("soak: RSS over time (elapsed/requests/RSS): {}", line.join(" "));
     let end_ts = saslgate::timefmt::now();
     let elapsed = t0.elapsed().as_secs_f64();
 
