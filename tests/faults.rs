@@ -50,7 +50,13 @@ impl Load {
             (
                 Kind::Good,
                 "app password",
-                frame(&[b"alice", fx.app_imap.as_bytes(), b"imap", b"", b"10.0.0.1;1"]),
+                frame(&[
+                    b"alice",
+                    fx.app_imap.as_bytes(),
+                    b"imap",
+                    b"",
+                    b"10.0.0.1;1",
+                ]),
             ),
             (
                 Kind::Good,
@@ -62,7 +68,11 @@ impl Load {
                 "wrong password",
                 frame(&[b"alice", b"not the password", b"imap", b""]),
             ),
-            (Kind::Wrong, "unknown account", frame(&[b"mallory", b"x", b"imap", b""])),
+            (
+                Kind::Wrong,
+                "unknown account",
+                frame(&[b"mallory", b"x", b"imap", b""]),
+            ),
             (
                 Kind::Wrong,
                 "wrong app password",
@@ -180,14 +190,30 @@ fn fault_run(
     let answers = load.finish();
     check_always(name, &answers);
 
-    let (base_ok, base_n) = count(&answers, t_break - Duration::from_secs(2), t_break, Kind::Good, ANSWER_OK);
-    assert!(base_n > 0 && base_ok == base_n, "{name}: baseline not all OK ({base_ok}/{base_n})");
+    let (base_ok, base_n) = count(
+        &answers,
+        t_break - Duration::from_secs(2),
+        t_break,
+        Kind::Good,
+        ANSWER_OK,
+    );
+    assert!(
+        base_n > 0 && base_ok == base_n,
+        "{name}: baseline not all OK ({base_ok}/{base_n})"
+    );
     let settle = t_break + Duration::from_millis(300);
     let (gu, gn) = count(&answers, settle, t_repair, Kind::Good, ANSWER_UNAVAILABLE);
     let (wu, wn) = count(&answers, settle, t_repair, Kind::Wrong, ANSWER_UNAVAILABLE);
     let (gok, _) = count(&answers, settle, t_repair, Kind::Good, ANSWER_OK);
     let back = t_back.map(|t| format!("{:.2}s", t.duration_since(t_repair).as_secs_f64()));
-    let example = d.log.lock().unwrap().unavailable.first().cloned().unwrap_or_default();
+    let example = d
+        .log
+        .lock()
+        .unwrap()
+        .unavailable
+        .first()
+        .cloned()
+        .unwrap_or_default();
     println!(
         "faults: {name}: while broken ({:.1}s): right credentials {gu}/{gn} unavailable, {gok} OK; \
          wrong ones {wu}/{wn} unavailable, 0 accepted; service back {} after repair (no restart)",
@@ -195,7 +221,10 @@ fn fault_run(
         back.as_deref().unwrap_or("NEVER")
     );
     println!("faults: {name}: log: {}", short(&example));
-    assert!(t_back.is_some(), "{name}: service did not resume after repair");
+    assert!(
+        t_back.is_some(),
+        "{name}: service did not resume after repair"
+    );
     if expect_unavailable {
         assert!(gu + wu > 0, "{name}: no 'unavailable' answer while broken");
         assert!(
@@ -251,7 +280,12 @@ fn new_fixture(name: &str) -> (tempfile::TempDir, Fixture) {
         .prefix(&format!("saslgate-faults-{name}"))
         .tempdir()
         .unwrap();
-    let fx = fixture(&tmp.path().join("data"), config_extra(), throttle_off(), 100);
+    let fx = fixture(
+        &tmp.path().join("data"),
+        config_extra(),
+        throttle_off(),
+        100,
+    );
     (tmp, fx)
 }
 
@@ -285,7 +319,9 @@ fn database_replaced_by_garbage() {
         &d,
         &|| {
             let tmp = fx.db.with_extension("garbage");
-            let junk: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+            let junk: Vec<u8> = (0..65536u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
             std::fs::write(&tmp, junk).unwrap();
             remove_db_files(&fx.db);
             std::fs::rename(&tmp, &fx.db).unwrap();
@@ -323,7 +359,10 @@ fn database_unreadable() {
             // three are done here, in this order); all are async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
-                    if setgroups(0, std::ptr::null()) != 0 || setgid(65534) != 0 || setuid(65534) != 0 {
+                    if setgroups(0, std::ptr::null()) != 0
+                        || setgid(65534) != 0
+                        || setuid(65534) != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
@@ -383,7 +422,9 @@ fn database_locked_by_long_writer() {
             use std::io::Write;
             let stdin = child.stdin.as_mut().unwrap();
             stdin
-                .write_all(b"BEGIN IMMEDIATE;\nUPDATE meta SET value = value WHERE key = 'nothing';\n")
+                .write_all(
+                    b"BEGIN IMMEDIATE;\nUPDATE meta SET value = value WHERE key = 'nothing';\n",
+                )
                 .unwrap();
             stdin.flush().unwrap();
             *writer.lock().unwrap() = Some(child);
@@ -411,7 +452,10 @@ fn full_filesystem() {
         skip("faults: full filesystem needs root and a private mount namespace (scripts/faults.sh as root runs it under unshare -m)");
         return;
     }
-    let tmp = tempfile::Builder::new().prefix("saslgate-faults-full").tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("saslgate-faults-full")
+        .tempdir()
+        .unwrap();
     let mnt = tmp.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
     let st = Command::new("mount")
@@ -504,7 +548,10 @@ fn kill_9_during_heavy_writes_then_restart() {
     for c in &accepted_before {
         let pw = format!("{BOB_PW}{c}");
         let a = ask(&d.socket(), &frame(&[b"bob", pw.as_bytes(), b"imap", b""])).unwrap();
-        assert_eq!(a, ANSWER_BAD, "one-time code accepted before kill -9 works again");
+        assert_eq!(
+            a, ANSWER_BAD,
+            "one-time code accepted before kill -9 works again"
+        );
     }
     let fresh = &codes[99];
     let pw = format!("{BOB_PW}{fresh}");

@@ -43,7 +43,15 @@ struct Tally {
 }
 
 fn scenarios(fx: &Fixture) -> Vec<Scenario> {
-    let addr = |i: u32| format!("10.{}.{}.{};{}", i % 7, (i / 7) % 250, i % 250 + 1, 1024 + i);
+    let addr = |i: u32| {
+        format!(
+            "10.{}.{}.{};{}",
+            i % 7,
+            (i / 7) % 250,
+            i % 250 + 1,
+            1024 + i
+        )
+    };
     let five = |login: &str, pw: &str, svc: &str, n: u32| -> Vec<Vec<u8>> {
         (0..n)
             .map(|i| {
@@ -58,7 +66,12 @@ fn scenarios(fx: &Fixture) -> Vec<Scenario> {
             .collect()
     };
     let four = |login: &str, pw: &str, svc: &str| -> Vec<Vec<u8>> {
-        vec![frame(&[login.as_bytes(), pw.as_bytes(), svc.as_bytes(), b""])]
+        vec![frame(&[
+            login.as_bytes(),
+            pw.as_bytes(),
+            svc.as_bytes(),
+            b"",
+        ])]
     };
     vec![
         Scenario {
@@ -77,7 +90,12 @@ fn scenarios(fx: &Fixture) -> Vec<Scenario> {
             name: "accepted restricted app (submission)",
             weight: 6,
             expect: ANSWER_OK,
-            frames: five("alice", &fx.app_restricted.replace('-', " "), "submission", 16),
+            frames: five(
+                "alice",
+                &fx.app_restricted.replace('-', " "),
+                "submission",
+                16,
+            ),
         },
         Scenario {
             name: "wrong password",
@@ -152,7 +170,8 @@ fn drive(
     let weights: u32 = sc.iter().map(|s| s.weight).sum();
     let handles: Vec<_> = (0..conc)
         .map(|_| {
-            let (sc, next, sock, done) = (sc.clone(), next.clone(), sock.to_path_buf(), done.clone());
+            let (sc, next, sock, done) =
+                (sc.clone(), next.clone(), sock.to_path_buf(), done.clone());
             std::thread::spawn(move || {
                 let mut t = Tally::default();
                 loop {
@@ -188,7 +207,10 @@ fn drive(
                         Ok(a) => {
                             t.wrong += 1;
                             if t.samples.len() < 5 {
-                                t.samples.push(format!("{}: expected {:?}, got {a:?}", s.name, s.expect));
+                                t.samples.push(format!(
+                                    "{}: expected {:?}, got {a:?}",
+                                    s.name, s.expect
+                                ));
                             }
                         }
                         Err(e) => {
@@ -219,7 +241,11 @@ fn drive(
 
 /// Two-step logins that succeed: every one-time code raced by two clients
 /// (exactly one OK), and each new TOTP step once (a replay gets NO).
-fn two_step(sock: std::path::PathBuf, codes: Vec<String>, stop: Arc<AtomicBool>) -> (u64, u64, Vec<String>) {
+fn two_step(
+    sock: std::path::PathBuf,
+    codes: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64, Vec<String>) {
     let (mut accepted, mut checks, mut problems) = (0u64, 0u64, Vec::new());
     let mut last_step = 0;
     let mut codes = codes.into_iter();
@@ -238,8 +264,14 @@ fn two_step(sock: std::path::PathBuf, codes: Vec<String>, stop: Arc<AtomicBool>)
                 })
                 .collect();
             let answers: Vec<_> = racers.into_iter().map(|h| h.join().unwrap()).collect();
-            let oks = answers.iter().filter(|a| a.as_deref() == Ok(ANSWER_OK)).count();
-            let bads = answers.iter().filter(|a| a.as_deref() == Ok(ANSWER_BAD)).count();
+            let oks = answers
+                .iter()
+                .filter(|a| a.as_deref() == Ok(ANSWER_OK))
+                .count();
+            let bads = answers
+                .iter()
+                .filter(|a| a.as_deref() == Ok(ANSWER_BAD))
+                .count();
             checks += 1;
             accepted += oks as u64;
             if (oks, bads) != (1, 1) {
@@ -259,8 +291,12 @@ fn two_step(sock: std::path::PathBuf, codes: Vec<String>, stop: Arc<AtomicBool>)
             }
             // The first may meet a step already used at the previous boundary
             // (skew); a replay is never accepted.
-            if replay.as_deref() != Ok(ANSWER_BAD) || !matches!(first.as_deref(), Ok(ANSWER_OK) | Ok(ANSWER_BAD)) {
-                problems.push(format!("TOTP step {step}: first {first:?}, replay {replay:?}"));
+            if replay.as_deref() != Ok(ANSWER_BAD)
+                || !matches!(first.as_deref(), Ok(ANSWER_OK) | Ok(ANSWER_BAD))
+            {
+                problems.push(format!(
+                    "TOTP step {step}: first {first:?}, replay {replay:?}"
+                ));
             }
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -275,10 +311,15 @@ fn soak() {
     let conc = env_num("SOAK_CONCURRENCY", 64) as usize;
     let workers = env_num("SOAK_WORKERS", 2);
     let retention = env_num("SOAK_RETENTION_SECONDS", 20);
-    let tmp = tempfile::Builder::new().prefix("saslgate-soak").tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("saslgate-soak")
+        .tempdir()
+        .unwrap();
     let fx = fixture(
         tmp.path(),
-        &format!("audit_level = \"all\"\naudit_retention = \"{retention}s\"\nflush_interval = \"1s\""),
+        &format!(
+            "audit_level = \"all\"\naudit_retention = \"{retention}s\"\nflush_interval = \"1s\""
+        ),
         "address_failures = 5\naddress_window = \"10m\"\naddress_block = \"3h\"\n\
          account_address_failures = 5\naccount_address_window = \"10m\"\n\
          account_address_block = \"3h\"\nslowdown_failures = 1000000000",
@@ -287,7 +328,15 @@ fn soak() {
     let d = Daemon::start(
         &fx.conf,
         &tmp.path().join("run"),
-        &["-n", &workers.to_string(), "-c", "--fail-delay", "0", "--max-connections", "1000"],
+        &[
+            "-n",
+            &workers.to_string(),
+            "-c",
+            "--fail-delay",
+            "0",
+            "--max-connections",
+            "1000",
+        ],
     );
     let sock = d.socket();
     println!(
@@ -331,7 +380,9 @@ fn soak() {
                     .and_then(|s| {
                         s.lines()
                             .find_map(|l| l.strip_prefix("VmRSS:"))
-                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                            .and_then(|v| {
+                                v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+                            })
                     })
                     .unwrap_or(0);
                 series.push((t0.elapsed().as_secs(), done.load(Ordering::Relaxed), rss));
@@ -386,7 +437,10 @@ fn soak() {
         .iter()
         .map(|(t, n, rss)| format!("{t}s/{}k/{:.1}M", n / 1000, *rss as f64 / 1024.0))
         .collect();
-    println!("soak: RSS over time (elapsed/requests/RSS): {}", line.join(" "));
+    println!(
+        "soak: RSS over time (elapsed/requests/RSS): {}",
+        line.join(" ")
+    );
     let end_ts = saslgate::timefmt::now();
     let elapsed = t0.elapsed().as_secs_f64();
 
@@ -396,7 +450,10 @@ fn soak() {
             *sent.entry(k).or_default() += v;
         }
     }
-    println!("soak: {total} requests in {elapsed:.1}s ({:.0} req/s in the main phase)", (total - warm_n) as f64 / main_secs);
+    println!(
+        "soak: {total} requests in {elapsed:.1}s ({:.0} req/s in the main phase)",
+        (total - warm_n) as f64 / main_secs
+    );
     for (k, v) in &sent {
         println!("soak:   {v:>9}  {k}");
     }
@@ -423,16 +480,22 @@ fn soak() {
     // The database after a clean stop (buffered records flushed).
     let integrity = sql(&fx.db, "PRAGMA integrity_check");
     let rows: u64 = sql(&fx.db, "SELECT count(*) FROM audit").parse().unwrap();
-    let oldest: i64 = sql(&fx.db, "SELECT coalesce(min(ts), 0) FROM audit").parse().unwrap();
-    let throttle_rows: u64 = sql(&fx.db, "SELECT count(*) FROM throttle").parse().unwrap();
+    let oldest: i64 = sql(&fx.db, "SELECT coalesce(min(ts), 0) FROM audit")
+        .parse()
+        .unwrap();
+    let throttle_rows: u64 = sql(&fx.db, "SELECT count(*) FROM throttle")
+        .parse()
+        .unwrap();
     let page: u64 = sql(&fx.db, "PRAGMA page_size").parse().unwrap();
     let pages: u64 = sql(&fx.db, "PRAGMA page_count").parse().unwrap();
     let free: u64 = sql(&fx.db, "PRAGMA freelist_count").parse().unwrap();
     let size = std::fs::metadata(&fx.db).unwrap().len();
-    let wal = std::fs::metadata(fx.db.with_extension("db-wal")).map(|m| m.len()).unwrap_or(0);
+    let wal = std::fs::metadata(fx.db.with_extension("db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     let decided = total + 2 * ts_checks; // + the few set-up attempts
-    // Pruning runs at most every 60 s, so rows may be up to retention + 60 s old
-    // (+ a few seconds of flush slack); the file holds at most that many rows.
+                                         // Pruning runs at most every 60 s, so rows may be up to retention + 60 s old
+                                         // (+ a few seconds of flush slack); the file holds at most that many rows.
     let horizon = retention as i64 + 60 + 10;
     let rate = total as f64 / elapsed;
     let row_bound = (rate * horizon as f64 * 1.5) as u64 + 10_000;
@@ -459,9 +522,18 @@ fn soak() {
         fds_end as f64 <= fds_warm as f64 * 1.10,
         "open descriptors grew more than 10 %: {fds_warm} -> {fds_end}"
     );
-    assert!(end_ts - oldest <= horizon, "audit rows older than retention + prune interval");
-    assert!(rows <= row_bound, "more audit rows than the retention allows");
-    assert!(size <= size_bound, "database larger than the retention allows");
+    assert!(
+        end_ts - oldest <= horizon,
+        "audit rows older than retention + prune interval"
+    );
+    assert!(
+        rows <= row_bound,
+        "more audit rows than the retention allows"
+    );
+    assert!(
+        size <= size_bound,
+        "database larger than the retention allows"
+    );
     if elapsed > (retention + 70) as f64 {
         assert!(rows < decided, "no audit row was ever pruned");
     }

@@ -57,7 +57,8 @@ pub fn fixture(dir: &Path, extra: &str, throttle: &str, codes: usize) -> Fixture
     let mut s = Store::create(&config).unwrap();
     let pw = |p: &str| SecretBytes::from_slice(p.as_bytes());
     s.add_account("alice", "default").unwrap();
-    s.set_master_password("alice", &pw(ALICE_PW), false).unwrap();
+    s.set_master_password("alice", &pw(ALICE_PW), false)
+        .unwrap();
     let (_, app_imap) = s
         .add_app_password("alice", "phone", &["imap".into()], false, None)
         .unwrap();
@@ -75,7 +76,8 @@ pub fn fixture(dir: &Path, extra: &str, throttle: &str, codes: usize) -> Fixture
         }
     }
     s.add_account("carol", "default").unwrap();
-    s.set_master_password("carol", &pw(CAROL_PW), false).unwrap();
+    s.set_master_password("carol", &pw(CAROL_PW), false)
+        .unwrap();
     s.set_disabled("carol", true).unwrap();
     s.set_plan_services("smtponly", &["smtp".into()]).unwrap();
     s.add_account("eve", "smtponly").unwrap();
@@ -180,7 +182,13 @@ impl Daemon {
             if let Some(st) = self.child.try_wait().unwrap() {
                 panic!("saslgated exited early ({st}): {}", self.log_text());
             }
-            let ready = self.log.lock().unwrap().other.iter().any(|l| l.contains("ready on"));
+            let ready = self
+                .log
+                .lock()
+                .unwrap()
+                .other
+                .iter()
+                .any(|l| l.contains("ready on"));
             if ready && UnixStream::connect(self.socket()).is_ok() {
                 return;
             }
