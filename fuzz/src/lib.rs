@@ -50,8 +50,8 @@ pub fn check_frame(data: &[u8]) {
                 assert!(f.len() <= limit, "field over the limit accepted");
                 assert!(!f.contains(&0), "NUL byte accepted");
             }
-            assert!(r.realm.as_ref().map_or(true, |x| !x.is_empty()));
-            assert!(r.client_addr.as_ref().map_or(true, |x| !x.is_empty()));
+            assert!(!matches!(&r.realm, Some(x) if x.is_empty()));
+            assert!(!matches!(&r.client_addr, Some(x) if x.is_empty()));
             // Re-encoding gives back exactly the bytes received.
             let mut fields: Vec<&[u8]> = vec![&r.login, r.password.as_bytes(), &r.service, &realm];
             if r.fields == 5 {
