@@ -12,8 +12,11 @@
 #             fork/threads, once under valgrind                (c-tests/run.sh)
 #   e2e       real Postfix and real Cyrus IMAP (root)          (tests/e2e/run.sh)
 #   deb       build, lintian, install, use, remove, purge the Debian packages (root)
-#   hardening fuzz targets briefly, soak through saslgated, storage faults
-#             (scripts/fuzz-brief.sh, scripts/soak.sh, scripts/faults.sh)
+#   valgrind  the plugin's C entry points (fake libsasl2 caller) and the C ABI
+#             under valgrind                                   (scripts/valgrind-ffi.sh)
+#   fuzz, soak, faults  every fuzz target briefly, 100,000 requests through
+#             saslgated, storage faults under load (scripts/fuzz-brief.sh,
+#             scripts/soak.sh, scripts/faults.sh; doc/hardening.md)
 # Environment: CARGO_TARGET_DIR is honoured; ONLY="cargo c-tests" runs a subset.
 # The last line is "test-all: N passed, N failed" (suites); exit 1 if any failed.
 set -uo pipefail
@@ -50,6 +53,7 @@ suite cargo cargo test --release
 suite c-tests c-tests/run.sh
 suite e2e tests/e2e/run.sh
 suite deb tests/deb/run.sh
+suite valgrind optional scripts/valgrind-ffi.sh
 suite fuzz optional scripts/fuzz-brief.sh
 suite soak optional scripts/soak.sh
 suite faults optional scripts/faults.sh
