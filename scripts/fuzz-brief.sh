@@ -46,22 +46,23 @@ export CARGO_TARGET_DIR="$FUZZ_TARGET_DIR"
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 BIN="$FUZZ_TARGET_DIR/$TRIPLE/release"
 
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/saslgate-fuzz.XXXXXX")
+ARTIFACTS=${FUZZ_ARTIFACTS:-$WORK/artifacts}
+mkdir -p "$ARTIFACTS"
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+
 echo "fuzz-brief: building the fuzz targets (ASan, RUSTC_BOOTSTRAP=1, stable $(rustc --version | cut -d' ' -f2))"
 # shellcheck disable=SC2086
-RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir fuzz $TARGETS >/dev/null 2>"$FUZZ_TARGET_DIR.build.log" || {
+RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir fuzz $TARGETS >/dev/null 2>"$WORK/build.log" || {
     # cargo fuzz build takes one target or all of them.
-    RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir fuzz 2>"$FUZZ_TARGET_DIR.build.log" || {
-        tail -30 "$FUZZ_TARGET_DIR.build.log" >&2
+    RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir fuzz 2>"$WORK/build.log" || {
+        tail -30 "$WORK/build.log" >&2
         echo "fuzz-brief: FAIL: build failed" >&2
         exit 1
     }
 }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/saslgate-fuzz.XXXXXX")
-ARTIFACTS=${FUZZ_ARTIFACTS:-$WORK/artifacts}
-mkdir -p "$ARTIFACTS"
-cleanup() { rm -rf "$WORK/corpus"; }
-trap cleanup EXIT
 
 # The bundled SQLite is C compiled by the cc crate inside the instrumented build;
 # ASan's ODR check reports its static tables (e.g. `aiOff`) as a false
@@ -95,7 +96,7 @@ for t in $TARGETS; do
         echo "fuzz-brief: FAIL: $t found a problem; inputs in $ARTIFACTS/$t, log $log" >&2
         echo "fuzz-brief: copy them to fuzz/regressions/$t/ and fix the bug" >&2
         failed="$failed $t"
-        trap - EXIT # keep the logs
+        trap - EXIT # keep the logs and inputs
     fi
 done
 
