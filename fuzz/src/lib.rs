@@ -184,7 +184,7 @@ pub fn fixture() -> &'static Fixture {
             r#"
             bcrypt_cost = 4
             cache_ttl = "30s"
-            audit_retention = "1h"
+            audit_retention = "30s"
             flush_interval = "1s"
             [throttle]
             address_failures = 40
@@ -198,6 +198,7 @@ pub fn fixture() -> &'static Fixture {
         )
         .expect("fixture config");
         config.db = dir.path().join("fuzz.db");
+        remove_at_exit(dir.path());
         let mut s = Store::create(&config).expect("create fixture db");
         let pw = |p: &[u8]| SecretBytes::from_slice(p);
         s.add_account("alice", "default").unwrap();
@@ -236,6 +237,24 @@ pub fn fixture() -> &'static Fixture {
             used_steps: Mutex::new(HashSet::new()),
         }
     })
+}
+
+/// The fixture lives in a `static` (never dropped), so its temp dir is removed
+/// by an exit handler (libFuzzer and the test harness both end with `exit`).
+fn remove_at_exit(dir: &std::path::Path) {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    extern "C" fn cleanup() {
+        if let Some(d) = DIR.get() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    extern "C" {
+        fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+    }
+    if DIR.set(dir.to_path_buf()).is_ok() {
+        // SAFETY: registers a plain function; it only removes a directory.
+        unsafe { atexit(cleanup) };
+    }
 }
 
 /// Replaces the placeholders `@APP@`, `@RAPP@`, `@CODEn@` (n = 0..9) and `@TOTP@`
