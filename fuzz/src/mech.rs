@@ -54,7 +54,10 @@ unsafe extern "C" fn fake_checkpass(
     // bytes may contain a NUL themselves: stock LOGIN hands such a password on
     // unchanged, and so does the plugin's stock path; found by this target.)
     let terminated = unsafe { *pass.add(passlen as usize) == 0 };
-    assert!(terminated, "checkpass password not NUL-terminated at passlen");
+    assert!(
+        terminated,
+        "checkpass password not NUL-terminated at passlen"
+    );
     sys::SASL_BADAUTH
 }
 
