@@ -13,8 +13,10 @@ if ! command -v valgrind >/dev/null 2>&1; then
     exit 1
 fi
 bins() {
+    # Only test harness artifacts (profile test=true): building an integration test
+    # also builds the crate's binaries, whose lines must not be picked.
     cargo test --release "$@" --no-run --message-format=json 2>/dev/null |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+        grep '"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
 }
 echo "valgrind-ffi: building the test binaries (release, debug info)"
 LIB=$(bins --lib)
