@@ -13,10 +13,14 @@ if ! command -v valgrind >/dev/null 2>&1; then
     exit 1
 fi
 bins() {
-    # Only test harness artifacts (profile test=true): building an integration test
+    # Only test-harness artifacts (profile.test): building an integration test
     # also builds the crate's binaries, whose lines must not be picked.
     cargo test --release "$@" --no-run --message-format=json 2>/dev/null |
-        grep '"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])' | tail -1
 }
 echo "valgrind-ffi: building the test binaries (release, debug info)"
 LIB=$(bins --lib)
