@@ -881,6 +881,32 @@ unsafe extern "C" fn auxprop_free(glob_context: *mut c_void, _utils: *const sys:
     })
 }
 
+/// The arguments both auxprop entry points get, NULL-checked: our instance, the
+/// connection's server params, and the user name bytes. `None` if any is NULL.
+///
+/// # Safety
+/// Non-NULL pointers must be what libsasl2 passes: `glob_context` our `AuxInstance`
+/// (alive until `auxprop_free`), `sparams` this connection's params, `user` pointing to
+/// `ulen` bytes (or NUL-terminated when `ulen` is 0), all valid for `'a`.
+unsafe fn aux_args<'a>(
+    glob_context: *mut c_void,
+    sparams: *mut sys::sasl_server_params_t,
+    user: *const c_char,
+    ulen: c_uint,
+) -> Option<(&'a AuxInstance, &'a sys::sasl_server_params_t, &'a [u8])> {
+    if glob_context.is_null() || sparams.is_null() || user.is_null() {
+        return None;
+    }
+    // SAFETY: checked for NULL above; validity is the caller's contract.
+    unsafe {
+        Some((
+            &*glob_context.cast::<AuxInstance>(),
+            &*sparams,
+            opt_bytes(user, ulen).unwrap_or_default(),
+        ))
+    }
+}
+
 unsafe extern "C" fn auxprop_lookup(
     glob_context: *mut c_void,
     sparams: *mut sys::sasl_server_params_t,
@@ -894,23 +920,18 @@ unsafe extern "C" fn auxprop_lookup(
         // SAFETY: utils is NULL or valid.
         |msg| unsafe { panic_log(utils, "auxprop_lookup", msg) },
         || {
-            if glob_context.is_null() || sparams.is_null() || utils.is_null() || user.is_null() {
+            // SAFETY: the pointers are what libsasl2 passes to auxprop_lookup.
+            let Some((inst, sp, login)) = (unsafe { aux_args(glob_context, sparams, user, ulen) })
+            else {
+                return BADPARAM;
+            };
+            if utils.is_null() {
                 return BADPARAM;
             }
             if in_own_mech() {
                 // saslgate's PLAIN/LOGIN decided already (policy included).
                 return NOMECH;
             }
-            // SAFETY: checked for NULL; glob_context is our AuxInstance (alive until
-            // auxprop_free), sparams is libsasl2's for this connection, and user points
-            // to ulen bytes (or is NUL-terminated when ulen is 0).
-            let (inst, sp, login) = unsafe {
-                (
-                    &*glob_context.cast::<AuxInstance>(),
-                    &*sparams,
-                    opt_bytes(user, ulen).unwrap_or_default(),
-                )
-            };
             // SAFETY: utils valid.
             let options = unsafe { Options::read(utils) };
             if !options.enabled() {
@@ -985,17 +1006,14 @@ unsafe extern "C" fn auxprop_store(
                 // "Is storing supported?": yes.
                 return OK;
             }
-            if glob_context.is_null() || sparams.is_null() || utils.is_null() || user.is_null() {
+            // SAFETY: the pointers are what libsasl2 passes to auxprop_store.
+            let Some((inst, sp, name)) = (unsafe { aux_args(glob_context, sparams, user, ulen) })
+            else {
+                return BADPARAM;
+            };
+            if utils.is_null() {
                 return BADPARAM;
             }
-            // SAFETY: checked for NULL; as in auxprop_lookup.
-            let (inst, sp, name) = unsafe {
-                (
-                    &*glob_context.cast::<AuxInstance>(),
-                    &*sparams,
-                    opt_bytes(user, ulen).unwrap_or_default(),
-                )
-            };
             // SAFETY: utils valid.
             let options = unsafe { Options::read(utils) };
             let step = Step { sp, utils };
