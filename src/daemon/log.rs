@@ -3,7 +3,8 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 const RETRY: Duration = Duration::from_secs(5);
@@ -19,16 +20,21 @@ pub enum Level {
     Debug = 7,
 }
 
+/// The `/dev/log` socket, shared by the workers. Sending on a datagram socket
+/// needs no lock of ours: the hot path takes only a read lock (no waiting
+/// between workers); reconnecting takes the write lock.
 struct Syslog {
-    sock: Option<UnixDatagram>,
-    /// Last failed connect: retried at most every few seconds, so that a host
-    /// without a syslog daemon does not pay two failing syscalls per line.
-    failed_at: Option<Instant>,
+    sock: RwLock<Option<UnixDatagram>>,
+    /// Last failed connect, in ms after `base` plus one (0: none). Retried at
+    /// most every few seconds, so that a host without a syslog daemon does not
+    /// pay two failing syscalls per line. Atomic: checked on every line.
+    failed_at: AtomicU64,
+    base: Instant,
 }
 
 pub struct Logger {
     /// `None`: stderr.
-    syslog: Option<Mutex<Syslog>>,
+    syslog: Option<Syslog>,
     debug: bool,
     pid: u32,
 }
@@ -43,8 +49,16 @@ impl Logger {
             None
         } else {
             let sock = connect();
-            let failed_at = sock.is_none().then(Instant::now);
-            Some(Mutex::new(Syslog { sock, failed_at }))
+            let syslog = Syslog {
+                failed_at: AtomicU64::new(0),
+                base: Instant::now(),
+                sock: RwLock::new(None),
+            };
+            if sock.is_none() {
+                syslog.mark_failed();
+            }
+            *syslog.sock.write().unwrap_or_else(|p| p.into_inner()) = sock;
+            Some(syslog)
         };
         Logger {
             syslog,
@@ -61,38 +75,21 @@ impl Logger {
         if level == Level::Debug && !self.debug {
             return;
         }
-        if let Some(slot) = &self.syslog {
+        if let Some(syslog) = &self.syslog {
             let line = format!(
                 "<{}>saslgated[{}]: {}",
                 FACILITY_AUTH * 8 + level as u8,
                 self.pid,
                 msg
             );
-            let mut guard = match slot.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            if let Some(sock) = guard.sock.as_ref() {
-                if sock.send(line.as_bytes()).is_ok() {
-                    return;
-                }
-                guard.sock = None; // syslog daemon restarted: reconnect below
-                guard.failed_at = None;
-            }
-            if guard.failed_at.map_or(true, |t| t.elapsed() >= RETRY) {
-                guard.sock = connect();
-                if let Some(sock) = guard.sock.as_ref() {
-                    if sock.send(line.as_bytes()).is_ok() {
-                        guard.failed_at = None;
-                        return;
-                    }
-                }
-                guard.sock = None;
-                guard.failed_at = Some(Instant::now());
+            if syslog.send(line.as_bytes()) {
+                return;
             }
         }
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "saslgated[{}]: {}", self.pid, msg);
+        // One write per line: stderr is unbuffered, and a line written in pieces
+        // costs a syscall per piece and can interleave with another worker's.
+        let line = format!("saslgated[{}]: {}\n", self.pid, msg);
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     pub fn info(&self, msg: &str) {
@@ -109,6 +106,46 @@ impl Logger {
     }
     pub fn debug(&self, msg: &str) {
         self.log(Level::Debug, msg)
+    }
+}
+
+impl Syslog {
+    /// Sends one line; false when no syslog daemon takes it (the caller falls
+    /// back to stderr).
+    fn send(&self, line: &[u8]) -> bool {
+        {
+            let sock = self.sock.read().unwrap_or_else(|p| p.into_inner());
+            match sock.as_ref() {
+                Some(s) if s.send(line).is_ok() => return true,
+                Some(_) => {} // syslog daemon restarted: reconnect below
+                None if self.failed_recently() => return false,
+                None => {}
+            }
+        }
+        let mut sock = self.sock.write().unwrap_or_else(|p| p.into_inner());
+        *sock = connect();
+        if let Some(s) = sock.as_ref() {
+            if s.send(line).is_ok() {
+                self.failed_at.store(0, Ordering::Relaxed);
+                return true;
+            }
+        }
+        *sock = None;
+        self.mark_failed();
+        false
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    fn mark_failed(&self) {
+        self.failed_at.store(self.now_ms() + 1, Ordering::Relaxed);
+    }
+
+    fn failed_recently(&self) -> bool {
+        let at = self.failed_at.load(Ordering::Relaxed);
+        at != 0 && self.now_ms() + 1 - at < RETRY.as_millis() as u64
     }
 }
 

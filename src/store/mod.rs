@@ -157,7 +157,8 @@ impl Store {
     /// Starts a read transaction (a no-op inside one).
     pub(crate) fn begin_read(&self) -> Result<()> {
         if self.conn.is_autocommit() {
-            self.conn.execute_batch("BEGIN DEFERRED")?;
+            // Cached like the lookups: execute_batch would re-parse it every time.
+            self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
         }
         Ok(())
     }
@@ -167,7 +168,7 @@ impl Store {
     /// SQLITE_BUSY_SNAPSHOT instead of waiting for the lock.
     pub(crate) fn end_read(&self) -> Result<()> {
         if !self.conn.is_autocommit() {
-            self.conn.execute_batch("COMMIT")?;
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
         }
         Ok(())
     }
