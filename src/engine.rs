@@ -7,6 +7,7 @@ use crate::cache::PositiveCache;
 use crate::config::Config;
 use crate::crypto::{bcrypt_verify, canonical_generated, HashCounter, APP_PASSWORD_LEN, CODE_LEN};
 use crate::names;
+use crate::snapshot::{AccountView, Snapshot};
 use crate::store::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use crate::store::Store;
 use crate::throttle::{self, Keys};
@@ -140,6 +141,8 @@ pub struct Stats {
     /// bcrypt hashes computed (rehash on login, dummy hash set-up).
     pub hashes_created: u64,
     pub cache_hits: u64,
+    /// App passwords accepted by the fast path (account data from the snapshot).
+    pub fast_accepts: u64,
     pub decisions: u64,
 }
 
@@ -151,10 +154,13 @@ pub struct Gate {
     pool: Mutex<Pool>,
     counter: HashCounter,
     cache: Option<PositiveCache>,
+    /// Login data of recent accounts for the app-password fast path.
+    snapshot: Snapshot,
     buffer: Mutex<audit::Buffer>,
     dummy_hash: OnceLock<Option<String>>,
     decisions: AtomicU64,
     cache_hits: AtomicU64,
+    fast_accepts: AtomicU64,
 }
 
 /// Idle connections, owned by the process that opened them.
@@ -199,10 +205,12 @@ impl Gate {
                 file_id: None,
             }),
             counter: HashCounter::default(),
+            snapshot: Snapshot::default(),
             buffer: Mutex::new(audit::Buffer::new(now())),
             dummy_hash: OnceLock::new(),
             decisions: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
+            fast_accepts: AtomicU64::new(0),
         }
     }
 
@@ -223,6 +231,7 @@ impl Gate {
             slow_hashes: self.counter.verifies.load(Ordering::Relaxed),
             hashes_created: self.counter.creates.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            fast_accepts: self.fast_accepts.load(Ordering::Relaxed),
             decisions: self.decisions.load(Ordering::Relaxed),
         }
     }
@@ -235,9 +244,23 @@ impl Gate {
         self.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` on a pooled connection inside one read transaction (one snapshot,
+    /// one set of WAL locks instead of one per statement; writes end it first).
+    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> crate::Result<T>) -> crate::Result<T> {
+        self.with_connection(|store| {
+            store.begin_read()?;
+            let v = f(store)?;
+            store.end_read()?;
+            Ok(v)
+        })
+    }
+
     /// Runs `f` on a pooled connection. A connection that failed is dropped (the
     /// next call reopens, so a repaired database is picked up without a restart).
-    fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> crate::Result<T>) -> crate::Result<T> {
+    fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> crate::Result<T>,
+    ) -> crate::Result<T> {
         let pid = std::process::id();
         let current = file_id(&self.config.db);
         let taken = {
@@ -250,10 +273,12 @@ impl Gate {
                 }
                 pool.pid = pid;
                 self.lock_buffer().forget();
+                self.snapshot.clear();
             }
             if pool.file_id != current {
                 pool.idle.clear();
                 pool.file_id = current;
+                self.snapshot.clear();
             }
             pool.idle.pop()
         };
@@ -261,10 +286,7 @@ impl Gate {
             Some(s) => s,
             None => Store::open(&self.config)?,
         };
-        // One read transaction for the lookups of a decision (one snapshot, one set
-        // of WAL locks instead of one per statement); writes end it first.
-        let out = store.begin_read().and_then(|()| f(&mut store));
-        let out = out.and_then(|v| store.end_read().map(|()| v));
+        let out = f(&mut store);
         if out.is_ok() {
             let mut pool = self.lock_pool();
             if pool.pid == pid && pool.file_id == current && pool.idle.len() < MAX_IDLE {
@@ -317,13 +339,117 @@ impl Gate {
             Ok(i) => i,
             Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
         };
-        let result = self.with_store(|store| self.decide_with(store, &input, req.password, now));
+        let result = self.with_connection(|store| {
+            if let Some(d) = self.fast_accept(store, &input, req.password, now)? {
+                return Ok(d);
+            }
+            store.begin_read()?;
+            let d = self.decide_with(store, &input, req.password, now)?;
+            store.end_read()?;
+            Ok(d)
+        });
         match result {
             Ok(d) => d,
             Err(e) => Decision::Unavailable {
                 cause: e.to_string(),
             },
         }
+    }
+
+    /// The common case in one SQLite statement: a valid app password of an
+    /// account in the snapshot, allowed for the service, client not throttled.
+    /// `None` sends the request down the full path, which decides everything
+    /// else (every refusal included) from the database.
+    fn fast_accept(
+        &self,
+        store: &mut Store,
+        input: &Input,
+        password: &[u8],
+        now: i64,
+    ) -> crate::Result<Option<Decision>> {
+        let Some(canonical) = canonical_generated(password, APP_PASSWORD_LEN) else {
+            return Ok(None);
+        };
+        let Some((generation, view)) = self.snapshot.lookup(&input.candidates) else {
+            return Ok(None);
+        };
+        let lookup = store.app_lookup(view.id, canonical.as_bytes());
+        let Some(app) = view.apps.get(&lookup) else {
+            return Ok(None);
+        };
+        let usable = !view.disabled
+            && app.revoked.is_none()
+            && !app.expires.is_some_and(|e| e <= now)
+            && policy_rule(
+                &view.plan,
+                &input.service,
+                view.overrides.get(&input.service).copied(),
+                view.plan_services.as_deref(),
+                Some(app),
+                &self.config.restricted_services,
+            )
+            .is_none();
+        if !usable {
+            return Ok(None);
+        }
+        let keys = Keys::new(&view.name, input.addr);
+        let (current, throttle) = store.generation_and_throttle(&keys, now)?;
+        if current != generation {
+            self.snapshot.forget(generation);
+            return Ok(None);
+        }
+        let throttle::State::Open { has_account_rows } = throttle else {
+            return Ok(None);
+        };
+        let credential = Credential::AppPassword {
+            id: app.id,
+            label: app.label.clone(),
+        };
+        let used = Some(LastUse::AppPassword(app.id));
+        let decision = self.accept(
+            store,
+            input,
+            &view.name,
+            credential,
+            &keys,
+            has_account_rows,
+            used,
+            now,
+        )?;
+        self.fast_accepts.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(decision))
+    }
+
+    /// After the full path accepted an app password: keeps the account's login
+    /// data for the fast path. Runs inside the decision's read transaction, so
+    /// the data and the generation belong together.
+    fn remember_account(
+        &self,
+        store: &Store,
+        input: &Input,
+        acct: &AccountRow,
+    ) -> crate::Result<()> {
+        let generation = store.generation()?;
+        let not_accounts: Vec<String> = input
+            .candidates
+            .iter()
+            .take_while(|c| **c != acct.name)
+            .cloned()
+            .collect();
+        let view = AccountView {
+            id: acct.id,
+            name: acct.name.clone(),
+            plan: acct.plan.clone(),
+            disabled: acct.disabled,
+            plan_services: store.plan_services(&acct.plan)?,
+            overrides: store.service_overrides(acct.id)?.into_iter().collect(),
+            apps: store
+                .app_passwords_by_lookup(acct.id)?
+                .into_iter()
+                .collect(),
+        };
+        self.snapshot.remember(generation, &not_accounts, view);
+        Ok(())
     }
 
     fn refuse_bad_input(&self, req: &Request<'_>, detail: &str, now: i64) -> Decision {
@@ -511,6 +637,9 @@ impl Gate {
             );
         }
 
+        if app.is_some() {
+            self.remember_account(store, input, &acct)?;
+        }
         if let (Some(cache), Some((fp, generation, None)), true) = (&self.cache, cached, cacheable)
         {
             let valid_for = app
@@ -910,36 +1039,58 @@ pub fn policy_denial(
     service: &str,
     app: Option<&AppPasswordRow>,
 ) -> crate::Result<Option<String>> {
-    match store.service_override(acct.id, service)? {
-        Some(false) => return Ok(Some(format!("account override denies {service}"))),
+    let account_override = store.service_override(acct.id, service)?;
+    // The plan matters only without an override.
+    let plan_services = match account_override {
+        None => store.plan_services(&acct.plan)?,
+        Some(_) => None,
+    };
+    Ok(policy_rule(
+        &acct.plan,
+        service,
+        account_override,
+        plan_services.as_deref(),
+        app,
+        &store.config().restricted_services,
+    ))
+}
+
+/// Step 6 on data already read (from the database or the snapshot).
+/// `plan_services`: `None` if the plan does not exist; read only without an override.
+fn policy_rule(
+    plan: &str,
+    service: &str,
+    account_override: Option<bool>,
+    plan_services: Option<&[String]>,
+    app: Option<&AppPasswordRow>,
+    restricted: &[String],
+) -> Option<String> {
+    match account_override {
+        Some(false) => return Some(format!("account override denies {service}")),
         Some(true) => {}
-        None => match store.plan_services(&acct.plan)? {
-            None => return Ok(Some(format!("plan {:?} does not exist", acct.plan))),
-            Some(list) if !lists(&list, service) => {
-                return Ok(Some(format!(
-                    "plan {} does not include {service}",
-                    acct.plan
-                )))
+        None => match plan_services {
+            None => return Some(format!("plan {plan:?} does not exist")),
+            Some(list) if !lists(list, service) => {
+                return Some(format!("plan {plan} does not include {service}"))
             }
             Some(_) => {}
         },
     }
     if let Some(app) = app {
         if !app.services.is_empty() && !lists(&app.services, service) {
-            return Ok(Some(format!(
+            return Some(format!(
                 "app password {} is limited to {}",
                 app.id,
                 app.services.join(",")
-            )));
+            ));
         }
-        let restricted = &store.config().restricted_services;
         if app.restricted && !lists(restricted, service) {
-            return Ok(Some(format!(
+            return Some(format!(
                 "app password {} is restricted to {}",
                 app.id,
                 restricted.join(",")
-            )));
+            ));
         }
     }
-    Ok(None)
+    None
 }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod ffi;
 pub mod names;
 pub mod secret;
+pub mod snapshot;
 pub mod store;
 pub mod throttle;
 pub mod timefmt;

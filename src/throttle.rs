@@ -108,29 +108,79 @@ fn bump(
     Ok(failures)
 }
 
+/// The state from a request's rows (`(key, failures, blocked_until)`, any order).
+fn state_of(keys: &Keys, rows: &[(String, i64, i64)], now: i64) -> State {
+    let mut has_account_rows = false;
+    let mut retry_after = 0;
+    for (key, failures, blocked_until) in rows {
+        let is = |k: &Option<String>| k.as_deref() == Some(key.as_str());
+        if (is(&keys.address) || is(&keys.pair)) && *blocked_until > now {
+            retry_after = retry_after.max(blocked_until - now);
+        }
+        // Only the account's own rows: a success clears them, never the address's.
+        if (is(&keys.pair) || is(&keys.slow)) && *failures > 0 {
+            has_account_rows = true;
+        }
+    }
+    if retry_after > 0 {
+        State::Blocked { retry_after }
+    } else {
+        State::Open { has_account_rows }
+    }
+}
+
 impl Store {
     /// Reads the throttle state for a request's keys (no writes).
     pub fn throttle_state(&self, keys: &Keys, now: i64) -> Result<State> {
-        let mut has_account_rows = false;
-        let mut retry_after = 0;
-        for key in [&keys.address, &keys.pair].into_iter().flatten() {
+        let mut rows = Vec::new();
+        for key in [&keys.address, &keys.pair, &keys.slow]
+            .into_iter()
+            .flatten()
+        {
             if let Some(r) = read_row(&self.conn, key)? {
-                if r.blocked_until > now {
-                    retry_after = retry_after.max(r.blocked_until - now);
-                }
-                if key.starts_with("p:") && r.failures > 0 {
-                    has_account_rows = true;
-                }
+                rows.push((key.clone(), r.failures, r.blocked_until));
             }
         }
-        if let Some(key) = &keys.slow {
-            has_account_rows = read_row(&self.conn, key)?.is_some_and(|r| r.failures > 0);
+        Ok(state_of(keys, &rows, now))
+    }
+
+    /// The database generation and the throttle state, read by one statement (so
+    /// from one snapshot of the database, without an explicit transaction): what
+    /// the engine's fast path needs to know is current.
+    pub fn generation_and_throttle(&self, keys: &Keys, now: i64) -> Result<(i64, State)> {
+        let (first, second) = match (&keys.slow, &keys.address, &keys.pair) {
+            (Some(s), _, _) => (Some(s), None),
+            (None, a, p) => (a.as_ref(), p.as_ref()),
+        };
+        // Scalar point lookups only: an `IN (?1, ?2)` list or a join would build a
+        // temporary b-tree on every call, costing more than the lookups themselves.
+        let mut st = self.conn.prepare_cached(
+            "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'),
+                    (SELECT failures FROM throttle WHERE key = ?1),
+                    (SELECT blocked_until FROM throttle WHERE key = ?1),
+                    (SELECT failures FROM throttle WHERE key = ?2),
+                    (SELECT blocked_until FROM throttle WHERE key = ?2)",
+        )?;
+        let (generation, row1, row2) = st.query_row(params![first, second], |r| {
+            let row = |f: usize| -> rusqlite::Result<Option<(i64, i64)>> {
+                Ok(
+                    match (r.get::<_, Option<i64>>(f)?, r.get::<_, Option<i64>>(f + 1)?) {
+                        (Some(failures), Some(blocked_until)) => Some((failures, blocked_until)),
+                        _ => None,
+                    },
+                )
+            };
+            Ok((r.get::<_, Option<i64>>(0)?, row(1)?, row(3)?))
+        })?;
+        let mut rows = Vec::new();
+        for (key, row) in [(first, row1), (second, row2)] {
+            if let (Some(key), Some((failures, blocked_until))) = (key, row) {
+                rows.push((key.clone(), failures, blocked_until));
+            }
         }
-        Ok(if retry_after > 0 {
-            State::Blocked { retry_after }
-        } else {
-            State::Open { has_account_rows }
-        })
+        let generation =
+            generation.ok_or_else(|| crate::Error::Storage("database has no generation".into()))?;
+        Ok((generation, state_of(keys, &rows, now)))
     }
 
     /// Records a credential failure (and its audit record) in one transaction.

@@ -602,3 +602,140 @@ fn policy_check_for_other_mechanisms() {
     );
     assert_eq!(g.stats().slow_hashes, 0);
 }
+
+/// The app-password fast path (account data held in memory, src/snapshot.rs)
+/// must follow every admin change made by another process at once, and leave
+/// every refusal to the full path.
+#[test]
+fn fast_path_follows_every_change() {
+    let f = Fixture::new();
+    f.user("hana", "pw-hana");
+    f.user("ivan", "pw-ivan");
+    let app = f.app_password("hana", &["imap", "smtp"], false, None);
+    let other = f.app_password("hana", &[], false, None);
+    let mut cfg = f.config.clone();
+    cfg.throttle_address.failures = 3;
+    let g = Gate::open(cfg).unwrap();
+    let fast = |g: &Gate| g.stats().fast_accepts;
+    let at = |pw: &'static str, ip: &'static str| Request {
+        client_addr: Some(ip.as_bytes()),
+        ..req("hana", pw, "imap")
+    };
+    let app: &'static str = Box::leak(app.into_boxed_str());
+    let other: &'static str = Box::leak(other.into_boxed_str());
+
+    // First login reads the database; the next ones take the fast path.
+    assert!(g.decide(&req("hana", app, "imap")).is_accepted());
+    assert_eq!(fast(&g), 0);
+    assert!(g.decide(&req("hana", app, "imap")).is_accepted());
+    assert!(g.decide(&req("HANA", app, "smtp")).is_accepted());
+    assert_eq!(fast(&g), 2);
+    // Out of the app password's scope, wrong password, other account: refused.
+    assert_eq!(
+        refused(&g.decide(&req("hana", app, "pop3"))),
+        Some(RefuseReason::NotAllowed)
+    );
+    assert_eq!(
+        refused(&g.decide(&req("ivan", app, "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
+    let mut wrong = app.as_bytes().to_vec();
+    wrong[0] = if wrong[0] == b'a' { b'b' } else { b'a' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    assert_eq!(
+        refused(&g.decide(&req("hana", &wrong, "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
+    assert_eq!(fast(&g), 2);
+
+    // Throttled: the right app password is refused like any other.
+    for pw in ["x", "y", "z"] {
+        g.decide(&at(pw, "203.0.113.7"));
+    }
+    assert_eq!(
+        refused(&g.decide(&at(app, "203.0.113.7"))),
+        Some(RefuseReason::Throttled)
+    );
+    assert!(g.decide(&at(app, "198.51.100.7")).is_accepted());
+
+    // Each admin change (from another connection, as the CLI makes them) is
+    // seen by the very next login.
+    let mut s = f.store();
+    let before = fast(&g);
+    s.set_service_override("hana", "imap", Some(false)).unwrap();
+    assert_eq!(
+        refused(&g.decide(&req("hana", app, "imap"))),
+        Some(RefuseReason::NotAllowed)
+    );
+    s.set_service_override("hana", "imap", None).unwrap();
+    assert!(g.decide(&req("hana", app, "imap")).is_accepted());
+    assert!(g.decide(&req("hana", app, "imap")).is_accepted());
+    s.set_disabled("hana", true).unwrap();
+    assert_eq!(
+        refused(&g.decide(&req("hana", app, "imap"))),
+        Some(RefuseReason::Disabled)
+    );
+    s.set_disabled("hana", false).unwrap();
+    assert!(g.decide(&req("hana", app, "imap")).is_accepted());
+    s.set_plan_services("smtponly", &["smtp".into()]).unwrap();
+    s.set_plan("hana", "smtponly").unwrap();
+    assert_eq!(
+        refused(&g.decide(&req("hana", app, "imap"))),
+        Some(RefuseReason::NotAllowed)
+    );
+    assert!(g.decide(&req("hana", app, "smtp")).is_accepted());
+    s.set_plan("hana", "default").unwrap();
+    assert!(g.decide(&req("hana", other, "imap")).is_accepted());
+    assert!(g.decide(&req("hana", other, "imap")).is_accepted());
+    let id = s.list_app_passwords("hana").unwrap()[0].id;
+    s.revoke_app_password("hana", id).unwrap();
+    assert_eq!(
+        refused(&g.decide(&req("hana", app, "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
+    assert!(g.decide(&req("hana", other, "imap")).is_accepted());
+    assert!(
+        fast(&g) > before,
+        "the fast path was used between the changes"
+    );
+
+    // Deleted and made again under the same name: the old app passwords are gone.
+    s.delete_account("hana").unwrap();
+    s.add_account("hana", "default").unwrap();
+    assert_eq!(
+        refused(&g.decide(&req("hana", other, "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
+
+    // A realm login falling back to the plain account takes the fast path too.
+    let ivan = f.app_password("ivan", &[], false, None);
+    let with_realm = Request {
+        realm: Some(b"mail.example.org"),
+        ..req("ivan", &ivan, "imap")
+    };
+    assert!(g.decide(&with_realm).is_accepted());
+    let before = fast(&g);
+    assert!(g.decide(&with_realm).is_accepted());
+    assert_eq!(fast(&g), before + 1);
+}
+
+/// An app password that expires while its account sits in the fast path's
+/// snapshot is refused from that second on.
+#[test]
+fn fast_path_honours_expiry() {
+    let f = Fixture::new();
+    f.user("jon", "pw-jon");
+    let expires = saslgate::timefmt::now() + 2;
+    let app = f.app_password("jon", &[], false, Some(expires));
+    let g = f.gate();
+    assert!(g.decide(&req("jon", &app, "imap")).is_accepted());
+    assert!(g.decide(&req("jon", &app, "imap")).is_accepted());
+    assert_eq!(g.stats().fast_accepts, 1);
+    while saslgate::timefmt::now() < expires {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        refused(&g.decide(&req("jon", &app, "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
+}

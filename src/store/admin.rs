@@ -58,9 +58,12 @@ pub struct AuditEntry {
     pub credential: Option<String>,
 }
 
+/// A new random generation, not the old one plus one: a database restored in
+/// place from an older copy must never reach, by counting up, a number that a
+/// reader's in-memory data (engine snapshot, credential cache) belongs to.
 fn bump_generation(tx: &Transaction<'_>) -> Result<()> {
     tx.execute(
-        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'",
+        "UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'",
         [],
     )?;
     Ok(())

@@ -201,6 +201,41 @@ impl Store {
             .optional()?)
     }
 
+    /// Every app password of an account with its index key (for the engine's
+    /// in-memory snapshot of the account).
+    pub fn app_passwords_by_lookup(
+        &self,
+        account_id: i64,
+    ) -> Result<Vec<([u8; 32], AppPasswordRow)>> {
+        let sql = format!(
+            "SELECT {}, lookup FROM app_passwords WHERE account_id = ?1",
+            AppPasswordRow::COLUMNS
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map([account_id], |r| {
+            let lookup: Vec<u8> = r.get(7)?;
+            Ok((lookup, AppPasswordRow::from_row(r)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (lookup, app) = row?;
+            // A malformed key can match no password: leave it out.
+            if let Ok(key) = <[u8; 32]>::try_from(lookup.as_slice()) {
+                out.push((key, app));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every service override of an account.
+    pub fn service_overrides(&self, account_id: i64) -> Result<Vec<(String, bool)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT service, allow FROM service_overrides WHERE account_id = ?1")?;
+        let rows = st.query_map([account_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// `None` if the plan does not exist.
     pub fn plan_services(&self, plan: &str) -> Result<Option<Vec<String>>> {
         Ok(self

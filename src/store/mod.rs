@@ -144,7 +144,7 @@ impl Store {
         &self.config
     }
 
-    /// The generation counter: bumped by every admin change.
+    /// The generation: a new (random) value after every admin change.
     pub fn generation(&self) -> Result<i64> {
         Ok(self
             .conn

@@ -1,0 +1,152 @@
+//! The login data of recently seen accounts, held in memory so that accepting an
+//! app password costs one SQLite statement instead of seven (see
+//! `Gate::fast_accept` in engine.rs).
+//!
+//! Never stale: an entry belongs to the database generation it was read at, and
+//! every use reads the current generation in the same statement as the throttle
+//! rows. If they differ the whole snapshot is dropped and the request takes the
+//! full path. Every admin change sets a new generation (store/admin.rs). What
+//! logins change themselves (TOTP steps, one-time codes, hash upgrades, last-use
+//! stamps) is not kept here.
+//!
+//! Not a credential cache: no verification result is kept; the app password is
+//! checked against its stored keyed hash on every request, and refusals always
+//! take the full path.
+
+use crate::store::login::AppPasswordRow;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Accounts kept at most; the snapshot starts over when full.
+const MAX_ACCOUNTS: usize = 10_000;
+
+/// What the fast path needs to know about one account.
+#[derive(Debug)]
+pub struct AccountView {
+    pub id: i64,
+    pub name: String,
+    pub plan: String,
+    pub disabled: bool,
+    /// `None`: the plan does not exist.
+    pub plan_services: Option<Vec<String>>,
+    pub overrides: HashMap<String, bool>,
+    /// App passwords by their index key (HMAC of account id and password).
+    pub apps: HashMap<[u8; 32], AppPasswordRow>,
+}
+
+#[derive(Default)]
+struct Inner {
+    generation: Option<i64>,
+    /// Login names: `Some` an account, `None` known not to be one (so that
+    /// `alice@realm` falling back to `alice` needs no lookup either).
+    by_name: HashMap<String, Option<Arc<AccountView>>>,
+}
+
+#[derive(Default)]
+pub struct Snapshot {
+    inner: RwLock<Inner>,
+}
+
+impl Snapshot {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The account the first known candidate name resolves to, with the
+    /// generation it was read at. `None` when a candidate is not known here
+    /// (only the database can say).
+    pub fn lookup(&self, candidates: &[String]) -> Option<(i64, Arc<AccountView>)> {
+        let inner = self.read();
+        let generation = inner.generation?;
+        for name in candidates {
+            if let Some(view) = inner.by_name.get(name)? {
+                return Some((generation, view.clone()));
+            }
+        }
+        None
+    }
+
+    /// Keeps `view`, read at `generation`, and the candidate names tried before
+    /// it that are not accounts. A different generation replaces everything.
+    pub fn remember(&self, generation: i64, not_accounts: &[String], view: AccountView) {
+        let mut inner = self.write();
+        if inner.generation != Some(generation) || inner.by_name.len() >= MAX_ACCOUNTS {
+            inner.by_name.clear();
+            inner.generation = Some(generation);
+        }
+        for name in not_accounts {
+            inner.by_name.insert(name.clone(), None);
+        }
+        inner
+            .by_name
+            .insert(view.name.clone(), Some(Arc::new(view)));
+    }
+
+    /// Drops everything read at `generation` (the database has moved on).
+    pub fn forget(&self, generation: i64) {
+        let mut inner = self.write();
+        if inner.generation == Some(generation) {
+            inner.by_name.clear();
+            inner.generation = None;
+        }
+    }
+
+    /// Drops everything (database file replaced, process forked).
+    pub fn clear(&self) {
+        let mut inner = self.write();
+        inner.by_name.clear();
+        inner.generation = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: i64, name: &str) -> AccountView {
+        AccountView {
+            id,
+            name: name.into(),
+            plan: "default".into(),
+            disabled: false,
+            plan_services: Some(vec!["*".into()]),
+            overrides: HashMap::new(),
+            apps: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn unknown_names_go_to_the_database() {
+        let s = Snapshot::default();
+        assert!(s.lookup(&["alice".into()]).is_none());
+        s.remember(7, &["alice@example.org".into()], view(1, "alice"));
+        let (g, v) = s
+            .lookup(&["alice@example.org".into(), "alice".into()])
+            .unwrap();
+        assert_eq!((g, v.id), (7, 1));
+        // A candidate never looked up: unknown, even if a later one is known.
+        assert!(s
+            .lookup(&["alice@other.org".into(), "alice".into()])
+            .is_none());
+    }
+
+    #[test]
+    fn a_new_generation_replaces_everything() {
+        let s = Snapshot::default();
+        s.remember(7, &[], view(1, "alice"));
+        s.remember(8, &[], view(2, "bob"));
+        assert!(s.lookup(&["alice".into()]).is_none());
+        assert_eq!(s.lookup(&["bob".into()]).unwrap().0, 8);
+        s.forget(7); // not the current one: nothing happens
+        assert!(s.lookup(&["bob".into()]).is_some());
+        s.forget(8);
+        assert!(s.lookup(&["bob".into()]).is_none());
+        s.remember(9, &[], view(2, "bob"));
+        s.clear();
+        assert!(s.lookup(&["bob".into()]).is_none());
+    }
+}
