@@ -244,15 +244,9 @@ impl Gate {
         self.buffer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on a pooled connection inside one read transaction (one snapshot,
-    /// one set of WAL locks instead of one per statement; writes end it first).
+    /// Runs `f` on a pooled connection inside one read transaction.
     fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> crate::Result<T>) -> crate::Result<T> {
-        self.with_connection(|store| {
-            store.begin_read()?;
-            let v = f(store)?;
-            store.end_read()?;
-            Ok(v)
-        })
+        self.with_connection(|store| in_read(store, f))
     }
 
     /// Runs `f` on a pooled connection. A connection that failed is dropped (the
@@ -340,13 +334,10 @@ impl Gate {
             Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
         };
         let result = self.with_connection(|store| {
-            if let Some(d) = self.fast_accept(store, &input, req.password, now)? {
-                return Ok(d);
+            match self.fast_accept(store, &input, req.password, now)? {
+                Some(d) => Ok(d),
+                None => in_read(store, |s| self.decide_with(s, &input, req.password, now)),
             }
-            store.begin_read()?;
-            let d = self.decide_with(store, &input, req.password, now)?;
-            store.end_read()?;
-            Ok(d)
         });
         match result {
             Ok(d) => d,
@@ -969,6 +960,18 @@ impl Drop for Gate {
             self.flush();
         }
     }
+}
+
+/// Runs `f` inside one read transaction (one snapshot, one set of WAL locks
+/// instead of one per statement; writes end it first).
+fn in_read<T>(
+    store: &mut Store,
+    f: impl FnOnce(&mut Store) -> crate::Result<T>,
+) -> crate::Result<T> {
+    store.begin_read()?;
+    let v = f(store)?;
+    store.end_read()?;
+    Ok(v)
 }
 
 enum SecondStep {
