@@ -141,6 +141,27 @@ struct Entry {
     state: State,
     deadline: Instant,
     registered: bool,
+    /// Bytes of the request read with `MSG_PEEK` and not yet consumed; taken
+    /// off the socket when the connection ends (see [`Worker::try_peeked`]).
+    unread: usize,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // Consume the peeked request before the socket closes: closing a UNIX
+        // socket with unread data makes the client's next read fail with
+        // ECONNRESET. They are queued already, so this never blocks.
+        let mut scratch = [0u8; 4096];
+        while self.unread > 0 {
+            let want = self.unread.min(scratch.len());
+            match (&self.stream).read(&mut scratch[..want]) {
+                Ok(n) if n > 0 => self.unread -= n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break,
+            }
+        }
+        scratch.zeroize();
+    }
 }
 
 /// A read buffer that leaves no copies of its contents behind.
@@ -375,6 +396,7 @@ impl Worker {
                         },
                         deadline,
                         registered: false,
+                        unread: 0,
                     };
                     self.conns.insert(t, entry);
                     // The request is usually there already: no epoll round trip then.
@@ -426,6 +448,15 @@ impl Worker {
             self.continue_write(t);
             return;
         }
+        let State::Reading { buf } = &mut entry.state else {
+            return;
+        };
+        if buf.0.is_empty() && self.try_peeked(t) {
+            return;
+        }
+        let Some(entry) = self.conns.get_mut(&t) else {
+            return;
+        };
         let State::Reading { buf } = &mut entry.state else {
             return;
         };
@@ -494,6 +525,41 @@ impl Worker {
                 self.answer(t, out, due);
             }
         }
+    }
+
+    /// The usual case: the whole request is already queued. Reads it with
+    /// `MSG_PEEK`, answers, and leaves consuming it to the end of the
+    /// connection. Why: taking the request off the socket signals "write space"
+    /// to the client, which sleeps in read() on that socket's wait queue, so a
+    /// consuming read costs the client a spurious wake-up (a context switch and
+    /// usually an inter-processor interrupt) per request; after the answer has
+    /// woken it, consuming wakes nobody. Returns false when the request is not
+    /// complete yet: the caller reads (consumes) as usual.
+    fn try_peeked(&mut self, t: usize) -> bool {
+        let Some(entry) = self.conns.get_mut(&t) else {
+            return false;
+        };
+        let limit = self.shared.settings.field_limit;
+        let mut chunk = [0u8; 4096];
+        let peeked = sys::recv_peek(entry.stream.as_raw_fd(), &mut chunk);
+        let parsed = match peeked {
+            // A full chunk may have more behind it: the consuming path decides.
+            Ok(n) if n > 0 && n < chunk.len() => match protocol::parse(&chunk[..n], limit) {
+                Parse::Complete(req) => Some((n, req)),
+                _ => None,
+            },
+            _ => None,
+        };
+        chunk.zeroize();
+        let Some((n, req)) = parsed else {
+            return false;
+        };
+        entry.unread = n;
+        let accepted = entry.accepted;
+        let (out, delay) = decide(&self.shared, &req);
+        drop(req); // wipes the password
+        self.answer(t, out, accepted + delay);
+        true
     }
 
     /// Answers now (closing when it all fits) or at `due`.

@@ -139,3 +139,23 @@ pub fn epoll_del(epfd: RawFd, fd: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Copies what a socket has queued into `buf` without consuming it
+/// (`MSG_PEEK`), never blocking. Returns the number of bytes copied.
+pub fn recv_peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: recv writes at most `buf.len()` bytes into memory we own and hold
+    // mutably for the call; `fd` is the caller's open socket.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
