@@ -151,16 +151,24 @@ impl Drop for Entry {
         // Consume the peeked request before the socket closes: closing a UNIX
         // socket with unread data makes the client's next read fail with
         // ECONNRESET. They are queued already, so this never blocks.
+        if self.unread == 0 {
+            return;
+        }
         let mut scratch = [0u8; 4096];
+        let mut used = 0;
         while self.unread > 0 {
             let want = self.unread.min(scratch.len());
             match (&self.stream).read(&mut scratch[..want]) {
-                Ok(n) if n > 0 => self.unread -= n,
+                Ok(n) if n > 0 => {
+                    self.unread -= n;
+                    used = used.max(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 _ => break,
             }
         }
-        scratch.zeroize();
+        // Only what was written to: wiping all 4 KiB costs more than the read.
+        scratch[..used].zeroize();
     }
 }
 
@@ -463,6 +471,7 @@ impl Worker {
         let limit = self.shared.settings.field_limit;
         let cap = protocol::max_frame(limit) + 1;
         let mut chunk = [0u8; 4096];
+        let mut used = 0;
         let mut eof = false;
         let mut failed = false;
         while buf.0.len() < cap {
@@ -473,6 +482,7 @@ impl Worker {
                     break;
                 }
                 Ok(n) => {
+                    used = used.max(n);
                     buf.extend(&chunk[..n]);
                     // A UNIX stream read returns everything queued up to the size
                     // asked for, so a short read means nothing more is waiting:
@@ -489,7 +499,7 @@ impl Worker {
                 }
             }
         }
-        chunk.zeroize();
+        chunk[..used].zeroize();
         if failed {
             self.close(t);
             return;
@@ -542,6 +552,7 @@ impl Worker {
         let limit = self.shared.settings.field_limit;
         let mut chunk = [0u8; 4096];
         let peeked = sys::recv_peek(entry.stream.as_raw_fd(), &mut chunk);
+        let copied = *peeked.as_ref().unwrap_or(&0);
         let parsed = match peeked {
             // A full chunk may have more behind it: the consuming path decides.
             Ok(n) if n > 0 && n < chunk.len() => match protocol::parse(&chunk[..n], limit) {
@@ -550,7 +561,8 @@ impl Worker {
             },
             _ => None,
         };
-        chunk.zeroize();
+        let copied = copied.min(chunk.len());
+        chunk[..copied].zeroize();
         let Some((n, req)) = parsed else {
             return false;
         };
