@@ -10,6 +10,9 @@ use std::collections::HashMap;
 const MAX_BUFFERED: usize = 10_000;
 /// Flush early once this many successes are waiting.
 const FLUSH_AT: usize = 256;
+/// With a background flusher (`Gate::with_background_flush`): past this many
+/// waiting records a login writes the batch itself.
+pub const BACKGROUND_MAX: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct Buffer {
@@ -50,6 +53,11 @@ impl Buffer {
     pub fn due(&self, now: i64, interval_secs: i64) -> bool {
         let waiting = !self.records.is_empty() || !self.last_use.is_empty();
         waiting && (now - self.last_flush >= interval_secs || self.records.len() >= FLUSH_AT)
+    }
+
+    /// Records and last-use stamps waiting.
+    pub fn len(&self) -> usize {
+        self.records.len() + self.last_use.len()
     }
 
     pub fn is_empty(&self) -> bool {

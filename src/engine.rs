@@ -13,9 +13,9 @@ use crate::store::Store;
 use crate::throttle::{self, Keys};
 use crate::timefmt::now;
 use crate::totp;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One login attempt, as the faces receive it: raw bytes, validated here.
 #[derive(Debug, Clone, Copy, Default)]
@@ -161,6 +161,12 @@ pub struct Gate {
     decisions: AtomicU64,
     cache_hits: AtomicU64,
     fast_accepts: AtomicU64,
+    /// Check the process id on every use (see [`Gate::single_process`]).
+    fork_checks: bool,
+    /// See [`Gate::with_background_flush`].
+    background_flush: bool,
+    /// The last [`Gate::flush`] failed.
+    flush_failed: AtomicBool,
 }
 
 /// Idle connections, owned by the process that opened them.
@@ -170,7 +176,16 @@ struct Pool {
     /// Identity of the database file the idle connections were opened on: a file
     /// deleted or replaced under us must not keep being served from the old inode.
     file_id: Option<(u64, u64)>,
+    /// When `file_id` was last compared with the path.
+    checked_at: Option<Instant>,
+    /// Bumped when the file changed: a connection taken before goes unpooled.
+    epoch: u64,
 }
+
+/// How often the database path is checked for a deleted or replaced file. A
+/// `stat` per login cost ~3 % of the daemon's time; a tenth of a second is far
+/// below how fast an admin can tell whether a replaced file was noticed.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Idle connections kept at most.
 const MAX_IDLE: usize = 32;
@@ -203,6 +218,8 @@ impl Gate {
                 pid: std::process::id(),
                 idle: Vec::new(),
                 file_id: None,
+                checked_at: None,
+                epoch: 0,
             }),
             counter: HashCounter::default(),
             snapshot: Snapshot::default(),
@@ -211,6 +228,9 @@ impl Gate {
             decisions: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             fast_accepts: AtomicU64::new(0),
+            fork_checks: true,
+            background_flush: false,
+            flush_failed: AtomicBool::new(false),
         }
     }
 
@@ -255,11 +275,11 @@ impl Gate {
         &self,
         f: impl FnOnce(&mut Store) -> crate::Result<T>,
     ) -> crate::Result<T> {
-        let pid = std::process::id();
-        let current = file_id(&self.config.db);
-        let taken = {
+        // Fork safety costs a getpid() per use; see `Gate::single_process`.
+        let pid = self.fork_checks.then(std::process::id);
+        let (taken, epoch) = {
             let mut pool = self.lock_pool();
-            if pool.pid != pid {
+            if let Some(pid) = pid.filter(|p| *p != pool.pid) {
                 // Forked: the parent's connections (and its buffered records) are not ours.
                 // Leak them rather than close: closing could disturb the parent's locks.
                 for store in pool.idle.drain(..) {
@@ -269,12 +289,21 @@ impl Gate {
                 self.lock_buffer().forget();
                 self.snapshot.clear();
             }
-            if pool.file_id != current {
-                pool.idle.clear();
-                pool.file_id = current;
-                self.snapshot.clear();
+            let now = Instant::now();
+            if pool
+                .checked_at
+                .is_none_or(|t| now.duration_since(t) >= FILE_CHECK_INTERVAL)
+            {
+                pool.checked_at = Some(now);
+                let current = file_id(&self.config.db);
+                if pool.file_id != current {
+                    pool.idle.clear();
+                    pool.file_id = current;
+                    pool.epoch += 1;
+                    self.snapshot.clear();
+                }
             }
-            pool.idle.pop()
+            (pool.idle.pop(), pool.epoch)
         };
         let mut store = match taken {
             Some(s) => s,
@@ -283,11 +312,20 @@ impl Gate {
         let out = f(&mut store);
         if out.is_ok() {
             let mut pool = self.lock_pool();
-            if pool.pid == pid && pool.file_id == current && pool.idle.len() < MAX_IDLE {
+            let same_process = pid.is_none_or(|p| p == pool.pid);
+            if same_process && pool.epoch == epoch && pool.idle.len() < MAX_IDLE {
                 pool.idle.push(store);
             }
         }
         out
+    }
+
+    /// For a process that does not fork while the gate is alive (saslgated
+    /// opens its gate after detaching): skips the per-use fork check, a
+    /// `getpid()` syscall on every login.
+    pub fn single_process(mut self) -> Gate {
+        self.fork_checks = false;
+        self
     }
 
     /// A bcrypt hash of a random password at the configured cost, so an unknown
@@ -677,12 +715,19 @@ impl Gate {
             r.credential = Some(credential.to_string());
             r
         });
-        let due = {
+        let (due, waiting) = {
             let mut buf = self.lock_buffer();
             buf.push(record, used, now);
-            buf.due(now, self.config.flush_interval.as_secs() as i64)
+            let due = buf.due(now, self.config.flush_interval.as_secs() as i64);
+            (due, buf.len())
         };
-        if due {
+        // With a background flusher the login does not wait for the batch write,
+        // unless the flusher's last write failed or it has fallen behind.
+        let leave_to_flusher = self.background_flush
+            && !self.config.flush_interval.is_zero()
+            && !self.flush_failed.load(Ordering::Relaxed)
+            && waiting < audit::BACKGROUND_MAX;
+        if due && !leave_to_flusher {
             // Fail closed: if the trail cannot be written, this login is not accepted.
             self.flush_into(store, now)?;
         }
@@ -718,7 +763,20 @@ impl Gate {
         if self.lock_buffer().is_empty() {
             return;
         }
-        let _ = self.with_store(|s| self.flush_into(s, now()));
+        let written = self.with_store(|s| self.flush_into(s, now()));
+        self.flush_failed.store(written.is_err(), Ordering::Relaxed);
+    }
+
+    /// Lets the owner write the batched audit records and last-use stamps from
+    /// its own thread: it must then call [`Gate::flush`] regularly (saslgated:
+    /// every 0.1 s). Logins stop waiting for the batch writes (the writes were
+    /// behind the daemon's slowest 1 % of answers). Fail-closed still holds: after a failed
+    /// write, or with more than `audit::BACKGROUND_MAX` records waiting, the
+    /// login that finds the batch due writes it itself and answers
+    /// "unavailable" if it cannot.
+    pub fn with_background_flush(mut self) -> Gate {
+        self.background_flush = true;
+        self
     }
 
     fn check_credential(

@@ -539,6 +539,8 @@ fn broken_storage_is_unavailable() {
     let db = f.config.db.clone();
     let moved = f.path("moved.db");
     std::fs::rename(&db, &moved).unwrap();
+    // The path is checked at most every 0.1 s (engine::FILE_CHECK_INTERVAL).
+    std::thread::sleep(Duration::from_millis(150));
     unavailable(&g, "pw-mia");
     std::fs::rename(&moved, &db).unwrap();
     assert!(g.decide(&req("mia", "pw-mia", "imap")).is_accepted());

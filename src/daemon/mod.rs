@@ -122,8 +122,9 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
     }
     let db = cfg.db.clone();
     let cache_ttl = cfg.cache_ttl;
+    // Opened after detaching, and saslgated never forks again.
     let gate = match Gate::open(cfg) {
-        Ok(g) => g,
+        Ok(g) => g.single_process().with_background_flush(),
         Err(e) => {
             log.err(&format!("cannot start: {e}"));
             remove_socket();
@@ -220,7 +221,7 @@ fn reload(opts: &Options, shared: &Arc<server::Shared>) {
     socket::sd_notify("RELOADING=1");
     match opts.load_config().and_then(Gate::open) {
         Ok(gate) => {
-            shared.replace_gate(gate);
+            shared.replace_gate(gate.single_process().with_background_flush());
             shared.log.notice(&format!(
                 "SIGHUP: configuration reloaded from {}",
                 path.display()

@@ -45,6 +45,8 @@ const FIRST_CONN: usize = 2;
 /// must not sit on queued connections an idle worker could serve (the listener
 /// is level-triggered, so what is left wakes another worker).
 const ACCEPT_BATCH: usize = 1;
+/// How often the audit-flush thread writes the gate's batched records.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// Tunables from the command line.
 #[derive(Debug, Clone)]
@@ -268,6 +270,27 @@ impl Server {
                     }
                     return Err(e);
                 }
+            }
+        }
+        // The gate is made `with_background_flush` (mod.rs): audit batches are
+        // written here, not while a client waits.
+        let shared = self.shared.clone();
+        let flusher = std::thread::Builder::new()
+            .name("audit-flush".into())
+            .spawn(move || {
+                while !shared.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(FLUSH_EVERY);
+                    shared.gate().flush();
+                }
+            });
+        match flusher {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                self.shared.request_stop();
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(e);
             }
         }
         Ok(Running {
