@@ -36,7 +36,8 @@ pub struct Logger {
     /// `None`: stderr.
     syslog: Option<Syslog>,
     debug: bool,
-    pid: u32,
+    /// `saslgated[PID]: `, the start of every line.
+    tag: String,
 }
 
 const DEV_LOG: &str = "/dev/log";
@@ -63,7 +64,7 @@ impl Logger {
         Logger {
             syslog,
             debug,
-            pid: std::process::id(),
+            tag: format!("saslgated[{}]: ", std::process::id()),
         }
     }
 
@@ -75,20 +76,27 @@ impl Logger {
         if level == Level::Debug && !self.debug {
             return;
         }
+        // Lines are built by hand, not with format!: one allocation per line on
+        // the path of every decision.
         if let Some(syslog) = &self.syslog {
-            let line = format!(
-                "<{}>saslgated[{}]: {}",
-                FACILITY_AUTH * 8 + level as u8,
-                self.pid,
-                msg
-            );
-            if syslog.send(line.as_bytes()) {
-                return;
+            if syslog.available() {
+                let mut line = String::with_capacity(self.tag.len() + msg.len() + 5);
+                line.push('<');
+                line.push_str(&(FACILITY_AUTH * 8 + level as u8).to_string());
+                line.push('>');
+                line.push_str(&self.tag);
+                line.push_str(msg);
+                if syslog.send(line.as_bytes()) {
+                    return;
+                }
             }
         }
         // One write per line: stderr is unbuffered, and a line written in pieces
         // costs a syscall per piece and can interleave with another worker's.
-        let line = format!("saslgated[{}]: {}\n", self.pid, msg);
+        let mut line = String::with_capacity(self.tag.len() + msg.len() + 1);
+        line.push_str(&self.tag);
+        line.push_str(msg);
+        line.push('\n');
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
@@ -110,6 +118,17 @@ impl Logger {
 }
 
 impl Syslog {
+    /// Whether a line may get through (connected, or time to retry): saves
+    /// building a syslog line on a host without a syslog daemon.
+    fn available(&self) -> bool {
+        let connected = self
+            .sock
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        connected || !self.failed_recently()
+    }
+
     /// Sends one line; false when no syslog daemon takes it (the caller falls
     /// back to stderr).
     fn send(&self, line: &[u8]) -> bool {
@@ -159,6 +178,13 @@ fn connect() -> Option<UnixDatagram> {
 /// addresses) for a log line: no control characters, no quotes, at most 64 chars.
 pub fn clean(bytes: &[u8]) -> String {
     let mut out = String::new();
+    clean_into(&mut out, bytes);
+    out
+}
+
+/// [`clean`], appended to `out`.
+pub fn clean_into(out: &mut String, bytes: &[u8]) {
+    let start = out.len();
     for (n, ch) in String::from_utf8_lossy(bytes).chars().enumerate() {
         if n >= 64 {
             out.push_str("...");
@@ -170,10 +196,9 @@ pub fn clean(bytes: &[u8]) -> String {
             out.push(ch);
         }
     }
-    if out.is_empty() {
+    if out.len() == start {
         out.push('-');
     }
-    out
 }
 
 #[cfg(test)]

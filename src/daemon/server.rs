@@ -23,7 +23,7 @@
 //! The cost: a connection whose frame arrives while its worker is hashing for
 //! another client waits for that hash (at most one bcrypt, ~50 ms at cost 10).
 
-use crate::daemon::log::{clean, Logger};
+use crate::daemon::log::{clean_into, Logger};
 use crate::daemon::protocol::{self, encode_answer, Parse, WireRequest};
 use crate::daemon::sys;
 use crate::engine::{Decision, Gate, Request};
@@ -31,6 +31,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -775,27 +776,28 @@ fn decide(shared: &Shared, req: &WireRequest) -> (Vec<u8>, Duration) {
         .unwrap_or_else(|_| Decision::Unavailable {
             cause: "internal error (panic in the decision)".into(),
         });
-    let who = format!(
-        "service={} login={}{} client={}",
-        clean(&req.service),
-        clean(&req.login),
-        match (&req.realm, shared.settings.use_realm) {
-            (Some(r), true) => format!(" realm={}", clean(r)),
-            _ => String::new(),
-        },
-        req.client_addr
-            .as_deref()
-            .map_or_else(|| "-".to_string(), clean),
-    );
+    // The line is built in one buffer: this runs for every request.
+    let mut who = String::with_capacity(160);
+    who.push_str("service=");
+    clean_into(&mut who, &req.service);
+    who.push_str(" login=");
+    clean_into(&mut who, &req.login);
+    if let (Some(r), true) = (&req.realm, shared.settings.use_realm) {
+        who.push_str(" realm=");
+        clean_into(&mut who, r);
+    }
+    who.push_str(" client=");
+    clean_into(&mut who, req.client_addr.as_deref().unwrap_or_default());
     match decision {
         Decision::Accepted {
             account,
             credential,
         } => {
-            shared.log.info(&format!(
-                "{who} account={} result=OK credential={credential}",
-                clean(account.as_bytes())
-            ));
+            who.push_str(" account=");
+            clean_into(&mut who, account.as_bytes());
+            who.push_str(" result=OK credential=");
+            let _ = write!(who, "{credential}");
+            shared.log.info(&who);
             (encode_answer("OK"), Duration::ZERO)
         }
         Decision::Refused {
