@@ -425,6 +425,36 @@ fn realm_flag_joins_login_and_realm() {
     assert!(st.success());
 }
 
+/// The daemon reads a whole request with MSG_PEEK and takes it off the socket
+/// only after answering (src/daemon/server.rs, `try_peeked`). A client that reads
+/// on after the answer must then see a clean end of file: closing a UNIX socket
+/// with unread bytes would give it ECONNRESET instead. Refusals held back by
+/// `--fail-delay` go the same way.
+#[test]
+fn answer_is_followed_by_a_clean_end_of_file() {
+    let fx = fixture();
+    let d = Daemon::start(&fx, "run", &["--fail-delay", "200ms"]);
+    for (pw, want) in [(ALICE_PW, "OK"), ("wrong", "NO")] {
+        for fields in [4, 5] {
+            let mut parts: Vec<&[u8]> = vec![b"alice", pw.as_bytes(), b"imap", b""];
+            if fields == 5 {
+                parts.push(b"192.0.2.9;4000");
+            }
+            let mut s = UnixStream::connect(d.socket()).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            s.write_all(&frame(&parts)).unwrap();
+            let mut all = Vec::new();
+            // read_to_end fails on ECONNRESET; Ok means the stream ended cleanly.
+            s.read_to_end(&mut all)
+                .unwrap_or_else(|e| panic!("{want} with {fields} fields: {e}"));
+            assert!(all.len() > 2, "an answer");
+            let len = usize::from(u16::from_be_bytes([all[0], all[1]]));
+            assert_eq!(all.len(), 2 + len, "nothing after the answer");
+            assert!(all[2..].starts_with(want.as_bytes()), "{all:?}");
+        }
+    }
+}
+
 #[test]
 fn four_and_five_field_requests_and_client_address() {
     let fx = fixture();

@@ -552,11 +552,8 @@ impl Worker {
             Parse::Complete(req) => {
                 // Clear the read buffer now: the request owns the password.
                 *buf = WipeBuf::new();
-                let (out, delay) = decide(&self.shared, &req);
-                drop(req); // wipes the password
-                           // The delay counts from the connection's start, decision time included.
-                let due = entry.accepted + delay;
-                self.answer(t, out, due);
+                let accepted = entry.accepted;
+                self.respond(t, accepted, req);
             }
         }
     }
@@ -592,10 +589,16 @@ impl Worker {
         };
         entry.unread = n;
         let accepted = entry.accepted;
+        self.respond(t, accepted, req);
+        true
+    }
+
+    /// Decides a complete request and answers it, now or after its delay.
+    fn respond(&mut self, t: usize, accepted: Instant, req: WireRequest) {
         let (out, delay) = decide(&self.shared, &req);
         drop(req); // wipes the password
+                   // The delay counts from the connection's start, decision time included.
         self.answer(t, out, accepted + delay);
-        true
     }
 
     /// Answers now (closing when it all fits) or at `due`.
