@@ -17,8 +17,10 @@ use crate::store::login::AppPasswordRow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-/// Accounts kept at most; the snapshot starts over when full.
+/// Accounts and app passwords kept at most (a few tens of MiB); the snapshot
+/// starts over when full.
 const MAX_ACCOUNTS: usize = 10_000;
+const MAX_APP_PASSWORDS: usize = 100_000;
 
 /// What the fast path needs to know about one account.
 #[derive(Debug)]
@@ -37,6 +39,8 @@ pub struct AccountView {
 #[derive(Default)]
 struct Inner {
     generation: Option<i64>,
+    /// App passwords held in all the views.
+    app_passwords: usize,
     /// Login names: `Some` an account, `None` known not to be one (so that
     /// `alice@realm` falling back to `alice` needs no lookup either).
     by_name: HashMap<String, Option<Arc<AccountView>>>,
@@ -74,16 +78,23 @@ impl Snapshot {
     /// it that are not accounts. A different generation replaces everything.
     pub fn remember(&self, generation: i64, not_accounts: &[String], view: AccountView) {
         let mut inner = self.write();
-        if inner.generation != Some(generation) || inner.by_name.len() >= MAX_ACCOUNTS {
+        let full = inner.by_name.len() >= MAX_ACCOUNTS
+            || inner.app_passwords + view.apps.len() > MAX_APP_PASSWORDS;
+        if inner.generation != Some(generation) || full {
             inner.by_name.clear();
+            inner.app_passwords = 0;
             inner.generation = Some(generation);
         }
         for name in not_accounts {
             inner.by_name.insert(name.clone(), None);
         }
-        inner
+        inner.app_passwords += view.apps.len();
+        let replaced = inner
             .by_name
             .insert(view.name.clone(), Some(Arc::new(view)));
+        if let Some(Some(old)) = replaced {
+            inner.app_passwords -= old.apps.len();
+        }
     }
 
     /// Drops everything read at `generation` (the database has moved on).
@@ -91,6 +102,7 @@ impl Snapshot {
         let mut inner = self.write();
         if inner.generation == Some(generation) {
             inner.by_name.clear();
+            inner.app_passwords = 0;
             inner.generation = None;
         }
     }
@@ -99,6 +111,7 @@ impl Snapshot {
     pub fn clear(&self) {
         let mut inner = self.write();
         inner.by_name.clear();
+        inner.app_passwords = 0;
         inner.generation = None;
     }
 }
@@ -132,6 +145,19 @@ mod tests {
         assert!(s
             .lookup(&["alice@other.org".into(), "alice".into()])
             .is_none());
+    }
+
+    #[test]
+    fn bounded() {
+        let s = Snapshot::default();
+        for i in 0..(MAX_ACCOUNTS as i64 + 5) {
+            s.remember(1, &[], view(i, &format!("u{i}")));
+        }
+        let inner = s.read();
+        assert!(inner.by_name.len() <= MAX_ACCOUNTS);
+        assert!(inner
+            .by_name
+            .contains_key(&format!("u{}", MAX_ACCOUNTS + 4)));
     }
 
     #[test]
