@@ -245,9 +245,10 @@ impl Server {
         self.shared.clone()
     }
 
-    /// Starts the workers; [`Running::wait`] returns once they have stopped.
+    /// Starts the workers and the audit flusher; [`Running::wait`] returns once
+    /// they have stopped.
     pub fn start(self) -> io::Result<Running> {
-        let mut handles = Vec::new();
+        let mut threads: Vec<(String, Box<dyn FnOnce() + Send>)> = Vec::new();
         for (i, poll) in self.polls.into_iter().enumerate() {
             let mut worker = Worker {
                 poll,
@@ -259,10 +260,21 @@ impl Server {
                 next_token: FIRST_CONN,
                 last_accept_error: None,
             };
-            let spawned = std::thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || worker.run());
-            match spawned {
+            threads.push((format!("worker-{i}"), Box::new(move || worker.run())));
+        }
+        // The gate is made `with_background_flush` (mod.rs): audit batches are
+        // written here, not while a client waits.
+        let shared = self.shared.clone();
+        let flusher = move || {
+            while !shared.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(FLUSH_EVERY);
+                shared.gate().flush();
+            }
+        };
+        threads.push(("audit-flush".into(), Box::new(flusher)));
+        let mut handles = Vec::new();
+        for (name, body) in threads {
+            match std::thread::Builder::new().name(name).spawn(body) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     self.shared.request_stop();
@@ -271,27 +283,6 @@ impl Server {
                     }
                     return Err(e);
                 }
-            }
-        }
-        // The gate is made `with_background_flush` (mod.rs): audit batches are
-        // written here, not while a client waits.
-        let shared = self.shared.clone();
-        let flusher = std::thread::Builder::new()
-            .name("audit-flush".into())
-            .spawn(move || {
-                while !shared.stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(FLUSH_EVERY);
-                    shared.gate().flush();
-                }
-            });
-        match flusher {
-            Ok(h) => handles.push(h),
-            Err(e) => {
-                self.shared.request_stop();
-                for h in handles {
-                    let _ = h.join();
-                }
-                return Err(e);
             }
         }
         Ok(Running {
