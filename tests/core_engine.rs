@@ -741,3 +741,129 @@ fn fast_path_honours_expiry() {
         Some(RefuseReason::BadCredentials)
     );
 }
+
+// ---- realms (issue 11, findings 1 and 2): a login with a realm is `login@realm`;
+// the fallback to a plain account only for the configured local realms.
+
+/// A gate over `f`'s database with extra config lines, parsed as the config file
+/// is (so `local_realms` is read the way an admin writes it).
+fn gate_with(f: &Fixture, extra: &str) -> Gate {
+    let mut config = saslgate::Config::parse(&format!(
+        "db = \"{}\"\nbcrypt_cost = 4\n{extra}\n",
+        f.config.db.display()
+    ))
+    .expect("config with local_realms");
+    config.flush_interval = Duration::ZERO;
+    Gate::open(config).unwrap()
+}
+
+fn in_realm<'a>(login: &'a str, pw: &'a str, realm: &'a str) -> Request<'a> {
+    Request {
+        realm: Some(realm.as_bytes()),
+        ..req(login, pw, "imap")
+    }
+}
+
+fn account_of(d: &Decision) -> Option<&str> {
+    match d {
+        Decision::Accepted { account, .. } => Some(account),
+        _ => None,
+    }
+}
+
+#[test]
+fn realm_is_part_of_the_name() {
+    let f = Fixture::new();
+    f.user("alice", "pw-alice");
+    f.user("bob@example.org", "pw-a");
+    f.user("bob", "pw-b");
+    let g = f.gate();
+    // Finding 2: only `alice` exists; `alice` + realm victim.org is not her.
+    assert_eq!(
+        refused(&g.decide(&in_realm("alice", "pw-alice", "victim.org"))),
+        Some(RefuseReason::BadCredentials)
+    );
+    assert_eq!(
+        refused(&g.decide(&req("alice@victim.org", "pw-alice", "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
+    // Finding 1: `bob` + example.org is bob@example.org, with its own password only.
+    let d = g.decide(&in_realm("bob", "pw-a", "example.org"));
+    assert_eq!(account_of(&d), Some("bob@example.org"), "{d:?}");
+    assert_eq!(
+        refused(&g.decide(&in_realm("bob", "pw-b", "example.org"))),
+        Some(RefuseReason::BadCredentials)
+    );
+    // An unknown user in a foreign realm whose plain name exists: refused, and
+    // at the same cost as any wrong password (one slow hash, no second lookup
+    // that could tell the plain account exists).
+    let before = g.stats().slow_hashes;
+    assert!(!g
+        .decide(&in_realm("alice", "wrong", "victim.org"))
+        .is_accepted());
+    assert_eq!(g.stats().slow_hashes - before, 1);
+    // No realm, empty realm: the plain account.
+    assert_eq!(
+        account_of(&g.decide(&req("alice", "pw-alice", "imap"))),
+        Some("alice")
+    );
+    assert_eq!(
+        account_of(&g.decide(&in_realm("alice", "pw-alice", ""))),
+        Some("alice")
+    );
+}
+
+#[test]
+fn local_realms_allow_the_plain_account() {
+    let f = Fixture::new();
+    f.user("alice", "pw-alice");
+    f.user("bob@mail.example.org", "pw-a");
+    f.user("bob", "pw-b");
+    let g = gate_with(&f, "local_realms = [\"mail.example.org\", \"example.net\"]");
+    for realm in ["mail.example.org", "MAIL.Example.org", "example.net"] {
+        let d = g.decide(&in_realm("alice", "pw-alice", realm));
+        // The name told is the account verified: plain `alice`.
+        assert_eq!(account_of(&d), Some("alice"), "{realm}: {d:?}");
+    }
+    assert!(!g
+        .decide(&in_realm("alice", "pw-alice", "victim.org"))
+        .is_accepted());
+    assert!(!g
+        .decide(&in_realm("alice", "pw-alice", "sub.mail.example.org"))
+        .is_accepted());
+    assert!(!g
+        .decide(&in_realm("alice", "wrong", "mail.example.org"))
+        .is_accepted());
+    // An account that exists for the local realm is the one checked: no fallback
+    // to plain `bob` with plain bob's password.
+    assert_eq!(
+        account_of(&g.decide(&in_realm("bob", "pw-a", "mail.example.org"))),
+        Some("bob@mail.example.org")
+    );
+    assert!(!g
+        .decide(&in_realm("bob", "pw-b", "mail.example.org"))
+        .is_accepted());
+}
+
+#[test]
+fn default_local_realms_are_the_host_names() {
+    let f = Fixture::new();
+    f.user("alice", "pw-alice");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    for extra in ["", "local_realms = []"] {
+        let g = gate_with(&f, extra);
+        let d = g.decide(&in_realm("alice", "pw-alice", &host));
+        assert_eq!(account_of(&d), Some("alice"), "{extra:?} {host}: {d:?}");
+        assert!(
+            !g.decide(&in_realm("alice", "pw-alice", "victim.org"))
+                .is_accepted(),
+            "{extra:?}"
+        );
+    }
+    // The default of the library's own Config (faces built without a file).
+    let d = f.gate().decide(&in_realm("alice", "pw-alice", &host));
+    assert_eq!(account_of(&d), Some("alice"), "{d:?}");
+}

@@ -1,6 +1,11 @@
 /* sasl_checkpass through the real libsasl2 with pwcheck_method: saslauthd,
- * pointed at saslgated. Built and run by tests/daemon.rs.
- * usage: checkpass SOCKET SERVICE USER PASSWORD
+ * pointed at saslgated. Built and run by tests/daemon.rs and tests/realm.rs.
+ * usage: checkpass SOCKET SERVICE USER PASSWORD [USER_REALM]
+ * USER_REALM is sasl_server_new's user_realm (what Postfix sets from
+ * smtpd_sasl_local_domain); without it, NULL, as Cyrus imapd and Postfix's
+ * default pass. libsasl2 2.1.28 then sends "user@dom" as login "user" +
+ * realm "dom" (cut at the last '@'), and a plain "user" with realm USER_REALM,
+ * or an empty realm when there is none (serverFQDN is never sent).
  * exit 0: SASL_OK, 1: SASL_BADAUTH (or another refusal), 3: setup error. */
 #include <sasl/sasl.h>
 #include <stdio.h>
@@ -35,8 +40,8 @@ static int log_cb(void *context, int level, const char *message)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s SOCKET SERVICE USER PASSWORD\n", argv[0]);
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: %s SOCKET SERVICE USER PASSWORD [USER_REALM]\n", argv[0]);
         return 3;
     }
     socket_path = argv[1];
@@ -51,8 +56,8 @@ int main(int argc, char **argv)
         return 3;
     }
     sasl_conn_t *conn = NULL;
-    rc = sasl_server_new(argv[2], "localhost", NULL, "127.0.0.1;143", "127.0.0.1;40000",
-                         NULL, 0, &conn);
+    rc = sasl_server_new(argv[2], "localhost", argc == 6 ? argv[5] : NULL, "127.0.0.1;143",
+                         "127.0.0.1;40000", NULL, 0, &conn);
     if (rc != SASL_OK) {
         fprintf(stderr, "sasl_server_new: %s\n", sasl_errstring(rc, NULL, NULL));
         return 3;
