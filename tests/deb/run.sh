@@ -6,6 +6,11 @@
 # runs saslgate as root and as a member of the group saslgate, reinstalls
 # (upgrade path: backup + migration), removes and purges, and checks what is
 # left after each.
+# Least privilege (issue 11, finding 5): a user in only the socket group
+# (saslgated.socket's SocketGroup, saslgate-auth) logs in through saslgated
+# but cannot open the database, not even for reading, nor use the plugin; a
+# user in the database group saslgate logs in through the installed plugin
+# in-process (real libsasl2, sasl_server_start PLAIN).
 #
 # Root only; refuses (loud SKIP) when saslgate is already installed, since
 # the test purges it at the end.
@@ -41,7 +46,10 @@ for p in saslgate libsasl2-modules-saslgate; do
         skip "$p is installed on this machine; this test would purge it and its data"
     fi
 done
-for c in dpkg-buildpackage lintian apt-get testsaslauthd saslpluginviewer runuser; do
+for u in sgdebtest sgdebauth; do
+    getent passwd "$u" >/dev/null && skip "user $u exists; this test creates and deletes it"
+done
+for c in dpkg-buildpackage lintian apt-get testsaslauthd saslpluginviewer runuser cc; do
     command -v "$c" >/dev/null || skip "$c is missing (apt-get install debhelper lintian sasl2-bin)"
 done
 
@@ -50,6 +58,8 @@ TMP=$(mktemp -d /tmp/saslgate-deb.XXXXXX)
 chmod 0755 "$TMP"
 LOG=$TMP/log
 TESTUSER=sgdebtest
+AUTHUSER=sgdebauth # in the socket group only (the daemon path)
+CREATED_AUTHUSER=0
 DAEMON_PID=
 INSTALLED=0
 CREATED_USER=0
@@ -61,6 +71,7 @@ cleanup() {
         wait "$DAEMON_PID" 2>/dev/null
     fi
     [ "$CREATED_USER" = 1 ] && userdel "$TESTUSER" >/dev/null 2>&1
+    [ "$CREATED_AUTHUSER" = 1 ] && userdel "$AUTHUSER" >/dev/null 2>&1
     if [ "$INSTALLED" = 1 ]; then # a check failed half-way: leave no package behind
         DEBIAN_FRONTEND=noninteractive apt-get purge -y -q saslgate libsasl2-modules-saslgate >>"$LOG" 2>&1
     fi
@@ -152,6 +163,7 @@ check "saslpluginviewer lists the saslgate server plugin with PLAIN and LOGIN" s
 check "saslpluginviewer lists the saslgate auxprop plugin" \
     sh -c "grep -A1 'auxprop mechanisms are' '$TMP/pluginviewer.txt' | tail -n1 | grep -qw saslgate"
 check "system group saslgate" getent group saslgate
+check "system group saslgate-auth" getent group saslgate-auth
 check "system user saslgate (no login shell)" sh -c 'getent passwd saslgate | grep -q ":/usr/sbin/nologin$"'
 expect "/var/lib/saslgate is saslgate:saslgate 2770" "2770 saslgate:saslgate" "$(stat -c '%a %U:%G' /var/lib/saslgate)"
 DB=/var/lib/saslgate/saslgate.db
@@ -201,6 +213,35 @@ expect "nothing under /var/lib/saslgate is world-readable" "" "$world"
 EXEC=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/saslgated.service)
 UNIT_USER=$(sed -n 's/^User=//p' /lib/systemd/system/saslgated.service)
 SOCK=$(sed -n 's/^ListenStream=//p' /lib/systemd/system/saslgated.socket)
+# The group that the mail services on the daemon path join (README.Debian), and
+# the mode, as saslgated.socket sets them.
+SOCK_GROUP=$(sed -n 's/^SocketGroup=//p' /lib/systemd/system/saslgated.socket)
+SOCK_MODE=$(sed -n 's/^SocketMode=//p' /lib/systemd/system/saslgated.socket)
+DB_GROUP=$(stat -c %G "$DB")
+expect "saslgated.socket: SocketGroup=saslgate-auth" saslgate-auth "$SOCK_GROUP"
+expect "saslgated.service: ExecStart passes --group saslgate-auth (for a socket it creates itself)" \
+    saslgate-auth "$(echo "$EXEC" | sed -n 's/.* --group \([^ ]*\).*/\1/p')"
+# Finding 5 of issue 11: one group for both let the services on the daemon path
+# write every account.
+if [ -n "$SOCK_GROUP" ] && [ "$SOCK_GROUP" != "$DB_GROUP" ]; then
+    ok "the socket group ($SOCK_GROUP) is not the database group ($DB_GROUP)"
+else
+    bad "the socket group ($SOCK_GROUP) is not the database group ($DB_GROUP)"
+fi
+# A user in the socket group only, as README.Debian sets up postfix and cyrus
+# for the daemon path.
+if [ -n "$SOCK_GROUP" ] && useradd -M -N -g nogroup -G "$SOCK_GROUP" -s /bin/sh "$AUTHUSER" >>"$LOG" 2>&1; then
+    CREATED_AUTHUSER=1
+fi
+expect "$AUTHUSER created with the socket group only" "nogroup $SOCK_GROUP" "$(id -nG "$AUTHUSER" 2>&1)"
+# open_as USER r|w FILE: what opening FILE as USER says (empty: it opened).
+# Read: "<"; write: ">>", which appends nothing, so a wrongly allowed open changes nothing.
+open_as() {
+    local op='exec 3<"$1"'
+    [ "$2" = w ] && op='exec 3>>"$1"'
+    id "$1" >/dev/null 2>&1 || { echo "no user $1"; return; }
+    runuser -u "$1" -- sh -c "$op" sh "$3" 2>&1 | sed 's/.*: //'
+}
 # The unit's command line, in the foreground with logs on stderr (-d instead of -f),
 # with the socket directory of saslgated.socket moved to a temp dir.
 RUN=$TMP/run
@@ -221,6 +262,16 @@ out=$(testsaslauthd -f "$RUN/mux" -s imap -u bob -p 'member pw' 2>&1)
 expect "testsaslauthd: master password set by a group member accepted" '0: OK "Success."' "$out"
 out=$(testsaslauthd -f "$RUN/mux" -s imap -u bob -p 'wrong' 2>&1)
 case $out in *NO*) ok "testsaslauthd: wrong password refused" ;; *) bad "testsaslauthd wrong password: $out" ;; esac
+expect "socket made by saslgated (unit's --group): mode 660, group $SOCK_GROUP" "660 $SOCK_GROUP" \
+    "$(stat -c '%a %G' "$RUN/mux" 2>&1)"
+out=$(runuser -u "$AUTHUSER" -- testsaslauthd -f "$RUN/mux" -s imap -u alice -p "$APP" 2>&1)
+expect "$AUTHUSER (socket group only): testsaslauthd through saslgated accepted" '0: OK "Success."' "$out"
+out=$(runuser -u nobody -- testsaslauthd -f "$RUN/mux" -s imap -u alice -p "$APP" 2>&1)
+if [ "$out" != '0: OK "Success."' ]; then
+    ok "nobody (in neither group) cannot use saslgated's socket"
+else
+    bad "nobody (in neither group) cannot use saslgated's socket: $out"
+fi
 kill "$DAEMON_PID" 2>/dev/null
 wait "$DAEMON_PID" 2>/dev/null
 DAEMON_PID=
@@ -236,8 +287,12 @@ if command -v systemd-socket-activate >/dev/null && command -v setpriv >/dev/nul
         setpriv --reuid="$UNIT_USER" --regid=saslgate --init-groups -- $CMD2 >"$TMP/saslgated-activated.log" 2>&1 &
     DAEMON_PID=$!
     for _ in $(seq 100); do [ -S "$RUN2/mux" ] && break; sleep 0.1; done
+    # What saslgated.socket sets and systemd-socket-activate cannot: group and mode.
+    chgrp "$SOCK_GROUP" "$RUN2/mux" && chmod "$SOCK_MODE" "$RUN2/mux"
     out=$(timeout 20 testsaslauthd -f "$RUN2/mux" -s imap -u alice -p "$APP" 2>&1)
     expect "socket-activated saslgated (unit's ExecStart, user $UNIT_USER): app password accepted" '0: OK "Success."' "$out"
+    out=$(timeout 20 runuser -u "$AUTHUSER" -- testsaslauthd -f "$RUN2/mux" -s imap -u alice -p "$APP" 2>&1)
+    expect "socket-activated saslgated: $AUTHUSER (socket group only) accepted" '0: OK "Success."' "$out"
     if [ "$(cat "/proc/$DAEMON_PID/comm" 2>/dev/null)" = saslgated ]; then
         kill "$DAEMON_PID" 2>/dev/null
         wait "$DAEMON_PID" 2>/dev/null
@@ -247,6 +302,84 @@ else
     echo "      (systemd-socket-activate or setpriv missing: socket activation not tested)"
 fi
 check "saslgate log shows the daemon's decisions" sh -c "$SG log bob | grep -q refused"
+
+# ---- least privilege: the socket group cannot open the database; the database
+# group can use the plugin (in-process, real libsasl2 with the installed plugins)
+for f in "$DB" "$DB-wal"; do
+    [ -e "$f" ] || continue
+    expect "$AUTHUSER (socket group only) cannot open $(basename "$f") for reading" \
+        "Permission denied" "$(open_as "$AUTHUSER" r "$f")"
+    expect "$AUTHUSER (socket group only) cannot open $(basename "$f") for writing" \
+        "Permission denied" "$(open_as "$AUTHUSER" w "$f")"
+done
+# The same check passes for the database group (so it tells the two apart).
+expect "$TESTUSER (group $DB_GROUP) can open the database for reading and writing" "" \
+    "$(open_as "$TESTUSER" r "$DB")$(open_as "$TESTUSER" w "$DB")"
+rc=$(id "$AUTHUSER" >/dev/null 2>&1 && { runuser -u "$AUTHUSER" -- $SG user list >>"$LOG" 2>&1; echo $?; })
+expect "$AUTHUSER (socket group only): saslgate refused access to the database (exit 3)" 3 "$rc"
+# One PLAIN login through libsasl2 with the installed plugins, as Postfix's
+# smtpd does with "saslgate_config" (prints sasl_server_start's result).
+cat >"$TMP/plugin_login.c" <<'CEOF'
+#include <sasl/sasl.h>
+#include <stdio.h>
+#include <string.h>
+static int getopt_cb(void *ctx, const char *plugin, const char *opt, const char **res, unsigned *len)
+{
+    const char *v = NULL;
+    (void)ctx;
+    (void)plugin;
+    if (!strcmp(opt, "mech_list")) v = "PLAIN";
+    else if (!strcmp(opt, "saslgate_config")) v = "/etc/saslgate/saslgate.conf";
+    if (!v) return SASL_FAIL;
+    *res = v;
+    if (len) *len = (unsigned)strlen(v);
+    return SASL_OK;
+}
+typedef int (*cb_fn)(void);
+static sasl_callback_t cbs[] = {
+    {SASL_CB_GETOPT, (cb_fn)(void (*)(void))getopt_cb, NULL},
+    {SASL_CB_LIST_END, NULL, NULL},
+};
+int main(int argc, char **argv)
+{
+    sasl_conn_t *conn = NULL;
+    char msg[512];
+    const char *out;
+    unsigned outlen;
+    int rc, len;
+    if (argc != 4) return 2;
+    rc = sasl_server_init(cbs, "saslgate-deb-test");
+    if (rc == SASL_OK)
+        rc = sasl_server_new(argv[1], NULL, NULL, "127.0.0.1;143", "192.0.2.7;40000", NULL, 0, &conn);
+    if (rc == SASL_OK) {
+        len = snprintf(msg, sizeof msg, "%c%s%c%s", 0, argv[2], 0, argv[3]);
+        rc = sasl_server_start(conn, "PLAIN", msg, (unsigned)len, &out, &outlen);
+    }
+    printf("%d\n", rc);
+    if (conn) sasl_dispose(&conn);
+    sasl_done();
+    return 0;
+}
+CEOF
+if cc -Wall -o "$TMP/plugin_login" "$TMP/plugin_login.c" -lsasl2 >>"$LOG" 2>&1; then
+    # SASL_OK 0; SASL_UNAVAIL -24: the database cannot be opened (fail closed).
+    expect "$TESTUSER (group $DB_GROUP): plugin login with the app password accepted (SASL_OK)" 0 \
+        "$(runuser -u "$TESTUSER" -- "$TMP/plugin_login" imap alice "$APP" 2>&1)"
+    out=$(runuser -u "$TESTUSER" -- "$TMP/plugin_login" imap alice 'wrong password' 2>&1)
+    case $out in -*) ok "$TESTUSER: plugin login with a wrong password refused ($out)" ;;
+        *) bad "$TESTUSER: plugin login with a wrong password refused (got $out)" ;; esac
+    expect "$AUTHUSER (socket group only): plugin login unavailable (SASL_UNAVAIL), no database access" -24 \
+        "$(id "$AUTHUSER" >/dev/null 2>&1 && runuser -u "$AUTHUSER" -- "$TMP/plugin_login" imap alice "$APP" 2>&1)"
+else
+    bad "cc plugin_login.c -lsasl2 (build-essential and libsasl2-dev are build dependencies)"
+fi
+# README.Debian sends the daemon path to the socket group only.
+zcat /usr/share/doc/saslgate/README.Debian.gz 2>/dev/null |
+    awk '/^-+$/ { sec = prev } { if (sec ~ /^(Postfix|Cyrus IMAP): through saslgated/) print; prev = $0 }' \
+    >"$TMP/readme-daemon.txt"
+check "README.Debian, daemon path: adduser postfix/cyrus saslgate-auth, never the database group" sh -c \
+    "grep -q 'adduser postfix saslgate-auth' '$TMP/readme-daemon.txt' && grep -q 'adduser cyrus saslgate-auth' '$TMP/readme-daemon.txt' &&
+     ! grep -Eq 'adduser [a-z]+ saslgate([^-]|\$)' '$TMP/readme-daemon.txt'"
 files=$(find /var/lib/saslgate -name 'saslgate.db*' ! -group saslgate | head -n1)
 expect "database files (incl. -wal/-shm) all group saslgate" "" "$files"
 
@@ -278,6 +411,18 @@ check "upgrade backed up the database to /var/lib/saslgate/backup/" \
 check "upgrade kept the accounts" sh -c "$SG user list | grep -q bob"
 world=$(find /var/lib/saslgate -perm -o=r | head -n1)
 expect "nothing under /var/lib/saslgate is world-readable after the upgrade" "" "$world"
+# Upgrade from 0.1, whose socket group was saslgate: dpkg runs "postinst configure
+# 0.1.0"; members of saslgate keep the daemon path (added to saslgate-auth) and
+# are told how to drop database access.
+/var/lib/dpkg/info/saslgate.postinst configure 0.1.0 >"$TMP/postinst-0.1.log" 2>&1
+check "postinst configure 0.1.0 (upgrade from 0.1)" test $? = 0
+expect "upgrade from 0.1: $TESTUSER (group saslgate) added to saslgate-auth" "nogroup saslgate saslgate-auth" \
+    "$(id -nG "$TESTUSER" 2>&1 | tr ' ' '\n' | sort | xargs)"
+check "upgrade from 0.1: postinst tells how to drop database access (deluser $TESTUSER saslgate)" \
+    grep -q "deluser $TESTUSER saslgate" "$TMP/postinst-0.1.log"
+expect "upgrade from 0.1: $AUTHUSER still in the socket group only" "nogroup saslgate-auth" "$(id -nG "$AUTHUSER" 2>&1)"
+expect "daemon user saslgate in saslgate (database) and saslgate-auth (socket)" "saslgate saslgate-auth" \
+    "$(id -nG saslgate 2>&1 | tr ' ' '\n' | sort | xargs)"
 
 # ---- remove: data and configuration stay, plugin goes
 echo "--- apt-get remove"
@@ -286,6 +431,7 @@ check "apt-get remove saslgate libsasl2-modules-saslgate" \
 check "after remove: database kept" test -f "$DB"
 check "after remove: /etc/saslgate/saslgate.conf kept" test -f /etc/saslgate/saslgate.conf
 check "after remove: group saslgate kept" getent group saslgate
+check "after remove: group saslgate-auth kept" getent group saslgate-auth
 check "after remove: plugin gone" test ! -e "/usr/lib/$MA/sasl2/libsaslgate.so"
 saslpluginviewer >"$TMP/pluginviewer2.txt" 2>&1
 check "after remove: libsasl2 still lists the stock PLAIN and LOGIN, and no saslgate" sh -c \
@@ -294,12 +440,14 @@ check "after remove: libsasl2 still lists the stock PLAIN and LOGIN, and no sasl
 # ---- purge: nothing left
 echo "--- apt-get purge"
 [ "$CREATED_USER" = 1 ] && userdel "$TESTUSER" >/dev/null 2>&1 && CREATED_USER=0
+[ "$CREATED_AUTHUSER" = 1 ] && userdel "$AUTHUSER" >/dev/null 2>&1 && CREATED_AUTHUSER=0
 check "apt-get purge saslgate libsasl2-modules-saslgate" \
     env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q saslgate libsasl2-modules-saslgate
 INSTALLED=0
 check "after purge: /var/lib/saslgate gone" test ! -e /var/lib/saslgate
 check "after purge: /etc/saslgate gone" test ! -e /etc/saslgate
 check "after purge: group saslgate gone" sh -c '! getent group saslgate'
+check "after purge: group saslgate-auth gone" sh -c '! getent group saslgate-auth'
 check "after purge: user saslgate gone" sh -c '! getent passwd saslgate'
 check "after purge: no units left" test ! -e /lib/systemd/system/saslgated.service -a ! -e /etc/systemd/system/sockets.target.wants/saslgated.socket
 left=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' saslgate libsasl2-modules-saslgate 2>/dev/null | grep -v '^un ' | grep -v '^ *$' || true)
