@@ -853,16 +853,24 @@ fn default_local_realms_are_the_host_names() {
         .unwrap()
         .trim()
         .to_string();
-    for extra in ["", "local_realms = []"] {
-        let g = gate_with(&f, extra);
-        let d = g.decide(&in_realm("alice", "pw-alice", &host));
-        assert_eq!(account_of(&d), Some("alice"), "{extra:?} {host}: {d:?}");
+    let g = gate_with(&f, "");
+    for realm in [host.as_str(), "localhost"] {
+        let d = g.decide(&in_realm("alice", "pw-alice", realm));
+        assert_eq!(account_of(&d), Some("alice"), "{realm}: {d:?}");
+    }
+    assert!(!g
+        .decide(&in_realm("alice", "pw-alice", "victim.org"))
+        .is_accepted());
+    // An empty list: no realm falls back (a login without realm still does).
+    let g = gate_with(&f, "local_realms = []");
+    for realm in [host.as_str(), "localhost", "victim.org"] {
         assert!(
-            !g.decide(&in_realm("alice", "pw-alice", "victim.org"))
+            !g.decide(&in_realm("alice", "pw-alice", realm))
                 .is_accepted(),
-            "{extra:?}"
+            "{realm}"
         );
     }
+    assert!(g.decide(&req("alice", "pw-alice", "imap")).is_accepted());
     // The default of the library's own Config (faces built without a file).
     let d = f.gate().decide(&in_realm("alice", "pw-alice", &host));
     assert_eq!(account_of(&d), Some("alice"), "{d:?}");
