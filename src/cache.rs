@@ -60,6 +60,11 @@ impl PositiveCache {
         hit
     }
 
+    /// Forgets everything (the database file changed under the process).
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// `valid_for`: a shorter life than the TTL (an app password that expires soon).
     pub fn put(
         &self,

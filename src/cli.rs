@@ -47,6 +47,12 @@ enum Command {
         /// Destination file (must not exist; created mode 0600).
         path: PathBuf,
     },
+    /// Replace the database's content with a backup's, safely while daemons and
+    /// plugins are running (never copy or move a file over a live database).
+    Restore {
+        /// A file made by `saslgate backup` (or any consistent SQLite copy).
+        path: PathBuf,
+    },
     /// Accounts.
     #[command(subcommand)]
     User(UserCmd),
@@ -272,12 +278,21 @@ fn run(cli: Cli) -> Result<i32> {
         );
         return Ok(0);
     }
+    if let Command::Restore { path } = &cli.command {
+        crate::store::restore(&cfg, path)?;
+        eprintln!(
+            "saslgate: restored {} from {}",
+            cfg.db.display(),
+            path.display()
+        );
+        return Ok(0);
+    }
     if let Command::Verify(args) = &cli.command {
         return verify(&cfg, args, cli.json);
     }
     let mut store = Store::open(&cfg)?;
     match cli.command {
-        Command::Init | Command::Backup { .. } | Command::Verify(_) => {
+        Command::Init | Command::Backup { .. } | Command::Restore { .. } | Command::Verify(_) => {
             unreachable!("handled above")
         }
         Command::User(cmd) => user(&mut store, cmd, cli.json)?,

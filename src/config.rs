@@ -61,6 +61,15 @@ pub struct Config {
     pub audit_level: AuditLevel,
     /// Audit records older than this are pruned automatically.
     pub audit_retention: Duration,
+    /// At most this many audit records are kept (the oldest are pruned first);
+    /// 0: no cap. Bounds the database whatever the rate of records.
+    pub audit_max_rows: u64,
+    /// `[throttle] trusted_networks`: addresses and networks (webmail, IMAP
+    /// proxies, NAT) never blocked per address, only per account + address.
+    pub trusted_networks: Vec<crate::throttle::Network>,
+    /// `[throttle] ipv6_prefix`: IPv6 clients are counted per network of this
+    /// many bits (one end site gets a /64 or more); 128 counts each address.
+    pub ipv6_prefix: u8,
     /// Positive cache lifetime; zero turns the cache off.
     pub cache_ttl: Duration,
     /// Successful logins' audit records and last-use stamps are written in batches
@@ -71,6 +80,11 @@ pub struct Config {
     /// Group given read/write access to a database `saslgate init` creates
     /// (mode 0660 instead of 0600). Empty: no group access.
     pub db_group: String,
+    /// Realms whose logins may fall back to a plain account name (`alice` with
+    /// realm `mail.example.org` may be the account `alice`). `None`: the host's
+    /// own names (what libsasl2 sends when the server sets no realm) and
+    /// `localhost`. Any other realm is only ever checked as `user@realm`.
+    pub local_realms: Option<Vec<String>>,
 }
 
 impl Default for Config {
@@ -107,10 +121,14 @@ impl Default for Config {
             restricted_services: vec!["smtp".to_string()],
             audit_level: AuditLevel::All,
             audit_retention: Duration::from_secs(30 * 86400),
+            audit_max_rows: 1_000_000,
+            trusted_networks: Vec::new(),
+            ipv6_prefix: 64,
             cache_ttl: Duration::ZERO,
             flush_interval: Duration::from_secs(1),
             busy_timeout: Duration::from_millis(2000),
             db_group: String::new(),
+            local_realms: None,
         }
     }
 }
@@ -124,10 +142,12 @@ struct ConfigFile {
     bcrypt_cost: Option<u32>,
     audit_level: Option<AuditLevel>,
     audit_retention: Option<String>,
+    audit_max_rows: Option<u64>,
     cache_ttl: Option<String>,
     flush_interval: Option<String>,
     busy_timeout: Option<String>,
     db_group: Option<String>,
+    local_realms: Option<Vec<String>>,
     restricted_services: Option<Vec<String>>,
     service_aliases: Option<BTreeMap<String, String>>,
     throttle: Option<ThrottleFile>,
@@ -145,6 +165,8 @@ struct ThrottleFile {
     slowdown_failures: Option<u32>,
     slowdown_window: Option<String>,
     slowdown_max_delay: Option<String>,
+    trusted_networks: Option<Vec<String>>,
+    ipv6_prefix: Option<u8>,
 }
 
 /// Parses "90d", "10m", "30s", "1h 30m" (humantime syntax) or a bare number of seconds.
@@ -163,7 +185,36 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         .map_err(|e| Error::Usage(format!("bad duration {t:?}: {e} (examples: 30s, 10m, 90d)")))
 }
 
+/// The host's own names, found once per process (libsasl2 sends one of them as
+/// the realm when the mail server sets none).
+fn host_realms() -> &'static [String] {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names = crate::ffi::host::own_names();
+        names.push("localhost".to_string());
+        names
+    })
+}
+
 impl Config {
+    /// Whether a login with this realm may fall back to a plain account name.
+    /// `realm` is compared case-insensitively.
+    pub fn is_local_realm(&self, realm: &str) -> bool {
+        let realm = realm.trim();
+        let list = self
+            .local_realms
+            .as_deref()
+            .unwrap_or_else(|| host_realms());
+        list.iter().any(|r| r.eq_ignore_ascii_case(realm))
+    }
+
+    /// The realms [`Config::is_local_realm`] accepts (for `saslgate explain` and logs).
+    pub fn local_realm_list(&self) -> Vec<String> {
+        self.local_realms
+            .clone()
+            .unwrap_or_else(|| host_realms().to_vec())
+    }
+
     /// Reads a configuration file. A missing file is an error: the caller decides
     /// whether a default path may be absent (see [`Config::load_optional`]).
     pub fn load(path: &Path) -> Result<Config> {
@@ -214,6 +265,9 @@ impl Config {
             &file.audit_retention,
             &mut c.audit_retention,
         )?;
+        if let Some(n) = file.audit_max_rows {
+            c.audit_max_rows = n;
+        }
         dur("cache_ttl", &file.cache_ttl, &mut c.cache_ttl)?;
         dur(
             "flush_interval",
@@ -223,6 +277,19 @@ impl Config {
         dur("busy_timeout", &file.busy_timeout, &mut c.busy_timeout)?;
         if let Some(g) = file.db_group {
             c.db_group = g;
+        }
+        if let Some(list) = file.local_realms {
+            let mut realms = Vec::new();
+            for r in list {
+                let r = r.trim().to_lowercase();
+                if r.is_empty() || r.contains('@') || r.chars().any(char::is_whitespace) {
+                    return Err(Error::Config(format!(
+                        "local_realms: {r:?} is not a domain name"
+                    )));
+                }
+                realms.push(r);
+            }
+            c.local_realms = Some(realms);
         }
         if let Some(list) = file.restricted_services {
             c.restricted_services = list.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
@@ -273,6 +340,21 @@ impl Config {
                 &t.slowdown_max_delay,
                 &mut c.slowdown_max_delay,
             )?;
+            if let Some(list) = t.trusted_networks {
+                c.trusted_networks = list
+                    .iter()
+                    .map(|n| crate::throttle::Network::parse(n))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|e| Error::Config(format!("throttle.trusted_networks: {e}")))?;
+            }
+            if let Some(p) = t.ipv6_prefix {
+                if !(1..=128).contains(&p) {
+                    return Err(Error::Config(format!(
+                        "throttle.ipv6_prefix must be 1..=128, got {p}"
+                    )));
+                }
+                c.ipv6_prefix = p;
+            }
         }
         Ok(c)
     }
@@ -341,6 +423,19 @@ mod tests {
             Err(Error::Config(_))
         ));
         assert!(matches!(Config::parse("db = "), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn local_realms() {
+        let c = Config::parse(r#"local_realms = ["Mail.Example.org"]"#).unwrap();
+        assert!(c.is_local_realm("mail.example.ORG"));
+        assert!(!c.is_local_realm("example.org"));
+        assert!(!c.is_local_realm("localhost"));
+        let d = Config::default();
+        assert!(d.is_local_realm("localhost"));
+        assert!(!d.is_local_realm("victim.org"));
+        assert!(Config::parse(r#"local_realms = ["a@b"]"#).is_err());
+        assert!(Config::parse(r#"local_realms = [""]"#).is_err());
     }
 
     #[test]

@@ -37,6 +37,23 @@ pub fn bcrypt_verify(counter: &HashCounter, password: &[u8], hash: &str) -> bool
     bcrypt::verify(password, hash).unwrap_or(false)
 }
 
+/// Verifies like [`bcrypt_verify`], but always spends the work of one hash at
+/// `cost`: a hash stored at a lower cost (made before the cost was raised) is
+/// padded with uncounted bcrypt work at costs `stored, stored + 1, ..., cost - 1`,
+/// which adds up to `2^cost - 2^stored` rounds, so the whole takes as long as
+/// one hash at `cost`. Without it a dormant account with an old, cheaper hash
+/// refuses a wrong password faster than an unknown account, and can be told
+/// apart by timing.
+pub fn bcrypt_verify_padded(counter: &HashCounter, password: &[u8], hash: &str, cost: u32) -> bool {
+    let ok = bcrypt_verify(counter, password, hash);
+    if let Some(stored) = bcrypt_cost_of(hash).filter(|c| (4..cost).contains(c)) {
+        for c in stored..cost {
+            let _ = bcrypt::hash_with_salt(b"padding", c, [0x5a; 16]);
+        }
+    }
+    ok
+}
+
 /// Hashes a master password with bcrypt at `cost`.
 pub fn bcrypt_hash(counter: &HashCounter, password: &[u8], cost: u32) -> Result<String, String> {
     if password.len() > BCRYPT_MAX {
@@ -44,6 +61,31 @@ pub fn bcrypt_hash(counter: &HashCounter, password: &[u8], cost: u32) -> Result<
     }
     counter.creates.fetch_add(1, Ordering::Relaxed);
     bcrypt::hash(password, cost).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod padding_tests {
+    use super::*;
+
+    #[test]
+    fn a_cheap_hash_is_padded_to_the_configured_cost() {
+        let counter = HashCounter::default();
+        let cheap = bcrypt::hash("right", 4).unwrap();
+        let full = bcrypt::hash("right", 9).unwrap();
+        let time = |h: &str, cost| {
+            let t = std::time::Instant::now();
+            assert!(!bcrypt_verify_padded(&counter, b"wrong", h, cost));
+            t.elapsed()
+        };
+        let mut ratios: Vec<f64> = (0..5)
+            .map(|_| time(&cheap, 9).as_secs_f64() / time(&full, 9).as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        // Unpadded, cost 4 against cost 9 is about 1/32.
+        assert!(ratios[2] > 0.8 && ratios[2] < 1.25, "{ratios:?}");
+        assert!(bcrypt_verify_padded(&counter, b"right", &cheap, 9));
+        assert_eq!(counter.verifies.load(Ordering::Relaxed), 11);
+    }
 }
 
 /// The cost a bcrypt hash was made with (`$2b$10$...` -> 10).

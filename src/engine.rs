@@ -5,7 +5,10 @@
 use crate::audit;
 use crate::cache::PositiveCache;
 use crate::config::Config;
-use crate::crypto::{bcrypt_verify, canonical_generated, HashCounter, APP_PASSWORD_LEN, CODE_LEN};
+use crate::crypto::{
+    bcrypt_verify, bcrypt_verify_padded, canonical_generated, HashCounter, APP_PASSWORD_LEN,
+    CODE_LEN,
+};
 use crate::names;
 use crate::snapshot::{AccountView, Snapshot};
 use crate::store::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
@@ -173,9 +176,16 @@ pub struct Gate {
 struct Pool {
     pid: u32,
     idle: Vec<Store>,
-    /// Identity of the database file the idle connections were opened on: a file
-    /// deleted or replaced under us must not keep being served from the old inode.
-    file_id: Option<(u64, u64)>,
+    /// The database file as last seen (inode, size, mtime): a file deleted,
+    /// replaced or copied over under us must not keep being served from what we
+    /// read before.
+    file: Option<FileState>,
+    /// The inode this process last used: a different one at the path is a
+    /// replaced file.
+    known_inode: Option<(u64, u64)>,
+    /// The file was replaced while a write-ahead log from before the replacement
+    /// is still beside it: opening it would mix that log into the new file.
+    stale_wal: bool,
     /// When `file_id` was last compared with the path.
     checked_at: Option<Instant>,
     /// Bumped when the file changed: a connection taken before goes unpooled.
@@ -202,9 +212,36 @@ enum CredentialCheck {
     },
 }
 
-fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+/// What is compared every [`FILE_CHECK_INTERVAL`]: the inode, and the size and
+/// modification time (a file copied over in place keeps its inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    inode: (u64, u64),
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn file_state(path: &std::path::Path) -> Option<FileState> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    std::fs::metadata(path).ok().map(|m| FileState {
+        inode: (m.dev(), m.ino()),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// A `-wal` file older than the database file's last change of inode data
+/// (the rename or creation that put it there) belongs to the file it replaced.
+fn wal_predates(path: &std::path::Path, file: &FileState) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match std::fs::metadata(&wal) {
+        Ok(m) => m.len() > 0 && (m.mtime(), m.mtime_nsec()) < file.ctime,
+        Err(_) => false,
+    }
 }
 
 impl Gate {
@@ -217,7 +254,9 @@ impl Gate {
             pool: Mutex::new(Pool {
                 pid: std::process::id(),
                 idle: Vec::new(),
-                file_id: None,
+                file: None,
+                known_inode: None,
+                stale_wal: false,
                 checked_at: None,
                 epoch: 0,
             }),
@@ -295,13 +334,31 @@ impl Gate {
                 .map_or(true, |t| now.duration_since(t) >= FILE_CHECK_INTERVAL)
             {
                 pool.checked_at = Some(now);
-                let current = file_id(&self.config.db);
-                if pool.file_id != current {
+                let current = file_state(&self.config.db);
+                if pool.file != current {
                     pool.idle.clear();
-                    pool.file_id = current;
+                    pool.file = current;
                     pool.epoch += 1;
                     self.snapshot.clear();
+                    if let Some(cache) = &self.cache {
+                        cache.clear();
+                    }
                 }
+                pool.stale_wal = match (&current, pool.known_inode) {
+                    (Some(f), Some(known)) if f.inode != known => wal_predates(&self.config.db, f),
+                    _ => false,
+                };
+            }
+            if pool.stale_wal {
+                return Err(crate::Error::Storage(format!(
+                    "{}: the database file was replaced while its write-ahead log was in use; \
+                     restore with `saslgate restore`, or stop every service using it and remove \
+                     the old -wal and -shm files",
+                    self.config.db.display()
+                )));
+            }
+            if let Some(f) = pool.file {
+                pool.known_inode = Some(f.inode);
             }
             (pool.idle.pop(), pool.epoch)
         };
@@ -352,7 +409,12 @@ impl Gate {
     /// WAL snapshot and hold back checkpoints).
     fn slow_verify(&self, store: &Store, password: &[u8], hash: &str) -> crate::Result<bool> {
         store.end_read()?;
-        Ok(bcrypt_verify(&self.counter, password, hash))
+        Ok(bcrypt_verify_padded(
+            &self.counter,
+            password,
+            hash,
+            self.config.bcrypt_cost,
+        ))
     }
 
     /// Decides one login attempt. Never panics on any input; any storage or
@@ -412,7 +474,10 @@ impl Gate {
             && policy_rule(
                 &view.plan,
                 &input.service,
-                view.overrides.get(&input.service).copied(),
+                view.overrides
+                    .get(&input.service)
+                    .or_else(|| view.overrides.get("*"))
+                    .copied(),
                 view.plan_services.as_deref(),
                 Some(app),
                 &self.config.restricted_services,
@@ -421,7 +486,7 @@ impl Gate {
         if !usable {
             return Ok(None);
         }
-        let keys = Keys::new(&view.name, input.addr);
+        let keys = Keys::new(&view.name, input.addr, &self.config);
         let (current, throttle) = store.generation_and_throttle(&keys, now)?;
         if current != generation {
             self.snapshot.forget(generation);
@@ -481,32 +546,103 @@ impl Gate {
         Ok(())
     }
 
+    /// A malformed request: counted against the client's address like a wrong
+    /// password (so a flood of them from one client is throttled), its audit
+    /// record rate limited (it costs the client nothing to send).
     fn refuse_bad_input(&self, req: &Request<'_>, detail: &str, now: i64) -> Decision {
-        let decision = Decision::Refused {
-            reason: RefuseReason::BadInput,
-            detail: detail.to_string(),
-            retry_after: None,
-            delay: Duration::ZERO,
+        let addr = req.client_addr.and_then(names::parse_client_addr);
+        let keys = addr.and_then(|ip| Keys::address_only(ip, &self.config));
+        let wants = audit::wants(&self.config.audit_level, false);
+        let record = |reason: RefuseReason| AuditRecord {
+            ts: now,
+            account: Some(lossy_short(req.login)),
+            service: Some(lossy_short(req.service)),
+            client_addr: req.client_addr.map(lossy_short),
+            outcome: "refused",
+            reason: Some(reason.name()),
+            detail: Some(detail.to_string()),
+            credential: None,
         };
-        if audit::wants(&self.config.audit_level, false) {
-            let record = AuditRecord {
-                ts: now,
-                account: Some(lossy_short(req.login)),
-                service: Some(lossy_short(req.service)),
-                client_addr: req.client_addr.map(lossy_short),
-                outcome: "refused",
-                reason: Some(RefuseReason::BadInput.name()),
-                detail: Some(detail.to_string()),
-                credential: None,
-            };
-            let written = self.with_store(|s| s.write_batch(std::slice::from_ref(&record), &[]));
-            if let Err(e) = written {
-                return Decision::Unavailable {
-                    cause: e.to_string(),
-                };
+        let result = self.with_connection(|store| {
+            if let Some(keys) = &keys {
+                let state = in_read(store, |s| s.throttle_state(keys, now))?;
+                if let throttle::State::Blocked { retry_after } = state {
+                    let reason = RefuseReason::Throttled;
+                    if wants && self.admit_cheap(reason, addr, None, now) {
+                        let mut r = record(reason);
+                        r.detail = Some(format!(
+                            "malformed request ({detail}) from a client over its failure budget"
+                        ));
+                        store.write_batch(&[r], &[])?;
+                    }
+                    self.flush_if_due(store, now)?;
+                    return Ok(Decision::Refused {
+                        reason,
+                        detail: format!(
+                            "client over its failure budget for {retry_after} more seconds"
+                        ),
+                        retry_after: Some(Duration::from_secs(retry_after as u64)),
+                        delay: Duration::ZERO,
+                    });
+                }
             }
+            let reason = RefuseReason::BadInput;
+            let r = (wants && self.admit_cheap(reason, addr, None, now)).then(|| record(reason));
+            match &keys {
+                Some(keys) => store.record_bad_input(keys, now, r.as_ref())?,
+                None => {
+                    if let Some(r) = r {
+                        store.write_batch(&[r], &[])?;
+                    }
+                }
+            }
+            self.flush_if_due(store, now)?;
+            Ok(Decision::Refused {
+                reason,
+                detail: detail.to_string(),
+                retry_after: None,
+                delay: Duration::ZERO,
+            })
+        });
+        result.unwrap_or_else(|e| Decision::Unavailable {
+            cause: e.to_string(),
+        })
+    }
+
+    /// Rate limit of the audit records of refusals that cost no hash (see
+    /// `audit`): `true` if this one is written. Limited per client (IPv6 per
+    /// `ipv6_prefix` network); a trusted address is limited per account too, as
+    /// only its account + address keys ever block.
+    fn admit_cheap(
+        &self,
+        reason: RefuseReason,
+        addr: Option<std::net::IpAddr>,
+        account: Option<&str>,
+        now: i64,
+    ) -> bool {
+        let client = addr.map(|ip| throttle::client_group(ip, self.config.ipv6_prefix));
+        let trusted = addr.is_some_and(|ip| throttle::is_trusted(&self.config, ip));
+        let account = account.filter(|_| trusted);
+        let key = format!(
+            "{} {} {}",
+            reason.name(),
+            client.as_deref().unwrap_or("-"),
+            account.unwrap_or("")
+        );
+        self.lock_buffer()
+            .admit(key, reason.name(), client, account.map(String::from), now)
+    }
+
+    /// Writes the buffered records if due (a summary of suppressed refusals
+    /// waits there; a process that only refuses must write it too).
+    fn flush_if_due(&self, store: &mut Store, now: i64) -> crate::Result<()> {
+        let due = self
+            .lock_buffer()
+            .due(now, self.config.flush_interval.as_secs() as i64);
+        if due {
+            self.flush_into(store, now)?;
         }
-        decision
+        Ok(())
     }
 
     fn record(&self, input: &Input, account: &str, outcome: &'static str) -> AuditRecord {
@@ -537,12 +673,19 @@ impl Gate {
         now: i64,
     ) -> crate::Result<Decision> {
         if audit::wants(&self.config.audit_level, false) {
-            let mut r = self.record(input, account, "refused");
-            r.ts = now;
-            r.reason = Some(reason.name());
-            r.detail = Some(detail.clone());
-            r.credential = credential.map(|c| c.to_string());
-            store.write_batch(&[r], &[])?;
+            // A throttled refusal costs no hash: its record is rate limited.
+            let cheap = reason == RefuseReason::Throttled;
+            if !cheap || self.admit_cheap(reason, input.addr, Some(account), now) {
+                let mut r = self.record(input, account, "refused");
+                r.ts = now;
+                r.reason = Some(reason.name());
+                r.detail = Some(detail.clone());
+                r.credential = credential.map(|c| c.to_string());
+                store.write_batch(&[r], &[])?;
+            }
+            if cheap {
+                self.flush_if_due(store, now)?;
+            }
         }
         Ok(Decision::Refused {
             reason,
@@ -563,7 +706,7 @@ impl Gate {
         let (account, name) = resolve_account(store, &input.candidates)?;
 
         // 2. Throttle, before any hashing.
-        let keys = Keys::new(&name, input.addr);
+        let keys = Keys::new(&name, input.addr, &self.config);
         let throttle = store.throttle_state(&keys, now)?;
         if let throttle::State::Blocked { retry_after } = throttle {
             let retry = Duration::from_secs(retry_after as u64);
@@ -758,6 +901,13 @@ impl Gate {
         Ok(())
     }
 
+    /// Like [`Gate::flush`], and first ends the rate-limit windows of cheap
+    /// refusals, so the counts of what was left out are written too (at exit).
+    pub fn flush_final(&self) {
+        self.lock_buffer().end_windows(now());
+        self.flush();
+    }
+
     /// Writes buffered audit records and last-use stamps now (also done on drop).
     pub fn flush(&self) {
         if self.lock_buffer().is_empty() {
@@ -943,7 +1093,7 @@ impl Gate {
             let result = self.with_store(|store| {
                 let (account, name) = resolve_account(store, &input.candidates)?;
                 let pc = Some(&Credential::PolicyOnly);
-                let keys = Keys::new(&name, input.addr);
+                let keys = Keys::new(&name, input.addr, &self.config);
                 if let throttle::State::Blocked { retry_after } =
                     store.throttle_state(&keys, now)?
                 {
@@ -1015,7 +1165,7 @@ impl Gate {
 impl Drop for Gate {
     fn drop(&mut self) {
         if self.lock_pool().pid == std::process::id() {
-            self.flush();
+            self.flush_final();
         }
     }
 }
@@ -1069,7 +1219,7 @@ impl Input {
         let service = names::text_field("service", req.service, names::MAX_NAME)?;
         let service = names::service_name(service, &config.service_aliases)?;
         names::password_field(req.password)?;
-        let candidates = names::login_candidates(login, realm)?;
+        let candidates = names::login_candidates(login, realm, |r| config.is_local_realm(r))?;
         let addr = req.client_addr.and_then(names::parse_client_addr);
         Ok(Input {
             candidates,

@@ -87,17 +87,31 @@ pub fn account_name(raw: &str) -> Result<String, FieldError> {
     Ok(name)
 }
 
-/// The account names a login may refer to, most specific first: `alice` with realm
-/// `example.org` is `alice@example.org`, falling back to a plain `alice` account
-/// (Postfix passes its hostname as realm by default). A login that already has a
-/// domain is taken as is.
-pub fn login_candidates(login: &str, realm: Option<&str>) -> Result<Vec<String>, FieldError> {
+/// The account names a login may refer to, most specific first. The realm rule
+/// of every face lives here:
+/// - a login that already has a domain (`alice@example.org`, typed into the
+///   plugin) is taken as is, whatever the realm;
+/// - `alice` with realm `example.org` is `alice@example.org`. That is what
+///   libsasl2's `sasl_checkpass` sends to saslauthd for a typed
+///   `alice@example.org`, so it must never become another account;
+/// - only when `is_local(realm)` (the realm is one of the admin's
+///   `local_realms`, by default the host's own names, which libsasl2 sends when
+///   the server sets no realm) may it fall back to a plain `alice` account.
+pub fn login_candidates(
+    login: &str,
+    realm: Option<&str>,
+    is_local: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, FieldError> {
     let base = account_name(login)?;
     let realm = realm.map(str::trim).filter(|r| !r.is_empty());
     match realm {
         Some(r) if !base.contains('@') => {
             let full = account_name(&format!("{base}@{r}"))?;
-            Ok(vec![full, base])
+            if is_local(r) {
+                Ok(vec![full, base])
+            } else {
+                Ok(vec![full])
+            }
         }
         _ => Ok(vec![base]),
     }
@@ -170,21 +184,41 @@ mod tests {
         crate::Config::default().service_aliases
     }
 
+    fn local(r: &str) -> bool {
+        r.eq_ignore_ascii_case("mail.example.org")
+    }
+
     #[test]
     fn logins_fold_case_and_join_realm() {
-        assert_eq!(login_candidates(" Alice ", None).unwrap(), vec!["alice"]);
         assert_eq!(
-            login_candidates("alice", Some("Example.ORG")).unwrap(),
-            vec!["alice@example.org", "alice"]
+            login_candidates(" Alice ", None, local).unwrap(),
+            vec!["alice"]
         );
         assert_eq!(
-            login_candidates("Alice@Example.org", Some("other.org")).unwrap(),
+            login_candidates("alice", Some("Mail.Example.ORG"), local).unwrap(),
+            vec!["alice@mail.example.org", "alice"]
+        );
+        assert_eq!(
+            login_candidates("Alice@Example.org", Some("other.org"), local).unwrap(),
             vec!["alice@example.org"]
         );
-        assert!(login_candidates("a b", None).is_err());
-        assert!(login_candidates("@x", None).is_err());
-        assert!(login_candidates("a@b@c", None).is_err());
-        assert!(login_candidates("", None).is_err());
+        assert!(login_candidates("a b", None, local).is_err());
+        assert!(login_candidates("@x", None, local).is_err());
+        assert!(login_candidates("a@b@c", None, local).is_err());
+        assert!(login_candidates("", None, local).is_err());
+    }
+
+    #[test]
+    fn a_foreign_realm_never_falls_back_to_a_plain_account() {
+        // sasl_checkpass sends a typed bob@example.org as bob + realm example.org.
+        assert_eq!(
+            login_candidates("bob", Some("example.org"), local).unwrap(),
+            vec!["bob@example.org"]
+        );
+        assert_eq!(
+            login_candidates("alice", Some("victim.org"), |_| false).unwrap(),
+            vec!["alice@victim.org"]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use saslgate::engine::Credential;
 use saslgate::secret::SecretBytes;
-use saslgate::{Decision, Gate, RefuseReason, Request};
+use saslgate::{Config, Decision, Gate, RefuseReason, Request};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -116,7 +116,11 @@ fn realms_and_service_aliases() {
     let f = Fixture::new();
     f.user("bob@example.org", "pw-bob");
     f.user("carol", "pw-carol");
-    let g = f.gate();
+    let g = Gate::open(Config {
+        local_realms: Some(vec!["mail.example.org".into()]),
+        ..f.config.clone()
+    })
+    .unwrap();
     let with_realm = |login, pw, realm: &'static str| Request {
         realm: Some(realm.as_bytes()),
         ..req(login, pw, "pop3")
@@ -127,10 +131,16 @@ fn realms_and_service_aliases() {
     assert!(g
         .decide(&req("Bob@Example.ORG", "pw-bob", "imap"))
         .is_accepted());
-    // Postfix passes its hostname as realm: a plain account still matches.
+    // Postfix passes its hostname as realm: a plain account matches when the
+    // realm is a local one...
     assert!(g
         .decide(&with_realm("carol", "pw-carol", "mail.example.org"))
         .is_accepted());
+    // ...and never for another realm: carol@victim.org is not carol.
+    assert_eq!(
+        refused(&g.decide(&with_realm("carol", "pw-carol", "victim.org"))),
+        Some(RefuseReason::BadCredentials)
+    );
     let mut s = f.store();
     s.set_plan_services("poponly", &["pop".into()]).unwrap();
     s.set_plan("carol", "poponly").unwrap();
@@ -709,10 +719,11 @@ fn fast_path_follows_every_change() {
         Some(RefuseReason::BadCredentials)
     );
 
-    // A realm login falling back to the plain account takes the fast path too.
+    // A realm login falling back to the plain account takes the fast path too
+    // (`localhost` is a local realm by default).
     let ivan = f.app_password("ivan", &[], false, None);
     let with_realm = Request {
-        realm: Some(b"mail.example.org"),
+        realm: Some(b"localhost"),
         ..req("ivan", &ivan, "imap")
     };
     assert!(g.decide(&with_realm).is_accepted());

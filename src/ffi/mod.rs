@@ -16,6 +16,7 @@
 pub mod capi;
 pub mod context;
 pub mod guard;
+pub mod host;
 pub mod plugin;
 pub mod sys;
 pub mod util;

@@ -195,7 +195,10 @@ impl Store {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT allow FROM service_overrides WHERE account_id = ?1 AND service = ?2",
+                // An override for the service itself wins over one for `*`
+                // (every service), as in plans and app-password lists.
+                "SELECT allow FROM service_overrides WHERE account_id = ?1 \
+                 AND service IN (?2, '*') ORDER BY service = '*' LIMIT 1",
             )?
             .query_row(params![account_id, service], |r| r.get(0))
             .optional()?)
@@ -282,9 +285,13 @@ impl Store {
         })
     }
 
-    /// Deletes audit records older than the retention and expired throttle rows.
+    /// Deletes audit records older than `audit_retention` or past
+    /// `audit_max_rows` (the oldest first), and expired throttle rows. At most
+    /// [`PRUNE_CHUNK`] records per transaction: one huge delete would grow the
+    /// write-ahead log by as much.
     pub fn prune(&mut self, now: i64) -> Result<()> {
         let cutoff = now - self.config.audit_retention.as_secs() as i64;
+        let max_rows = i64::try_from(self.config.audit_max_rows).unwrap_or(i64::MAX);
         let longest = [
             self.config.throttle_address.window,
             self.config.throttle_address.block,
@@ -297,16 +304,49 @@ impl Store {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
         self.write(|tx| {
-            tx.prepare_cached("DELETE FROM audit WHERE ts < ?1")?
-                .execute([cutoff])?;
             tx.prepare_cached(
                 "DELETE FROM throttle WHERE window_start < ?1 AND blocked_until < ?2",
             )?
             .execute(params![now - longest, now])?;
             Ok(())
-        })
+        })?;
+        loop {
+            let n = self.write(|tx| {
+                Ok(tx
+                    .prepare_cached(
+                        "DELETE FROM audit WHERE id IN
+                         (SELECT id FROM audit WHERE ts < ?1 LIMIT ?2)",
+                    )?
+                    .execute(params![cutoff, PRUNE_CHUNK])?)
+            })?;
+            if n < PRUNE_CHUNK {
+                break;
+            }
+        }
+        if max_rows > 0 {
+            loop {
+                // Ids grow with time (INTEGER PRIMARY KEY takes max + 1): the
+                // lowest are the oldest, and a range of them is one index walk.
+                let n = self.write(|tx| {
+                    Ok(tx
+                        .prepare_cached(
+                            "DELETE FROM audit WHERE id <= min(
+                               (SELECT max(id) FROM audit) - ?1,
+                               (SELECT min(id) FROM audit) + ?2 - 1)",
+                        )?
+                        .execute(params![max_rows, PRUNE_CHUNK])?)
+                })?;
+                if n < PRUNE_CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 }
+
+/// Audit records deleted per transaction by [`Store::prune`].
+pub const PRUNE_CHUNK: usize = 10_000;
 
 pub(crate) fn insert_audit(tx: &rusqlite::Connection, audit: &[AuditRecord]) -> Result<()> {
     let mut st = tx.prepare_cached(

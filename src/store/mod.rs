@@ -14,6 +14,14 @@ use crate::error::{Error, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 
+/// The write-ahead log's size bound, in bytes (see [`Store::bound_wal`]). The
+/// log can pass it by what is written between two checkpoint attempts.
+pub const WAL_LIMIT_BYTES: u64 = 4 << 20;
+/// Checkpoint attempts per process at most this often.
+const WAL_TRY_INTERVAL_MS: u64 = 200;
+/// How long a checkpoint attempt waits for the writer lock and for readers.
+const WAL_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// An open saslgate database.
 pub struct Store {
     pub(crate) conn: Connection,
@@ -122,8 +130,13 @@ impl Store {
             .map_err(storage(path))?;
         // WAL: readers never block the writer. NORMAL sync is durable against
         // process crashes (what matters for one-time codes) and fast.
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
-            .map_err(storage(path))?;
+        // journal_size_limit: a log restarted after a checkpoint is cut back to
+        // this size (else the file keeps its high-water mark); see bound_wal.
+        conn.execute_batch(&format!(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;
+             PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};"
+        ))
+        .map_err(storage(path))?;
         schema::migrate(&mut conn, creating).map_err(|e| match e {
             Error::Storage(m) => Error::Storage(format!("{}: {m}", path.display())),
             other => other,
@@ -185,7 +198,43 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        self.bound_wal();
         Ok(out)
+    }
+
+    /// Keeps the write-ahead log near [`WAL_LIMIT_BYTES`]. SQLite's own
+    /// checkpoints after a commit are PASSIVE: they never wait for readers, so
+    /// with a reader active in some process at every moment the log is never
+    /// restarted and grows without bound (550 MiB in 30 s with nine plugin
+    /// processes, issue 11). A writer that finds it larger runs a TRUNCATE
+    /// checkpoint, which waits briefly for the readers of older snapshots (short:
+    /// no read transaction spans a hash) and then empties the file. Best effort,
+    /// at most once per [`WAL_TRY_INTERVAL_MS`] per process: when it gets no
+    /// gap, a later write tries again.
+    fn bound_wal(&self) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static LAST_TRY_MS: AtomicU64 = AtomicU64::new(0);
+        let mut wal = self.config.db.clone().into_os_string();
+        wal.push("-wal");
+        if !std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT_BYTES) {
+            return;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = LAST_TRY_MS.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < WAL_TRY_INTERVAL_MS
+            || LAST_TRY_MS
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let _ = self.conn.busy_timeout(WAL_CHECKPOINT_WAIT);
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        let _ = self.conn.busy_timeout(self.config.busy_timeout);
     }
 }
 
@@ -225,6 +274,97 @@ pub fn backup(config: &Config, dest: &Path) -> Result<()> {
         let _ = std::fs::remove_file(dest);
     }
     result
+}
+
+/// Replaces the live database's content with a backup's, safely while daemons
+/// and plugins keep it open: SQLite's backup API writes the pages through the
+/// live database's own write-ahead log and locks, so no process ever sees an old
+/// WAL mixed into a new file (which copying or renaming over the file does).
+/// The backup is checked first (integrity, a saslgate schema this version
+/// reads); afterwards the schema is migrated if the backup was older and the
+/// generation is moved, so every process drops what it had cached.
+pub fn restore(config: &Config, from: &Path) -> Result<()> {
+    if !from.is_file() {
+        return Err(Error::Usage(format!(
+            "{}: no such backup file",
+            from.display()
+        )));
+    }
+    let src = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(storage(from))?;
+    let check: String = src
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(storage(from))?;
+    if check != "ok" {
+        return Err(Error::Storage(format!(
+            "{}: backup fails its integrity check ({check}); nothing restored",
+            from.display()
+        )));
+    }
+    let version: i64 = src
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(storage(from))?;
+    let has_key: i64 = src
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(storage(from))?;
+    if version < 1 || has_key == 0 {
+        return Err(Error::Storage(format!(
+            "{}: not a saslgate database; nothing restored",
+            from.display()
+        )));
+    }
+    if version > schema::SCHEMA_VERSION {
+        return Err(Error::TooNew {
+            found: version,
+            supported: schema::SCHEMA_VERSION,
+        });
+    }
+    // The live database must open (and is migrated): restoring is a change to it,
+    // made under its locks, not a replacement of its file.
+    let mut live = Store::open(config)?;
+    let path = config.db.as_path();
+    {
+        let backup = rusqlite::backup::Backup::new(&src, &mut live.conn).map_err(storage(path))?;
+        // All pages in one step: one write transaction on the live database, so
+        // readers see the old content or the new one, never a mixture.
+        // Busy or locked (a writer in the middle of a login): wait, bounded by
+        // the configured busy timeout.
+        let deadline =
+            std::time::Instant::now() + config.busy_timeout.max(std::time::Duration::from_secs(1));
+        loop {
+            use rusqlite::backup::StepResult;
+            match backup.step(-1).map_err(storage(path))? {
+                StepResult::Done => break,
+                StepResult::More | StepResult::Busy | StepResult::Locked
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                _ => {
+                    return Err(Error::Storage(format!(
+                        "{}: busy for longer than the busy timeout; nothing restored",
+                        path.display()
+                    )))
+                }
+            }
+        }
+    }
+    drop(live);
+    // Reopen: migrates a backup made by an older version; then move the
+    // generation (the restored one may be a value processes still hold data for).
+    let mut live = Store::open(config)?;
+    live.write(|tx| {
+        tx.execute(
+            "UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'",
+            [],
+        )?;
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// Looks a group name up (for `db_group`).

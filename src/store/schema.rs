@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use rusqlite::Connection;
 
 /// The schema this saslgate writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -76,6 +76,43 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_ts ON audit(ts);
     CREATE INDEX audit_account_ts ON audit(account, ts);
+    "#,
+    // 1 -> 2: any change to the data a login is decided on moves the generation,
+    // whoever makes it (the CLI, the plugin's auxprop_store, SQL typed by hand), so
+    // the app-password fast path and the positive cache never serve data older
+    // than the database. What logins themselves write (last use, TOTP step, used
+    // codes, throttle, audit) is left out: it would empty both at every login.
+    r#"
+    CREATE TRIGGER generation_accounts_insert AFTER INSERT ON accounts
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_accounts_delete AFTER DELETE ON accounts
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_accounts_update
+        AFTER UPDATE OF id, name, plan, disabled, password_hash, totp_secret ON accounts
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_apps_insert AFTER INSERT ON app_passwords
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_apps_delete AFTER DELETE ON app_passwords
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_apps_update
+        AFTER UPDATE OF id, account_id, label, lookup, services, restricted, expires, revoked
+        ON app_passwords
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_overrides_insert AFTER INSERT ON service_overrides
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_overrides_delete AFTER DELETE ON service_overrides
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_overrides_update AFTER UPDATE ON service_overrides
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_plans_insert AFTER INSERT ON plans
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_plans_delete AFTER DELETE ON plans
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_plans_update AFTER UPDATE ON plans
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_key_update AFTER UPDATE ON meta WHEN NEW.key <> 'generation'
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation';
     "#,
 ];
 
