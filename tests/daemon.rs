@@ -362,8 +362,9 @@ fn decision_matrix_with_testsaslauthd() {
     // Disabled account, unknown account.
     assert!(!testsaslauthd(&s, "carol", "carol pw", "imap", None));
     assert!(!testsaslauthd(&s, "nobody", "whatever", "imap", None));
-    // Without -r the realm is ignored: alice + realm = alice.
-    assert!(testsaslauthd(
+    // The realm is always passed on (no -r needed): alice + realm example.org
+    // is alice@example.org, not alice (example.org is not a local realm).
+    assert!(!testsaslauthd(
         &s,
         "alice",
         ALICE_PW,
@@ -381,7 +382,9 @@ fn decision_matrix_with_testsaslauthd() {
     assert!(st.success(), "exit {st}: {log}");
     // One line per decision, never a password.
     assert!(
-        log.contains("service=imap login=alice client=- account=alice result=OK credential=master"),
+        log.contains(
+            "service=imap login=alice realm=- client=- account=alice result=OK credential=master"
+        ),
         "{log}"
     );
     assert!(log.contains("reason=not-allowed"), "{log}");

@@ -14,6 +14,7 @@ pub mod options;
 pub mod protocol;
 pub mod server;
 pub mod socket;
+#[allow(unsafe_code)] // system calls std lacks; every block has a SAFETY comment
 pub mod sys;
 
 use crate::engine::Gate;
@@ -137,7 +138,6 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
         timeout: opts.timeout,
         max_connections: opts.max_connections,
         workers,
-        use_realm: opts.realm,
     };
     let server = match server::Server::new(bound.listener, gate, log, settings) {
         Ok(s) => s,
@@ -182,11 +182,10 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
         |p| p.display().to_string(),
     );
     shared.log.notice(&format!(
-        "saslgated {} ready on {place}: {workers} workers, db {}, cache {}, realm {}, fail delay {:?}, timeout {:?}, max connections {}",
+        "saslgated {} ready on {place}: {workers} workers, db {}, cache {}, fail delay {:?}, timeout {:?}, max connections {}",
         crate::VERSION,
         db.display(),
         if cache_ttl.is_zero() { "off".to_string() } else { format!("{}s", cache_ttl.as_secs()) },
-        if opts.realm { "on" } else { "ignored" },
         opts.fail_delay,
         opts.timeout,
         opts.max_connections,

@@ -53,8 +53,9 @@ pub struct Options {
     #[arg(short = 't', value_name = "SECONDS")]
     pub cache_ttl: Option<u64>,
 
-    /// Check login@realm: pass the realm from the request to saslgate (without
-    /// -r the realm is ignored, like the stock daemon does for most mechanisms).
+    /// Accepted for compatibility and ignored: the request's realm always goes
+    /// to saslgate, which checks `login@realm` (plain `login` only for the
+    /// config file's `local_realms`).
     #[arg(short = 'r', action = ArgAction::SetTrue)]
     pub realm: bool,
 

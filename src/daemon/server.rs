@@ -57,8 +57,6 @@ pub struct Settings {
     pub timeout: Duration,
     pub max_connections: usize,
     pub workers: usize,
-    /// `-r`: pass the request's realm on to the core.
-    pub use_realm: bool,
 }
 
 /// State shared by the workers and the main (signal) thread.
@@ -754,16 +752,14 @@ impl Worker {
 /// Runs the core on one request; returns the answer and how long to hold it.
 fn decide(shared: &Shared, req: &WireRequest) -> (Vec<u8>, Duration) {
     let gate = shared.gate();
-    let realm = if shared.settings.use_realm {
-        req.realm.as_deref()
-    } else {
-        None
-    };
+    // The realm always goes to the core, which decides what it means
+    // (`login@realm`, plain `login` only for its configured local realms):
+    // dropping it here would let `alice` + realm `other.org` log in as `alice`.
     let request = Request {
         login: &req.login,
         password: req.password.as_bytes(),
         service: &req.service,
-        realm,
+        realm: req.realm.as_deref(),
         client_addr: req.client_addr.as_deref(),
     };
     let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.decide(&request)))
@@ -776,10 +772,8 @@ fn decide(shared: &Shared, req: &WireRequest) -> (Vec<u8>, Duration) {
     clean_into(&mut who, &req.service);
     who.push_str(" login=");
     clean_into(&mut who, &req.login);
-    if let (Some(r), true) = (&req.realm, shared.settings.use_realm) {
-        who.push_str(" realm=");
-        clean_into(&mut who, r);
-    }
+    who.push_str(" realm=");
+    clean_into(&mut who, req.realm.as_deref().unwrap_or_default());
     who.push_str(" client=");
     clean_into(&mut who, req.client_addr.as_deref().unwrap_or_default());
     match decision {
