@@ -1,21 +1,119 @@
 //! Throttling of password guessing (DESIGN.md step 2), kept in the database so every
 //! face and every process shares it.
 //!
-//! Keys: `a:IP` (client address), `p:ACCOUNT|IP` (account from that address),
+//! Keys: `a:ADDR` (client address), `p:ACCOUNT|ADDR` (account from that address),
 //! `s:ACCOUNT` (account, when the request carries no address). Address and pair
 //! keys block when over budget; `s:` keys only slow refusals down, so an attacker
 //! without an address of their own can never lock a user out.
 //!
+//! ADDR is an IPv4 address, or an IPv6 address cut to `[throttle] ipv6_prefix`
+//! bits (`2001:db8:1:2::/64`): one end site gets a /64 or more, so counting each
+//! IPv6 address apart would give one client unlimited budgets. Addresses in
+//! `[throttle] trusted_networks` (webmail, IMAP proxies, NAT) have no `a:` key:
+//! one shared address must not lock everyone behind it out; their `p:` keys still
+//! block guessing at one account.
+//!
+//! Malformed requests count on the `a:` key like wrong passwords
+//! ([`Store::record_bad_input`]), so a flood of them from one client is throttled.
+//!
 //! A client repeating the same wrong password (a phone with a stale password) counts
 //! once: the pair/account row remembers a keyed fingerprint of the last wrong one.
 
-use crate::config::Budget;
+use crate::config::{Budget, Config};
 use crate::error::Result;
 use crate::store::login::{insert_audit, AuditRecord};
 use crate::store::Store;
 use rusqlite::{params, OptionalExtension};
 use std::net::IpAddr;
 use std::time::Duration;
+
+/// An address or network of `[throttle] trusted_networks`: `192.0.2.10`,
+/// `10.0.0.0/8`, `2001:db8::/32`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> std::result::Result<Network, String> {
+        let t = text.trim();
+        let (addr, prefix) = match t.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (t, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{t:?} is not an IP address or network (192.0.2.0/24)"))?;
+        // ::ffff:a.b.c.d is the IPv4 client (names::parse_client_addr does the same).
+        let (addr, shift) = match addr {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), 96),
+                None => (addr, 0),
+            },
+            v4 => (v4, 0),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => {
+                let p: u8 = p
+                    .parse()
+                    .ok()
+                    .filter(|p| *p >= shift && *p - shift <= max)
+                    .ok_or_else(|| format!("{t:?}: bad prefix length"))?;
+                p - shift
+            }
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                mask(u128::from(u32::from(n)), 32, self.prefix)
+                    == mask(u128::from(u32::from(a)), 32, self.prefix)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                mask(u128::from(n), 128, self.prefix) == mask(u128::from(a), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The top `prefix` bits of a `bits`-bit address.
+fn mask(value: u128, bits: u8, prefix: u8) -> u128 {
+    let prefix = prefix.min(bits);
+    if prefix == 0 {
+        return 0;
+    }
+    let keep = u128::MAX << (128 - u32::from(prefix));
+    (value << (128 - u32::from(bits))) & keep
+}
+
+/// The client as the throttle counts it: an IPv4 address, or an IPv6 address
+/// cut to `ipv6_prefix` bits (`2001:db8:1:2::/64`; the bare address at 128).
+pub fn client_group(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip {
+        IpAddr::V6(v6) if ipv6_prefix < 128 => {
+            let net = std::net::Ipv6Addr::from(mask(u128::from(v6), 128, ipv6_prefix));
+            format!("{net}/{ipv6_prefix}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether `ip` is in `[throttle] trusted_networks`.
+pub fn is_trusted(config: &Config, ip: IpAddr) -> bool {
+    config.trusted_networks.iter().any(|n| n.contains(ip))
+}
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -25,19 +123,32 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub fn new(account: &str, addr: Option<IpAddr>) -> Keys {
+    pub fn new(account: &str, addr: Option<IpAddr>, config: &Config) -> Keys {
         match addr {
-            Some(ip) => Keys {
-                address: Some(format!("a:{ip}")),
-                pair: Some(format!("p:{account}|{ip}")),
-                slow: None,
-            },
+            Some(ip) => {
+                let group = client_group(ip, config.ipv6_prefix);
+                Keys {
+                    address: (!is_trusted(config, ip)).then(|| format!("a:{group}")),
+                    pair: Some(format!("p:{account}|{group}")),
+                    slow: None,
+                }
+            }
             None => Keys {
                 address: None,
                 pair: None,
                 slow: Some(format!("s:{account}")),
             },
         }
+    }
+
+    /// The address key alone (malformed requests name no account); `None` for
+    /// a trusted address.
+    pub fn address_only(ip: IpAddr, config: &Config) -> Option<Keys> {
+        (!is_trusted(config, ip)).then(|| Keys {
+            address: Some(format!("a:{}", client_group(ip, config.ipv6_prefix))),
+            pair: None,
+            slow: None,
+        })
     }
 }
 
@@ -248,6 +359,26 @@ impl Store {
             Ok(())
         })
     }
+
+    /// Counts a malformed request on the client's address key (with its audit
+    /// record, if any, in the same transaction), like a wrong password.
+    pub fn record_bad_input(
+        &mut self,
+        keys: &Keys,
+        now: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<()> {
+        let b = self.config.throttle_address.clone();
+        self.write(|tx| {
+            if let Some(a) = audit {
+                insert_audit(tx, std::slice::from_ref(a))?;
+            }
+            if let Some(k) = &keys.address {
+                bump(tx, k, b.window, Some(b.block), b.failures, None, now)?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// 1 s, 2 s, 4 s... once an address-less account is past its slow-down budget.
@@ -257,4 +388,63 @@ fn slow_delay(cfg: &crate::Config, keys: &Keys, failures: i64) -> Duration {
     }
     let over = (failures - i64::from(cfg.slowdown_failures) - 1).min(20) as u32;
     Duration::from_secs(1u64 << over).min(cfg.slowdown_max_delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn networks() {
+        let n = Network::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains(ip("10.255.1.2")));
+        assert!(!n.contains(ip("11.0.0.1")));
+        assert!(!n.contains(ip("::1")));
+        let one = Network::parse(" 192.0.2.10 ").unwrap();
+        assert!(one.contains(ip("192.0.2.10")) && !one.contains(ip("192.0.2.11")));
+        let v6 = Network::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+        assert!(Network::parse("::ffff:10.0.0.0/104")
+            .unwrap()
+            .contains(ip("10.1.1.1")));
+        assert!(Network::parse("0.0.0.0/0").unwrap().contains(ip("1.2.3.4")));
+        for bad in [
+            "10.0.0.0/33",
+            "2001:db8::/129",
+            "example.org",
+            "10.0.0.0/",
+            "",
+            "1.2.3.4/-1",
+        ] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ipv6_groups() {
+        assert_eq!(
+            client_group(ip("2001:db8:1:2:3:4:5:6"), 64),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            client_group(ip("2001:db8:1:2:3:4:5:6"), 48),
+            "2001:db8:1::/48"
+        );
+        assert_eq!(client_group(ip("2001:db8::6"), 128), "2001:db8::6");
+        assert_eq!(client_group(ip("192.0.2.1"), 64), "192.0.2.1");
+        let mut c = Config::default();
+        c.trusted_networks = vec![Network::parse("192.0.2.0/24").unwrap()];
+        let k = Keys::new("alice", Some(ip("192.0.2.9")), &c);
+        assert_eq!(
+            (k.address, k.pair.as_deref()),
+            (None, Some("p:alice|192.0.2.9"))
+        );
+        assert!(Keys::address_only(ip("192.0.2.9"), &c).is_none());
+        let k = Keys::new("alice", Some(ip("2001:db8::1")), &c);
+        assert_eq!(k.address.as_deref(), Some("a:2001:db8::/64"));
+    }
 }
