@@ -30,6 +30,9 @@ SELF="$ROOT/tests/e2e/run.sh"
 DOC="$ROOT/debian/saslgate.README.Debian"
 PKGCONF="$ROOT/debian/saslgate.conf"
 ADDR_FAILURES=6    # [throttle] address_failures in the test config
+PW_DOMAIN_BOB='domain bob pw A'   # bob@example.org
+PW_PLAIN_BOB='plain bob pw B'     # bob
+PW_ALICE='plain alice pw C'       # alice
 
 log() { echo "e2e: $*" >&2; }
 
@@ -138,6 +141,11 @@ inner() {
         SG user add "p-$s" --plan smtponly 2>>"$err" && setpw "p-$s" "master p-$s" || bad "user p-$s"
     done
     SG user add e-pp 2>>"$err" && setpw e-pp "master e-pp" || bad "user e-pp"
+    # Issue 11 findings 1-2: a domain account and a plain one with the same
+    # local part, and a plain account whose name is tried under a foreign domain.
+    SG user add bob@example.org 2>>"$err" && setpw bob@example.org "$PW_DOMAIN_BOB" || bad "user bob@example.org"
+    SG user add bob 2>>"$err" && setpw bob "$PW_PLAIN_BOB" || bad "user bob"
+    SG user add alice 2>>"$err" && setpw alice "$PW_ALICE" || bad "user alice"
     for s in pp pd cd cp; do
         case "${APP_SMTP[$s]} ${APP_IMAP[$s]}" in
             ?*-*-*-*-*?' '?*-*-*-*-*?) ;;
@@ -206,7 +214,7 @@ inner() {
     done
 
     # ---- Cyrus IMAP: one cyrmaster, three imapd services (daemon, plugin, stock)
-    C_DAEMON=$(free_port) C_PLUGIN=$(free_port) C_STOCK=$(free_port)
+    C_DAEMON=$(free_port) C_PLUGIN=$(free_port) C_STOCK=$(free_port) C_DOMAIN=$(free_port)
     local CY=$T/cyrus
     mkdir -p "$CY/conf" "$CY/part" "$CY/run"
     cat >"$CY/base.conf" <<EOF
@@ -225,6 +233,9 @@ failedloginpause: 0
 EOF
     { cat "$CY/base.conf"; snippet cyrus-daemon; } >"$CY/imapd-daemon.conf"
     { cat "$CY/base.conf"; snippet cyrus-plugin; } >"$CY/imapd-plugin.conf"
+    # The documented saslgated block plus domain logins (bob@example.org keeps its
+    # domain: Cyrus's default, virtdomains off, considers only the local part).
+    { cat "$CY/base.conf"; snippet cyrus-daemon; echo 'virtdomains: userid'; } >"$CY/imapd-domain.conf"
     { cat "$CY/base.conf"; printf '%s\n' 'sasl_pwcheck_method: saslauthd' \
         'sasl_saslauthd_path: /var/spool/postfix/var/run/saslauthd/mux' 'sasl_mech_list: PLAIN LOGIN'; } >"$CY/imapd-stock.conf"
     cat >"$CY/cyrus.conf" <<EOF
@@ -235,6 +246,7 @@ SERVICES {
   imapdaemon cmd="imapd -C $CY/imapd-daemon.conf" listen="127.0.0.1:$C_DAEMON" prefork=0 maxchild=10
   imapplugin cmd="imapd -C $CY/imapd-plugin.conf" listen="127.0.0.1:$C_PLUGIN" prefork=0 maxchild=10
   imapstock cmd="imapd -C $CY/imapd-stock.conf" listen="127.0.0.1:$C_STOCK" prefork=0 maxchild=10
+  imapdomain cmd="imapd -C $CY/imapd-domain.conf" listen="127.0.0.1:$C_DOMAIN" prefork=0 maxchild=10
 }
 EVENTS {
 }
@@ -243,11 +255,11 @@ EOF
     su cyrus -s /bin/sh -c "cyrmaster -C $CY/imapd-daemon.conf -M $CY/cyrus.conf -p $CY/master.pid -d" \
         >"$LOGS/cyrmaster.log" 2>&1
     wait_file "$CY/master.pid" && record_pid "$(cat "$CY/master.pid")" cyrmaster
-    for port in $C_DAEMON $C_PLUGIN $C_STOCK; do
+    for port in $C_DAEMON $C_PLUGIN $C_STOCK $C_DOMAIN; do
         wait_port "$port" || bad "cyrmaster does not listen on 127.0.0.1:$port"
     done
 
-    echo "--- Postfix $(postconf -h mail_version) smtpd (chrooted) on 127.0.0.1:$P_PLUGIN (plugin), :$P_DAEMON (saslgated), :$P_STOCK (stock); Cyrus imapd on :$C_DAEMON (saslgated), :$C_PLUGIN (plugin), :$C_STOCK (stock)"
+    echo "--- Postfix $(postconf -h mail_version) smtpd (chrooted) on 127.0.0.1:$P_PLUGIN (plugin), :$P_DAEMON (saslgated), :$P_STOCK (stock); Cyrus imapd on :$C_DAEMON (saslgated), :$C_PLUGIN (plugin), :$C_STOCK (stock), :$C_DOMAIN (saslgated, virtdomains: userid)"
 
     # ---- baseline: stock saslauthd/sasldb, with the saslgate plugin installed
     expect "stock postfix (saslgate plugin present, not enabled): PLAIN 235" 235 "$(smtp "$P_STOCK" PLAIN stock 'stock pw')"
@@ -258,6 +270,7 @@ EOF
     # ---- Postfix through the in-process plugin, then through saslgated
     postfix_matrix plugin "$P_PLUGIN" pp
     postfix_matrix saslgated "$P_DAEMON" pd
+    postfix_domains "$P_DAEMON"
     local pid chrooted=0
     for pid in $(pgrep -x smtpd); do
         tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "127.0.0.1:$P_PLUGIN" || continue
@@ -304,8 +317,73 @@ EOF
     expect "cyrus saslgated: LOGIN plan without imap refused" NO "$(imap "$C_DAEMON" login p-cd 'master p-cd')"
     expect "cyrus saslgated: LOGIN wrong password refused" NO "$(imap "$C_DAEMON" login a-cd 'wrong')"
     expect "cyrus plugin+saslgated: LOGIN imap app password now accepted" OK "$(imap "$C_PLUGIN" login a-cp "${APP_IMAP[cp]}")"
+    cyrus_domains "$CY"
+    # Cyrus's default (virtdomains off, the documented block as is): a domain
+    # LOGIN must never get in with the plain account's password. (With its own
+    # password saslgated says OK, and this Cyrus 3.6 then refuses it too, as a
+    # cross-realm identity: recorded, not judged.)
+    expect "cyrus saslgated (virtdomains off): LOGIN bob@example.org + plain bob's password refused" NO \
+        "$(imap "$C_DAEMON" login bob@example.org "$PW_PLAIN_BOB")"
+    echo "INFO  cyrus saslgated (virtdomains off): LOGIN bob@example.org + its own password: $(imap "$C_DAEMON" login bob@example.org "$PW_DOMAIN_BOB")"
+    grep ' login=\"\?bob\"\? ' "$LOGS/saslgated-cyrus.log" | tail -n2 | sed 's/^/INFO  saslgated-cyrus: /'
 
     return 0
+}
+
+# Issue 11 findings 1-2 through Cyrus imapd (virtdomains: userid) and saslgated:
+# libsasl2 sends LOGIN bob@example.org as login "bob" + realm "example.org".
+cyrus_domains() { # cyrus_domains CYRUS-DIR
+    local l="cyrus saslgated (virtdomains: userid)" p=$C_DOMAIN mboxes
+    expect "$l: LOGIN bob@example.org + its password + SELECT INBOX" OK "$(imap "$p" login bob@example.org "$PW_DOMAIN_BOB")"
+    expect "$l: LOGIN bob@example.org + plain bob's password refused" NO "$(imap "$p" login bob@example.org "$PW_PLAIN_BOB")"
+    expect "$l: AUTHENTICATE PLAIN bob@example.org + its password" OK "$(imap "$p" plain bob@example.org "$PW_DOMAIN_BOB")"
+    expect "$l: AUTHENTICATE PLAIN bob@example.org + plain bob's password refused" NO "$(imap "$p" plain bob@example.org "$PW_PLAIN_BOB")"
+    expect "$l: LOGIN alice@victim.org + plain alice's password refused" NO "$(imap "$p" login alice@victim.org "$PW_ALICE")"
+    expect "$l: LOGIN alice (plain) accepted" OK "$(imap "$p" login alice "$PW_ALICE")"
+    # Where the logins landed: the mailbox list (Cyrus's internal names).
+    mboxes=$(su cyrus -s /bin/sh -c "/usr/lib/cyrus/bin/ctl_mboxlist -d -C $1/imapd-domain.conf" 2>&1)
+    printf '%s\n' "$mboxes" >"$LOGS/mboxlist.txt"
+    expect "$l: bob@example.org's INBOX is example.org!user.bob" yes \
+        "$(grep -q 'example\.org!user\.bob\b' <<<"$mboxes" && echo yes || echo no)"
+    expect "$l: no mailbox for plain bob or alice@victim.org" no \
+        "$(grep -Eq '(^|[^!.a-z])user\.bob\b|victim\.org!' <<<"$mboxes" && echo yes || echo no)"
+    # What saslgated was asked and told (its log line for each request).
+    expect "$l: saslgated saw login=bob realm=example.org and said account=bob@example.org" yes \
+        "$(daemon_line cyrus bob example.org bob@example.org)"
+    expect "$l: no login accepted as plain bob or alice from a domain login" no \
+        "$(grep 'result=OK' "$LOGS/saslgated-cyrus.log" | grep -E 'realm="?(example|victim)\.org' |
+            grep -Eq 'account="?(bob|alice)"?( |$)' && echo yes || echo no)"
+}
+
+# daemon_line NAME LOGIN REALM ACCOUNT: yes when saslgated-NAME.log has an OK line
+# for LOGIN + REALM that names ACCOUNT (fields quoted or not).
+daemon_line() {
+    grep 'result=OK' "$LOGS/saslgated-$1.log" | grep -E " login=\"?$2\"?( |$)" |
+        grep -E " realm=\"?${3//./\\.}\"?( |$)" | grep -Eq " account=\"?${4//./\\.}\"?( |$)" &&
+        echo yes || echo no
+}
+
+# Issue 11 findings 1-2 through Postfix smtpd (pwcheck_method: saslauthd) and saslgated.
+postfix_domains() { # postfix_domains PORT
+    local l="postfix saslgated" p=$1
+    expect "$l: AUTH PLAIN bob@example.org + its password 235" 235 "$(smtp "$p" PLAIN bob@example.org "$PW_DOMAIN_BOB")"
+    expect "$l: AUTH LOGIN bob@example.org + its password 235" 235 "$(smtp "$p" LOGIN bob@example.org "$PW_DOMAIN_BOB")"
+    expect "$l: AUTH PLAIN bob@example.org + plain bob's password 535" 535 "$(smtp "$p" PLAIN bob@example.org "$PW_PLAIN_BOB")"
+    expect "$l: AUTH LOGIN bob@example.org + plain bob's password 535" 535 "$(smtp "$p" LOGIN bob@example.org "$PW_PLAIN_BOB")"
+    expect "$l: AUTH PLAIN bob (plain) + its password 235" 235 "$(smtp "$p" PLAIN bob "$PW_PLAIN_BOB")"
+    expect "$l: AUTH PLAIN alice@victim.org + plain alice's password 535" 535 "$(smtp "$p" PLAIN alice@victim.org "$PW_ALICE")"
+    expect "$l: AUTH PLAIN alice (plain) 235" 235 "$(smtp "$p" PLAIN alice "$PW_ALICE")"
+    expect "$l: saslgated saw login=bob realm=example.org and said account=bob@example.org" yes \
+        "$(daemon_line postfix bob example.org bob@example.org)"
+    # The name Postfix was told: smtpd logs the SASL user of the message whose
+    # queue file the first accepted RCPT opens ("ID: client=..., sasl_username=").
+    local got i seen=no pat='client=[^ ]*, sasl_method=PLAIN, sasl_username=bob@example\.org$'
+    got=$(smtp_rcpt "$p" PLAIN bob@example.org "$PW_DOMAIN_BOB")
+    for i in $(seq 50); do
+        grep -Eq "$pat" "$LOGS/postfix.log" 2>/dev/null && seen=yes && break
+        sleep 0.1
+    done
+    expect "$l: RCPT after AUTH as bob@example.org: Postfix logs sasl_username=bob@example.org" "235 250 yes" "$got $seen"
 }
 
 postfix_matrix() { # postfix_matrix LABEL PORT SUFFIX
@@ -330,6 +408,19 @@ smtp() {
     printf '%s\n' "=== swaks :$1 $2 $3 from ${5:-127.0.0.1}" "$out" >>"$LOGS/swaks.log"
     printf '%s\n' "$out" | sed -n 's/^<[-~*]* *\(235\|535\|454\|5[0-9][0-9]\|4[0-9][0-9]\) .*/\1/p' | tail -n1 |
         grep . || echo none
+}
+
+# smtp_rcpt PORT MECH USER PASSWORD: AUTH, MAIL, RCPT (which opens the queue
+# file, so smtpd logs sasl_username), QUIT; prints the AUTH and RCPT codes.
+smtp_rcpt() {
+    local out
+    out=$(timeout 60 swaks --server 127.0.0.1 --port "$1" --ehlo e2e.saslgate.test \
+        --auth "$2" --auth-user "$3" --auth-password "$4" \
+        --from sender@example.net --to postmaster@localhost --quit-after RCPT 2>&1)
+    printf '%s\n' "=== swaks :$1 $2 $3 to RCPT" "$out" >>"$LOGS/swaks.log"
+    printf '%s %s\n' \
+        "$(printf '%s\n' "$out" | sed -n 's/^<[-~*]* *\(235\|535\) .*/\1/p' | tail -n1)" \
+        "$(printf '%s\n' "$out" | sed -n '/^ *[-~*]*> *RCPT TO/,$p' | sed -n 's/^<[-~*]* *\([0-9][0-9][0-9]\) .*/\1/p' | head -n1)"
 }
 
 # imap PORT login|plain USER PASSWORD: prints OK (authenticated and INBOX selected), NO or ERR.
