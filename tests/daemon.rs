@@ -383,7 +383,7 @@ fn decision_matrix_with_testsaslauthd() {
     // One line per decision, never a password.
     assert!(
         log.contains(
-            "service=imap login=alice realm=- client=- account=alice result=OK credential=master"
+            r#"result=OK account="alice" credential="master" service="imap" realm="" client="" login="alice""#
         ),
         "{log}"
     );
@@ -509,7 +509,7 @@ fn four_and_five_field_requests_and_client_address() {
     assert!(is_ok(&raw(&s, &frame(&[b"alice", pw, b"imap", b""]))));
     let (st, log) = d.stop();
     assert!(st.success());
-    assert!(log.contains("client=192.0.2.7;40002"), "{log}");
+    assert!(log.contains(r#"client="192.0.2.7;40002""#), "{log}");
     // The audit trail has the address.
     let audit = cli(&fx.conf, &["--json", "log", "alice"], None);
     assert!(audit.contains("192.0.2.8"), "{audit}");
@@ -1166,4 +1166,126 @@ fn socket_group_and_modes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-group-here"));
+}
+
+/// Splits a saslgated decision line (after `saslgated[PID]: `) into its
+/// `key=value` fields the way a quote-aware log parser would: fields are
+/// separated by spaces outside double quotes; each value's quoting (`"..."`,
+/// `\"`, `\\`, `\xNN`, `\u{...}`) is undone.
+fn parse_log_fields(line: &str) -> Vec<(String, String)> {
+    let body = line.split_once("]: ").map_or(line, |(_, b)| b);
+    let mut fields = Vec::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return fields;
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        let mut value = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+        }
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if quoted => break,
+                ' ' if !quoted => break,
+                '\\' => match chars.next() {
+                    Some('x') => {
+                        let hex: String = chars.by_ref().take(2).collect();
+                        value.push(u8::from_str_radix(&hex, 16).expect("hex escape") as char);
+                    }
+                    Some('u') => {
+                        let code: String = chars
+                            .by_ref()
+                            .skip_while(|c| *c == '{')
+                            .take_while(|c| *c != '}')
+                            .collect();
+                        value
+                            .push(char::from_u32(u32::from_str_radix(&code, 16).unwrap()).unwrap());
+                    }
+                    Some(other) => value.push(other),
+                    None => value.push('\\'),
+                },
+                other => value.push(other),
+            }
+        }
+        fields.push((key, value));
+    }
+}
+
+/// Security finding 10: a login (or realm) carrying ` client=... result=OK`
+/// must not forge fields in the log line that fail2ban-style parsers read.
+#[test]
+fn forged_fields_in_login_cannot_forge_log_fields() {
+    let fx = fixture();
+    let d = Daemon::start(&fx, "run", &["--fail-delay", "0"]);
+    let forged = "x client=203.0.113.5 account=alice result=OK";
+    let forged_realm = "r\" result=OK \\ client=198.51.100.1";
+    let a = raw(
+        &d.socket(),
+        &frame(&[
+            forged.as_bytes(),
+            b"whatever",
+            b"imap",
+            forged_realm.as_bytes(),
+            b"192.0.2.50;1234",
+        ]),
+    );
+    assert!(a.as_deref().is_some_and(|t| t.starts_with("NO")), "{a:?}");
+    let (st, log) = d.stop();
+    assert!(st.success());
+    let line = log
+        .lines()
+        .find(|l| l.contains("result=") && l.contains("203.0.113.5"))
+        .unwrap_or_else(|| panic!("no decision line for the forged login: {log}"));
+    let fields = parse_log_fields(line);
+    let count = |k: &str| fields.iter().filter(|(key, _)| key == k).count();
+    let value = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    for key in ["result", "client", "login", "realm", "service"] {
+        assert_eq!(
+            count(key),
+            1,
+            "{key}= appears {} times in {line:?}",
+            count(key)
+        );
+    }
+    assert!(count("account") <= 1, "{line:?}");
+    assert_eq!(value("result"), "NO", "{line:?}");
+    assert_eq!(value("client"), "192.0.2.50;1234", "{line:?}");
+    assert_eq!(value("login"), forged, "{line:?}");
+    assert_eq!(value("realm"), forged_realm, "{line:?}");
+    // A naive parser (`client=(\S+)`, splitting on spaces) is not fooled either:
+    // each key appears once in the raw line.
+    for key in [" result=", " client=", " login=", " account="] {
+        assert!(line.matches(key).count() <= 1, "{key} twice in {line:?}");
+    }
+    // Every field is a known key: nothing a value held became a field.
+    let known = [
+        "result",
+        "reason",
+        "detail",
+        "cause",
+        "account",
+        "credential",
+        "service",
+        "realm",
+        "client",
+        "login",
+    ];
+    for (k, _) in &fields {
+        assert!(
+            known.contains(&k.as_str()),
+            "unexpected field {k:?} in {line:?}"
+        );
+    }
 }

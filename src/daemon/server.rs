@@ -23,7 +23,7 @@
 //! The cost: a connection whose frame arrives while its worker is hashing for
 //! another client waits for that hash (at most one bcrypt, ~50 ms at cost 10).
 
-use crate::daemon::log::{clean_into, Logger};
+use crate::daemon::log::{display_into, text_into, value_into, Logger};
 use crate::daemon::protocol::{self, encode_answer, Parse, WireRequest};
 use crate::daemon::sys;
 use crate::engine::{Decision, Gate, Request};
@@ -31,7 +31,6 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -528,9 +527,9 @@ impl Worker {
             }
             Parse::NeedMore => {}
             Parse::Bad(why) => {
-                self.shared
-                    .log
-                    .notice(&format!("result=NO reason=bad-input detail=\"{why}\""));
+                let mut line = String::from("result=NO reason=bad-input");
+                text_into(&mut line, "detail", &why.to_string());
+                self.shared.log.notice(&line);
                 let out = encode_answer(&format!(
                     "NO {}",
                     crate::RefuseReason::BadInput.public_text()
@@ -766,26 +765,19 @@ fn decide(shared: &Shared, req: &WireRequest) -> (Vec<u8>, Duration) {
         .unwrap_or_else(|_| Decision::Unavailable {
             cause: "internal error (panic in the decision)".into(),
         });
-    // The line is built in one buffer: this runs for every request.
-    let mut who = String::with_capacity(160);
-    who.push_str("service=");
-    clean_into(&mut who, &req.service);
-    who.push_str(" login=");
-    clean_into(&mut who, &req.login);
-    who.push_str(" realm=");
-    clean_into(&mut who, req.realm.as_deref().unwrap_or_default());
-    who.push_str(" client=");
-    clean_into(&mut who, req.client_addr.as_deref().unwrap_or_default());
     match decision {
         Decision::Accepted {
             account,
             credential,
         } => {
-            who.push_str(" account=");
-            clean_into(&mut who, account.as_bytes());
-            who.push_str(" result=OK credential=");
-            let _ = write!(who, "{credential}");
-            shared.log.info(&who);
+            // Fixed fields first, then what the client sent, each quoted and
+            // escaped (log.rs): no value can end its field or start another.
+            let mut line = String::with_capacity(192);
+            line.push_str("result=OK");
+            value_into(&mut line, "account", account.as_bytes());
+            display_into(&mut line, "credential", &credential);
+            request_fields(&mut line, req);
+            shared.log.info(&line);
             (encode_answer("OK"), Duration::ZERO)
         }
         Decision::Refused {
@@ -794,29 +786,33 @@ fn decide(shared: &Shared, req: &WireRequest) -> (Vec<u8>, Duration) {
             delay,
             ..
         } => {
-            shared.log.notice(&format!(
-                "{who} result=NO reason={} detail=\"{}\"",
-                reason.name(),
-                clean_detail(&detail)
-            ));
+            let mut line = String::with_capacity(224);
+            line.push_str("result=NO reason=");
+            line.push_str(reason.name());
+            text_into(&mut line, "detail", &detail);
+            request_fields(&mut line, req);
+            shared.log.notice(&line);
             (
                 encode_answer(&format!("NO {}", reason.public_text())),
                 delay.max(shared.settings.fail_delay),
             )
         }
         Decision::Unavailable { cause } => {
-            shared.log.err(&format!(
-                "{who} result=NO reason=unavailable cause=\"{}\"",
-                clean_detail(&cause)
-            ));
+            let mut line = String::with_capacity(224);
+            line.push_str("result=NO reason=unavailable");
+            text_into(&mut line, "cause", &cause);
+            request_fields(&mut line, req);
+            shared.log.err(&line);
             (encode_answer("NO unavailable"), Duration::ZERO)
         }
     }
 }
 
-fn clean_detail(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() || c == '"' { ' ' } else { c })
-        .take(200)
-        .collect()
+/// The request's own fields, after the fixed ones; the login, the most
+/// likely to be hostile, last.
+fn request_fields(line: &mut String, req: &WireRequest) {
+    value_into(line, "service", &req.service);
+    value_into(line, "realm", req.realm.as_deref().unwrap_or_default());
+    value_into(line, "client", req.client_addr.as_deref().unwrap_or_default());
+    value_into(line, "login", &req.login);
 }
