@@ -136,7 +136,7 @@ echo "      lintian: $(grep -c '^E: ' "$TMP/lintian.txt") errors, $(grep -c '^W:
 
 # ---- the packaged configuration documents every key of src/config.rs
 keys=$(awk '/^struct (ConfigFile|ThrottleFile) \{/ { on = 1; next } on && /^\}/ { on = 0 } on' "$ROOT/src/config.rs" |
-    sed -n 's/^ *\([a-z_]*\): Option<.*/\1/p' | grep -v '^throttle$')
+    sed -n 's/^ *\([a-z0-9_]*\): Option<.*/\1/p' | grep -v '^throttle$')
 missing=""
 for k in $keys; do
     grep -Eq "^#? ?$k = |^\[$k\]" "$ROOT/debian/saslgate.conf" || missing="$missing conf:$k"
