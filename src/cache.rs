@@ -4,7 +4,7 @@
 //! when the database's generation counter moves (any admin change). Failures are
 //! never cached.
 
-use crate::engine::Credential;
+use crate::decision::Credential;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

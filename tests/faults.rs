@@ -11,6 +11,7 @@
 //! Ignored by default: run `scripts/faults.sh` (as root it runs the tests in a
 //! private mount namespace, `unshare -m`, for the tmpfs one). Parts that need
 //! root print a loud SKIP otherwise.
+#![allow(unsafe_code)] // pre_exec drops root to run the daemon as nobody
 
 mod harden;
 

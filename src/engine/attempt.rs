@@ -1,0 +1,432 @@
+//! The decision flow for one attempt after step 1: the app-password fast path,
+//! the full path (steps 2 to 7) and the policy-only check for mechanisms
+//! saslgate does not verify itself. [`Attempt`] carries what every step needs
+//! (the gate, the normalised input, the time), so the steps take only what is
+//! theirs.
+
+use super::credentials::CredentialCheck;
+use super::policy::{policy_denial, policy_rule};
+use super::Gate;
+use crate::audit;
+use crate::config::Config;
+use crate::crypto::{canonical_generated, APP_PASSWORD_LEN};
+use crate::decision::{Credential, Decision, RefuseReason, Request};
+use crate::names;
+use crate::snapshot::AccountView;
+use crate::store::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
+use crate::store::Store;
+use crate::throttle::{self, Keys};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// A request after validation and normalisation (step 1).
+pub(super) struct Input {
+    /// Account names the login may be, most specific first (see
+    /// [`names::login_candidates`] for the realm rule).
+    pub(super) candidates: Vec<String>,
+    pub(super) service: String,
+    pub(super) addr: Option<std::net::IpAddr>,
+}
+
+impl Input {
+    pub(super) fn parse(req: &Request<'_>, config: &Config) -> Result<Input, names::FieldError> {
+        let login = names::text_field("login", req.login, names::MAX_LOGIN)?;
+        let realm = match req.realm {
+            Some(r) if !r.is_empty() => Some(names::text_field("realm", r, names::MAX_NAME)?),
+            _ => None,
+        };
+        let service = names::text_field("service", req.service, names::MAX_NAME)?;
+        let service = names::service_name(service, &config.service_aliases)?;
+        names::password_field(req.password)?;
+        let candidates = names::login_candidates(login, realm, |r| config.is_local_realm(r))?;
+        let addr = req.client_addr.and_then(names::parse_client_addr);
+        Ok(Input {
+            candidates,
+            service,
+            addr,
+        })
+    }
+}
+
+/// One attempt in flight.
+pub(super) struct Attempt<'a> {
+    pub(super) gate: &'a Gate,
+    pub(super) input: &'a Input,
+    /// The password as typed (possibly followed by a code); empty for a
+    /// policy-only check.
+    pub(super) password: &'a [u8],
+    pub(super) now: i64,
+}
+
+/// Steps 1b and 2, shared by logins and the policy-only check: the account the
+/// name resolves to, and the throttle's word before any hashing.
+struct Admission {
+    account: Option<AccountRow>,
+    /// The account's canonical name, else the first candidate (what unknown
+    /// names are throttled and audited under).
+    name: String,
+    keys: Keys,
+    has_account_rows: bool,
+}
+
+impl Attempt<'_> {
+    /// The common case in one statement: a valid app password of an account in
+    /// the snapshot, allowed for the service, client not throttled. `None` sends
+    /// the request down the full path, which decides everything else (every
+    /// refusal included) from the database.
+    pub(super) fn fast_accept(&self, store: &mut Store) -> crate::Result<Option<Decision>> {
+        let gate = self.gate;
+        let input = self.input;
+        let Some(canonical) = canonical_generated(self.password, APP_PASSWORD_LEN) else {
+            return Ok(None);
+        };
+        let Some((generation, view)) = gate.snapshot.lookup(&input.candidates) else {
+            return Ok(None);
+        };
+        let lookup = store.app_lookup(view.id, canonical.as_bytes());
+        let Some(app) = view.apps.get(&lookup) else {
+            return Ok(None);
+        };
+        let usable = !view.disabled
+            && app.revoked.is_none()
+            && !app.expires.is_some_and(|e| e <= self.now)
+            && policy_rule(
+                &view.plan,
+                &input.service,
+                view.overrides
+                    .get(&input.service)
+                    .or_else(|| view.overrides.get("*"))
+                    .copied(),
+                view.plan_services.as_deref(),
+                Some(app),
+                &gate.config.restricted_services,
+            )
+            .is_none();
+        if !usable {
+            return Ok(None);
+        }
+        let keys = Keys::new(&view.name, input.addr, &gate.config);
+        let (current, throttle) = store.generation_and_throttle(&keys, self.now)?;
+        if current != generation {
+            gate.snapshot.forget(generation);
+            return Ok(None);
+        }
+        let throttle::State::Open { has_account_rows } = throttle else {
+            return Ok(None);
+        };
+        let admitted = Admission {
+            account: None,
+            name: view.name.clone(),
+            keys,
+            has_account_rows,
+        };
+        let credential = Credential::AppPassword {
+            id: app.id,
+            label: app.label.clone(),
+        };
+        let used = Some(LastUse::AppPassword(app.id));
+        let decision = self.accept(store, &admitted, credential, used)?;
+        gate.fast_accepts.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(decision))
+    }
+
+    /// Steps 2 to 7 from the database, inside the caller's read transaction.
+    pub(super) fn full_path(&self, store: &mut Store) -> crate::Result<Decision> {
+        let gate = self.gate;
+        let admitted = match self.admit(store)? {
+            Ok(a) => a,
+            Err(throttled) => return Ok(throttled),
+        };
+        let name = &admitted.name;
+
+        // Positive cache (only for accounts without two-step login).
+        let cached = match (&gate.cache, &admitted.account) {
+            (Some(cache), Some(a)) if !a.two_step() => {
+                let fp = cache.fingerprint(name, &self.input.service, self.password);
+                let generation = store.generation()?;
+                Some((fp, generation, cache.get(&fp, generation)))
+            }
+            _ => None,
+        };
+        if let Some((_, _, Some((_, credential)))) = &cached {
+            gate.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return self.accept(store, &admitted, credential.clone(), None);
+        }
+
+        // 3-5. Credentials: at most one slow hash.
+        let check =
+            gate.check_credential(store, admitted.account.as_ref(), self.password, self.now)?;
+        let (credential, app, cacheable) = match check {
+            CredentialCheck::Bad { detail } => {
+                return self.refuse_credential(store, &admitted, detail)
+            }
+            CredentialCheck::Good {
+                credential,
+                app,
+                cacheable,
+            } => (credential, app, cacheable),
+        };
+        let Some(acct) = &admitted.account else {
+            return Err(crate::Error::Storage("credential without account".into()));
+        };
+
+        // 6. Account state and policy.
+        if let Some(refusal) = self.account_gate(store, acct, name, app.as_ref(), &credential)? {
+            return Ok(refusal);
+        }
+
+        if app.is_some() {
+            self.remember_account(store, acct)?;
+        }
+        if let (Some(cache), Some((fp, generation, None)), true) = (&gate.cache, cached, cacheable)
+        {
+            let valid_for = app
+                .as_ref()
+                .and_then(|a| a.expires)
+                .map(|e| Duration::from_secs((e - self.now).max(0) as u64));
+            cache.put(fp, generation, name.clone(), credential.clone(), valid_for);
+        }
+        let used = match &app {
+            Some(a) => LastUse::AppPassword(a.id),
+            None => LastUse::Account(acct.id),
+        };
+        self.accept(store, &admitted, credential, Some(used))
+    }
+
+    /// The policy-only check (the auxprop gate): the same admission and account
+    /// gate as a login, without a credential. An unknown account is told as
+    /// such here (`NoSuchAccount`): no password is at stake.
+    pub(super) fn policy_only(&self, store: &mut Store) -> crate::Result<Decision> {
+        let admitted = match self.admit(store)? {
+            Ok(a) => a,
+            Err(throttled) => return Ok(throttled),
+        };
+        let credential = Credential::PolicyOnly;
+        let Some(acct) = &admitted.account else {
+            return self.refuse_now(
+                store,
+                &admitted.name,
+                RefuseReason::NoSuchAccount,
+                "unknown account".into(),
+                None,
+                Some(&credential),
+            );
+        };
+        if let Some(refusal) = self.account_gate(store, acct, &admitted.name, None, &credential)? {
+            return Ok(refusal);
+        }
+        Ok(Decision::Accepted {
+            account: admitted.name,
+            credential,
+        })
+    }
+
+    /// Resolves the account name (the first candidate that is an account) and
+    /// asks the throttle before any hashing. `Err(decision)`: refused as
+    /// throttled.
+    fn admit(&self, store: &mut Store) -> crate::Result<Result<Admission, Decision>> {
+        let (account, name) = resolve_account(store, &self.input.candidates)?;
+        let keys = Keys::new(&name, self.input.addr, &self.gate.config);
+        match store.throttle_state(&keys, self.now)? {
+            throttle::State::Blocked { retry_after } => {
+                let detail =
+                    format!("client over its failure budget for {retry_after} more seconds");
+                let retry = Some(Duration::from_secs(retry_after as u64));
+                let credential = self.password.is_empty().then_some(&Credential::PolicyOnly);
+                let refusal = self.refuse_now(
+                    store,
+                    &name,
+                    RefuseReason::Throttled,
+                    detail,
+                    retry,
+                    credential,
+                )?;
+                Ok(Err(refusal))
+            }
+            throttle::State::Open { has_account_rows } => Ok(Ok(Admission {
+                account,
+                name,
+                keys,
+                has_account_rows,
+            })),
+        }
+    }
+
+    /// Step 6, shared by logins and the policy-only check: a disabled account,
+    /// or a service the policy does not allow for this account and credential.
+    fn account_gate(
+        &self,
+        store: &mut Store,
+        acct: &AccountRow,
+        name: &str,
+        app: Option<&AppPasswordRow>,
+        credential: &Credential,
+    ) -> crate::Result<Option<Decision>> {
+        let (reason, detail) = if acct.disabled {
+            (RefuseReason::Disabled, "account disabled".to_string())
+        } else if let Some(rule) = policy_denial(store, acct, &self.input.service, app)? {
+            (RefuseReason::NotAllowed, rule)
+        } else {
+            return Ok(None);
+        };
+        self.refuse_now(store, name, reason, detail, None, Some(credential))
+            .map(Some)
+    }
+
+    /// A wrong credential: counted against the throttle keys (with its audit
+    /// record in the same write), and a suggested delay for slowed-down accounts.
+    fn refuse_credential(
+        &self,
+        store: &mut Store,
+        admitted: &Admission,
+        detail: String,
+    ) -> crate::Result<Decision> {
+        let name = &admitted.name;
+        let fp = store.fingerprint(&[b"wrong-password", name.as_bytes(), self.password]);
+        let record = audit::wants(&self.gate.config.audit_level, false).then(|| {
+            let mut r = self.record(name, "refused");
+            r.reason = Some(RefuseReason::BadCredentials.name());
+            r.detail = Some(detail.clone());
+            r
+        });
+        let delay = store.record_failure(&admitted.keys, &fp[..16], self.now, record.as_ref())?;
+        Ok(Decision::Refused {
+            reason: RefuseReason::BadCredentials,
+            detail,
+            retry_after: None,
+            delay,
+        })
+    }
+
+    /// After the full path accepted an app password: keeps the account's login
+    /// data for the fast path. Runs inside the decision's read transaction, so
+    /// the data and the generation belong together.
+    fn remember_account(&self, store: &Store, acct: &AccountRow) -> crate::Result<()> {
+        let generation = store.generation()?;
+        let not_accounts: Vec<String> = self
+            .input
+            .candidates
+            .iter()
+            .take_while(|c| **c != acct.name)
+            .cloned()
+            .collect();
+        let view = AccountView {
+            id: acct.id,
+            name: acct.name.clone(),
+            plan: acct.plan.clone(),
+            disabled: acct.disabled,
+            plan_services: store.plan_services(&acct.plan)?,
+            overrides: store.service_overrides(acct.id)?.into_iter().collect(),
+            apps: store
+                .app_passwords_by_lookup(acct.id)?
+                .into_iter()
+                .collect(),
+        };
+        self.gate.snapshot.remember(generation, &not_accounts, view);
+        Ok(())
+    }
+
+    fn record(&self, account: &str, outcome: &'static str) -> AuditRecord {
+        AuditRecord {
+            ts: self.now,
+            account: Some(account.to_string()),
+            service: Some(self.input.service.clone()),
+            client_addr: self.input.addr.map(|a| a.to_string()),
+            outcome,
+            reason: None,
+            detail: None,
+            credential: None,
+        }
+    }
+
+    /// Writes a refusal that does not touch the failure counters (throttled,
+    /// disabled, not allowed, unknown in a policy check) and builds the decision.
+    fn refuse_now(
+        &self,
+        store: &mut Store,
+        account: &str,
+        reason: RefuseReason,
+        detail: String,
+        retry_after: Option<Duration>,
+        credential: Option<&Credential>,
+    ) -> crate::Result<Decision> {
+        let gate = self.gate;
+        if audit::wants(&gate.config.audit_level, false) {
+            // A throttled refusal costs no hash: its record is rate limited.
+            let cheap = reason == RefuseReason::Throttled;
+            if !cheap || gate.admit_cheap(reason, self.input.addr, Some(account), self.now) {
+                let mut r = self.record(account, "refused");
+                r.reason = Some(reason.name());
+                r.detail = Some(detail.clone());
+                r.credential = credential.map(|c| c.to_string());
+                store.write_batch(&[r], &[])?;
+            }
+            if cheap {
+                gate.flush_if_due(store, self.now)?;
+            }
+        }
+        Ok(Decision::Refused {
+            reason,
+            detail,
+            retry_after,
+            delay: Duration::ZERO,
+        })
+    }
+
+    /// Step 7 for an acceptance: clears the account's failure rows, buffers the
+    /// audit record and the last-use stamp.
+    fn accept(
+        &self,
+        store: &mut Store,
+        admitted: &Admission,
+        credential: Credential,
+        used: Option<LastUse>,
+    ) -> crate::Result<Decision> {
+        let gate = self.gate;
+        let now = self.now;
+        if admitted.has_account_rows {
+            store.record_success(&admitted.keys)?;
+        }
+        let record = audit::wants(&gate.config.audit_level, true).then(|| {
+            let mut r = self.record(&admitted.name, "accepted");
+            r.credential = Some(credential.to_string());
+            r
+        });
+        let (due, waiting) = {
+            let mut buf = gate.lock_buffer();
+            buf.push(record, used, now);
+            let due = buf.due(now, gate.config.flush_interval.as_secs() as i64);
+            (due, buf.len())
+        };
+        // With a background flusher the login does not wait for the batch write,
+        // unless the flusher's last write failed or it has fallen behind.
+        let leave_to_flusher = gate.background_flush
+            && !gate.config.flush_interval.is_zero()
+            && !gate.flush_failed.load(Ordering::Relaxed)
+            && waiting < audit::BACKGROUND_MAX;
+        if due && !leave_to_flusher {
+            // Fail closed: if the trail cannot be written, this login is not accepted.
+            gate.flush_into(store, now)?;
+        }
+        Ok(Decision::Accepted {
+            account: admitted.name.clone(),
+            credential,
+        })
+    }
+}
+
+/// The first candidate name that is an account (`alice@realm`, then `alice`
+/// where the realm is local), and the name to throttle and audit under (the
+/// account's, else the first candidate).
+fn resolve_account(
+    store: &Store,
+    candidates: &[String],
+) -> crate::Result<(Option<AccountRow>, String)> {
+    for name in candidates {
+        if let Some(a) = store.find_account(name)? {
+            let canonical = a.name.clone();
+            return Ok((Some(a), canonical));
+        }
+    }
+    Ok((None, candidates[0].clone()))
+}

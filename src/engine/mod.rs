@@ -1,0 +1,180 @@
+//! The login decision engine: [`Gate::decide`] implements "How a login is
+//! decided" (doc/design.md). Every face (CLI `verify`, saslgated, the libsasl2
+//! plugin, the C ABI) calls it; none decides anything itself.
+//!
+//! Split by job:
+//! - [`pool`]: connections per process, fork safety, the watch on the file;
+//! - `attempt`: the decision flow (fast path, full path, policy-only check);
+//! - `credentials`: steps 3-5, at most one slow hash;
+//! - `policy`: step 6;
+//! - `record`: step 7, the audit buffer and the refusals that cost no hash.
+//!
+//! The engine does not catch panics: each face has one panic boundary that
+//! logs the message and its location through that face's log and answers
+//! "unavailable" (saslgated's worker, the plugin's and the C ABI's guards).
+
+mod attempt;
+mod credentials;
+mod policy;
+mod pool;
+mod record;
+
+pub use crate::decision::{Credential, Decision, RefuseReason, Request, Stats};
+pub use policy::policy_denial;
+
+use crate::audit;
+use crate::cache::PositiveCache;
+use crate::config::Config;
+use crate::crypto::HashCounter;
+use crate::snapshot::Snapshot;
+use crate::timefmt::now;
+use attempt::{Attempt, Input};
+use pool::{in_read, Pool};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The decision engine over one database. `Send + Sync`: share it across threads
+/// (it keeps a small pool of SQLite connections). Fork-safe: a child process never
+/// uses a connection opened by its parent (each use checks the process id).
+pub struct Gate {
+    config: Config,
+    pool: Mutex<Pool>,
+    counter: HashCounter,
+    cache: Option<PositiveCache>,
+    /// Login data of recent accounts for the app-password fast path.
+    snapshot: Snapshot,
+    buffer: Mutex<audit::Buffer>,
+    dummy_hash: OnceLock<Option<String>>,
+    decisions: AtomicU64,
+    cache_hits: AtomicU64,
+    fast_accepts: AtomicU64,
+    /// Check the process id on every use (see [`Gate::single_process`]).
+    fork_checks: bool,
+    /// See [`Gate::with_background_flush`].
+    background_flush: bool,
+    /// The last [`Gate::flush`] failed.
+    flush_failed: AtomicBool,
+}
+
+impl Gate {
+    /// A gate that opens the database lazily: a missing or broken database makes
+    /// each decision "unavailable" until it is repaired (no restart needed).
+    pub fn new(config: Config) -> Gate {
+        Gate {
+            cache: PositiveCache::new(config.cache_ttl),
+            config,
+            pool: Mutex::new(Pool::new()),
+            counter: HashCounter::default(),
+            snapshot: Snapshot::default(),
+            buffer: Mutex::new(audit::Buffer::new(now())),
+            dummy_hash: OnceLock::new(),
+            decisions: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            fast_accepts: AtomicU64::new(0),
+            fork_checks: true,
+            background_flush: false,
+            flush_failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Like [`Gate::new`] but checks now that the database opens and is a saslgate
+    /// database of a supported version.
+    pub fn open(config: Config) -> crate::Result<Gate> {
+        let gate = Gate::new(config);
+        gate.with_store(|_| Ok(()))?;
+        Ok(gate)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            slow_hashes: self.counter.verifies.load(Ordering::Relaxed),
+            hashes_created: self.counter.creates.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            fast_accepts: self.fast_accepts.load(Ordering::Relaxed),
+            decisions: self.decisions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// For a process that does not fork while the gate is alive (saslgated
+    /// opens its gate after detaching): skips the per-use fork check, a
+    /// `getpid()` syscall on every login.
+    pub fn single_process(mut self) -> Gate {
+        self.fork_checks = false;
+        self
+    }
+
+    /// Lets the owner write the batched audit records and last-use stamps from
+    /// its own thread: it must then call [`Gate::flush`] regularly (saslgated:
+    /// every 0.1 s). Logins stop waiting for the batch writes (the writes were
+    /// behind the daemon's slowest 1 % of answers). Fail-closed still holds: after a failed
+    /// write, or with more than `audit::BACKGROUND_MAX` records waiting, the
+    /// login that finds the batch due writes it itself and answers
+    /// "unavailable" if it cannot.
+    pub fn with_background_flush(mut self) -> Gate {
+        self.background_flush = true;
+        self
+    }
+
+    /// Decides one login attempt. Any storage or internal error gives
+    /// `Decision::Unavailable`.
+    pub fn decide(&self, req: &Request<'_>) -> Decision {
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        let now = now();
+        let input = match Input::parse(req, &self.config) {
+            Ok(i) => i,
+            Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
+        };
+        let attempt = Attempt {
+            gate: self,
+            input: &input,
+            password: req.password,
+            now,
+        };
+        let result = self.with_connection(|store| match attempt.fast_accept(store)? {
+            Some(d) => Ok(d),
+            None => in_read(store, |s| attempt.full_path(s)),
+        });
+        result.unwrap_or_else(|e| Decision::Unavailable {
+            cause: e.to_string(),
+        })
+    }
+
+    /// Account-level policy only, no credential (the auxprop gate for mechanisms
+    /// saslgate does not verify itself: GSSAPI, EXTERNAL, SCRAM...). Refuses unknown
+    /// (`NoSuchAccount`) and disabled accounts, services the account may not use and
+    /// throttled addresses. `req.password` is ignored.
+    pub fn check_account(&self, req: &Request<'_>) -> Decision {
+        let now = now();
+        // Validated like a login; the password field is not part of this check.
+        let probe = Request {
+            password: b"-",
+            ..*req
+        };
+        let input = match Input::parse(&probe, &self.config) {
+            Ok(i) => i,
+            Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
+        };
+        let attempt = Attempt {
+            gate: self,
+            input: &input,
+            password: b"",
+            now,
+        };
+        self.with_store(|store| attempt.policy_only(store))
+            .unwrap_or_else(|e| Decision::Unavailable {
+                cause: e.to_string(),
+            })
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if self.lock_pool().pid == std::process::id() {
+            self.flush_final();
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Connections: a small pool per process, never shared across `fork`, and the
+//! watch on the database file (deleted, replaced, copied over, or moved over a
+//! live write-ahead log) that decides when the pool and everything cached from
+//! the old file are dropped.
+
+use super::Gate;
+use crate::store::Store;
+use std::time::{Duration, Instant};
+
+/// Idle connections, owned by the process that opened them.
+pub(super) struct Pool {
+    pub(super) pid: u32,
+    idle: Vec<Store>,
+    /// The database file as last seen (inode, size, mtime): a file deleted,
+    /// replaced or copied over under us must not keep being served from what we
+    /// read before.
+    file: Option<FileState>,
+    /// The inode this process last used: a different one at the path is a
+    /// replaced file.
+    known_inode: Option<(u64, u64)>,
+    /// The file was replaced while a write-ahead log from before the replacement
+    /// is still beside it: opening it would mix that log into the new file.
+    stale_wal: bool,
+    /// When `file` was last compared with the path.
+    checked_at: Option<Instant>,
+    /// Bumped when the file changed: a connection taken before goes unpooled.
+    epoch: u64,
+}
+
+impl Pool {
+    pub(super) fn new() -> Pool {
+        Pool {
+            pid: std::process::id(),
+            idle: Vec::new(),
+            file: None,
+            known_inode: None,
+            stale_wal: false,
+            checked_at: None,
+            epoch: 0,
+        }
+    }
+}
+
+/// How often the database path is checked for a deleted or replaced file. A
+/// `stat` per login cost ~3 % of the daemon's time; a tenth of a second is far
+/// below how fast an admin can tell whether a replaced file was noticed.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Idle connections kept at most.
+const MAX_IDLE: usize = 32;
+
+/// What is compared every [`FILE_CHECK_INTERVAL`]: the inode, and the size and
+/// modification time (a file copied over in place keeps its inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileState {
+    inode: (u64, u64),
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn file_state(path: &std::path::Path) -> Option<FileState> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| FileState {
+        inode: (m.dev(), m.ino()),
+        size: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// A `-wal` file older than the database file's last change of inode data
+/// (the rename or creation that put it there) belongs to the file it replaced.
+fn wal_predates(path: &std::path::Path, file: &FileState) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match std::fs::metadata(&wal) {
+        Ok(m) => m.len() > 0 && (m.mtime(), m.mtime_nsec()) < file.ctime,
+        Err(_) => false,
+    }
+}
+
+impl Gate {
+    pub(super) fn lock_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on a pooled connection inside one read transaction.
+    pub(super) fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> crate::Result<T>,
+    ) -> crate::Result<T> {
+        self.with_connection(|store| in_read(store, f))
+    }
+
+    /// Runs `f` on a pooled connection. A connection that failed is dropped (the
+    /// next call reopens, so a repaired database is picked up without a restart).
+    pub(super) fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> crate::Result<T>,
+    ) -> crate::Result<T> {
+        // Fork safety costs a getpid() per use; see `Gate::single_process`.
+        let pid = self.fork_checks.then(std::process::id);
+        let (taken, epoch) = {
+            let mut pool = self.lock_pool();
+            if let Some(pid) = pid.filter(|p| *p != pool.pid) {
+                // Forked: the parent's connections (and its buffered records) are not ours.
+                // Leak them rather than close: closing could disturb the parent's locks.
+                for store in pool.idle.drain(..) {
+                    std::mem::forget(store);
+                }
+                pool.pid = pid;
+                self.lock_buffer().forget();
+                self.snapshot.clear();
+            }
+            let now = Instant::now();
+            if pool
+                .checked_at
+                .map_or(true, |t| now.duration_since(t) >= FILE_CHECK_INTERVAL)
+            {
+                pool.checked_at = Some(now);
+                let current = file_state(&self.config.db);
+                if pool.file != current {
+                    pool.idle.clear();
+                    pool.file = current;
+                    pool.epoch += 1;
+                    self.snapshot.clear();
+                    if let Some(cache) = &self.cache {
+                        cache.clear();
+                    }
+                }
+                pool.stale_wal = match (&current, pool.known_inode) {
+                    (Some(f), Some(known)) if f.inode != known => wal_predates(&self.config.db, f),
+                    _ => false,
+                };
+            }
+            if pool.stale_wal {
+                return Err(crate::Error::Storage(format!(
+                    "{}: the database file was replaced while its write-ahead log was in use; \
+                     restore with `saslgate restore`, or stop every service using it and remove \
+                     the old -wal and -shm files",
+                    self.config.db.display()
+                )));
+            }
+            if let Some(f) = pool.file {
+                pool.known_inode = Some(f.inode);
+            }
+            (pool.idle.pop(), pool.epoch)
+        };
+        let mut store = match taken {
+            Some(s) => s,
+            None => Store::open(&self.config)?,
+        };
+        let out = f(&mut store);
+        if out.is_ok() {
+            let mut pool = self.lock_pool();
+            let same_process = pid.map_or(true, |p| p == pool.pid);
+            if same_process && pool.epoch == epoch && pool.idle.len() < MAX_IDLE {
+                pool.idle.push(store);
+            }
+        }
+        out
+    }
+}
+
+/// Runs `f` inside one read transaction (one snapshot, one set of WAL locks
+/// instead of one per statement; writes end it first).
+pub(super) fn in_read<T>(
+    store: &mut Store,
+    f: impl FnOnce(&mut Store) -> crate::Result<T>,
+) -> crate::Result<T> {
+    store.begin_read()?;
+    let v = f(store)?;
+    store.end_read()?;
+    Ok(v)
+}
