@@ -2,12 +2,14 @@
 //! `sasl_utils_t` and fake server params, the way libsasl2 does (the real libsasl2
 //! is exercised by c-tests/).
 
+use super::auxprop::{auxprop_lookup, auxprop_store};
 use super::*;
+use crate::ffi::guard::inject;
 use crate::store::Store;
-use crate::Config;
+use crate::{Config, SecretBytes};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{c_uint, CString};
 
 /// What the fake libsasl2 recorded for one connection.
 #[derive(Default)]
@@ -551,20 +553,68 @@ fn broken_configuration_fails_closed() {
     assert_eq!(o.rc, sys::SASL_UNAVAIL);
 }
 
+/// The plugin's panic boundary is where a panic ends: logged through libsasl2's log
+/// callback with its message and location, answered "unavailable" (as a storage
+/// failure), and the plugin keeps working.
 #[test]
-fn a_panic_becomes_sasl_fail_and_a_log_line() {
+fn a_panic_is_logged_with_its_location_and_answered_unavailable() {
     reset_fake(&[]);
     let plugs = Plugs::init();
     let mut conn = Conn::new("imap");
-    INJECT_PANIC.with(|c| c.set(true));
+    inject::arm("mech_step");
     let o = run(&plugs, &mut conn, 0, &[b"\0dave\0stock pw"]);
-    assert_eq!(o.rc, sys::SASL_FAIL);
-    assert!(with_fake(|f| f.logs.iter().any(|l| l
-        .contains("internal error in mech_step")
-        && l.contains("injected panic"))));
+    assert_eq!(o.rc, sys::SASL_UNAVAIL);
+    let line = with_fake(|f| {
+        f.logs
+            .iter()
+            .find(|l| l.contains("internal error in mech_step"))
+            .cloned()
+    })
+    .expect("a log line for the panic");
+    assert!(line.contains("injected panic in mech_step"), "{line}");
+    assert!(has_location(&line, "src/ffi/plugin/mech.rs"), "{line}");
+    assert!(with_fake(|f| f
+        .errors
+        .contains(&crate::ffi::UNAVAILABLE_TEXT.to_string())));
     // and the plugin keeps working
     let o = run(&plugs, &mut conn, 0, &[b"\0dave\0stock pw"]);
     assert_eq!(o.rc, sys::SASL_OK);
+}
+
+/// `<file>:<line>:<column>` with numbers, for that file.
+fn has_location(line: &str, file: &str) -> bool {
+    line.split(&format!(" at {file}:"))
+        .nth(1)
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(l, c)| {
+            l.parse::<u32>().is_ok() && c.chars().next().is_some_and(|ch| ch.is_ascii_digit())
+        })
+}
+
+#[test]
+fn a_panic_in_the_auxprop_gate_is_logged_with_its_location() {
+    let (_dir, db) = test_db();
+    let utils: sys::sasl_utils_t = Default::default();
+    let (mut ver, mut aux) = (0, ptr::null_mut());
+    // SAFETY: valid out-pointers.
+    let rc = unsafe { sasl_auxprop_plug_init(&utils, 8, &mut ver, &mut aux, ptr::null()) };
+    assert_eq!(rc, sys::SASL_OK);
+    // SAFETY: aux was just set by the entry point.
+    let plug = unsafe { *aux };
+    reset_fake(&[("saslgate_db", &db)]);
+    let mut conn = Conn::new("imap");
+    let c = CString::new("alice").unwrap();
+    inject::arm("auxprop_lookup");
+    // SAFETY: as libsasl2 calls it.
+    let rc = unsafe {
+        (plug.auxprop_lookup.unwrap())(plug.glob_context, &mut *conn.sparams, 0, c.as_ptr(), 0)
+    };
+    assert_eq!(rc, sys::SASL_UNAVAIL);
+    assert!(with_fake(|f| f.logs.iter().any(|l| l
+        .contains("internal error in auxprop_lookup: injected panic")
+        && has_location(l, "src/ffi/plugin/auxprop.rs"))));
+    // SAFETY: once, as libsasl2 does at sasl_done.
+    unsafe { (plug.auxprop_free.unwrap())(plug.glob_context, ptr::null()) };
 }
 
 #[test]

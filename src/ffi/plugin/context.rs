@@ -14,7 +14,8 @@
 //! not enabled: the mechanisms behave exactly like the stock ones there and the
 //! auxprop plugin stays out of the way.
 
-use super::{sys, util};
+use super::sys;
+use crate::ffi::util;
 use crate::{Config, Gate};
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
@@ -89,7 +90,7 @@ static AT_EXIT: Once = Once::new();
 /// audit records and last-use stamps are written by an exit handler then. (The
 /// plugin is linked `-z nodelete`, so the handler's code is still mapped at exit.)
 extern "C" fn flush_at_exit() {
-    super::guard::guard((), || {
+    crate::ffi::guard::guard((), || {
         // try_lock: never block process exit on a lock a dying thread holds.
         if let Ok(gates) = LIVE_GATES.try_lock() {
             for g in gates.iter().filter_map(Weak::upgrade) {
