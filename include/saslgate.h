@@ -4,7 +4,9 @@
  * Link with -lsaslgate (libsaslgate.so, the same shared object libsasl2 loads as a
  * plugin). Every function is safe to call with NULL arguments (it then returns
  * SASLGATE_INVALID_ARGUMENT, or does nothing for saslgate_close), never aborts the
- * process on bad input, and never writes to stdout or stderr.
+ * process on bad input, and never writes to stdout or stderr. An internal error (a
+ * bug: SASLGATE_INTERNAL) is logged to syslog, facility authpriv, with its location
+ * in the source.
  *
  * Threads: one handle may be used by several threads at once for saslgate_verify
  * and saslgate_check_account; saslgate_close must not race with them.
@@ -13,6 +15,9 @@
  *
  * Result codes are stable: a value keeps its meaning in every later version and a
  * retired value is never reused.
+ *
+ * This file is written by hand; tests/plugin_capi.rs (header_matches_the_code)
+ * checks every value, name and prototype here against src/ffi/capi.rs.
  */
 #ifndef SASLGATE_H
 #define SASLGATE_H
