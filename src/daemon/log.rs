@@ -76,24 +76,53 @@ impl Logger {
         if level == Level::Debug && !self.debug {
             return;
         }
-        // Lines are built by hand, not with format!: one allocation per line on
-        // the path of every decision.
-        if let Some(syslog) = &self.syslog {
-            if syslog.available() {
-                let mut line = String::with_capacity(self.tag.len() + msg.len() + 5);
-                line.push('<');
-                line.push_str(&(FACILITY_AUTH * 8 + level as u8).to_string());
-                line.push('>');
-                line.push_str(&self.tag);
-                line.push_str(msg);
-                if syslog.send(line.as_bytes()) {
-                    return;
+        // Built in a buffer each thread keeps: no allocation on the path of
+        // every decision.
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                return self.log_uncached(level, msg);
+            };
+            line.clear();
+            if let Some(syslog) = &self.syslog {
+                if syslog.available() {
+                    line.push('<');
+                    push_u8(&mut line, FACILITY_AUTH * 8 + level as u8);
+                    line.push('>');
+                    line.push_str(&self.tag);
+                    line.push_str(msg);
+                    if syslog.send(line.as_bytes()) {
+                        return;
+                    }
+                    line.clear();
                 }
             }
+            // One write per line: stderr is unbuffered, and a line written in
+            // pieces costs a syscall per piece and can interleave with another
+            // thread's.
+            line.push_str(&self.tag);
+            line.push_str(msg);
+            line.push('\n');
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        });
+    }
+
+    /// [`Logger::log`] without the thread's buffer (a panic while logging).
+    fn log_uncached(&self, level: Level, msg: &str) {
+        let mut line = String::new();
+        if let Some(syslog) = &self.syslog {
+            line.push('<');
+            push_u8(&mut line, FACILITY_AUTH * 8 + level as u8);
+            line.push('>');
+            line.push_str(&self.tag);
+            line.push_str(msg);
+            if syslog.available() && syslog.send(line.as_bytes()) {
+                return;
+            }
+            line.clear();
         }
-        // One write per line: stderr is unbuffered, and a line written in pieces
-        // costs a syscall per piece and can interleave with another worker's.
-        let mut line = String::with_capacity(self.tag.len() + msg.len() + 1);
         line.push_str(&self.tag);
         line.push_str(msg);
         line.push('\n');
@@ -208,6 +237,11 @@ pub fn text_into(out: &mut String, key: &str, text: &str) {
     out.push('"');
 }
 
+/// What [`text_into`] writes between the quotes.
+pub fn escape_text_into(out: &mut String, text: &str) {
+    escape_into(out, text.as_bytes(), 200, true);
+}
+
 /// [`text_into`] for a value that displays itself (e.g. the credential, whose
 /// label is the admin's text), escaped as it is written: no extra buffer.
 pub fn display_into(out: &mut String, key: &str, value: &dyn std::fmt::Display) {
@@ -226,8 +260,34 @@ pub fn display_into(out: &mut String, key: &str, value: &dyn std::fmt::Display) 
     out.push('"');
 }
 
+fn push_u8(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        out.push(char::from(b'0' + n / 10 % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
+}
+
+/// Printable ASCII that needs no escape.
+fn plain_ascii(b: u8, keep_spaces: bool) -> bool {
+    match b {
+        b'"' | b'\\' | b'=' => false,
+        b' ' => keep_spaces,
+        _ => b.is_ascii_graphic(),
+    }
+}
+
 fn escape_into(out: &mut String, bytes: &[u8], max: usize, keep_spaces: bool) {
     use std::fmt::Write as _;
+    // The usual case (`alice`, `imap`, `192.0.2.7;40002`): copied as it is.
+    if bytes.len() <= max && bytes.iter().all(|&b| plain_ascii(b, keep_spaces)) {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            out.push_str(text);
+            return;
+        }
+    }
     for (n, ch) in String::from_utf8_lossy(bytes).chars().enumerate() {
         if n >= max {
             out.push_str("...");

@@ -3,10 +3,12 @@
 //!
 //! - [`protocol`]: counted-string frames, 4- and 5-field requests
 //! - [`options`]: the command line (stock saslauthd flags + saslgate ones)
-//! - [`server`]: reactor + decision worker pool, timeouts, delays, shutdown
+//! - [`server`]: blocking acceptors (fast path) + one reactor (slow clients,
+//!   delays, timeouts), shutdown
 //! - [`socket`]: socket directory, live/stale socket, pid file, sd_notify
 //! - [`log`]: syslog (facility auth) or stderr
-//! - [`sys`]: the few libc calls (fork, rlimit, socket activation); the daemon's
+//! - [`sys`]: the few libc calls (fork, rlimit, socket activation, accept
+//!   timeout, poll, peek/send without blocking); the daemon's
 //!   only unsafe code
 
 pub mod log;
@@ -138,6 +140,7 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
         timeout: opts.timeout,
         max_connections: opts.max_connections,
         workers,
+        noop: opts.bench_noop,
     };
     let server = match server::Server::new(bound.listener, gate, log, settings) {
         Ok(s) => s,
@@ -190,6 +193,11 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
         opts.timeout,
         opts.max_connections,
     ));
+    if opts.bench_noop {
+        shared.log.warn(
+            "--bench-noop: answering OK to every request without checking it (benchmark only)",
+        );
+    }
     socket::sd_notify(&format!(
         "READY=1\nMAINPID={}\nSTATUS=serving on {place}",
         std::process::id()

@@ -97,6 +97,12 @@ pub struct Options {
     #[arg(short = 'l', action = ArgAction::SetTrue, hide = true)]
     pub no_lock: bool,
 
+    /// Benchmark only: answer every request `OK` without deciding or logging
+    /// (the serving path's own ceiling; scripts/bench-daemon.sh). Never in
+    /// production: it lets anyone in.
+    #[arg(long = "bench-noop", action = ArgAction::SetTrue, hide = true)]
+    pub bench_noop: bool,
+
     /// Print the version and exit.
     #[arg(short = 'v', long = "version", action = ArgAction::SetTrue)]
     pub version: bool,

@@ -4,6 +4,7 @@
 use std::io;
 use std::os::unix::io::{FromRawFd, RawFd};
 use std::os::unix::net::UnixListener;
+use std::time::Duration;
 
 /// Raises the soft open-files limit to at least `want` (up to the hard limit).
 /// Returns the soft limit now in force.
@@ -112,32 +113,77 @@ pub fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
-/// Adds `fd` (the listening socket) to the epoll instance `epfd` (a
-/// `mio::Poll`) for input readiness with `EPOLLEXCLUSIVE`: the kernel wakes one
-/// waiting worker per new connection instead of all of them. `data` is what mio
-/// reads back as the event's token. mio has no way to ask for this flag.
-pub fn epoll_add_exclusive(epfd: RawFd, fd: RawFd, data: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event {
-        events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
-        u64: data,
+/// Sets `SO_RCVTIMEO` on `fd`. On a listening socket it bounds a blocking
+/// `accept` (EAGAIN when it expires): std offers no way to set it there.
+pub fn set_recv_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: both descriptors are open and owned by the caller for the call's
-    // duration; `ev` is a valid epoll_event that the kernel only reads.
-    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+    // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from `tv`, which
+    // lives for the call; `fd` is the caller's open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
-/// Removes `fd` from the epoll instance `epfd`.
-pub fn epoll_del(epfd: RawFd, fd: RawFd) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events: 0, u64: 0 };
-    // SAFETY: as above; the event argument is ignored for EPOLL_CTL_DEL but must
-    // be non-null on old kernels.
-    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev) } < 0 {
+/// Waits until `fd` has something to read (or end of file, or an error), at
+/// most `timeout`. Returns whether it is readable.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: poll reads and writes the one pollfd we own for the call's duration.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(n > 0)
+}
+
+/// `recv` without blocking (`MSG_DONTWAIT`), whatever the descriptor's mode.
+pub fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: recv writes at most `buf.len()` bytes into memory we own and hold
+    // mutably for the call; `fd` is the caller's open socket.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `send` without blocking and without SIGPIPE (`MSG_DONTWAIT | MSG_NOSIGNAL`):
+/// an answer the socket does not take at once goes to the reactor.
+pub fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: send reads at most `buf.len()` bytes from memory we hold for the
+    // call; `fd` is the caller's open socket.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// Copies what a socket has queued into `buf` without consuming it

@@ -1,0 +1,82 @@
+/*
+ * The machine's ceiling for a saslauthd-protocol daemon: answers every request
+ * `OK` without deciding anything. NTHREADS threads each block in accept4(),
+ * read the request (counted strings, until four fields are complete), answer
+ * on the same thread and close: the stock saslauthd's shape without its work.
+ * Used by scripts/bench-daemon.sh only.
+ * Usage: noop_server SOCKET [NTHREADS=5]
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int lfd;
+
+/* Bytes of complete fields at the start of buf, or 0 when four are not there yet. */
+static int four_fields(const unsigned char *buf, size_t len)
+{
+    size_t pos = 0;
+    for (int i = 0; i < 4; i++) {
+        if (pos + 2 > len) return 0;
+        size_t n = ((size_t)buf[pos] << 8) | buf[pos + 1];
+        pos += 2 + n;
+        if (pos > len) return 0;
+    }
+    return 1;
+}
+
+static void *serve(void *arg)
+{
+    (void)arg;
+    static const unsigned char ok[] = {0, 2, 'O', 'K'};
+    unsigned char buf[4096];
+    for (;;) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            perror("accept4");
+            exit(1);
+        }
+        size_t have = 0;
+        while (have < sizeof buf) {
+            ssize_t n = read(fd, buf + have, sizeof buf - have);
+            if (n <= 0) break;
+            have += (size_t)n;
+            if (four_fields(buf, have)) {
+                if (write(fd, ok, sizeof ok) < 0) break;
+                break;
+            }
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s SOCKET [NTHREADS]\n", argv[0]);
+        return 2;
+    }
+    int nthreads = argc > 2 ? atoi(argv[2]) : 5;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(argv[1]) >= sizeof sa.sun_path) return 2;
+    strcpy(sa.sun_path, argv[1]);
+    unlink(argv[1]);
+    lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 1024) < 0) {
+        perror("listen");
+        return 1;
+    }
+    pthread_t t;
+    for (int i = 1; i < nthreads; i++)
+        if (pthread_create(&t, NULL, serve, NULL)) return 1;
+    serve(NULL);
+    return 0;
+}
