@@ -8,7 +8,7 @@
 //! - refusal timing: unknown account vs known account with a wrong password.
 
 use saslgate::secret::SecretBytes;
-use saslgate::store::Store;
+use saslgate::store::{AdminStore, LoginStore, Store};
 use saslgate::{Config, Gate, Request};
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,7 @@ use crate::engine::{policy_denial, Decision, Gate, Request};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::secret::SecretBytes;
-use crate::store::Store;
+use crate::store::{AdminStore, Store};
 use crate::timefmt;
 use crate::totp;
 use clap::{Args, Parser, Subcommand};
@@ -290,12 +290,13 @@ fn run(cli: Cli) -> Result<i32> {
     if let Command::Verify(args) = &cli.command {
         return verify(&cfg, args, cli.json);
     }
-    let mut store = Store::open(&cfg)?;
+    let mut store = crate::store::open_admin(&cfg)?;
+    let store = &mut *store;
     match cli.command {
         Command::Init | Command::Backup { .. } | Command::Restore { .. } | Command::Verify(_) => {
             unreachable!("handled above")
         }
-        Command::User(cmd) => user(&mut store, cmd, cli.json)?,
+        Command::User(cmd) => user(store, cmd, cli.json)?,
         Command::Passwd {
             name,
             stdin,
@@ -312,7 +313,7 @@ fn run(cli: Cli) -> Result<i32> {
                 }
             );
         }
-        Command::AppPassword(cmd) => app_password(&mut store, &cfg, cmd, cli.json)?,
+        Command::AppPassword(cmd) => app_password(store, &cfg, cmd, cli.json)?,
         Command::Totp(TotpCmd::Enable { name, secret }) => {
             let secret = match secret {
                 Some(text) => totp::decode_secret(&text).ok_or_else(|| {
@@ -398,13 +399,13 @@ fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Explain { name, service } => {
-            return explain(&store, &cfg, &name, &service, cli.json)
+            return explain(store, &cfg, &name, &service, cli.json)
         }
     }
     Ok(0)
 }
 
-fn user(store: &mut Store, cmd: UserCmd, as_json: bool) -> Result<()> {
+fn user(store: &mut dyn AdminStore, cmd: UserCmd, as_json: bool) -> Result<()> {
     match cmd {
         UserCmd::Add { name, plan } => {
             let name = store.add_account(&name, &plan)?;
@@ -478,7 +479,12 @@ fn user(store: &mut Store, cmd: UserCmd, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn app_password(store: &mut Store, cfg: &Config, cmd: AppCmd, as_json: bool) -> Result<()> {
+fn app_password(
+    store: &mut dyn AdminStore,
+    cfg: &Config,
+    cmd: AppCmd,
+    as_json: bool,
+) -> Result<()> {
     match cmd {
         AppCmd::Add {
             name,
@@ -590,7 +596,13 @@ fn verify(cfg: &Config, args: &VerifyArgs, as_json: bool) -> Result<i32> {
     Ok(code)
 }
 
-fn explain(store: &Store, cfg: &Config, name: &str, service: &str, as_json: bool) -> Result<i32> {
+fn explain(
+    store: &dyn AdminStore,
+    cfg: &Config,
+    name: &str,
+    service: &str,
+    as_json: bool,
+) -> Result<i32> {
     let service = names::service_name(service, &cfg.service_aliases)
         .map_err(|e| Error::Usage(e.to_string()))?;
     let (acct, apps) = store.explain_rows(name)?;

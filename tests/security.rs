@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use saslgate::store::Store;
 use saslgate::{Config, Gate, RefuseReason};
 use std::path::Path;
 use std::process::Command;

@@ -12,7 +12,7 @@ use saslgate::config::{parse_duration, Config};
 use saslgate::daemon::protocol::{self, Parse};
 use saslgate::engine::Credential;
 use saslgate::secret::SecretBytes;
-use saslgate::store::Store;
+use saslgate::store::{AdminStore, Store};
 use saslgate::{Decision, Gate, Request};
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -140,7 +140,7 @@ pub fn check_cli_args(data: &[u8]) {
     if let Ok(name) = saslgate::names::account_name(&text) {
         assert_eq!(saslgate::names::account_name(&name).as_ref(), Ok(&name));
     }
-    let _ = saslgate::names::login_candidates(&text, Some(&text));
+    let _ = saslgate::names::login_candidates(&text, Some(&text), |r| r.len() % 2 == 0);
     let _ = saslgate::totp::decode_secret(&text);
 }
 

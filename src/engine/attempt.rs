@@ -14,7 +14,7 @@ use crate::decision::{Credential, Decision, RefuseReason, Request};
 use crate::names;
 use crate::snapshot::AccountView;
 use crate::store::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
-use crate::store::Store;
+use crate::store::LoginStore;
 use crate::throttle::{self, Keys};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -74,7 +74,10 @@ impl Attempt<'_> {
     /// the snapshot, allowed for the service, client not throttled. `None` sends
     /// the request down the full path, which decides everything else (every
     /// refusal included) from the database.
-    pub(super) fn fast_accept(&self, store: &mut Store) -> crate::Result<Option<Decision>> {
+    pub(super) fn fast_accept(
+        &self,
+        store: &mut dyn LoginStore,
+    ) -> crate::Result<Option<Decision>> {
         let gate = self.gate;
         let input = self.input;
         let Some(canonical) = canonical_generated(self.password, APP_PASSWORD_LEN) else {
@@ -131,7 +134,7 @@ impl Attempt<'_> {
     }
 
     /// Steps 2 to 7 from the database, inside the caller's read transaction.
-    pub(super) fn full_path(&self, store: &mut Store) -> crate::Result<Decision> {
+    pub(super) fn full_path(&self, store: &mut dyn LoginStore) -> crate::Result<Decision> {
         let gate = self.gate;
         let admitted = match self.admit(store)? {
             Ok(a) => a,
@@ -196,7 +199,7 @@ impl Attempt<'_> {
     /// The policy-only check (the auxprop gate): the same admission and account
     /// gate as a login, without a credential. An unknown account is told as
     /// such here (`NoSuchAccount`): no password is at stake.
-    pub(super) fn policy_only(&self, store: &mut Store) -> crate::Result<Decision> {
+    pub(super) fn policy_only(&self, store: &mut dyn LoginStore) -> crate::Result<Decision> {
         let admitted = match self.admit(store)? {
             Ok(a) => a,
             Err(throttled) => return Ok(throttled),
@@ -224,7 +227,7 @@ impl Attempt<'_> {
     /// Resolves the account name (the first candidate that is an account) and
     /// asks the throttle before any hashing. `Err(decision)`: refused as
     /// throttled.
-    fn admit(&self, store: &mut Store) -> crate::Result<Result<Admission, Decision>> {
+    fn admit(&self, store: &mut dyn LoginStore) -> crate::Result<Result<Admission, Decision>> {
         let (account, name) = resolve_account(store, &self.input.candidates)?;
         let keys = Keys::new(&name, self.input.addr, &self.gate.config);
         match store.throttle_state(&keys, self.now)? {
@@ -256,7 +259,7 @@ impl Attempt<'_> {
     /// or a service the policy does not allow for this account and credential.
     fn account_gate(
         &self,
-        store: &mut Store,
+        store: &mut dyn LoginStore,
         acct: &AccountRow,
         name: &str,
         app: Option<&AppPasswordRow>,
@@ -277,7 +280,7 @@ impl Attempt<'_> {
     /// record in the same write), and a suggested delay for slowed-down accounts.
     fn refuse_credential(
         &self,
-        store: &mut Store,
+        store: &mut dyn LoginStore,
         admitted: &Admission,
         detail: String,
     ) -> crate::Result<Decision> {
@@ -301,7 +304,7 @@ impl Attempt<'_> {
     /// After the full path accepted an app password: keeps the account's login
     /// data for the fast path. Runs inside the decision's read transaction, so
     /// the data and the generation belong together.
-    fn remember_account(&self, store: &Store, acct: &AccountRow) -> crate::Result<()> {
+    fn remember_account(&self, store: &dyn LoginStore, acct: &AccountRow) -> crate::Result<()> {
         let generation = store.generation()?;
         let not_accounts: Vec<String> = self
             .input
@@ -343,7 +346,7 @@ impl Attempt<'_> {
     /// disabled, not allowed, unknown in a policy check) and builds the decision.
     fn refuse_now(
         &self,
-        store: &mut Store,
+        store: &mut dyn LoginStore,
         account: &str,
         reason: RefuseReason,
         detail: String,
@@ -377,7 +380,7 @@ impl Attempt<'_> {
     /// audit record and the last-use stamp.
     fn accept(
         &self,
-        store: &mut Store,
+        store: &mut dyn LoginStore,
         admitted: &Admission,
         credential: Credential,
         used: Option<LastUse>,
@@ -419,7 +422,7 @@ impl Attempt<'_> {
 /// where the realm is local), and the name to throttle and audit under (the
 /// account's, else the first candidate).
 fn resolve_account(
-    store: &Store,
+    store: &dyn LoginStore,
     candidates: &[String],
 ) -> crate::Result<(Option<AccountRow>, String)> {
     for name in candidates {

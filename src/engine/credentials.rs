@@ -8,7 +8,7 @@ use crate::crypto::{
 };
 use crate::decision::Credential;
 use crate::store::login::{AccountRow, AppPasswordRow};
-use crate::store::Store;
+use crate::store::LoginStore;
 use crate::totp;
 
 /// What checking the credential found.
@@ -31,7 +31,11 @@ enum SecondStep {
 impl Gate {
     /// A bcrypt hash of a random password at the configured cost, so an unknown
     /// account costs the same slow hash as a known one.
-    pub(super) fn dummy_verify(&self, store: &Store, password: &[u8]) -> crate::Result<()> {
+    pub(super) fn dummy_verify(
+        &self,
+        store: &dyn LoginStore,
+        password: &[u8],
+    ) -> crate::Result<()> {
         store.end_read()?;
         let hash = self.dummy_hash.get_or_init(|| {
             let pw = crate::crypto::random_bytes(16).ok()?;
@@ -51,7 +55,12 @@ impl Gate {
 
     /// bcrypt verify, outside the read transaction (a 50+ ms hash must not pin a
     /// WAL snapshot and hold back checkpoints).
-    fn slow_verify(&self, store: &Store, password: &[u8], hash: &str) -> crate::Result<bool> {
+    fn slow_verify(
+        &self,
+        store: &dyn LoginStore,
+        password: &[u8],
+        hash: &str,
+    ) -> crate::Result<bool> {
         store.end_read()?;
         Ok(bcrypt_verify_padded(
             &self.counter,
@@ -63,7 +72,7 @@ impl Gate {
 
     pub(super) fn check_credential(
         &self,
-        store: &mut Store,
+        store: &mut dyn LoginStore,
         account: Option<&AccountRow>,
         password: &[u8],
         now: i64,
@@ -160,7 +169,7 @@ impl Gate {
     /// Returns the length of the password part and the code found.
     fn find_second_step(
         &self,
-        store: &Store,
+        store: &dyn LoginStore,
         acct: &AccountRow,
         password: &[u8],
         now: i64,
@@ -196,7 +205,13 @@ impl Gate {
 
     /// Rehashes a master password made at a lower cost than configured (once, at
     /// the first successful login after the cost was raised). Best effort.
-    fn upgrade_hash_if_weak(&self, store: &Store, acct: &AccountRow, password: &[u8], hash: &str) {
+    fn upgrade_hash_if_weak(
+        &self,
+        store: &dyn LoginStore,
+        acct: &AccountRow,
+        password: &[u8],
+        hash: &str,
+    ) {
         let weak = crate::crypto::bcrypt_cost_of(hash).is_some_and(|c| c < self.config.bcrypt_cost);
         if weak {
             if let Ok(new) =

@@ -3,7 +3,7 @@
 //! the fast path (on data already in memory) and `saslgate explain`.
 
 use crate::store::login::{AccountRow, AppPasswordRow};
-use crate::store::Store;
+use crate::store::LoginStore;
 
 fn lists(list: &[String], service: &str) -> bool {
     list.iter().any(|s| s == service || s == "*")
@@ -12,7 +12,7 @@ fn lists(list: &[String], service: &str) -> bool {
 /// Step 6, shared by logins and `saslgate explain`: `Some(rule)` names the rule that
 /// stops `service` for this account and credential.
 pub fn policy_denial(
-    store: &Store,
+    store: &dyn LoginStore,
     acct: &AccountRow,
     service: &str,
     app: Option<&AppPasswordRow>,

@@ -4,13 +4,13 @@
 //! the old file are dropped.
 
 use super::Gate;
-use crate::store::Store;
+use crate::store::LoginStore;
 use std::time::{Duration, Instant};
 
 /// Idle connections, owned by the process that opened them.
 pub(super) struct Pool {
     pub(super) pid: u32,
-    idle: Vec<Store>,
+    idle: Vec<Box<dyn LoginStore>>,
     /// The database file as last seen (inode, size, mtime): a file deleted,
     /// replaced or copied over under us must not keep being served from what we
     /// read before.
@@ -89,7 +89,7 @@ impl Gate {
     /// Runs `f` on a pooled connection inside one read transaction.
     pub(super) fn with_store<T>(
         &self,
-        f: impl FnOnce(&mut Store) -> crate::Result<T>,
+        f: impl FnOnce(&mut dyn LoginStore) -> crate::Result<T>,
     ) -> crate::Result<T> {
         self.with_connection(|store| in_read(store, f))
     }
@@ -98,7 +98,7 @@ impl Gate {
     /// next call reopens, so a repaired database is picked up without a restart).
     pub(super) fn with_connection<T>(
         &self,
-        f: impl FnOnce(&mut Store) -> crate::Result<T>,
+        f: impl FnOnce(&mut dyn LoginStore) -> crate::Result<T>,
     ) -> crate::Result<T> {
         // Fork safety costs a getpid() per use; see `Gate::single_process`.
         let pid = self.fork_checks.then(std::process::id);
@@ -150,9 +150,9 @@ impl Gate {
         };
         let mut store = match taken {
             Some(s) => s,
-            None => Store::open(&self.config)?,
+            None => crate::store::open_login(&self.config)?,
         };
-        let out = f(&mut store);
+        let out = f(&mut *store);
         if out.is_ok() {
             let mut pool = self.lock_pool();
             let same_process = pid.map_or(true, |p| p == pool.pid);
@@ -167,8 +167,8 @@ impl Gate {
 /// Runs `f` inside one read transaction (one snapshot, one set of WAL locks
 /// instead of one per statement; writes end it first).
 pub(super) fn in_read<T>(
-    store: &mut Store,
-    f: impl FnOnce(&mut Store) -> crate::Result<T>,
+    store: &mut dyn LoginStore,
+    f: impl FnOnce(&mut dyn LoginStore) -> crate::Result<T>,
 ) -> crate::Result<T> {
     store.begin_read()?;
     let v = f(store)?;

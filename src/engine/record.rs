@@ -8,7 +8,7 @@ use crate::audit;
 use crate::decision::{Decision, RefuseReason, Request};
 use crate::names;
 use crate::store::login::AuditRecord;
-use crate::store::Store;
+use crate::store::LoginStore;
 use crate::throttle::{self, Keys};
 use crate::timefmt::now;
 use std::sync::atomic::Ordering;
@@ -108,7 +108,7 @@ impl Gate {
 
     /// Writes the buffered records if due (a summary of suppressed refusals
     /// waits there; a process that only refuses must write it too).
-    pub(super) fn flush_if_due(&self, store: &mut Store, now: i64) -> crate::Result<()> {
+    pub(super) fn flush_if_due(&self, store: &mut dyn LoginStore, now: i64) -> crate::Result<()> {
         let due = self
             .lock_buffer()
             .due(now, self.config.flush_interval.as_secs() as i64);
@@ -118,7 +118,7 @@ impl Gate {
         Ok(())
     }
 
-    pub(super) fn flush_into(&self, store: &mut Store, now: i64) -> crate::Result<()> {
+    pub(super) fn flush_into(&self, store: &mut dyn LoginStore, now: i64) -> crate::Result<()> {
         let (records, used, prune) = {
             let mut buf = self.lock_buffer();
             let (r, u) = buf.take();

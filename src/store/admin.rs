@@ -2,7 +2,7 @@
 //! counter, which invalidates every positive cache entry in every process.
 
 use super::login::{app_lookup, code_lookup, split_list, AccountRow, AppPasswordRow};
-use super::Store;
+use super::{AdminStore, LoginStore, Store};
 use crate::crypto::{self, HashCounter};
 use crate::error::{Error, Result};
 use crate::names;
@@ -108,8 +108,10 @@ impl Store {
             Ok(out)
         })
     }
+}
 
-    pub fn add_account(&mut self, name: &str, plan: &str) -> Result<String> {
+impl AdminStore for Store {
+    fn add_account(&mut self, name: &str, plan: &str) -> Result<String> {
         let name = canonical(name)?;
         let plan = plan.trim().to_string();
         self.change(|tx| {
@@ -134,7 +136,7 @@ impl Store {
         })
     }
 
-    pub fn list_accounts(&self) -> Result<Vec<AccountInfo>> {
+    fn list_accounts(&self) -> Result<Vec<AccountInfo>> {
         let names: Vec<String> = self
             .conn
             .prepare("SELECT name FROM accounts ORDER BY name")?
@@ -143,7 +145,7 @@ impl Store {
         names.iter().map(|n| self.account_info(n)).collect()
     }
 
-    pub fn account_info(&self, name: &str) -> Result<AccountInfo> {
+    fn account_info(&self, name: &str) -> Result<AccountInfo> {
         let id = account_id(&self.conn, name)?;
         let mut info = self.conn.query_row(
             "SELECT name, plan, disabled, password_hash IS NOT NULL, totp_secret IS NOT NULL,
@@ -175,7 +177,7 @@ impl Store {
         Ok(info)
     }
 
-    pub fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<()> {
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<()> {
         self.change_account(
             name,
             "UPDATE accounts SET disabled = ?2 WHERE id = ?1",
@@ -183,11 +185,11 @@ impl Store {
         )
     }
 
-    pub fn delete_account(&mut self, name: &str) -> Result<()> {
+    fn delete_account(&mut self, name: &str) -> Result<()> {
         self.change_account(name, "DELETE FROM accounts WHERE id = ?1", &[])
     }
 
-    pub fn set_plan(&mut self, name: &str, plan: &str) -> Result<()> {
+    fn set_plan(&mut self, name: &str, plan: &str) -> Result<()> {
         self.change(|tx| {
             let id = account_id(tx, name)?;
             let exists: bool = tx.query_row(
@@ -209,7 +211,7 @@ impl Store {
     /// Sets the master password (bcrypt at the configured cost). With
     /// `revoke_app_passwords`, every app password of the account is revoked too
     /// (what a user wants after a suspected compromise).
-    pub fn set_master_password(
+    fn set_master_password(
         &mut self,
         name: &str,
         password: &SecretBytes,
@@ -242,7 +244,7 @@ impl Store {
         })
     }
 
-    pub fn clear_master_password(&mut self, name: &str) -> Result<()> {
+    fn clear_master_password(&mut self, name: &str) -> Result<()> {
         self.change_account(
             name,
             "UPDATE accounts SET password_hash = NULL WHERE id = ?1",
@@ -252,7 +254,7 @@ impl Store {
 
     /// Creates an app password; returns its id and the password as shown to the user
     /// (the only time it exists outside the user's hands).
-    pub fn add_app_password(
+    fn add_app_password(
         &mut self,
         name: &str,
         label: &str,
@@ -282,7 +284,7 @@ impl Store {
         Ok((id, shown))
     }
 
-    pub fn list_app_passwords(&self, name: &str) -> Result<Vec<AppPasswordInfo>> {
+    fn list_app_passwords(&self, name: &str) -> Result<Vec<AppPasswordInfo>> {
         let id = account_id(&self.conn, name)?;
         let rows = self
             .conn
@@ -306,7 +308,7 @@ impl Store {
         Ok(rows)
     }
 
-    pub fn revoke_app_password(&mut self, name: &str, app_id: i64) -> Result<()> {
+    fn revoke_app_password(&mut self, name: &str, app_id: i64) -> Result<()> {
         let now = now();
         self.change(|tx| {
             let id = account_id(tx, name)?;
@@ -321,7 +323,7 @@ impl Store {
         })
     }
 
-    pub fn enable_totp(&mut self, name: &str, secret: &[u8]) -> Result<()> {
+    fn enable_totp(&mut self, name: &str, secret: &[u8]) -> Result<()> {
         self.change_account(
             name,
             "UPDATE accounts SET totp_secret = ?2, totp_last_step = 0 WHERE id = ?1",
@@ -329,7 +331,7 @@ impl Store {
         )
     }
 
-    pub fn disable_totp(&mut self, name: &str) -> Result<()> {
+    fn disable_totp(&mut self, name: &str) -> Result<()> {
         self.change_account(
             name,
             "UPDATE accounts SET totp_secret = NULL, totp_last_step = 0 WHERE id = ?1",
@@ -338,7 +340,7 @@ impl Store {
     }
 
     /// Replaces the account's one-time codes with `count` new ones (shown once).
-    pub fn generate_codes(&mut self, name: &str, count: usize) -> Result<Vec<SecretBytes>> {
+    fn generate_codes(&mut self, name: &str, count: usize) -> Result<Vec<SecretBytes>> {
         if !(1..=100).contains(&count) {
             return Err(Error::Usage("--count must be 1 to 100".into()));
         }
@@ -364,7 +366,7 @@ impl Store {
     }
 
     /// `allow`: Some(true) allow, Some(false) deny, None clear the override.
-    pub fn set_service_override(
+    fn set_service_override(
         &mut self,
         name: &str,
         service: &str,
@@ -388,7 +390,7 @@ impl Store {
         })
     }
 
-    pub fn set_plan_services(&mut self, plan: &str, services: &[String]) -> Result<()> {
+    fn set_plan_services(&mut self, plan: &str, services: &[String]) -> Result<()> {
         let plan = plan.trim();
         if plan.is_empty()
             || !plan
@@ -406,7 +408,7 @@ impl Store {
         })
     }
 
-    pub fn list_plans(&self) -> Result<Vec<PlanInfo>> {
+    fn list_plans(&self) -> Result<Vec<PlanInfo>> {
         let rows = self
             .conn
             .prepare(
@@ -425,7 +427,7 @@ impl Store {
     }
 
     /// Audit records, oldest first, optionally for one account and since a time.
-    pub fn audit_entries(
+    fn audit_entries(
         &self,
         account: Option<&str>,
         since: Option<i64>,
@@ -458,7 +460,7 @@ impl Store {
     }
 
     /// For `saslgate explain`: the account and its app passwords as the engine sees them.
-    pub fn explain_rows(&self, name: &str) -> Result<(AccountRow, Vec<AppPasswordRow>)> {
+    fn explain_rows(&self, name: &str) -> Result<(AccountRow, Vec<AppPasswordRow>)> {
         let name = canonical(name)?;
         let acct = self
             .find_account(&name)?

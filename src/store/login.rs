@@ -1,7 +1,8 @@
 //! Reads and writes of the login path. Prepared statements are cached on the
 //! connection, so a decision costs a handful of index lookups.
 
-use super::Store;
+use super::{LoginStore, Store};
+use crate::config::Config;
 use crate::crypto::keyed_hash;
 use crate::error::Result;
 use crate::secret::SecretBytes;
@@ -101,21 +102,54 @@ pub(crate) fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-impl Store {
-    pub(crate) fn app_lookup(&self, account_id: i64, canonical: &[u8]) -> [u8; 32] {
+impl LoginStore for Store {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The generation: a new (random) value after every admin change.
+    fn generation(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'")?
+            .query_row([], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Starts a read transaction (a no-op inside one).
+    fn begin_read(&self) -> Result<()> {
+        if self.conn.is_autocommit() {
+            // Cached like the lookups: execute_batch would re-parse it every time.
+            self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+        }
+        Ok(())
+    }
+
+    /// Ends a read transaction started by [`Store::begin_read`], if any. Every write
+    /// calls this first: a deferred transaction that later writes could fail with
+    /// SQLITE_BUSY_SNAPSHOT instead of waiting for the lock.
+    fn end_read(&self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+        }
+        Ok(())
+    }
+
+    fn app_lookup(&self, account_id: i64, canonical: &[u8]) -> [u8; 32] {
         app_lookup(&self.hmac_key, account_id, canonical)
     }
 
-    pub(crate) fn code_lookup(&self, account_id: i64, canonical: &[u8]) -> [u8; 32] {
+    fn code_lookup(&self, account_id: i64, canonical: &[u8]) -> [u8; 32] {
         code_lookup(&self.hmac_key, account_id, canonical)
     }
 
     /// Keyed fingerprint used by throttling and the cache (never the secret itself).
-    pub(crate) fn fingerprint(&self, parts: &[&[u8]]) -> [u8; 32] {
+    fn fingerprint(&self, parts: &[&[u8]]) -> [u8; 32] {
         keyed_hash(&self.hmac_key, parts)
     }
 
-    pub fn find_account(&self, name: &str) -> Result<Option<AccountRow>> {
+    fn find_account(&self, name: &str) -> Result<Option<AccountRow>> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, name, plan, disabled, password_hash, totp_secret, totp_last_step,
                     EXISTS (SELECT 1 FROM one_time_codes c WHERE c.account_id = a.id)
@@ -138,7 +172,7 @@ impl Store {
     }
 
     /// O(1): a unique index on the keyed hash.
-    pub fn find_app_password(
+    fn find_app_password(
         &self,
         account_id: i64,
         canonical: &[u8],
@@ -156,7 +190,7 @@ impl Store {
     }
 
     /// An unused one-time code's id.
-    pub fn find_unused_code(&self, account_id: i64, canonical: &[u8]) -> Result<Option<i64>> {
+    fn find_unused_code(&self, account_id: i64, canonical: &[u8]) -> Result<Option<i64>> {
         let lookup = self.code_lookup(account_id, canonical);
         let mut st = self.conn.prepare_cached(
             "SELECT id FROM one_time_codes WHERE lookup = ?1 AND account_id = ?2 AND used IS NULL",
@@ -168,7 +202,7 @@ impl Store {
 
     /// Marks a code used. Exactly one of any number of concurrent callers gets `true`
     /// (a conditional update under SQLite's single-writer lock).
-    pub fn consume_code(&self, code_id: i64, now: i64) -> Result<bool> {
+    fn consume_code(&self, code_id: i64, now: i64) -> Result<bool> {
         self.end_read()?;
         let n = self
             .conn
@@ -179,7 +213,7 @@ impl Store {
 
     /// Records `step` as the last accepted TOTP step; `false` if it (or a later one)
     /// was accepted already, so each code works once.
-    pub fn consume_totp_step(&self, account_id: i64, step: i64) -> Result<bool> {
+    fn consume_totp_step(&self, account_id: i64, step: i64) -> Result<bool> {
         self.end_read()?;
         let n = self
             .conn
@@ -191,7 +225,7 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub fn service_override(&self, account_id: i64, service: &str) -> Result<Option<bool>> {
+    fn service_override(&self, account_id: i64, service: &str) -> Result<Option<bool>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -206,10 +240,7 @@ impl Store {
 
     /// Every app password of an account with its index key (for the engine's
     /// in-memory snapshot of the account).
-    pub fn app_passwords_by_lookup(
-        &self,
-        account_id: i64,
-    ) -> Result<Vec<([u8; 32], AppPasswordRow)>> {
+    fn app_passwords_by_lookup(&self, account_id: i64) -> Result<Vec<([u8; 32], AppPasswordRow)>> {
         let sql = format!(
             "SELECT {}, lookup FROM app_passwords WHERE account_id = ?1",
             AppPasswordRow::COLUMNS
@@ -231,7 +262,7 @@ impl Store {
     }
 
     /// Every service override of an account.
-    pub fn service_overrides(&self, account_id: i64) -> Result<Vec<(String, bool)>> {
+    fn service_overrides(&self, account_id: i64) -> Result<Vec<(String, bool)>> {
         let mut st = self
             .conn
             .prepare_cached("SELECT service, allow FROM service_overrides WHERE account_id = ?1")?;
@@ -240,7 +271,7 @@ impl Store {
     }
 
     /// `None` if the plan does not exist.
-    pub fn plan_services(&self, plan: &str) -> Result<Option<Vec<String>>> {
+    fn plan_services(&self, plan: &str) -> Result<Option<Vec<String>>> {
         Ok(self
             .conn
             .prepare_cached("SELECT services FROM plans WHERE name = ?1")?
@@ -250,7 +281,7 @@ impl Store {
     }
 
     /// Replaces a master password hash made at a lower cost (only if unchanged since read).
-    pub fn upgrade_hash(&self, account_id: i64, old: &str, new: &str) -> Result<()> {
+    fn upgrade_hash(&self, account_id: i64, old: &str, new: &str) -> Result<()> {
         self.end_read()?;
         self.conn
             .prepare_cached(
@@ -261,11 +292,7 @@ impl Store {
     }
 
     /// Writes audit records and last-use stamps in one transaction.
-    pub fn write_batch(
-        &mut self,
-        audit: &[AuditRecord],
-        last_use: &[(LastUse, i64)],
-    ) -> Result<()> {
+    fn write_batch(&mut self, audit: &[AuditRecord], last_use: &[(LastUse, i64)]) -> Result<()> {
         if audit.is_empty() && last_use.is_empty() {
             return Ok(());
         }
@@ -289,7 +316,7 @@ impl Store {
     /// `audit_max_rows` (the oldest first), and expired throttle rows. At most
     /// [`PRUNE_CHUNK`] records per transaction: one huge delete would grow the
     /// write-ahead log by as much.
-    pub fn prune(&mut self, now: i64) -> Result<()> {
+    fn prune(&mut self, now: i64) -> Result<()> {
         let cutoff = now - self.config.audit_retention.as_secs() as i64;
         let max_rows = i64::try_from(self.config.audit_max_rows).unwrap_or(i64::MAX);
         let longest = [

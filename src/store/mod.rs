@@ -4,23 +4,33 @@
 //! - [`schema`]: the migrations.
 //! - [`admin`]: operator changes (each bumps the generation counter).
 //! - [`login`]: the reads and writes of the login path.
+//! - `throttle`: the throttle's rows.
+//!
+//! The engine and the CLI see a store only through [`LoginStore`] and
+//! [`AdminStore`] (`interface`); [`Store`] is the SQLite implementation, and
+//! a second backend is another implementation of those two traits.
 
 pub mod admin;
+mod interface;
 pub mod login;
 pub mod schema;
+mod throttle;
+
+pub use interface::{open_admin, open_login, AdminStore, LoginStore, ThrottleStore};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 
 /// The write-ahead log's size bound, in bytes (see [`Store::bound_wal`]). The
 /// log can pass it by what is written between two checkpoint attempts.
 pub const WAL_LIMIT_BYTES: u64 = 4 << 20;
-/// Checkpoint attempts per process at most this often.
-const WAL_TRY_INTERVAL_MS: u64 = 200;
-/// How long a checkpoint attempt waits for the writer lock and for readers.
-const WAL_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// After a checkpoint that could not restart the log (a long reader), the
+/// process tries again only after this long.
+const WAL_RETRY_MS: u64 = 1000;
+/// How long a checkpoint waits for the writer lock and for readers.
+const WAL_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// An open saslgate database.
 pub struct Store {
@@ -131,10 +141,11 @@ impl Store {
         // WAL: readers never block the writer. NORMAL sync is durable against
         // process crashes (what matters for one-time codes) and fast.
         // journal_size_limit: a log restarted after a checkpoint is cut back to
-        // this size (else the file keeps its high-water mark); see bound_wal.
+        // this size (else the file keeps its high-water mark). No automatic
+        // checkpoints: bound_wal runs the only ones (see there why).
         conn.execute_batch(&format!(
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;
-             PRAGMA journal_size_limit = {WAL_LIMIT_BYTES};"
+             PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}; PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(storage(path))?;
         schema::migrate(&mut conn, creating).map_err(|e| match e {
@@ -153,39 +164,6 @@ impl Store {
         })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The generation: a new (random) value after every admin change.
-    pub fn generation(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'generation'")?
-            .query_row([], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0))
-    }
-
-    /// Starts a read transaction (a no-op inside one).
-    pub(crate) fn begin_read(&self) -> Result<()> {
-        if self.conn.is_autocommit() {
-            // Cached like the lookups: execute_batch would re-parse it every time.
-            self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
-        }
-        Ok(())
-    }
-
-    /// Ends a read transaction started by [`Store::begin_read`], if any. Every write
-    /// calls this first: a deferred transaction that later writes could fail with
-    /// SQLITE_BUSY_SNAPSHOT instead of waiting for the lock.
-    pub(crate) fn end_read(&self) -> Result<()> {
-        if !self.conn.is_autocommit() {
-            self.conn.prepare_cached("COMMIT")?.execute([])?;
-        }
-        Ok(())
-    }
-
     /// Runs `f` in an IMMEDIATE transaction (takes the write lock up front, so two
     /// writers never deadlock on lock upgrade).
     pub(crate) fn write<T>(
@@ -202,18 +180,25 @@ impl Store {
         Ok(out)
     }
 
-    /// Keeps the write-ahead log near [`WAL_LIMIT_BYTES`]. SQLite's own
-    /// checkpoints after a commit are PASSIVE: they never wait for readers, so
-    /// with a reader active in some process at every moment the log is never
-    /// restarted and grows without bound (550 MiB in 30 s with nine plugin
-    /// processes, issue 11). A writer that finds it larger runs a TRUNCATE
-    /// checkpoint, which waits briefly for the readers of older snapshots (short:
-    /// no read transaction spans a hash) and then empties the file. Best effort,
-    /// at most once per [`WAL_TRY_INTERVAL_MS`] per process: when it gets no
-    /// gap, a later write tries again.
+    /// Keeps the write-ahead log near [`WAL_LIMIT_BYTES`] under any load.
+    ///
+    /// SQLite's automatic checkpoint after a commit is PASSIVE: it never waits
+    /// for readers, so with a reader active in some process at every moment
+    /// the log is never restarted; and every commit of every writer runs one
+    /// once the log is past 1,000 pages, so they hold the checkpoint lock in
+    /// turn and no other kind of checkpoint can start. The log grew without
+    /// bound (550 MiB in 30 s with nine plugin processes, issue 11). So the
+    /// automatic checkpoint is off, and a writer that finds the log past the
+    /// limit after its commit runs a TRUNCATE checkpoint: it waits (at most
+    /// [`WAL_CHECKPOINT_WAIT`]) for the writer lock and for the readers of
+    /// older snapshots, which are short (no read transaction spans a hash),
+    /// copies the log into the database and empties it. If another process is
+    /// checkpointing already, that one does the job; if a long reader (a
+    /// backup) keeps it from restarting the log, this process tries again
+    /// after [`WAL_RETRY_MS`] (the checkpoint still copies what it can).
     fn bound_wal(&self) {
         use std::sync::atomic::{AtomicU64, Ordering};
-        static LAST_TRY_MS: AtomicU64 = AtomicU64::new(0);
+        static RETRY_AT_MS: AtomicU64 = AtomicU64::new(0);
         let mut wal = self.config.db.clone().into_os_string();
         wal.push("-wal");
         if !std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT_BYTES) {
@@ -222,19 +207,22 @@ impl Store {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let last = LAST_TRY_MS.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < WAL_TRY_INTERVAL_MS
-            || LAST_TRY_MS
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if now_ms < RETRY_AT_MS.load(Ordering::Relaxed) {
             return;
         }
         let _ = self.conn.busy_timeout(WAL_CHECKPOINT_WAIT);
-        let _ = self
+        // (busy, log frames, frames copied); log -1: another connection holds
+        // the checkpoint lock, i.e. is doing this very job.
+        let result = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            });
         let _ = self.conn.busy_timeout(self.config.busy_timeout);
+        let restarted = matches!(result, Ok((0, _)) | Ok((_, -1)));
+        if !restarted {
+            RETRY_AT_MS.store(now_ms + WAL_RETRY_MS, Ordering::Relaxed);
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use saslgate::secret::SecretBytes;
-use saslgate::store::Store;
+pub use saslgate::store::{AdminStore, LoginStore, Store};
 use saslgate::{Config, Decision, Gate, RefuseReason, Request};
 use std::path::PathBuf;
 use std::process::Command;
