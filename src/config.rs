@@ -82,7 +82,7 @@ pub struct Config {
     pub db_group: String,
     /// Realms whose logins may fall back to a plain account name (`alice` with
     /// realm `mail.example.org` may be the account `alice`). `None`: the host's
-    /// own names (what libsasl2 sends when the server sets no realm) and
+    /// own names (what a server that sets its realm to its host name sends) and
     /// `localhost`. Any other realm is only ever checked as `user@realm`.
     pub local_realms: Option<Vec<String>>,
 }
@@ -185,8 +185,9 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         .map_err(|e| Error::Usage(format!("bad duration {t:?}: {e} (examples: 30s, 10m, 90d)")))
 }
 
-/// The host's own names, found once per process (libsasl2 sends one of them as
-/// the realm when the mail server sets none).
+/// The host's own names, found once per process (what a mail server that
+/// sets its realm to its host name sends; with no realm set, libsasl2 sends
+/// an empty realm and no fallback is needed).
 fn host_realms() -> &'static [String] {
     static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     NAMES.get_or_init(|| {

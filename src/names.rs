@@ -95,8 +95,9 @@ pub fn account_name(raw: &str) -> Result<String, FieldError> {
 ///   libsasl2's `sasl_checkpass` sends to saslauthd for a typed
 ///   `alice@example.org`, so it must never become another account;
 /// - only when `is_local(realm)` (the realm is one of the admin's
-///   `local_realms`, by default the host's own names, which libsasl2 sends when
-///   the server sets no realm) may it fall back to a plain `alice` account.
+///   `local_realms`, by default the host's own names, which a server sends when
+///   it sets its realm to its host name; with none set libsasl2 sends an
+///   empty realm, which needs no fallback) may it fall back to a plain `alice` account.
 pub fn login_candidates(
     login: &str,
     realm: Option<&str>,
