@@ -6,6 +6,8 @@
 # Suites, in order (each one prints its own results; a suite that cannot run here,
 # e.g. without root, prints a loud SKIP line instead of passing silently):
 #   fmt       cargo fmt --check
+#   clippy    cargo clippy --all-targets -- -D warnings (the [lints] of Cargo.toml)
+#   doc       cargo doc --no-deps with warnings denied
 #   cargo     cargo test --release: unit tests, core (library + CLI), saslgated with
 #             the real testsaslauthd and libsasl2, the C ABI from Rust
 #   c-tests   the plugin in the real libsasl2 next to the stock plugins, the C ABI,
@@ -18,15 +20,23 @@
 #             saslgated, storage faults under load (scripts/fuzz-brief.sh,
 #             scripts/soak.sh, scripts/faults.sh; doc/hardening.md)
 # Environment: CARGO_TARGET_DIR is honoured; ONLY="cargo c-tests" runs a subset.
-# The last line is "test-all: N passed, N failed" (suites); exit 1 if any failed.
+# A suite that prints a line starting with "SKIP" (it could not run all of its
+# checks here, e.g. without root) is counted as skipped, not passed; with
+# CI=true a skip fails the run, since CI runs as root with every package.
+# The last line is "test-all: N passed, N failed, N skipped" (suites); exit 1 if
+# any failed (or, with CI=true, skipped).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
 PASSED=0
 FAILED=0
+SKIPPED=0
 FAILED_NAMES=""
+SKIPPED_NAMES=""
 START=$(date +%s)
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
 
 suite() { # suite NAME command...
     local name=$1; shift
@@ -34,13 +44,20 @@ suite() { # suite NAME command...
     local t0=$(date +%s)
     echo
     echo "=================== $name: $* ==================="
-    if "$@"; then
-        PASSED=$((PASSED + 1))
-        echo "=================== $name: passed ($(( $(date +%s) - t0 )) s) ==================="
-    else
+    "$@" 2>&1 | tee "$OUT/$name.log"
+    local rc=${PIPESTATUS[0]}
+    local took=$(( $(date +%s) - t0 ))
+    if [ "$rc" != 0 ]; then
         FAILED=$((FAILED + 1))
         FAILED_NAMES="$FAILED_NAMES $name"
-        echo "=================== $name: FAILED ($(( $(date +%s) - t0 )) s) ==================="
+        echo "=================== $name: FAILED ($took s) ==================="
+    elif grep -q '^SKIP' "$OUT/$name.log"; then
+        SKIPPED=$((SKIPPED + 1))
+        SKIPPED_NAMES="$SKIPPED_NAMES $name"
+        echo "=================== $name: SKIPPED (in whole or in part; $took s) ==================="
+    else
+        PASSED=$((PASSED + 1))
+        echo "=================== $name: passed ($took s) ==================="
     fi
 }
 
@@ -49,6 +66,8 @@ optional() { # optional SCRIPT args...: a suite script that may not exist yet
 }
 
 suite fmt cargo fmt --all -- --check
+suite clippy cargo clippy --release --all-targets -- -D warnings
+suite doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --release
 suite cargo cargo test --release
 suite c-tests c-tests/run.sh
 suite e2e tests/e2e/run.sh
@@ -59,6 +78,10 @@ suite soak optional scripts/soak.sh
 suite faults optional scripts/faults.sh
 
 echo
-echo "total time: $(( $(date +%s) - START )) s${FAILED_NAMES:+; failed:$FAILED_NAMES}"
-echo "test-all: $PASSED passed, $FAILED failed"
+echo "total time: $(( $(date +%s) - START )) s${FAILED_NAMES:+; failed:$FAILED_NAMES}${SKIPPED_NAMES:+; skipped:$SKIPPED_NAMES}"
+if [ "${CI:-}" = true ] && [ "$SKIPPED" != 0 ]; then
+    echo "CI=true: a suite CI is meant to run was skipped:$SKIPPED_NAMES"
+    FAILED=$((FAILED + SKIPPED))
+fi
+echo "test-all: $PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" = 0 ]
