@@ -1,6 +1,6 @@
 //! The `saslgate` admin command. Plain safe Rust over the store and the engine.
 //!
-//! Output rules (DESIGN.md "Command line"): generated secrets go to stdout, alone
+//! Output rules (doc/design.md section 8): generated secrets go to stdout, alone
 //! on their line, once; everything meant for a person goes to stderr unless it is
 //! the answer to the command (lists, `show`, `log`, `explain`); `--json` gives
 //! machine-readable output. Exit codes: 0 success, 1 refused or not found,

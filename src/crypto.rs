@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 /// App passwords: 20 symbols = 100 bits, shown as five groups of four.
 pub const APP_PASSWORD_LEN: usize = 20;
-// Generated app passwords carry at least 80 bits (DESIGN.md step 4).
+// Generated app passwords carry at least 80 bits (doc/design.md, step 4).
 const _: () = assert!(APP_PASSWORD_LEN * 5 >= 80);
 /// One-time codes: 10 symbols = 50 bits, shown as two groups of five.
 pub const CODE_LEN: usize = 10;

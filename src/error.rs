@@ -25,7 +25,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The `saslgate` exit code for this error (see DESIGN.md "Command line").
+    /// The `saslgate` exit code for this error (doc/design.md, section 8).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Config(_) => 2,
