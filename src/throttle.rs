@@ -233,8 +233,10 @@ mod tests {
         );
         assert_eq!(client_group(ip("2001:db8::6"), 128), "2001:db8::6");
         assert_eq!(client_group(ip("192.0.2.1"), 64), "192.0.2.1");
-        let mut c = Config::default();
-        c.trusted_networks = vec![Network::parse("192.0.2.0/24").unwrap()];
+        let c = Config {
+            trusted_networks: vec![Network::parse("192.0.2.0/24").unwrap()],
+            ..Config::default()
+        };
         let k = Keys::new("alice", Some(ip("192.0.2.9")), &c);
         assert_eq!(
             (k.address, k.pair.as_deref()),

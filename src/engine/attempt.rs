@@ -92,7 +92,7 @@ impl Attempt<'_> {
         };
         let usable = !view.disabled
             && app.revoked.is_none()
-            && !app.expires.is_some_and(|e| e <= self.now)
+            && app.expires.is_none_or(|e| e > self.now)
             && policy_rule(
                 &view.plan,
                 &input.service,

@@ -117,7 +117,7 @@ impl Gate {
             let now = Instant::now();
             if pool
                 .checked_at
-                .map_or(true, |t| now.duration_since(t) >= FILE_CHECK_INTERVAL)
+                .is_none_or(|t| now.duration_since(t) >= FILE_CHECK_INTERVAL)
             {
                 pool.checked_at = Some(now);
                 let current = file_state(&self.config.db);
@@ -155,7 +155,7 @@ impl Gate {
         let out = f(&mut *store);
         if out.is_ok() {
             let mut pool = self.lock_pool();
-            let same_process = pid.map_or(true, |p| p == pool.pid);
+            let same_process = pid.is_none_or(|p| p == pool.pid);
             if same_process && pool.epoch == epoch && pool.idle.len() < MAX_IDLE {
                 pool.idle.push(store);
             }
