@@ -203,7 +203,7 @@ pub(super) unsafe extern "C" fn auxprop_store(
                 }
             };
             let result =
-                crate::store::Store::open(gate.config()).and_then(|mut store| match &password {
+                crate::store::open_admin(gate.config()).and_then(|mut store| match &password {
                     Some(p) => store.set_master_password(&account, p, false),
                     None => store.clear_master_password(&account),
                 });
