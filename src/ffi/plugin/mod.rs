@@ -7,14 +7,14 @@
 //! doc/design.md ("Facts about libsasl2") and doc/plugin.md.
 //!
 //! Layout, by job:
-//! - this file: the two entry points (version check, the instance each hands
+//! - `mod.rs`: the two entry points (version check, the instance each hands
 //!   libsasl2), the options read at load, the panic answer;
-//! - [`mech`]: the PLAIN and LOGIN server mechanisms;
-//! - [`auxprop`]: the auxprop plugin (the policy gate for other mechanisms, and
+//! - `mech.rs`: the PLAIN and LOGIN server mechanisms;
+//! - `auxprop.rs`: the auxprop plugin (the policy gate for other mechanisms, and
 //!   `auxprop_store` for `saslpasswd2`);
-//! - [`conn`]: one step's view of a connection (libsasl2's utilities, wrapped);
-//! - [`codes`]: the one table from saslgate's outcomes to SASL result codes;
-//! - [`context`]: options and the `Gate`s built from them.
+//! - `conn.rs`: one step's view of a connection (libsasl2's utilities, wrapped);
+//! - [`codes`] (`codes.rs`): the one table from saslgate's outcomes to SASL result codes;
+//! - [`context`] (`context.rs`): options and the `Gate`s built from them.
 //!
 //! Every `extern "C"` function runs its body inside [`guard_with`]: a panic is
 //! logged with its location through libsasl2's log callback and answered with
