@@ -1,4 +1,4 @@
-//! Throttling of password guessing (DESIGN.md step 2), kept in the database so every
+//! Throttling of password guessing (doc/design.md step 2), kept in the database so every
 //! face and every process shares it.
 //!
 //! Keys: `a:ADDR` (client address), `p:ACCOUNT|ADDR` (account from that address),
