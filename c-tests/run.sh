@@ -5,7 +5,8 @@
 # Run from the repository root:  c-tests/run.sh
 # Honours CARGO_TARGET_DIR. Builds with `cargo build --release` unless SKIP_BUILD=1.
 # Needs: cc, libsasl2-dev, libsasl2-modules (+ -db), sasl2-bin, oathtool, valgrind.
-# Exits non-zero on any failure; prints a loud SKIP line when a prerequisite is
+# Output: one line per check (scripts/lib/check.sh), then "c-tests: N passed, N
+# failed"; exits non-zero on any failure; prints a SKIP line when a prerequisite is
 # missing. VERBOSE=1 keeps the temp dir and shows libsasl2's log.
 set -u
 cd "$(dirname "$0")/.." || exit 1
@@ -14,15 +15,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 LIBDIR=$TARGET_DIR/release
 SASL_SYS=${SASL_PLUGIN_DIR:-/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/sasl2}
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-skip() { echo "SKIP - *** $* ***"; }
-check() { # check "description" command...
-    local what=$1; shift
-    if "$@"; then ok "$what"; else bad "$what"; fi
-}
+# ok, bad, skip, check, check_fails, summary
+. scripts/lib/check.sh
 
 missing=""
 for tool in cc saslpasswd2 saslpluginviewer oathtool nm; do
@@ -34,16 +28,16 @@ for p in libplain.so liblogin.so libsasldb.so; do
 done
 if [ -n "$missing" ]; then
     skip "c-tests cannot run, missing:$missing (apt-get install build-essential libsasl2-dev libsasl2-modules libsasl2-modules-db sasl2-bin oathtool valgrind)"
-    echo "c-tests: 0 passed, 0 failed, 1 skipped"
+    summary c-tests
     exit 0
 fi
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    cargo build --release --lib --bin saslgate || { echo "FAIL - cargo build"; exit 1; }
+    cargo build --release --lib --bin saslgate || { bad "cargo build"; summary c-tests; exit 1; }
 fi
 SO=$LIBDIR/libsaslgate.so
 SG=$LIBDIR/saslgate
-[ -f "$SO" ] && [ -x "$SG" ] || { echo "FAIL - $SO or $SG missing"; exit 1; }
+[ -f "$SO" ] && [ -x "$SG" ] || { bad "$SO or $SG missing"; summary c-tests; exit 1; }
 
 T=$(mktemp -d /tmp/saslgate-ctests.XXXXXX)
 cleanup() { if [ "${VERBOSE:-0}" = 1 ]; then echo "kept $T"; else rm -rf "$T"; fi; }
@@ -86,10 +80,10 @@ SGC() { "$SG" --config "$T/sg.conf" "$@"; }
     SGC totp enable bob --secret JBSWY3DPEHPK3PXP >/dev/null &&
     SGC totp enable bob2 --secret JBSWY3DPEHPK3PXP >/dev/null &&
     SGC user disable carol
-} >"$T/setup.log" 2>&1 || { cat "$T/setup.log"; bad "test data (saslgate CLI)"; exit 1; }
+} >"$T/setup.log" 2>&1 || { cat "$T/setup.log"; bad "test data (saslgate CLI)"; summary c-tests; exit 1; }
 APP_IMAP=$(SGC app-password add alice --label phone --services imap 2>>"$T/setup.log")
 APP_SMTP=$(SGC app-password add alice --label laptop --services smtp 2>>"$T/setup.log")
-[ -n "$APP_IMAP" ] && [ -n "$APP_SMTP" ] || { bad "app passwords"; exit 1; }
+[ -n "$APP_IMAP" ] && [ -n "$APP_SMTP" ] || { bad "app passwords"; summary c-tests; exit 1; }
 ok "test data made with the saslgate CLI"
 
 # stock sasldb users for the service without saslgate
@@ -212,9 +206,8 @@ check "audit records of the last logins written at exit ($before -> $after, want
 
 # ---- saslpasswd2 -d removes the master password ----
 SP -d erin >>"$T/saslpasswd2.log" 2>&1
-check "saslpasswd2 -d clears erin's master password" \
-    sh -c "! printf '%s' 'erin new pw' | '$SG' --config '$T/sg.conf' verify erin --service imap >/dev/null 2>&1"
+check_fails "saslpasswd2 -d clears erin's master password" \
+    sh -c "printf '%s' 'erin new pw' | '$SG' --config '$T/sg.conf' verify erin --service imap >/dev/null 2>&1"
 
 [ "${VERBOSE:-0}" = 1 ] && { echo "--- libsasl2 log"; cat "$T/sasl.log"; }
-echo "c-tests: $PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+summary c-tests

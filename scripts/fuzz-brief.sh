@@ -9,7 +9,9 @@
 # cannot fetch one, so the stable toolchain is used with RUSTC_BOOTSTRAP=1, which
 # unlocks the nightly flags on stable (fine for a test build, never for a
 # release). If cargo-fuzz is missing and `cargo install cargo-fuzz` fails, the
-# script prints a loud SKIP and exits 0.
+# script prints a SKIP line and exits 0.
+# Output: one line per target (scripts/lib/check.sh), then "fuzz-brief: N passed,
+# N failed".
 #
 # Crash inputs are kept under $FUZZ_ARTIFACTS (default: a temp dir, printed);
 # copy them to fuzz/regressions/TARGET/ so tests/fuzz_corpus.rs replays them.
@@ -20,21 +22,22 @@ set -eu
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# ok, bad, skip, summary
+. ./scripts/lib/check.sh
 SECONDS_EACH=${FUZZ_SECONDS:-20}
 ALL="saslauthd_frame plain_message cli_args config_file decide plugin_mech"
 TARGETS=${*:-$ALL}
 
-skip() {
-    echo "=================================================================="
-    echo "SKIP: fuzz-brief: $*"
-    echo "=================================================================="
+skip_all() { # cargo-fuzz cannot be had: nothing runs
+    skip "fuzz-brief: $*"
+    summary fuzz-brief
     exit 0
 }
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz-brief: cargo-fuzz missing, trying: cargo install cargo-fuzz" >&2
-    cargo install cargo-fuzz >&2 || skip "cargo-fuzz is not installed and 'cargo install cargo-fuzz' failed"
-    cargo fuzz --version >/dev/null 2>&1 || skip "cargo-fuzz still not usable after install"
+    cargo install cargo-fuzz >&2 || skip_all "cargo-fuzz is not installed and 'cargo install cargo-fuzz' failed"
+    cargo fuzz --version >/dev/null 2>&1 || skip_all "cargo-fuzz still not usable after install"
 fi
 
 if [ -n "${CARGO_TARGET_DIR:-}" ]; then
@@ -58,8 +61,8 @@ RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir fuzz $TARGETS >/dev/null 2>"$WORK/
     # cargo fuzz build takes one target or all of them.
     RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir fuzz 2>"$WORK/build.log" || {
         tail -30 "$WORK/build.log" >&2
-        echo "fuzz-brief: FAIL: build failed" >&2
-        exit 1
+        bad "fuzz-brief: build failed"
+        summary fuzz-brief || exit 1
     }
 }
 
@@ -69,11 +72,9 @@ RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir fuzz $TARGETS >/dev/null 2>"$WORK/
 # odr-violation at start-up. Everything else stays on.
 export ASAN_OPTIONS="detect_odr_violation=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 
-failed=""
 for t in $TARGETS; do
     if [ ! -x "$BIN/$t" ]; then
-        echo "fuzz-brief: FAIL: no binary $BIN/$t" >&2
-        failed="$failed $t"
+        bad "$t: no binary $BIN/$t"
         continue
     fi
     mkdir -p "$WORK/corpus/$t" "$ARTIFACTS/$t"
@@ -89,19 +90,15 @@ for t in $TARGETS; do
     peak=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
     line="$t: ${SECONDS_EACH}s, ${runs:-?} execs, cov ${cov:-?}, peak RSS ${peak:-?} MB, corpus $(ls "$WORK/corpus/$t" | wc -l), exit $rc"
-    echo "fuzz-brief: $line"
     [ -n "${FUZZ_JOBS_LOG:-}" ] && echo "$(date -u +%FT%TZ) $line" >>"$FUZZ_JOBS_LOG"
     if [ "$rc" -ne 0 ] || ls "$ARTIFACTS/$t" | grep -q .; then
         grep -E "ERROR|panicked|SUMMARY|Test unit written" "$log" | head -20 >&2 || true
-        echo "fuzz-brief: FAIL: $t found a problem; inputs in $ARTIFACTS/$t, log $log" >&2
+        bad "$line: found a problem; inputs in $ARTIFACTS/$t, log $log"
         echo "fuzz-brief: copy them to fuzz/regressions/$t/ and fix the bug" >&2
-        failed="$failed $t"
         trap - EXIT # keep the logs and inputs
+    else
+        ok "$line"
     fi
 done
 
-if [ -n "$failed" ]; then
-    echo "fuzz-brief: FAILED:$failed"
-    exit 1
-fi
-echo "fuzz-brief: all targets ran ${SECONDS_EACH}s each without a crash"
+summary fuzz-brief

@@ -17,46 +17,41 @@
 # Environment: CARGO_TARGET_DIR (the .debs go to $CARGO_TARGET_DIR/deb, default
 # ./target/deb), SASLGATE_DEB_DIR=DIR to test prebuilt .debs in DIR instead of
 # building them.
-# Output: one line per check, then "N passed, N failed"; exit 1 on any failure.
+# Output: one line per check (scripts/lib/check.sh), then "deb: N passed, N failed";
+# exit 1 on any failure.
 
 set -u
 set -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-PASS=0 FAIL=0
-ok()  { PASS=$((PASS + 1)); echo "PASS  $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL  $*"; }
-check() { # check NAME COMMAND...: passes when the command succeeds
-    local name=$1; shift
-    if "$@" >>"$LOG" 2>&1; then ok "$name"; else bad "$name"; fi
-}
-expect() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (expected $2, got $3)"; fi; }
-
-skip() {
-    echo "=================================================================="
-    echo "SKIP: tests/deb/run.sh: $*"
-    echo "=================================================================="
+# ok, bad, skip, check, check_fails, expect, summary; check writes the
+# commands' output to $CHECK_LOG (set below, once the temp dir exists).
+. "$ROOT/scripts/lib/check.sh"
+skip_all() { # the whole suite cannot run here
+    skip "tests/deb/run.sh: $*"
+    summary deb
     exit 0
 }
 
-[ "$(id -u)" = 0 ] || skip "needs root (installs and purges the packages)"
+[ "$(id -u)" = 0 ] || skip_all "needs root (installs and purges the packages)"
 export PATH=$PATH:/usr/sbin:/sbin
 for p in saslgate libsasl2-modules-saslgate; do
     if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'installed'; then
-        skip "$p is installed on this machine; this test would purge it and its data"
+        skip_all "$p is installed on this machine; this test would purge it and its data"
     fi
 done
 for u in sgdebtest sgdebauth; do
-    getent passwd "$u" >/dev/null && skip "user $u exists; this test creates and deletes it"
+    getent passwd "$u" >/dev/null && skip_all "user $u exists; this test creates and deletes it"
 done
 for c in dpkg-buildpackage lintian apt-get testsaslauthd saslpluginviewer runuser cc; do
-    command -v "$c" >/dev/null || skip "$c is missing (apt-get install debhelper lintian sasl2-bin)"
+    command -v "$c" >/dev/null || skip_all "$c is missing (apt-get install debhelper lintian sasl2-bin)"
 done
 
 STARTED=$(date +%s)
 TMP=$(mktemp -d /tmp/saslgate-deb.XXXXXX)
 chmod 0755 "$TMP"
 LOG=$TMP/log
+CHECK_LOG=$LOG
 TESTUSER=sgdebtest
 AUTHUSER=sgdebauth # in the socket group only (the daemon path)
 CREATED_AUTHUSER=0
@@ -75,16 +70,16 @@ cleanup() {
     if [ "$INSTALLED" = 1 ]; then # a check failed half-way: leave no package behind
         DEBIAN_FRONTEND=noninteractive apt-get purge -y -q saslgate libsasl2-modules-saslgate >>"$LOG" 2>&1
     fi
-    if [ "$rc" -ne 0 ] && [ "$FAIL" -eq 0 ]; then
+    if [ "$rc" -ne 0 ] && [ "$CHECK_FAILED" -eq 0 ]; then
         bad "deb test aborted (exit $rc)"
     fi
-    if [ "$FAIL" -gt 0 ]; then
+    if [ "$CHECK_FAILED" -gt 0 ]; then
         echo "--- finished in $(($(date +%s) - STARTED)) s (logs kept in $TMP)"
-        echo "$PASS passed, $FAIL failed"
+        summary deb
         exit 1
     fi
     echo "--- finished in $(($(date +%s) - STARTED)) s"
-    echo "$PASS passed, $FAIL failed"
+    summary deb
     rm -rf "$TMP"
     exit 0
 }
@@ -389,12 +384,13 @@ if [ "${SASLGATE_DEB_E2E:-1}" = 1 ] && [ -x "$ROOT/tests/e2e/run.sh" ]; then
     echo "--- tests/e2e/run.sh with the installed packages (log: $TMP/e2e.log)"
     SASLGATE_E2E_BIN=installed "$ROOT/tests/e2e/run.sh" >"$TMP/e2e.log" 2>&1
     rc=$?
-    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$TMP/e2e.log" | tail -n1)
+    # e2e's last line (summary): "e2e: N passed, N failed[, N skipped]"
+    e2e_counts=$(sed -n 's/^e2e: \([0-9]* passed, [0-9]* failed\(, [0-9]* skipped\)\{0,1\}\)$/\1/p' "$TMP/e2e.log" | tail -n1)
     if [ $rc = 0 ]; then
-        ok "installed packages in real Postfix and Cyrus IMAP: e2e $summary"
+        ok "installed packages in real Postfix and Cyrus IMAP: e2e $e2e_counts"
     else
         grep -E '^FAIL' "$TMP/e2e.log" | sed 's/^/      /'
-        bad "installed packages in real Postfix and Cyrus IMAP: e2e ${summary:-aborted}"
+        bad "installed packages in real Postfix and Cyrus IMAP: e2e ${e2e_counts:-aborted}"
     fi
 fi
 
@@ -446,9 +442,9 @@ check "apt-get purge saslgate libsasl2-modules-saslgate" \
 INSTALLED=0
 check "after purge: /var/lib/saslgate gone" test ! -e /var/lib/saslgate
 check "after purge: /etc/saslgate gone" test ! -e /etc/saslgate
-check "after purge: group saslgate gone" sh -c '! getent group saslgate'
-check "after purge: group saslgate-auth gone" sh -c '! getent group saslgate-auth'
-check "after purge: user saslgate gone" sh -c '! getent passwd saslgate'
+check_fails "after purge: group saslgate gone" getent group saslgate
+check_fails "after purge: group saslgate-auth gone" getent group saslgate-auth
+check_fails "after purge: user saslgate gone" getent passwd saslgate
 check "after purge: no units left" test ! -e /lib/systemd/system/saslgated.service -a ! -e /etc/systemd/system/sockets.target.wants/saslgated.socket
 left=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' saslgate libsasl2-modules-saslgate 2>/dev/null | grep -v '^un ' | grep -v '^ *$' || true)
 expect "after purge: dpkg knows neither package" "" "$left"

@@ -20,13 +20,16 @@
 # ./target), SASLGATE_E2E_BIN=DIR to use prebuilt saslgate/saslgated/libsaslgate.so
 # from DIR instead of building (SASLGATE_E2E_BIN=installed: the installed Debian
 # packages' files), SASLGATE_E2E_KEEP=1 to keep the temp dir.
-# Output: one line per check, then "N passed, N failed"; exit 1 on any failure.
+# Output: one line per check (scripts/lib/check.sh), then "e2e: N passed, N failed";
+# exit 1 on any failure.
 
 set -u
 set -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SELF="$ROOT/tests/e2e/run.sh"
+# ok, bad, skip, expect, summary
+. "$ROOT/scripts/lib/check.sh"
 DOC="$ROOT/debian/saslgate.README.Debian"
 PKGCONF="$ROOT/debian/saslgate.conf"
 ADDR_FAILURES=6    # [throttle] address_failures in the test config
@@ -53,17 +56,10 @@ snippet() {
 # ---------------------------------------------------------------- inner part
 # Runs inside `unshare -m`; $T, $BIN, $SASLDIR come from the outer part.
 inner() {
-    PASS=0 FAIL=0
     LOGS=$T/logs
     mkdir -p "$LOGS"
     trap inner_cleanup EXIT
     trap 'exit 130' INT TERM
-
-    ok()   { PASS=$((PASS + 1)); echo "PASS  $*"; }
-    bad()  { FAIL=$((FAIL + 1)); echo "FAIL  $*"; }
-    expect() { # expect NAME WANT GOT
-        if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (expected $2, got $3)"; fi
-    }
 
     record_pid() { echo "$1 $2" >>"$T/pids"; }
 
@@ -505,12 +501,11 @@ stop_recorded() {
 inner_cleanup() {
     local rc=$?
     stop_recorded
-    if [ "$rc" -ne 0 ] && [ "$FAIL" -eq 0 ]; then
+    if [ "$rc" -ne 0 ] && [ "$CHECK_FAILED" -eq 0 ]; then
         bad "e2e aborted (exit $rc)"
     fi
     echo "--- finished in $(($(date +%s) - STARTED)) s (logs: $T/logs, kept on failure)"
-    echo "$PASS passed, $FAIL failed"
-    [ "$FAIL" -eq 0 ] && [ "$rc" -eq 0 ] || exit 1
+    summary e2e && [ "$rc" -eq 0 ] || exit 1
     exit 0
 }
 
@@ -565,17 +560,16 @@ install_missing() {
 
 outer() {
     if [ "$(id -u)" != 0 ]; then
-        echo "=================================================================="
-        echo "SKIP: tests/e2e/run.sh needs root (real Postfix and Cyrus IMAP)."
-        echo "=================================================================="
+        skip "tests/e2e/run.sh needs root (real Postfix and Cyrus IMAP)"
+        summary e2e
         exit 0
     fi
     local started
     started=$(date +%s)
-    install_missing || { echo "FAIL  apt-get install"; echo "0 passed, 1 failed"; exit 1; }
+    install_missing || { bad "apt-get install"; summary e2e; exit 1; }
     for c in unshare postfix cyrmaster swaks saslauthd saslpasswd2 oathtool python3; do
         command -v "$c" >/dev/null || PATH=$PATH:/usr/sbin:/sbin
-        command -v "$c" >/dev/null || { echo "FAIL  missing $c"; echo "0 passed, 1 failed"; exit 1; }
+        command -v "$c" >/dev/null || { bad "missing $c"; summary e2e; exit 1; }
     done
 
     local arch
@@ -595,10 +589,10 @@ outer() {
         BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
         log "cargo build --release (saslgate, saslgated, libsaslgate.so)"
         (cd "$ROOT" && cargo build --release --bin saslgate --bin saslgated --lib) >&2 ||
-            { echo "FAIL  cargo build"; echo "0 passed, 1 failed"; exit 1; }
+            { bad "cargo build"; summary e2e; exit 1; }
     fi
     for f in saslgate saslgated libsaslgate.so; do
-        [ -e "$BIN/$f" ] || { echo "FAIL  $BIN/$f missing"; echo "0 passed, 1 failed"; exit 1; }
+        [ -e "$BIN/$f" ] || { bad "$BIN/$f missing"; summary e2e; exit 1; }
     done
     BIN=$(cd "$BIN" && pwd)
 
