@@ -4,7 +4,7 @@
 #![allow(unsafe_code)] // calls the C ABI as a C program would
 
 use saslgate::ffi::capi::{self, Handle, SaslgateResult};
-use saslgate::store::{AdminStore, LoginStore, Store};
+use saslgate::store::{AdminStore, Store};
 use saslgate::{Config, SecretBytes};
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::ptr;
