@@ -1,0 +1,182 @@
+//! The write-ahead log stays bounded under sustained load from many processes
+//! (issue 11, finding 7b): nine processes run the plugin (target/release/
+//! libsaslgate.so) in the real libsasl2 (tests/wal_load.c) against one
+//! database for 30 s: eight send wrong passwords from one address (throttled
+//! after its budget), one logs in with an app password from another. The
+//! `-wal` file is sampled every 5 ms and must stay under [`WAL_BOUND`]
+//! (documented in doc/hardening.md). Before the fix it reached 550 MiB.
+//!
+//! Environment: `WAL_SECONDS` (default 30), `WAL_GUESSERS` (default 8),
+//! `SASLGATE_SO` / `SASLGATE_BIN` (another build's plugin and CLI, to run the
+//! same load against it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the test asserts; saslgate aims at 4 MiB (`store::WAL_LIMIT_BYTES`).
+const WAL_BOUND: u64 = 16 << 20;
+
+fn need(path: &str, package: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "FAIL (not skipped): {path} is missing; install the Debian package {package}"
+    );
+}
+
+/// target/release (the test runs from target/release/deps).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+#[test]
+fn wal_stays_bounded_under_nine_plugin_processes() {
+    need("/usr/bin/cc", "build-essential");
+    need("/usr/include/sasl/sasl.h", "libsasl2-dev");
+    let seconds: f64 = std::env::var("WAL_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30.0);
+    let guessers: usize = std::env::var("WAL_GUESSERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let so = std::env::var_os("SASLGATE_SO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("libsaslgate.so"));
+    let cli = std::env::var_os("SASLGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_saslgate")));
+    assert!(
+        so.exists(),
+        "{} missing (cargo build --release)",
+        so.display()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::os::unix::fs::symlink(&so, plugins.join("libsaslgate.so")).unwrap();
+    let db = dir.path().join("sg.db");
+    let wal = dir.path().join("sg.db-wal");
+    let conf = dir.path().join("sg.conf");
+    std::fs::write(&conf, format!("db = {:?}\nbcrypt_cost = 4\n", db)).unwrap();
+
+    // Test data with the CLI, as an admin makes it.
+    let sg = |args: &[&str], stdin: Option<&str>| -> String {
+        let mut c = Command::new(&cli);
+        c.arg("--config").arg(&conf).args(args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut i = child.stdin.take().unwrap();
+            if let Some(s) = stdin {
+                i.write_all(s.as_bytes()).unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "saslgate {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    sg(&["init"], None);
+    sg(&["user", "add", "alice"], None);
+    sg(&["passwd", "alice", "--stdin"], Some("alice master pw"));
+    let app = sg(&["app-password", "add", "alice", "--label", "phone"], None);
+    assert!(!app.is_empty());
+
+    let driver = dir.path().join("wal_load");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wal_load.c");
+    let out = Command::new("cc")
+        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
+        .arg(&driver)
+        .arg(&src)
+        .arg("-lsasl2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Sample the WAL while the load runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let max_wal = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, max_wal, wal) = (stop.clone(), max_wal.clone(), wal.clone());
+        std::thread::spawn(move || {
+            let mut samples = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                max_wal.fetch_max(size(&wal), Ordering::Relaxed);
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            samples
+        })
+    };
+    let t0 = Instant::now();
+    let run = |ip: &str, pw: &str, want: &str| {
+        Command::new(&driver)
+            .arg(&plugins)
+            .arg(&conf)
+            .arg(seconds.to_string())
+            .args([ip, "alice", pw, want])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut children: Vec<(&str, std::process::Child)> = (0..guessers)
+        .map(|_| ("guesser", run("203.0.113.66", "wrong", "no")))
+        .collect();
+    children.push(("app password", run("198.51.100.5", &app, "ok")));
+    let mut failures = Vec::new();
+    let mut report = Vec::new();
+    for (what, child) in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        report.push(format!("{what}: {text}"));
+        if !out.status.success() {
+            failures.push(format!(
+                "{what}: {} {text} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    let max = max_wal.load(Ordering::Relaxed);
+    let rows: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    println!(
+        "{} processes for {elapsed:.1} s: WAL max {:.2} MiB ({samples} samples), \
+         database {:.2} MiB, {rows} audit rows\n  {}",
+        guessers + 1,
+        max as f64 / (1 << 20) as f64,
+        size(&db) as f64 / (1 << 20) as f64,
+        report.join("\n  ")
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(
+        max < WAL_BOUND,
+        "WAL reached {max} bytes (bound {WAL_BOUND})"
+    );
+}
