@@ -32,7 +32,7 @@ pub struct Options {
     #[arg(short = 'm', value_name = "DIR", default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
 
-    /// Decision (hashing) worker threads; 0 = one per CPU core.
+    /// Acceptor threads, which also decide (hash); 0 = one per CPU core.
     #[arg(short = 'n', value_name = "N", default_value_t = 0)]
     pub workers: usize,
 
