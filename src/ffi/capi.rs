@@ -84,6 +84,7 @@ impl SaslgateResult {
             // (braced patterns: they stay valid if a variant gains fields)
             Error::Config { .. } | Error::Usage { .. } => SaslgateResult::Config,
             Error::Storage { .. }
+            | Error::Database { .. }
             | Error::TooNew { .. }
             | Error::NotFound { .. }
             | Error::Exists { .. }

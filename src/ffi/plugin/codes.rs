@@ -52,7 +52,7 @@ pub fn error_code(error: &Error) -> c_int {
         // (braced patterns: they stay valid if a variant gains fields, e.g. a source)
         Error::NotFound { .. } => sys::SASL_NOUSER,
         Error::Usage { .. } => sys::SASL_BADPARAM,
-        Error::Storage { .. } | Error::TooNew { .. } => UNAVAILABLE,
+        Error::Storage { .. } | Error::Database(_) | Error::TooNew { .. } => UNAVAILABLE,
         Error::Config { .. } | Error::Exists { .. } | Error::Io { .. } => sys::SASL_FAIL,
     }
 }
