@@ -1299,3 +1299,61 @@ fn forged_fields_in_login_cannot_forge_log_fields() {
         );
     }
 }
+
+/// The open-connection cap holds with the blocking acceptors: at the cap a new
+/// client waits in the listen queue (not accepted, no fd), and is served as soon
+/// as a held connection ends.
+#[test]
+fn connection_cap_holds_and_queued_clients_are_served_after() {
+    let fx = fixture();
+    let d = Daemon::start(
+        &fx,
+        "run",
+        &[
+            "--fail-delay",
+            "0",
+            "--max-connections",
+            "4",
+            "-n",
+            "2",
+            "--timeout",
+            "20s",
+        ],
+    );
+    let s = d.socket();
+    let good = frame(&[b"alice", fx.app_imap.as_bytes(), b"imap", b""]);
+    assert!(is_ok(&raw(&s, &good)));
+    std::thread::sleep(Duration::from_millis(200));
+    let base = d.fds();
+    let idle: Vec<UnixStream> = (0..4)
+        .map(|_| {
+            let mut c = UnixStream::connect(&s).unwrap();
+            c.write_all(&[0, 5, b'a']).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(d.fds(), base + 4, "the four idle clients are held");
+    let waiting = {
+        let (s, good) = (s.clone(), good.clone());
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            (raw(&s, &good), t0.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(d.fds(), base + 4, "a fifth connection was accepted at the cap");
+    drop(idle);
+    let (a, took) = waiting.join().unwrap();
+    assert!(is_ok(&a), "{a:?}");
+    assert!(
+        took >= Duration::from_millis(600),
+        "answered after {took:?}, while the cap was reached"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "answered only after {took:?}: the freed places were not used"
+    );
+    let (st, log) = d.stop();
+    assert!(st.success(), "{log}");
+}
