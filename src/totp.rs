@@ -2,28 +2,30 @@
 //! `oathtool --totp -b SECRET` and authenticator apps.
 
 use crate::secret::ct_eq;
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
 
 pub const DIGITS: usize = 6;
 pub const PERIOD: i64 = 30;
 /// Steps of clock skew accepted either side.
 pub const SKEW: i64 = 1;
 
-/// The 6-digit code for a time step (RFC 4226 dynamic truncation).
+/// The 6-digit code for a time step (RFC 6238 over RFC 4226, by totp-rs; the
+/// window and the once-per-step rule are ours, see [`matching_step`]).
 pub fn code_at(secret: &[u8], step: i64) -> [u8; DIGITS] {
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
-    mac.update(&(step as u64).to_be_bytes());
-    let h = mac.finalize().into_bytes();
-    let off = (h[19] & 0x0f) as usize;
-    let bin = (u32::from(h[off] & 0x7f) << 24)
-        | (u32::from(h[off + 1]) << 16)
-        | (u32::from(h[off + 2]) << 8)
-        | u32::from(h[off + 3]);
-    let n = bin % 1_000_000;
-    let text = format!("{n:06}");
-    let mut out = [0u8; DIGITS];
-    out.copy_from_slice(text.as_bytes());
+    // Non-compliant build: RFC 4226 asks for 128-bit secrets, and many tools
+    // (and our `decode_secret`) accept 80 bits.
+    let totp = totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(DIGITS as u8)
+        .with_skew(0)
+        .with_step_duration(PERIOD as u64)
+        .with_secret(secret.to_vec())
+        .build_noncompliant();
+    let time = (step.max(0) as u64) * PERIOD as u64;
+    let text = totp.generate(time).to_string();
+    let mut out = [b'0'; DIGITS];
+    let digits = text.as_bytes();
+    let n = digits.len().min(DIGITS);
+    out[DIGITS - n..].copy_from_slice(&digits[digits.len() - n..]);
     out
 }
 
