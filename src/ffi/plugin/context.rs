@@ -87,14 +87,15 @@ static LIVE_GATES: Mutex<Vec<Weak<Gate>>> = Mutex::new(Vec::new());
 static AT_EXIT: Once = Once::new();
 
 /// Hosts such as Postfix smtpd exit without `sasl_done`; the Gates' buffered
-/// audit records and last-use stamps are written by an exit handler then. (The
-/// plugin is linked `-z nodelete`, so the handler's code is still mapped at exit.)
+/// audit records and last-use stamps (and the counts of rate-limited refusals)
+/// are written by an exit handler then. (The plugin is linked `-z nodelete`, so
+/// the handler's code is still mapped at exit.)
 extern "C" fn flush_at_exit() {
     crate::ffi::guard::guard((), || {
         // try_lock: never block process exit on a lock a dying thread holds.
         if let Ok(gates) = LIVE_GATES.try_lock() {
             for g in gates.iter().filter_map(Weak::upgrade) {
-                g.flush();
+                g.flush_final();
             }
         }
     })
