@@ -599,9 +599,16 @@ impl Reactor {
             let stopping = self.shared.stop.load(Ordering::SeqCst);
             if stopping {
                 self.drain_step();
+                // Looked at, not taken: a connection handed over just now
+                // must still be answered, not dropped here.
                 if self.shared.acceptors_done.load(Ordering::SeqCst)
                     && self.conns.is_empty()
-                    && self.take_handoffs().is_empty()
+                    && self
+                        .shared
+                        .handoff
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_empty()
                 {
                     break;
                 }
