@@ -1342,7 +1342,11 @@ fn connection_cap_holds_and_queued_clients_are_served_after() {
         })
     };
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(d.fds(), base + 4, "a fifth connection was accepted at the cap");
+    assert_eq!(
+        d.fds(),
+        base + 4,
+        "a fifth connection was accepted at the cap"
+    );
     drop(idle);
     let (a, took) = waiting.join().unwrap();
     assert!(is_ok(&a), "{a:?}");
