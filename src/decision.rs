@@ -62,7 +62,7 @@ pub enum RefuseReason {
     Throttled,
     /// Malformed input: empty fields, NUL bytes, invalid UTF-8, oversized fields.
     BadInput,
-    /// Account unknown (only from the policy check [`Gate::check_account`]; logins
+    /// Account unknown (only from the policy check [`Gate::check_account`](crate::Gate::check_account); logins
     /// answer `BadCredentials` instead so accounts cannot be enumerated).
     NoSuchAccount,
 }
@@ -92,7 +92,7 @@ impl RefuseReason {
     }
 }
 
-/// The outcome of [`Gate::decide`].
+/// The outcome of [`Gate::decide`](crate::Gate::decide).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Accepted {

@@ -85,11 +85,16 @@ mod tests {
     #[test]
     fn a_database_error_keeps_its_source() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        let e: Error = conn.execute("SELECT * FROM nowhere", []).unwrap_err().into();
+        let e: Error = conn
+            .execute("SELECT * FROM nowhere", [])
+            .unwrap_err()
+            .into();
         assert_eq!(e.exit_code(), 3);
         assert!(e.to_string().starts_with("database unavailable: "), "{e}");
         let source = std::error::Error::source(&e).expect("source kept");
-        let sqlite = source.downcast_ref::<rusqlite::Error>().expect("a rusqlite error");
+        let sqlite = source
+            .downcast_ref::<rusqlite::Error>()
+            .expect("a rusqlite error");
         assert!(sqlite.to_string().contains("nowhere"), "{sqlite}");
     }
 }

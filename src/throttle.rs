@@ -14,7 +14,7 @@
 //! block guessing at one account.
 //!
 //! Malformed requests count on the `a:` key like wrong passwords
-//! ([`Store::record_bad_input`]), so a flood of them from one client is throttled.
+//! ([`record_bad_input`](crate::store::ThrottleStore::record_bad_input)), so a flood of them from one client is throttled.
 //!
 //! A client repeating the same wrong password (a phone with a stale password) counts
 //! once: the pair/account row remembers a keyed fingerprint of the last wrong one.

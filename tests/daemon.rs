@@ -590,7 +590,7 @@ fn bad_input_run_keeps_serving() {
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let wrong = n % 5 == 0;
+                let wrong = n.is_multiple_of(5);
                 let pw: &[u8] = if wrong { b"wrong" } else { app.as_bytes() };
                 let a = raw(&s, &frame(&[b"alice", pw, b"imap", b"", b"127.0.0.1;1"]));
                 let right = if wrong {

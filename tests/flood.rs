@@ -173,7 +173,7 @@ fn audit_trail_has_a_row_cap() {
     assert!(g.decide(&req("carl", &app, "imap")).is_accepted());
     g.flush();
     let rows = audit_rows(&f);
-    assert!(rows <= 500 && rows >= 400, "{rows} rows kept, cap 500");
+    assert!((400..=500).contains(&rows), "{rows} rows kept, cap 500");
     let oldest_kept: i64 = rusqlite::Connection::open(&f.config.db)
         .unwrap()
         .query_row("SELECT min(id) FROM audit", [], |r| r.get(0))

@@ -24,8 +24,8 @@
 //!
 //! The cost: while all N acceptors hash (bcrypt, ~50 ms at cost 10), new
 //! clients wait in the listen queue; a client that connects and sends nothing
-//! holds an acceptor for at most [`FIRST_BYTES_WAIT`], and not at all while the
-//! reactor already holds [`SLOW_WAIT_LIMIT`] such clients.
+//! holds an acceptor for at most `FIRST_BYTES_WAIT`, and not at all while the
+//! reactor already holds `SLOW_WAIT_LIMIT` such clients.
 
 use crate::daemon::log::{display_into, escape_text_into, text_into, value_into, Logger};
 use crate::daemon::protocol::{self, encode_answer, Parse, WireRequest};
@@ -438,7 +438,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &StdListener) {
                     _ => {
                         // EMFILE/ENFILE/ENOBUFS: leave them queued, retry shortly, log rarely.
                         let now = Instant::now();
-                        if last_error.map_or(true, |t| now - t > Duration::from_secs(10)) {
+                        if last_error.is_none_or(|t| now - t > Duration::from_secs(10)) {
                             shared.log.err(&format!("accept failed: {e}; retrying"));
                         }
                         last_error = Some(now);

@@ -3,7 +3,7 @@
 //! plugin, the C ABI) calls it; none decides anything itself.
 //!
 //! Split by job:
-//! - [`pool`]: connections per process, fork safety, the watch on the file;
+//! - `pool`: connections per process, fork safety, the watch on the file;
 //! - `attempt`: the decision flow (fast path, full path, policy-only check);
 //! - `credentials`: steps 3-5, at most one slow hash;
 //! - `policy`: step 6;

@@ -114,7 +114,7 @@ pub trait LoginStore: ThrottleStore + Send {
 
     /// Deletes audit records older than `audit_retention` or past
     /// `audit_max_rows` (the oldest first), and expired throttle rows. At most
-    /// [`PRUNE_CHUNK`] records per transaction: one huge delete would grow the
+    /// `PRUNE_CHUNK` records per transaction: one huge delete would grow the
     /// write-ahead log by as much.
     fn prune(&mut self, now: i64) -> Result<()>;
 }

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 
-/// The write-ahead log's size bound, in bytes (see [`Store::bound_wal`]). The
+/// The write-ahead log's size bound, in bytes (see `Store::bound_wal`). The
 /// log can pass it by what is written between two checkpoint attempts.
 pub const WAL_LIMIT_BYTES: u64 = 4 << 20;
 /// After a checkpoint that could not restart the log (a long reader), the

@@ -1,0 +1,195 @@
+//! The command line's shape (clap): every subcommand, its arguments and its
+//! help text. What each one does is in the parent module.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "saslgate",
+    version,
+    about = "Manage saslgate accounts, credentials and policy"
+)]
+pub(super) struct Cli {
+    /// Database path (overrides the configuration file's `db`).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(super) db: Option<PathBuf>,
+    /// Configuration file [default: /etc/saslgate/saslgate.conf if it exists].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(super) config: Option<PathBuf>,
+    /// Machine-readable output for list, show, log, verify and explain.
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum Command {
+    /// Create a new database.
+    Init,
+    /// Copy the database, consistently, while it is in use (never migrates it).
+    Backup {
+        /// Destination file (must not exist; created mode 0600).
+        path: PathBuf,
+    },
+    /// Replace the database's content with a backup's, safely while daemons and
+    /// plugins are running (never copy or move a file over a live database).
+    Restore {
+        /// A file made by `saslgate backup` (or any consistent SQLite copy).
+        path: PathBuf,
+    },
+    /// Accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Set an account's master password (prompted twice on a terminal).
+    Passwd {
+        name: String,
+        /// Read the password from standard input (first line).
+        #[arg(long)]
+        stdin: bool,
+        /// Also revoke every app password of the account.
+        #[arg(long)]
+        revoke_app_passwords: bool,
+    },
+    /// App passwords: generated, each limited to some services.
+    #[command(subcommand, name = "app-password")]
+    AppPassword(AppCmd),
+    /// Two-step login with a TOTP authenticator.
+    #[command(subcommand)]
+    Totp(TotpCmd),
+    /// One-time codes for two-step login.
+    #[command(subcommand)]
+    Codes(CodesCmd),
+    /// Per-account service overrides.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// Plans: the services an account may use.
+    #[command(subcommand)]
+    Plan(PlanCmd),
+    /// Check a password (read from stdin) the way a mail service would.
+    Verify(VerifyArgs),
+    /// Show the audit trail.
+    Log {
+        name: Option<String>,
+        /// A duration ago (1h, 7d) or a date (2026-11-20).
+        #[arg(long)]
+        since: Option<String>,
+        /// Most recent entries shown at most.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Which credentials of an account could log in to a service, and what stops the others.
+    Explain {
+        name: String,
+        #[arg(long)]
+        service: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum UserCmd {
+    Add {
+        name: String,
+        #[arg(long, default_value = "default")]
+        plan: String,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    #[command(name = "set-plan")]
+    SetPlan {
+        name: String,
+        plan: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum AppCmd {
+    /// Generate an app password (printed once on stdout).
+    Add {
+        name: String,
+        #[arg(long)]
+        label: String,
+        /// Comma-separated services (default: whatever the account may use).
+        #[arg(long)]
+        services: Option<String>,
+        /// Only usable for the configured restricted services (default: smtp).
+        #[arg(long)]
+        restricted: bool,
+        /// Lifetime, e.g. 90d.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    List {
+        name: String,
+    },
+    Revoke {
+        name: String,
+        id: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum TotpCmd {
+    /// Turn TOTP on; prints the otpauth:// URI (and a QR code on a terminal).
+    Enable {
+        name: String,
+        /// Use this base32 secret instead of a new random one.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    Disable {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum CodesCmd {
+    /// Replace the account's one-time codes (printed once, one per line).
+    Generate {
+        name: String,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ServiceCmd {
+    Allow { name: String, service: String },
+    Deny { name: String, service: String },
+    Clear { name: String, service: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum PlanCmd {
+    Set {
+        plan: String,
+        /// Comma-separated services; `*` for every service.
+        #[arg(long)]
+        services: String,
+    },
+    List,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct VerifyArgs {
+    pub(super) name: String,
+    #[arg(long)]
+    pub(super) service: String,
+    #[arg(long)]
+    pub(super) realm: Option<String>,
+    /// Client address (for throttling and the audit trail).
+    #[arg(long)]
+    pub(super) ip: Option<String>,
+}
