@@ -66,7 +66,7 @@ pub struct Config {
     pub audit_max_rows: u64,
     /// `[throttle] trusted_networks`: addresses and networks (webmail, IMAP
     /// proxies, NAT) never blocked per address, only per account + address.
-    pub trusted_networks: Vec<crate::throttle::Network>,
+    pub trusted_networks: Vec<crate::names::Network>,
     /// `[throttle] ipv6_prefix`: IPv6 clients are counted per network of this
     /// many bits (one end site gets a /64 or more); 128 counts each address.
     pub ipv6_prefix: u8,
@@ -191,7 +191,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 fn host_realms() -> &'static [String] {
     static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     NAMES.get_or_init(|| {
-        let mut names = crate::ffi::host::own_names();
+        let mut names = crate::host::own_names();
         names.push("localhost".to_string());
         names
     })
@@ -344,7 +344,7 @@ impl Config {
             if let Some(list) = t.trusted_networks {
                 c.trusted_networks = list
                     .iter()
-                    .map(|n| crate::throttle::Network::parse(n))
+                    .map(|n| crate::names::Network::parse(n))
                     .collect::<std::result::Result<_, _>>()
                     .map_err(|e| Error::Config(format!("throttle.trusted_networks: {e}")))?;
             }

@@ -9,8 +9,8 @@
 //! Every face (the `saslgate` CLI, the `saslgated` daemon, the libsasl2 plugin and
 //! the C ABI) calls [`Gate::decide`]; none of them decides anything on its own.
 //! Unsafe code is denied crate-wide (`[lints]` in Cargo.toml); only the modules
-//! that call C allow it: [`ffi`] (plugin, C ABI, host names) and
-//! `daemon::sys` (the daemon's socket and process calls).
+//! that call C allow it: [`ffi`] (plugin, C ABI), [`host`] (the host's names)
+//! and `daemon::sys` (the daemon's socket and process calls).
 
 pub mod audit;
 pub mod cache;
@@ -23,6 +23,8 @@ pub mod engine;
 pub mod error;
 #[allow(unsafe_code)] // the libsasl2 plugin and the C ABI: every block has a SAFETY comment
 pub mod ffi;
+#[allow(unsafe_code)] // gethostname and getaddrinfo: every block has a SAFETY comment
+pub mod host;
 pub mod names;
 pub mod secret;
 pub mod snapshot;

@@ -177,6 +177,77 @@ fn normalise_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The top `prefix` bits of a `bits`-bit address.
+pub(crate) fn mask(value: u128, bits: u8, prefix: u8) -> u128 {
+    let prefix = prefix.min(bits);
+    if prefix == 0 {
+        return 0;
+    }
+    let keep = u128::MAX << (128 - u32::from(prefix));
+    (value << (128 - u32::from(bits))) & keep
+}
+
+/// An address or network of `[throttle] trusted_networks`: `192.0.2.10`,
+/// `10.0.0.0/8`, `2001:db8::/32`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> std::result::Result<Network, String> {
+        let t = text.trim();
+        let (addr, prefix) = match t.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (t, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{t:?} is not an IP address or network (192.0.2.0/24)"))?;
+        // ::ffff:a.b.c.d is the IPv4 client (names::parse_client_addr does the same).
+        let (addr, shift) = match addr {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), 96),
+                None => (addr, 0),
+            },
+            v4 => (v4, 0),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => {
+                let p: u8 = p
+                    .parse()
+                    .ok()
+                    .filter(|p| *p >= shift && *p - shift <= max)
+                    .ok_or_else(|| format!("{t:?}: bad prefix length"))?;
+                p - shift
+            }
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                mask(u128::from(u32::from(n)), 32, self.prefix)
+                    == mask(u128::from(u32::from(a)), 32, self.prefix)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                mask(u128::from(n), 128, self.prefix) == mask(u128::from(a), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

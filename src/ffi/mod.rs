@@ -16,7 +16,6 @@
 
 pub mod capi;
 pub mod guard;
-pub mod host;
 pub mod plugin;
 pub mod sys;
 pub mod util;
