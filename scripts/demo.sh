@@ -18,7 +18,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 DEMO=$ROOT/demo
 MULTIARCH=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 STOCK_PLUGINS=/usr/lib/$MULTIARCH/sasl2
-PKGS="sasl2-bin libsasl2-dev libsasl2-modules oathtool build-essential pkg-config"
+PKGS="sasl2-bin libsasl2-dev libsasl2-modules oathtool build-essential pkg-config libclang-dev"
 
 say() { printf '\n== %s\n' "$*"; }
 
