@@ -6,6 +6,9 @@
 //! Missing tools (testsaslauthd, oathtool, cc, libsasl2-dev) make the tests
 //! fail loudly: they never pass without running.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -14,29 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tools::{compile_sasl_program, need_tool};
 
 const SASLGATE: &str = env!("CARGO_BIN_EXE_saslgate");
 const SASLGATED: &str = env!("CARGO_BIN_EXE_saslgated");
 const TOTP_SECRET: &str = "JBSWY3DPEHPK3PXP";
 const ALICE_PW: &str = "alice master pw";
 const BOB_PW: &str = "bob pw";
-
-fn need_tool(name: &str, package: &str) -> PathBuf {
-    for dir in [
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/usr/local/bin",
-        "/usr/local/sbin",
-    ] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("FAIL (not skipped): `{name}` is missing; install the Debian package {package}");
-}
 
 /// Test data: config + database + the secrets the CLI printed.
 struct Fixture {
@@ -1090,26 +1077,8 @@ fn systemd_socket_activation_and_readiness() {
 
 #[test]
 fn libsasl2_checkpass_through_saslauthd() {
-    let cc = need_tool("cc", "build-essential");
-    assert!(
-        Path::new("/usr/include/sasl/sasl.h").exists(),
-        "FAIL (not skipped): /usr/include/sasl/sasl.h missing; install libsasl2-dev"
-    );
     let fx = fixture();
-    let bin = fx.dir.path().join("checkpass");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/daemon_checkpass.c");
-    let out = Command::new(cc)
-        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .arg("-lsasl2")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let bin = compile_sasl_program("tests/daemon_checkpass.c", &fx.dir.path().join("checkpass"));
     let d = Daemon::start(&fx, "run", &["--fail-delay", "0"]);
     let check = |user: &str, pass: &str, service: &str| -> bool {
         let out = Command::new(&bin)

@@ -20,27 +20,21 @@
 //! tools (testsaslauthd, cc, libsasl2-dev) fail the tests; they never pass
 //! without running.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tools::{compile_sasl_program, need_tool};
 
 const SASLGATE: &str = env!("CARGO_BIN_EXE_saslgate");
 const SASLGATED: &str = env!("CARGO_BIN_EXE_saslgated");
 const PW_A: &str = "bob-at-example pw A";
 const PW_B: &str = "plain bob pw B";
 const PW_C: &str = "plain alice pw C";
-
-fn need_tool(name: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("FAIL (not skipped): `{name}` is missing; install the Debian package {package}");
-}
 
 fn run_cli(conf: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let mut child = Command::new(SASLGATE)
@@ -230,26 +224,7 @@ impl Drop for Daemon {
 
 /// tests/daemon_checkpass.c, compiled against the system libsasl2.
 fn checkpass_bin(dir: &Path) -> PathBuf {
-    let cc = need_tool("cc", "build-essential");
-    assert!(
-        Path::new("/usr/include/sasl/sasl.h").exists(),
-        "FAIL (not skipped): /usr/include/sasl/sasl.h missing; install libsasl2-dev"
-    );
-    let bin = dir.join("checkpass");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/daemon_checkpass.c");
-    let out = Command::new(cc)
-        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .arg("-lsasl2")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
+    compile_sasl_program("tests/daemon_checkpass.c", &dir.join("checkpass"))
 }
 
 /// libsasl2's `sasl_checkpass` against `sock`: true for SASL_OK, false for a

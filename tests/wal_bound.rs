@@ -10,11 +10,15 @@
 //! `SASLGATE_SO` / `SASLGATE_BIN` (another build's plugin and CLI, to run the
 //! same load against it).
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tools::compile_sasl_program;
 
 /// What the test asserts; saslgate aims at 4 MiB (`store::WAL_LIMIT_BYTES`).
 const WAL_BOUND: u64 = 16 << 20;
@@ -123,19 +127,7 @@ fn wal_stays_bounded_under_nine_plugin_processes() {
     assert!(!app.is_empty());
 
     let driver = dir.path().join("wal_load");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wal_load.c");
-    let out = Command::new("cc")
-        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
-        .arg(&driver)
-        .arg(&src)
-        .arg("-lsasl2")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    compile_sasl_program("tests/wal_load.c", &driver);
 
     // Sample the WAL while the load runs.
     let stop = Arc::new(AtomicBool::new(false));
