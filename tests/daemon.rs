@@ -416,7 +416,7 @@ fn realm_flag_joins_login_and_realm() {
 }
 
 /// The daemon reads a whole request with MSG_PEEK and takes it off the socket
-/// only after answering (src/daemon/server.rs, `try_peeked`). A client that reads
+/// only after answering (src/daemon/server/acceptor.rs, `answer_fast`). A client that reads
 /// on after the answer must then see a clean end of file: closing a UNIX socket
 /// with unread bytes would give it ECONNRESET instead. Refusals held back by
 /// `--fail-delay` go the same way.

@@ -4,7 +4,7 @@
 //! - [`protocol`]: counted-string frames, 4- and 5-field requests
 //! - [`options`]: the command line (stock saslauthd flags + saslgate ones)
 //! - [`server`]: blocking acceptors (fast path) + one reactor (slow clients,
-//!   delays, timeouts), shutdown
+//!   delays, timeouts), shutdown; split by job in `server/`
 //! - [`socket`]: socket directory, live/stale socket, pid file, sd_notify
 //! - [`log`]: syslog (facility auth) or stderr
 //! - [`sys`]: the few libc calls (fork, rlimit, socket activation, accept

@@ -1,0 +1,122 @@
+//! Deciding one request and writing its log line; shared by both paths.
+
+use super::shared::Shared;
+use crate::daemon::log::{display_into, escape_text_into, text_into, value_into};
+use crate::daemon::protocol::{encode_answer, WireRequest};
+use crate::engine::{Credential, Decision, Gate, Request};
+use std::time::Duration;
+
+/// Runs the core on one request; returns the answer and how long to hold it.
+pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Vec<u8>, Duration) {
+    // The realm always goes to the core, which decides what it means
+    // (`login@realm`, plain `login` only for its configured local realms):
+    // dropping it here would let `alice` + realm `other.org` log in as `alice`.
+    let request = Request {
+        login: &req.login,
+        password: req.password.as_bytes(),
+        service: &req.service,
+        realm: req.realm.as_deref(),
+        client_addr: req.client_addr.as_deref(),
+    };
+    let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.decide(&request)))
+        .unwrap_or_else(|_| Decision::Unavailable {
+            cause: "internal error (panic in the decision)".into(),
+        });
+    match decision {
+        Decision::Accepted {
+            account,
+            credential,
+        } => {
+            // Fixed fields first, then what the client sent, each quoted and
+            // escaped (log.rs): no value can end its field or start another.
+            let mut line = String::with_capacity(192);
+            line.push_str("result=OK");
+            value_into(&mut line, "account", account.as_bytes());
+            credential_into(&mut line, &credential);
+            request_fields(&mut line, req);
+            shared.log.info(&line);
+            (encode_answer("OK"), Duration::ZERO)
+        }
+        Decision::Refused {
+            reason,
+            detail,
+            delay,
+            ..
+        } => {
+            let mut line = String::with_capacity(224);
+            line.push_str("result=NO reason=");
+            line.push_str(reason.name());
+            text_into(&mut line, "detail", &detail);
+            request_fields(&mut line, req);
+            shared.log.notice(&line);
+            (
+                encode_answer(&format!("NO {}", reason.public_text())),
+                delay.max(shared.settings.fail_delay),
+            )
+        }
+        Decision::Unavailable { cause } => {
+            let mut line = String::with_capacity(224);
+            line.push_str("result=NO reason=unavailable");
+            text_into(&mut line, "cause", &cause);
+            request_fields(&mut line, req);
+            shared.log.err(&line);
+            (encode_answer("NO unavailable"), Duration::ZERO)
+        }
+    }
+}
+
+/// ` credential="..."` without the formatting machinery (every success).
+fn credential_into(line: &mut String, credential: &Credential) {
+    let fixed = match credential {
+        Credential::Master => "master",
+        Credential::MasterAndTotp => "master+totp",
+        Credential::MasterAndCode => "master+code",
+        Credential::PolicyOnly => "policy-only",
+        Credential::AppPassword { id, label } => {
+            // The label is the admin's text: escaped like any other value.
+            line.push_str(" credential=\"app-password ");
+            push_i64(line, *id);
+            line.push_str(" (");
+            escape_text_into(line, label);
+            line.push_str(")\"");
+            return;
+        }
+        #[allow(unreachable_patterns)]
+        other => return display_into(line, "credential", other),
+    };
+    line.push_str(" credential=\"");
+    line.push_str(fixed);
+    line.push('"');
+}
+
+/// Decimal digits of `n` (no formatting machinery).
+fn push_i64(line: &mut String, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut start = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        line.push('-');
+    }
+    line.push_str(std::str::from_utf8(&buf[start..]).unwrap_or("?"));
+}
+
+/// The request's own fields, after the fixed ones; the login, the most
+/// likely to be hostile, last.
+fn request_fields(line: &mut String, req: &WireRequest) {
+    value_into(line, "service", &req.service);
+    value_into(line, "realm", req.realm.as_deref().unwrap_or_default());
+    value_into(
+        line,
+        "client",
+        req.client_addr.as_deref().unwrap_or_default(),
+    );
+    value_into(line, "login", &req.login);
+}
