@@ -85,6 +85,8 @@ pub struct Config {
     /// own names (what a server that sets its realm to its host name sends) and
     /// `localhost`. Any other realm is only ever checked as `user@realm`.
     pub local_realms: Option<Vec<String>>,
+    /// `[http]`: saslgated's nginx `auth_http` face (src/daemon/http/).
+    pub http: crate::daemon::http::HttpConfig,
 }
 
 impl Default for Config {
@@ -129,6 +131,7 @@ impl Default for Config {
             busy_timeout: Duration::from_millis(2000),
             db_group: String::new(),
             local_realms: None,
+            http: Default::default(),
         }
     }
 }
@@ -151,6 +154,7 @@ struct ConfigFile {
     restricted_services: Option<Vec<String>>,
     service_aliases: Option<BTreeMap<String, String>>,
     throttle: Option<ThrottleFile>,
+    http: Option<crate::daemon::http::config::HttpFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,6 +304,9 @@ impl Config {
                 c.service_aliases
                     .insert(k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
             }
+        }
+        if let Some(h) = file.http {
+            c.http = h.resolve()?;
         }
         if let Some(t) = file.throttle {
             if let Some(n) = t.address_failures {

@@ -7,10 +7,12 @@
 //!   delays, timeouts), shutdown; split by job in `server/`
 //! - [`socket`]: socket directory, live/stale socket, pid file, sd_notify
 //! - [`log`]: syslog (facility auth) or stderr
+//! - [`http`]: the nginx `auth_http` face (`[http]`, `--http`), own threads
 //! - [`sys`]: the few libc calls (fork, rlimit, socket activation, accept
 //!   timeout, poll, peek/send without blocking); the daemon's
 //!   only unsafe code
 
+pub mod http;
 pub mod log;
 pub mod options;
 pub mod protocol;
@@ -173,6 +175,16 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
             return 1;
         }
     };
+    let http = match start_http(opts, &shared, workers) {
+        Ok(h) => h,
+        Err(e) => {
+            shared.log.err(&format!("cannot start: {e}"));
+            shared.request_stop();
+            running.wait();
+            remove_socket();
+            return 1;
+        }
+    };
     let pid_path = opts.pid_path();
     if let Err(e) = socket::write_pid_file(&pid_path) {
         shared.log.warn(&format!(
@@ -216,11 +228,46 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
     socket::sd_notify("STOPPING=1");
     // New clients fail fast from now on; the workers finish what they hold.
     remove_socket();
+    if let Some(h) = http {
+        h.stop();
+    }
     shared.request_stop();
     running.wait();
     let _ = std::fs::remove_file(&pid_path);
     shared.log.notice("stopped");
     0
+}
+
+/// Starts the `auth_http` face when `[http] listen` or `--http` asks for it.
+fn start_http(
+    opts: &Options,
+    shared: &Arc<server::Shared>,
+    workers: usize,
+) -> Result<Option<http::HttpFace>, String> {
+    let gate = shared.gate();
+    let cfg = &gate.config().http;
+    let Some(listen) = cfg.listen.as_ref() else {
+        return Ok(None);
+    };
+    let group = opts
+        .group
+        .as_deref()
+        .map(socket::lookup_group)
+        .transpose()?;
+    let settings = http::FaceSettings {
+        threads: workers.max(2),
+        timeout: opts.timeout,
+        fail_delay: opts.fail_delay,
+        group,
+    };
+    let face = http::HttpFace::start(listen, cfg, shared.clone(), settings)?;
+    shared.log.notice(&format!(
+        "auth_http face on {}: {} threads, backends {:?}",
+        face.place,
+        workers.max(2),
+        cfg.backends
+    ));
+    Ok(Some(face))
 }
 
 fn reload(opts: &Options, shared: &Arc<server::Shared>) {

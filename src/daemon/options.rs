@@ -103,6 +103,11 @@ pub struct Options {
     #[arg(long = "bench-noop", action = ArgAction::SetTrue, hide = true)]
     pub bench_noop: bool,
 
+    /// Also answer nginx's `auth_http` on ADDR (`127.0.0.1:9143` or a UNIX
+    /// socket path); overrides `[http] listen`.
+    #[arg(long = "http", value_name = "ADDR", value_parser = crate::daemon::http::Listen::parse)]
+    pub http: Option<crate::daemon::http::Listen>,
+
     /// Print the version and exit.
     #[arg(short = 'v', long = "version", action = ArgAction::SetTrue)]
     pub version: bool,
@@ -169,6 +174,10 @@ impl Options {
         };
         if let Some(db) = &self.db {
             cfg.db = db.clone();
+        }
+        if let Some(listen) = &self.http {
+            cfg.http.check_listen(listen).map_err(crate::Error::Usage)?;
+            cfg.http.listen = Some(listen.clone());
         }
         if let Some(t) = self.cache_ttl {
             cfg.cache_ttl = Duration::from_secs(t);

@@ -1,0 +1,287 @@
+//! The face's sockets and threads: a few threads each blocking in `accept`
+//! on one listener (TCP or UNIX), one connection at a time each, so the
+//! open connections are capped by the thread count (others wait in the
+//! listen queue). Per connection: the peer check, one bounded request head
+//! read within the timeout, one answer, close (nginx opens a connection per
+//! login and sends `HTTP/1.0`).
+
+use super::config::{HttpConfig, Listen};
+use super::request::{parse_head, BadRequest, MAX_HEAD};
+use super::response::{http_error, Answer};
+use crate::daemon::log::text_into;
+use crate::daemon::server::Shared;
+use crate::daemon::sys;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use zeroize::Zeroize;
+
+/// How long a blocked `accept` sleeps before looking at the stop flag.
+const ACCEPT_TICK: Duration = Duration::from_millis(200);
+
+/// Settings from saslgated's command line.
+#[derive(Debug, Clone)]
+pub struct FaceSettings {
+    /// Threads, which is also the cap on open connections.
+    pub threads: usize,
+    /// Time for a client to send its whole request head, and to take the answer.
+    pub timeout: Duration,
+    /// Least `Auth-Wait` of a refusal (`--fail-delay`).
+    pub fail_delay: Duration,
+    /// Group owning a UNIX socket (mode 0660); none: 0600.
+    pub group: Option<u32>,
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s
+                .set_read_timeout(Some(t))
+                .and(s.set_write_timeout(Some(t))),
+            Conn::Unix(s) => s
+                .set_read_timeout(Some(t))
+                .and(s.set_write_timeout(Some(t))),
+        }
+    }
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.write_all(buf),
+            Conn::Unix(s) => s.write_all(buf),
+        }
+    }
+    fn close(self) {
+        let _ = match &self {
+            Conn::Tcp(s) => s.shutdown(Shutdown::Write),
+            Conn::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+}
+
+/// The running face; [`HttpFace::stop`] ends it.
+pub struct HttpFace {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    owned_path: Option<PathBuf>,
+    pub place: String,
+}
+
+impl HttpFace {
+    /// Binds `listen` and starts the threads. The gate (and its
+    /// `[http.backends]`) is the daemon's current one, reloads included.
+    pub fn start(
+        listen: &Listen,
+        http: &HttpConfig,
+        shared: Arc<Shared>,
+        settings: FaceSettings,
+    ) -> Result<HttpFace, String> {
+        let (listener, owned_path) = bind(listen, settings.group)?;
+        let fd = match &listener {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        };
+        sys::set_recv_timeout(fd, ACCEPT_TICK).map_err(|e| format!("{listen}: {e}"))?;
+        let listener = Arc::new(listener);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for i in 0..settings.threads.max(1) {
+            let (listener, flag, shared) = (listener.clone(), stop.clone(), shared.clone());
+            let (trusted, settings) = (http.clone(), settings.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || accept_loop(&listener, &flag, &shared, &trusted, &settings));
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    stop.store(true, Ordering::SeqCst);
+                    for h in threads {
+                        let _ = h.join();
+                    }
+                    if let Some(p) = &owned_path {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    return Err(format!("cannot start the http threads: {e}"));
+                }
+            }
+        }
+        Ok(HttpFace {
+            stop,
+            threads,
+            owned_path,
+            place: listen.to_string(),
+        })
+    }
+
+    /// Stops accepting, lets the threads finish their connection, removes
+    /// the socket file.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(p) = &self.owned_path {
+            let _ = std::fs::remove_file(p);
+        }
+        for h in self.threads {
+            let _ = h.join();
+        }
+    }
+}
+
+fn bind(listen: &Listen, group: Option<u32>) -> Result<(Listener, Option<PathBuf>), String> {
+    match listen {
+        Listen::Tcp(addr) => TcpListener::bind(addr)
+            .map(|l| (Listener::Tcp(l), None))
+            .map_err(|e| format!("cannot listen on {addr}: {e}")),
+        Listen::Unix(path) => {
+            // A live socket means another daemon: never take it over.
+            if UnixStream::connect(path).is_ok() {
+                return Err(format!("{} is in use by a running server", path.display()));
+            }
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                Ok(_) => return Err(format!("{} exists and is not a socket", path.display())),
+                Err(_) => {}
+            }
+            let l = UnixListener::bind(path)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            let mode = if group.is_some() { 0o660 } else { 0o600 };
+            let set = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .and_then(|()| std::os::unix::fs::chown(path, None, group));
+            if let Err(e) = set {
+                let _ = std::fs::remove_file(path);
+                return Err(format!("{}: {e}", path.display()));
+            }
+            Ok((Listener::Unix(l), Some(path.clone())))
+        }
+    }
+}
+
+fn accept_loop(
+    listener: &Listener,
+    stop: &AtomicBool,
+    shared: &Shared,
+    http: &HttpConfig,
+    settings: &FaceSettings,
+) {
+    let mut last_error: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let accepted = match listener {
+            Listener::Tcp(l) => l.accept().map(|(s, peer)| {
+                let trusted = http.trusts(peer.ip());
+                (Conn::Tcp(s), trusted.then_some(()).ok_or(peer))
+            }),
+            Listener::Unix(l) => l.accept().map(|(s, _)| (Conn::Unix(s), Ok(()))),
+        };
+        match accepted {
+            Ok((mut conn, Err(peer))) => {
+                shared.log.notice(&format!(
+                    "face=http result=refused-peer peer={peer}: not in [http] trusted_peers"
+                ));
+                let _ = conn.set_timeouts(settings.timeout);
+                let _ = conn.write_all(&http_error(403, "Forbidden"));
+                conn.close();
+            }
+            Ok((conn, Ok(()))) => serve(conn, shared, settings),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // EMFILE and friends: say so at most once a minute, back off a little.
+                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    shared.log.err(&format!("http accept failed: {e}"));
+                    last_error = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// One connection: read the head (bounded in size and time), answer, close.
+fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings) {
+    let deadline = Instant::now() + settings.timeout;
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut len = 0;
+    let out = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_timeouts(left).is_err() {
+            shared
+                .log
+                .debug("http: dropping a client that sent no whole request in time");
+            break None;
+        }
+        match conn.read(&mut buf[len..]) {
+            Ok(0) => break None,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break None,
+        }
+        match parse_head(&buf[..len]) {
+            Ok(None) if len < MAX_HEAD => continue,
+            Ok(None) => break Some(refuse(shared, "request head over the size limit", 431)),
+            Ok(Some(req)) => {
+                buf[..len].zeroize();
+                let gate = shared.gate();
+                let answer = super::face::answer(&req, &gate, &shared.log, settings.fail_delay);
+                break Some(answer.to_bytes());
+            }
+            Err(BadRequest::Syntax(m)) => break Some(refuse(shared, &m, 400)),
+            Err(e @ BadRequest::Fields(_)) => {
+                let mut line = String::from("face=http result=NO reason=bad-input");
+                text_into(&mut line, "detail", &e.to_string());
+                shared.log.notice(&line);
+                // nginx sent it: answer in headers (protocol unknown here).
+                break Some(Answer::malformed("").to_bytes());
+            }
+        }
+    };
+    buf[..len].zeroize();
+    if let Some(out) = out {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        if conn.set_timeouts(left).is_ok() {
+            let _ = conn.write_all(&out);
+        }
+    }
+    conn.close();
+}
+
+fn refuse(shared: &Shared, why: &str, code: u16) -> Vec<u8> {
+    let mut line = String::from("face=http result=refused");
+    text_into(&mut line, "detail", why);
+    shared.log.notice(&line);
+    http_error(
+        code,
+        if code == 431 {
+            "Request Header Fields Too Large"
+        } else {
+            "Bad Request"
+        },
+    )
+}
