@@ -39,6 +39,17 @@ pub(super) enum Command {
         /// A file made by `saslgate backup` (or any consistent SQLite copy).
         path: PathBuf,
     },
+    /// Copy the whole database into another one (another backend, or a new
+    /// SQLite file): accounts, hashes, the key, app passwords, TOTP, codes,
+    /// plans, overrides, throttle rows and audit; checked after the copy.
+    Copy {
+        /// The target: a SQLite file path (created if missing) or a database URL.
+        #[arg(long, value_name = "TARGET")]
+        to: String,
+        /// Replace the content of a target that is already in use.
+        #[arg(long)]
+        force: bool,
+    },
     /// Accounts.
     #[command(subcommand)]
     User(UserCmd),

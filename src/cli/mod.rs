@@ -7,6 +7,7 @@
 //! 2 usage, 3 unavailable.
 
 mod args;
+mod copy;
 
 use crate::config::{self, Config};
 use crate::engine::{policy_denial, Decision, Gate, Request};
@@ -102,10 +103,17 @@ fn run(cli: Cli) -> Result<i32> {
     if let Command::Verify(args) = &cli.command {
         return verify(&cfg, args, cli.json);
     }
+    if let Command::Copy { to, force } = &cli.command {
+        return copy::copy(&cfg, to, *force, cli.json);
+    }
     let mut store = crate::store::open_admin(&cfg)?;
     let store = &mut *store;
     match cli.command {
-        Command::Init | Command::Backup { .. } | Command::Restore { .. } | Command::Verify(_) => {
+        Command::Init
+        | Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::Verify(_)
+        | Command::Copy { .. } => {
             unreachable!("handled above")
         }
         Command::User(cmd) => user(store, cmd, cli.json)?,

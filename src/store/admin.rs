@@ -476,4 +476,16 @@ impl AdminStore for Store {
             .collect::<std::result::Result<_, _>>()?;
         Ok((acct, apps))
     }
+
+    fn export_all(&self) -> Result<super::dump::Dump> {
+        self.export_sqlite()
+    }
+
+    fn import_all(
+        &mut self,
+        dump: &super::dump::Dump,
+        force: bool,
+    ) -> Result<super::dump::DumpCounts> {
+        self.import_sqlite(dump, force)
+    }
 }

@@ -13,10 +13,11 @@
 //!   default value.
 
 use super::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
+use super::dump::{Dump, DumpCounts};
 use super::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use super::Store;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::secret::SecretBytes;
 use crate::throttle::{Keys, State};
 use std::time::Duration;
@@ -189,6 +190,23 @@ pub trait AdminStore: LoginStore {
 
     /// For `saslgate explain`: the account and its app passwords as the engine sees them.
     fn explain_rows(&self, name: &str) -> Result<(AccountRow, Vec<AppPasswordRow>)>;
+
+    /// The whole database from one consistent read (`saslgate copy`; src/store/dump.rs).
+    fn export_all(&self) -> Result<Dump> {
+        Err(Error::Storage(
+            "this backend cannot export (saslgate copy)".into(),
+        ))
+    }
+
+    /// Replaces the whole content with `dump`'s in one transaction, ids and key
+    /// kept, counts checked before it commits. A database in use (anything but
+    /// what `saslgate init` leaves) is refused with `Error::Exists` unless `force`.
+    fn import_all(&mut self, dump: &Dump, force: bool) -> Result<DumpCounts> {
+        let _ = (dump, force);
+        Err(Error::Storage(
+            "this backend cannot import (saslgate copy)".into(),
+        ))
+    }
 }
 
 /// Opens the configured database for logins.

@@ -11,6 +11,8 @@
 //! a second backend is another implementation of those two traits.
 
 pub mod admin;
+pub mod dump;
+mod dump_sqlite;
 mod interface;
 pub mod login;
 pub mod schema;
