@@ -13,6 +13,8 @@
 #   c-tests   the plugin in the real libsasl2 next to the stock plugins, the C ABI,
 #             fork/threads, once under valgrind                (c-tests/run.sh)
 #   e2e       real Postfix and real Cyrus IMAP (root)          (tests/e2e/run.sh)
+#   e2e-nginx real nginx mail proxy (auth_http face) in front of real Cyrus
+#             IMAP/POP3 and Postfix (XCLIENT) (root)          (tests/e2e/nginx.sh)
 #   deb       build, lintian, install, use, remove, purge the Debian packages (root)
 #   valgrind  the plugin's C entry points (fake libsasl2 caller) and the C ABI
 #             under valgrind                                   (scripts/valgrind-ffi.sh)
@@ -71,6 +73,7 @@ suite doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --release
 suite cargo cargo test --release
 suite c-tests c-tests/run.sh
 suite e2e tests/e2e/run.sh
+suite e2e-nginx tests/e2e/nginx.sh
 suite deb tests/deb/run.sh
 suite valgrind optional scripts/valgrind-ffi.sh
 suite fuzz optional scripts/fuzz-brief.sh

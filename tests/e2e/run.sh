@@ -30,6 +30,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SELF="$ROOT/tests/e2e/run.sh"
 # ok, bad, skip, expect, summary
 . "$ROOT/scripts/lib/check.sh"
+# snippet, private Postfix and Cyrus, clients, pid bookkeeping, host undo list
+. "$ROOT/tests/e2e/lib/servers.sh"
 DOC="$ROOT/debian/saslgate.README.Debian"
 PKGCONF="$ROOT/debian/saslgate.conf"
 ADDR_FAILURES=6    # [throttle] address_failures in the test config
@@ -39,19 +41,6 @@ PW_ALICE='plain alice pw C'       # alice
 
 log() { echo "e2e: $*" >&2; }
 
-# Prints the body of the block "--- NAME: FILE ---" ... "--- end ---" of README.Debian.
-snippet() {
-    local body
-    body=$(awk -v id="$1" '
-        index($0, "--- " id ": ") == 1 { on = 1; next }
-        on && $0 == "--- end ---" { exit }
-        on { print }' "$DOC")
-    if [ -z "$body" ]; then
-        echo "e2e: README.Debian has no block '$1'" >&2
-        return 1
-    fi
-    printf '%s\n' "$body"
-}
 
 # ---------------------------------------------------------------- inner part
 # Runs inside `unshare -m`; $T, $BIN, $SASLDIR come from the outer part.
@@ -70,27 +59,7 @@ inner() {
     chown root:saslgate "$T/lib" && chmod 2770 "$T/lib"
     mount --bind "$T/lib" /var/lib/saslgate
     mount -t tmpfs -o mode=0755 saslgate-e2e /run/saslgate
-    # A private Postfix: the queue directory (which is also smtpd's chroot) and
-    # the data directory are fresh copies, so our master's locks, pid file and
-    # queue never meet those of a Postfix the machine may be running.
-    local spool data d
-    spool=$(postconf -h queue_directory) data=$(postconf -h data_directory)
-    [ "$spool" = /var/spool/postfix ] || { bad "queue_directory is $spool, not Debian's /var/spool/postfix"; return 1; }
-    mkdir "$T/spool" "$T/postfix-data"
-    chown --reference="$spool" "$T/spool" && chmod --reference="$spool" "$T/spool"
-    chown --reference="$data" "$T/postfix-data" && chmod --reference="$data" "$T/postfix-data"
-    for d in "$spool"/*/; do
-        d=$(basename "$d")
-        case $d in
-            var) ;;
-            etc|lib|usr|dev) cp -a "$spool/$d" "$T/spool/" 2>/dev/null ;; # the chroot's files
-            *) mkdir "$T/spool/$d" && chown --reference="$spool/$d" "$T/spool/$d" &&
-                chmod --reference="$spool/$d" "$T/spool/$d" ;;
-        esac
-    done
-    mkdir -p "$T/spool/var/run" "$T/spool/var/lib/saslgate"
-    mount --bind "$T/spool" /var/spool/postfix
-    mount --bind "$T/postfix-data" "$data"
+    postfix_private_spool || return 1
 
     mkdir -p "$T/sasl2"
     cp -a "$SASLDIR/." "$T/sasl2/"
@@ -180,11 +149,7 @@ inner() {
     # the documented main.cf lines as -o overrides.
     local opts_main
     opts_main=$(snippet postfix-main | sed -n 's/^\([a-z_]*\) *= *\(.*\)$/  -o { \1 = \2 }/p')
-    awk -v logf="$LOGS/postfix.log" '
-        /^[^#[:space:]]/ { skip = ($2 == "inet") }
-        skip && !/^#/ { next }
-        { print }
-        /^postlog[[:space:]]/ { print "  -o maillog_file=" logf; print "  -o maillog_file_prefixes=" logf }' /etc/postfix/master.cf >"$T/master.cf"
+    postfix_master_base "$LOGS/postfix.log" >"$T/master.cf"
     local name port
     for name in plugin daemon stock; do
         case $name in plugin) port=$P_PLUGIN ;; daemon) port=$P_DAEMON ;; stock) port=$P_STOCK ;; esac
@@ -198,13 +163,7 @@ inner() {
             echo "  -o smtpd_tls_security_level=none"
         } >>"$T/master.cf"
     done
-    mount --bind "$T/master.cf" /etc/postfix/master.cf
-    if ! postfix start >"$LOGS/postfix-start.log" 2>&1; then
-        bad "postfix start ($(tail -n3 "$LOGS/postfix-start.log"))"
-        return 1
-    fi
-    wait_file /var/spool/postfix/pid/master.pid &&
-        record_pid "$(tr -d ' ' </var/spool/postfix/pid/master.pid)" master
+    start_postfix "$T/master.cf" || return 1
     for port in $P_PLUGIN $P_DAEMON $P_STOCK; do
         wait_port "$port" || bad "postfix does not listen on 127.0.0.1:$port"
     done
@@ -213,20 +172,7 @@ inner() {
     C_DAEMON=$(free_port) C_PLUGIN=$(free_port) C_STOCK=$(free_port) C_DOMAIN=$(free_port)
     local CY=$T/cyrus
     mkdir -p "$CY/conf" "$CY/part" "$CY/run"
-    cat >"$CY/base.conf" <<EOF
-configdirectory: $CY/conf
-defaultpartition: default
-partition-default: $CY/part
-proc_path: $CY/run/proc
-mboxname_lockpath: $CY/run/lock
-lmtpsocket: $CY/run/lmtp
-idlesocket: $CY/run/idle
-notifysocket: $CY/run/notify
-syslog_prefix: cyrus-e2e
-allowplaintext: yes
-autocreate_quota: 0
-failedloginpause: 0
-EOF
+    cyrus_base_conf "$CY" >"$CY/base.conf"
     { cat "$CY/base.conf"; snippet cyrus-daemon; } >"$CY/imapd-daemon.conf"
     { cat "$CY/base.conf"; snippet cyrus-plugin; } >"$CY/imapd-plugin.conf"
     # The documented saslgated block plus domain logins (bob@example.org keeps its
@@ -247,10 +193,7 @@ SERVICES {
 EVENTS {
 }
 EOF
-    chown -R cyrus:mail "$CY"
-    su cyrus -s /bin/sh -c "cyrmaster -C $CY/imapd-daemon.conf -M $CY/cyrus.conf -p $CY/master.pid -d" \
-        >"$LOGS/cyrmaster.log" 2>&1
-    wait_file "$CY/master.pid" && record_pid "$(cat "$CY/master.pid")" cyrmaster
+    start_cyrmaster "$CY" "$CY/imapd-daemon.conf"
     for port in $C_DAEMON $C_PLUGIN $C_STOCK $C_DOMAIN; do
         wait_port "$port" || bad "cyrmaster does not listen on 127.0.0.1:$port"
     done
@@ -404,51 +347,6 @@ postfix_matrix() { # postfix_matrix LABEL PORT SUFFIX
     expect "$l: disabled account 535" 535 "$(smtp "$p" PLAIN "d-$s" "master d-$s")"
 }
 
-# smtp PORT MECH USER PASSWORD [SOURCE-ADDRESS]: prints the SMTP code of the AUTH answer.
-smtp() {
-    local out
-    out=$(timeout 60 swaks --server 127.0.0.1 --port "$1" --local-interface "${5:-127.0.0.1}" \
-        --ehlo e2e.saslgate.test --auth "$2" --auth-user "$3" --auth-password "$4" \
-        --quit-after AUTH 2>&1)
-    printf '%s\n' "=== swaks :$1 $2 $3 from ${5:-127.0.0.1}" "$out" >>"$LOGS/swaks.log"
-    printf '%s\n' "$out" | sed -n 's/^<[-~*]* *\(235\|535\|454\|5[0-9][0-9]\|4[0-9][0-9]\) .*/\1/p' | tail -n1 |
-        grep . || echo none
-}
-
-# smtp_rcpt PORT MECH USER PASSWORD: AUTH, MAIL, RCPT (which opens the queue
-# file, so smtpd logs sasl_username), QUIT; prints the AUTH and RCPT codes.
-smtp_rcpt() {
-    local out
-    out=$(timeout 60 swaks --server 127.0.0.1 --port "$1" --ehlo e2e.saslgate.test \
-        --auth "$2" --auth-user "$3" --auth-password "$4" \
-        --from sender@example.net --to postmaster@localhost --quit-after RCPT 2>&1)
-    printf '%s\n' "=== swaks :$1 $2 $3 to RCPT" "$out" >>"$LOGS/swaks.log"
-    printf '%s %s\n' \
-        "$(printf '%s\n' "$out" | sed -n 's/^<[-~*]* *\(235\|535\) .*/\1/p' | tail -n1)" \
-        "$(printf '%s\n' "$out" | sed -n '/^ *[-~*]*> *RCPT TO/,$p' | sed -n 's/^<[-~*]* *\([0-9][0-9][0-9]\) .*/\1/p' | head -n1)"
-}
-
-# imap PORT login|plain USER PASSWORD: prints OK (authenticated and INBOX selected), NO or ERR.
-imap() {
-    timeout 60 python3 - "$@" 2>>"$LOGS/imap.log" <<'EOF'
-import imaplib, sys
-port, how, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-try:
-    m = imaplib.IMAP4("127.0.0.1", port)
-except Exception as e:
-    print("ERR"); sys.stderr.write("connect: %r\n" % e); sys.exit()
-try:
-    if how == "login":
-        m.login(user, pw)
-    else:
-        m.authenticate("PLAIN", lambda _: b"\0" + user.encode() + b"\0" + pw.encode())
-except imaplib.IMAP4.error as e:
-    print("NO"); sys.stderr.write("%s %s %s: %s\n" % (port, how, user, e)); sys.exit()
-typ, data = m.select("INBOX")
-print("OK" if typ == "OK" else "SELECT-" + typ)
-m.logout()
-EOF
-}
 
 start_saslgated() { # start_saslgated NAME DIR
     mkdir -p "$2"
@@ -463,40 +361,6 @@ start_saslgated() { # start_saslgated NAME DIR
     return 1
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    local i
-    for i in $(seq 100); do
-        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 1).close()" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-wait_file() { local i; for i in $(seq 100); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
-wait_socket() { local i; for i in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
-
-# Stops the processes recorded in $T/pids (only those, and only while they are
-# still the program recorded), TERM then KILL.
-stop_recorded() {
-    [ -f "$T/pids" ] || return 0
-    local pid name i
-    while read -r pid name; do
-        [ -n "$pid" ] || continue
-        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]; then
-            kill -TERM "$pid" 2>/dev/null
-            for i in $(seq 100); do
-                [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || break
-                sleep 0.1
-            done
-            if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]; then
-                kill -KILL "$pid" 2>/dev/null
-            fi
-        fi
-    done < <(tac "$T/pids")
-    : >"$T/pids"
-}
 
 inner_cleanup() {
     local rc=$?
@@ -510,53 +374,7 @@ inner_cleanup() {
 }
 
 # ---------------------------------------------------------------- outer part
-HOST_UNDO=()
-undo() { HOST_UNDO+=("$*"); }
 
-ensure_dir() { # creates a missing mount point on the host, to be removed afterwards
-    local d=$1 missing=()
-    while [ ! -e "$d" ]; do missing=("$d" "${missing[@]}"); d=$(dirname "$d"); done
-    for d in "${missing[@]}"; do
-        mkdir "$d" && undo rmdir "$d"
-    done
-}
-
-outer_cleanup() {
-    local i
-    [ -n "${T:-}" ] && [ -d "$T" ] && stop_recorded
-    for ((i = ${#HOST_UNDO[@]} - 1; i >= 0; i--)); do
-        eval "${HOST_UNDO[$i]}" >/dev/null 2>&1 || log "could not undo: ${HOST_UNDO[$i]}"
-    done
-    HOST_UNDO=()
-    if [ -n "${T:-}" ] && [ -d "$T" ]; then
-        # kept on failure (the inner part printed where the logs are)
-        if [ "${SASLGATE_E2E_KEEP:-0}" != 1 ] && [ "${RESULT:-1}" = 0 ]; then
-            rm -rf "$T"
-        fi
-    fi
-}
-
-install_missing() {
-    local need=() p
-    for p in postfix cyrus-imapd swaks sasl2-bin oathtool libsasl2-modules python3; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need+=("$p")
-    done
-    [ ${#need[@]} -eq 0 ] && return 0
-    log "installing ${need[*]}"
-    echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
-    echo "postfix postfix/mailname string saslgate.test" | debconf-set-selections
-    local policy=/usr/sbin/policy-rc.d made_policy=0
-    if [ ! -e $policy ]; then # do not let the packages start their daemons
-        printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy && made_policy=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2 || {
-        apt-get update -q >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
-    }
-    local rc=$?
-    [ $made_policy = 1 ] && rm -f $policy
-    return $rc
-}
 
 outer() {
     if [ "$(id -u)" != 0 ]; then
@@ -566,7 +384,7 @@ outer() {
     fi
     local started
     started=$(date +%s)
-    install_missing || { bad "apt-get install"; summary e2e; exit 1; }
+    install_missing postfix cyrus-imapd swaks sasl2-bin oathtool libsasl2-modules python3 || { bad "apt-get install"; summary e2e; exit 1; }
     for c in unshare postfix cyrmaster swaks saslauthd saslpasswd2 oathtool python3; do
         command -v "$c" >/dev/null || PATH=$PATH:/usr/sbin:/sbin
         command -v "$c" >/dev/null || { bad "missing $c"; summary e2e; exit 1; }
