@@ -25,7 +25,7 @@ ROOT=$(pwd)
 # ok, bad, skip, summary
 . ./scripts/lib/check.sh
 SECONDS_EACH=${FUZZ_SECONDS:-20}
-ALL="saslauthd_frame plain_message cli_args config_file decide plugin_mech"
+ALL="saslauthd_frame plain_message cli_args config_file decide plugin_mech auth_http"
 TARGETS=${*:-$ALL}
 
 skip_all() { # cargo-fuzz cannot be had: nothing runs

@@ -39,6 +39,11 @@ fn saslauthd_frame() {
 }
 
 #[test]
+fn auth_http() {
+    replay("auth_http", fuzzkit::check_auth_http);
+}
+
+#[test]
 fn plain_message() {
     replay("plain_message", fuzzkit::check_plain);
 }

@@ -18,6 +18,80 @@ use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+// ---------------------------------------------------------------- auth_http requests
+
+/// saslgated's `auth_http` face (src/daemon/http/request.rs): any bytes as a
+/// request head from nginx, then the answer built for it; and nginx's
+/// escaping undone for any value (a round trip).
+pub fn check_auth_http(data: &[u8]) {
+    use saslgate::daemon::http::request::{parse_head, unescape, Method, MAX_FIELD};
+    use saslgate::daemon::http::response::Answer;
+    use saslgate::RefuseReason;
+
+    // nginx's side of the escaping: space, '%' and bytes below 0x20 as %XX.
+    fn escape(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in raw {
+            if b <= 0x20 || b == b'%' {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        out
+    }
+    if data.len() <= MAX_FIELD {
+        let back = unescape(&escape(data)).expect("nginx-escaped value refused");
+        assert_eq!(&back[..], data, "escaping round trip changed the value");
+    }
+    if let Ok(v) = unescape(data) {
+        assert!(v.len() <= MAX_FIELD);
+        // Only escapes and bytes nginx sends raw were taken.
+        assert!(!data.iter().any(|&b| b <= 0x20));
+        assert_eq!(&unescape(&escape(&v)).unwrap()[..], &v[..]);
+    }
+    let Ok(Some(req)) = parse_head(data) else {
+        return;
+    };
+    assert!(req.user.len() <= MAX_FIELD && req.pass.len() <= MAX_FIELD);
+    assert!(req
+        .protocol
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()));
+    if let Method::Unsupported(m) = &req.method {
+        assert!(m != "plain");
+        assert!(req.pass.is_empty());
+    }
+    // Whatever the request, the answer is one well-formed head nginx can read.
+    let answers = [
+        Answer::refused(
+            RefuseReason::BadCredentials,
+            &req.protocol,
+            Duration::from_millis(1500),
+            req.attempt,
+        ),
+        Answer::refused(
+            RefuseReason::Throttled,
+            &req.protocol,
+            Duration::ZERO,
+            req.attempt,
+        ),
+        Answer::unavailable(&req.protocol),
+        Answer::unsupported_method(&req.protocol),
+        Answer::malformed(&req.protocol),
+    ];
+    for a in answers {
+        let bytes = a.to_bytes();
+        assert!(bytes.len() < 1024);
+        assert!(bytes.ends_with(b"\r\n\r\n"));
+        assert_eq!(bytes.windows(4).filter(|w| w == b"\r\n\r\n").count(), 1);
+        assert_eq!(
+            a.wait.is_some(),
+            matches!(a.status, "authentication failed") && req.attempt <= 2
+        );
+    }
+}
+
 // ---------------------------------------------------------------- saslauthd frames
 
 /// `protocol::parse` with a field limit taken from the first byte (1..=256 or the

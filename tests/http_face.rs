@@ -1,0 +1,423 @@
+//! saslgated's `auth_http` face (src/daemon/http/) end to end: the real
+//! daemon binary with `--http` (TCP on a free loopback port, or a UNIX
+//! socket), a temp database made with the `saslgate` CLI, and raw HTTP
+//! requests shaped like nginx's (tests/e2e/nginx.sh puts the real nginx in
+//! front). Checks the answers' headers, the bounds (head size, timeout),
+//! the peer check, throttling by `Client-IP` and the reload of backends.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SASLGATE: &str = env!("CARGO_BIN_EXE_saslgate");
+const SASLGATED: &str = env!("CARGO_BIN_EXE_saslgated");
+const ALICE_PW: &str = "alice pw 100%";
+
+fn cli(conf: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(SASLGATE)
+        .arg("--config")
+        .arg(conf)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run saslgate");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "saslgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn conf_text(db: &Path, http: &str, imap_port: u16) -> String {
+    format!(
+        "db = \"{}\"\nbcrypt_cost = 4\n[throttle]\naddress_failures = 3\n\
+         account_address_failures = 100\n{http}\n[http.backends]\nimap = \"127.0.0.1:{imap_port}\"\n\
+         smtp = \"[::1]:10025\"\n",
+        db.display()
+    )
+}
+
+/// A database with alice (master password) and an smtp-only app password,
+/// and saslgated answering `auth_http` on `listen`.
+fn start(http_section: &str, listen: &str) -> (Daemon, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("saslgate.conf");
+    std::fs::write(
+        &conf,
+        conf_text(&dir.path().join("sg.db"), http_section, 10143),
+    )
+    .unwrap();
+    cli(&conf, &["init"], None);
+    cli(&conf, &["user", "add", "alice"], None);
+    cli(&conf, &["passwd", "alice", "--stdin"], Some(ALICE_PW));
+    let app = cli(
+        &conf,
+        &[
+            "app-password",
+            "add",
+            "alice",
+            "--label",
+            "mail",
+            "--services",
+            "smtp",
+        ],
+        None,
+    )
+    .trim()
+    .to_string();
+    let log = dir.path().join("saslgated.log");
+    let child = Command::new(SASLGATED)
+        .args([
+            "-a",
+            "saslgate",
+            "-d",
+            "-n",
+            "2",
+            "--timeout",
+            "1s",
+            "--fail-delay",
+            "1s",
+        ])
+        .arg("-m")
+        .arg(dir.path().join("run"))
+        .arg("--config")
+        .arg(&conf)
+        .args(["--http", listen])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child,
+        dir,
+        conf,
+        log,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&d.log)
+        .unwrap_or_default()
+        .contains(" ready on ")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "saslgated did not start: {}",
+            log_of(&d)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (d, app)
+}
+
+fn log_of(d: &Daemon) -> String {
+    std::fs::read_to_string(&d.log).unwrap_or_default()
+}
+
+/// What nginx sends (its escaping: space, `%` and bytes < 0x20 as %XX).
+fn nginx_request(
+    method: &str,
+    user: &str,
+    pass: &str,
+    proto: &str,
+    attempt: u32,
+    ip: &str,
+) -> Vec<u8> {
+    let esc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b <= 0x20 || b == b'%' {
+                    format!("%{b:02X}")
+                } else {
+                    (b as char).to_string()
+                }
+            })
+            .collect()
+    };
+    format!(
+        "GET /auth HTTP/1.0\r\nHost: localhost\r\nAuth-Method: {method}\r\nAuth-User: {}\r\n\
+         Auth-Pass: {}\r\nAuth-Protocol: {proto}\r\nAuth-Login-Attempt: {attempt}\r\n\
+         Client-IP: {ip}\r\nClient-Host: [UNAVAILABLE]\r\n\r\n",
+        esc(user),
+        esc(pass)
+    )
+    .into_bytes()
+}
+
+fn exchange_tcp(addr: SocketAddr, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of header `name` in an answer.
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    answer
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+}
+
+#[test]
+fn answers_like_nginx_expects() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (d, app) = start("", &addr.to_string());
+    let ask = |m: &str, u: &str, p: &str, proto: &str, n: u32, ip: &str| {
+        exchange_tcp(addr, &nginx_request(m, u, p, proto, n, ip))
+    };
+
+    // Accepted: backend and canonical name; the password went through
+    // nginx's escaping (space and %).
+    let a = ask("plain", "Alice", ALICE_PW, "imap", 1, "192.0.2.10");
+    assert!(a.starts_with("HTTP/1.0 200 OK\r\n"), "{a}");
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-Server"), Some("127.0.0.1"));
+    assert_eq!(header(&a, "Auth-Port"), Some("10143"));
+    assert_eq!(header(&a, "Auth-User"), Some("alice"));
+    assert!(a.ends_with("Connection: close\r\n\r\n"));
+
+    // An smtp app password over smtp: the IPv6 backend.
+    let a = ask("plain", "alice", &app, "smtp", 1, "192.0.2.10");
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-Server"), Some("::1"));
+
+    // Refused: reason, Auth-Wait on attempts 1-2 only, SMTP code.
+    let a = ask("plain", "alice", "wrong", "imap", 1, "192.0.2.20");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("authentication failed"),
+        "{a}"
+    );
+    assert_eq!(header(&a, "Auth-Wait"), Some("1"));
+    assert_eq!(header(&a, "Auth-Error-Code"), None);
+    let a = ask("plain", "alice", "wrong", "smtp", 3, "192.0.2.21");
+    assert_eq!(header(&a, "Auth-Wait"), None, "{a}");
+    assert_eq!(header(&a, "Auth-Error-Code"), Some("535 5.7.8"));
+    let a = ask("plain", "alice", &app, "imap", 1, "192.0.2.22");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("not allowed for this service"),
+        "{a}"
+    );
+
+    // No password to check: refused before the engine.
+    let a = ask("cram-md5", "alice", "", "smtp", 1, "192.0.2.23");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("authentication method not supported"),
+        "{a}"
+    );
+    assert_eq!(header(&a, "Auth-Error-Code"), Some("504 5.5.4"));
+    // No backend for pop3 in this config: unavailable, never OK.
+    let a = ask("plain", "alice", ALICE_PW, "pop3", 1, "192.0.2.24");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("Temporary server problem, try again later"),
+        "{a}"
+    );
+
+    // Client-IP is the throttling address: the 4th failure from 192.0.2.30
+    // (address_failures = 3) blocks it, and only it.
+    // (Distinct passwords: a repeated wrong one counts once.)
+    for i in 0..4 {
+        ask(
+            "plain",
+            "alice",
+            &format!("wrong {i}"),
+            "imap",
+            1,
+            "192.0.2.30",
+        );
+    }
+    let a = ask("plain", "alice", ALICE_PW, "smtp", 1, "192.0.2.30");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("too many failures, try again later"),
+        "{a}"
+    );
+    assert_eq!(header(&a, "Auth-Error-Code"), Some("454 4.7.0"));
+    assert_eq!(header(&a, "Auth-Wait"), None);
+    let a = ask("plain", "alice", ALICE_PW, "imap", 1, "192.0.2.31");
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+
+    // Malformed: a repeated Auth-User is refused, in headers.
+    let mut req = nginx_request("plain", "alice", ALICE_PW, "imap", 1, "192.0.2.40");
+    req.truncate(req.len() - 2);
+    req.extend_from_slice(b"Auth-User: mallory\r\n\r\n");
+    let a = exchange_tcp(addr, &req);
+    assert_eq!(header(&a, "Auth-Status"), Some("malformed request"), "{a}");
+
+    // Not HTTP from nginx at all: 400; a head over 8 KiB: 431, unread rest.
+    assert!(exchange_tcp(addr, b"POST /auth HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 400 "));
+    let mut big = b"GET /auth HTTP/1.0\r\nX-Pad: ".to_vec();
+    big.resize(9000, b'a');
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(&big);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.0 431 "),
+        "{out:?}"
+    );
+
+    // A client that sends nothing is dropped at --timeout (1 s), and meanwhile
+    // the other thread still answers.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    let a = ask("plain", "alice", ALICE_PW, "imap", 1, "192.0.2.41");
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"));
+    let mut buf = [0u8; 16];
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+
+    // Backends are re-read on SIGHUP.
+    let new_port = 20143;
+    std::fs::write(
+        &d.conf,
+        conf_text(&d.dir.path().join("sg.db"), "", new_port),
+    )
+    .unwrap();
+    let pid = d.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = ask("plain", "alice", ALICE_PW, "imap", 1, "192.0.2.42");
+        if header(&a, "Auth-Port") == Some("20143") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backend not reloaded: {a}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The log: face=http lines with nginx's fields, never a password.
+    let log = log_of(&d);
+    assert!(
+        log.contains("face=http result=OK account=\"alice\""),
+        "{log}"
+    );
+    assert!(log.contains("client=\"192.0.2.30\""), "{log}");
+    assert!(
+        log.contains("reason=unsupported-method method=\"cram-md5\""),
+        "{log}"
+    );
+    assert!(!log.contains("alice pw") && !log.contains(&app), "{log}");
+}
+
+#[test]
+fn untrusted_peers_are_refused() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Listening on loopback, but only 127.0.0.2 may ask: this client (127.0.0.1) may not.
+    let (d, _) = start("[http]\ntrusted_peers = [\"127.0.0.2\"]", &addr.to_string());
+    let a = exchange_tcp(
+        addr,
+        &nginx_request("plain", "alice", ALICE_PW, "imap", 1, "192.0.2.1"),
+    );
+    assert!(a.starts_with("HTTP/1.0 403 "), "{a}");
+    assert!(header(&a, "Auth-Status").is_none());
+    assert!(
+        log_of(&d).contains("refused-peer peer=127.0.0.1"),
+        "{}",
+        log_of(&d)
+    );
+    assert!(!log_of(&d).contains("result=OK"));
+}
+
+#[test]
+fn unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("http.sock");
+    let (d, _) = start("", path.to_str().unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "no --group: owner only");
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.write_all(&nginx_request(
+        "plain",
+        "alice",
+        ALICE_PW,
+        "imap",
+        1,
+        "192.0.2.1",
+    ))
+    .unwrap();
+    let mut a = String::new();
+    s.read_to_string(&mut a).unwrap();
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    // A clean stop removes the socket.
+    let pid = d.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while path.exists() {
+        assert!(Instant::now() < deadline, "socket left behind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn refuses_to_start_on_a_wide_address_with_loopback_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("saslgate.conf");
+    std::fs::write(&conf, conf_text(&dir.path().join("sg.db"), "", 10143)).unwrap();
+    cli(&conf, &["init"], None);
+    let out = Command::new(SASLGATED)
+        .args(["-a", "saslgate", "-d"])
+        .arg("-m")
+        .arg(dir.path().join("run"))
+        .arg("--config")
+        .arg(&conf)
+        .args(["--http", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a loopback address"), "{err}");
+}
