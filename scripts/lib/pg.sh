@@ -1,7 +1,8 @@
 # A private PostgreSQL cluster for benchmark and shell test scripts (the shell
 # twin of tests/common/pg.rs). Source it; bash or POSIX sh.
 #
-#   pg_start DIR    initdb into DIR/data (DIR must exist and be empty of data/),
+#   pg_start DIR    initdb into DIR/data (DIR must exist, without data/, and its
+#                   parents must be searchable by `nobody`),
 #                   as `nobody` when run as root, and start the server with its
 #                   unix socket in DIR and a free 127.0.0.1 port. Sets:
 #                     PG_BIN      Debian's /usr/lib/postgresql/<major>/bin
@@ -48,6 +49,10 @@ pg_start() { # pg_start DIR
     pg_find_bin || return $?
     [ "$(id -u)" = 0 ] && chown nobody: "$pg_dir_"
     chmod 0711 "$pg_dir_"
+    if ! pg_as_user_ test -x "$pg_dir_"; then
+        echo "pg_start: $pg_dir_ is not reachable by the server's user (make its parents searchable, e.g. chmod 0711)" >&2
+        return 1
+    fi
     PG_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
     printf '%s\n' "$PG_PASSWORD" >"$pg_dir_/pwfile"
     [ "$(id -u)" = 0 ] && chown nobody: "$pg_dir_/pwfile"

@@ -1,0 +1,241 @@
+#!/bin/bash
+# Benchmark: saslgate on PostgreSQL, against the stock alternatives on the same
+# PostgreSQL server (a private cluster, scripts/lib/pg.sh), in one run:
+#
+#  (a) in-process PLAIN through the real libsasl2 (c-tests/bench/plain_sql.c):
+#      saslgate's plugin with an app password, database on PostgreSQL, against
+#      libsasl2's own `sql` auxprop (Debian libsasl2-modules-sql, sql_engine
+#      pgsql, a plaintext password column); target >= 100x logins/s.
+#  (b) saslgated on PostgreSQL against stock `saslauthd -a sasldb` at
+#      concurrency 8 (closed-loop C client, c-tests/bench/closed_loop.c), p99
+#      included, and `pgbench -S -M prepared` at 8 clients in the same rounds;
+#      target >= 1.0x stock, or >= 60 % of pgbench -S.
+#  (c) saslgated on PostgreSQL against saslgated on SQLite (same account and
+#      app password: the SQLite database is copied into PostgreSQL with
+#      `saslgate copy`).
+#
+# Rows alternate (every server once per round, BENCH_ROUNDS rounds) so that
+# other load on the machine hits all alike; the tables show medians. Prints
+# markdown (paste it into README.md, "PostgreSQL" under Performance).
+#
+# saslgate connects as the login role made by `saslgate init --login-role`
+# (password in a db_password_file), the CLI as the cluster's superuser; the
+# stock sql auxprop as its own role. All TCP on 127.0.0.1 with
+# scram-sha-256, as a remote database would be reached.
+#
+# Needs: root for the stock saslauthd row (it always reads /etc/sasldb2: it runs
+# under `unshare -m` with a private file bind-mounted over it), sasl2-bin,
+# postgresql, libsasl2-modules-sql, libsasl2-dev, cc. Rows that cannot run say
+# SKIP. Env: BENCH_SECONDS (3) per measurement, BENCH_ROUNDS (3), SKIP_BUILD=1.
+# Only loopback and sockets under a temp dir; kills only what it started.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+. scripts/lib/pg.sh
+SECONDS_PER=${BENCH_SECONDS:-3}
+ROUNDS=${BENCH_ROUNDS:-3}
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release
+CORES=$(nproc)
+SASL_SYS=${SASL_PLUGIN_DIR:-/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/sasl2}
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --lib --bin saslgate --bin saslgated >&2
+
+TMP=$(mktemp -d /tmp/saslgate-benchpg.XXXXXX)
+chmod 0711 "$TMP" # the cluster runs as nobody under it
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.3
+    pg_stop "$TMP/pg"
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+mkdir "$TMP/pg"
+if ! pg_start "$TMP/pg"; then
+    echo "SKIP: bench-pg: no PostgreSQL cluster (see above)"
+    exit 0
+fi
+PGBENCH=$PG_BIN/pgbench
+echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT, data in $TMP/pg" >&2
+
+# --- saslgate: SQLite database, then copied into PostgreSQL -----------------
+SQ_CONF=$TMP/sqlite.conf
+printf 'db = "%s"\nbcrypt_cost = 10\n' "$TMP/sg.db" >"$SQ_CONF"
+SG="$BIN/saslgate --config $SQ_CONF"
+$SG init 2>/dev/null
+$SG user add bench 2>/dev/null
+printf '%s' 'bench master pw' | $SG passwd bench --stdin 2>/dev/null
+APP=$($SG app-password add bench --label load --services imap 2>/dev/null)
+
+pg_psql postgres "CREATE DATABASE saslgate" >/dev/null
+pg_psql postgres "CREATE ROLE saslgate_login LOGIN PASSWORD 'login-pw'" >/dev/null
+umask 077
+printf '%s\n' "$PG_PASSWORD" >"$TMP/admin.pw"
+printf '%s\n' 'login-pw' >"$TMP/login.pw"
+umask 022
+ADMIN_CONF=$TMP/pg-admin.conf
+LOGIN_CONF=$TMP/pg-login.conf
+printf 'db = "postgresql://postgres@127.0.0.1:%s/saslgate"\ndb_password_file = "%s"\nbcrypt_cost = 10\n' \
+    "$PG_PORT" "$TMP/admin.pw" >"$ADMIN_CONF"
+printf 'db = "postgresql://saslgate_login@127.0.0.1:%s/saslgate"\ndb_password_file = "%s"\nbcrypt_cost = 10\n' \
+    "$PG_PORT" "$TMP/login.pw" >"$LOGIN_CONF"
+# Read by saslgated (root here) and by the plugin in this process.
+chmod 0644 "$LOGIN_CONF" "$ADMIN_CONF"
+
+PG_GATE=yes
+if ! out=$($BIN/saslgate --config "$ADMIN_CONF" init --login-role saslgate_login 2>&1); then
+    echo "SKIP: saslgate on PostgreSQL rows: $out"
+    PG_GATE=no
+elif ! out=$($BIN/saslgate --config "$SQ_CONF" copy --to "postgresql://postgres@127.0.0.1:$PG_PORT/saslgate" 2>&1); then
+    echo "SKIP: saslgate on PostgreSQL rows: copy failed: $out"
+    PG_GATE=no
+fi
+
+# --- (a) in-process PLAIN: saslgate plugin vs the sql auxprop -----------------
+pg_psql postgres "CREATE ROLE sasl_sql LOGIN PASSWORD 'sql-pw'" >/dev/null
+pg_psql postgres "CREATE DATABASE mailusers OWNER sasl_sql" >/dev/null
+pg_psql mailusers "CREATE TABLE users (username text PRIMARY KEY, password text NOT NULL);
+    INSERT INTO users VALUES ('dave', 'dave pw'); GRANT SELECT ON users TO sasl_sql" >/dev/null
+
+PLAIN_ROWS=()
+if [ ! -e "$SASL_SYS/libsql.so" ] || [ ! -e /usr/include/sasl/sasl.h ]; then
+    echo "SKIP: (a) in-process PLAIN: needs libsasl2-modules-sql and libsasl2-dev"
+else
+    mkdir "$TMP/plugins"
+    cp "$BIN/libsaslgate.so" "$TMP/plugins/"
+    for p in libplain.so libsql.so; do ln -s "$SASL_SYS/$p" "$TMP/plugins/$p"; done
+    cc -O2 -Wall -Wextra -Werror -o "$TMP/plain_sql" c-tests/bench/plain_sql.c -lsasl2
+    sg_conf=""
+    [ $PG_GATE = yes ] && sg_conf=$LOGIN_CONF
+    PLUGDIR=$TMP/plugins SQL_HOSTNAMES=127.0.0.1:$PG_PORT SQL_USER=sasl_sql SQL_PASSWD=sql-pw \
+        SQL_DATABASE=mailusers SQL_SELECT="SELECT password FROM users WHERE username = '%u'" \
+        STOCK_USER=dave STOCK_PW='dave pw' SG_CONF=$sg_conf SG_USER=bench SG_PW=$APP \
+        "$TMP/plain_sql" "$SECONDS_PER" "$ROUNDS" >"$TMP/plain.out"
+    while read -r name n secs fails; do
+        rate=$(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.0f", n / s}')
+        us=$(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.1f", s * 1e6 / n}')
+        label="libsasl2 sql auxprop (pgsql, plaintext column)"
+        [ "$name" = saslgate ] && label="saslgate plugin, app password, PostgreSQL"
+        PLAIN_ROWS+=("| $label | $n | $rate | $us | $fails |")
+        eval "PLAIN_RATE_$name=$rate"
+    done <"$TMP/plain.out"
+fi
+
+# --- (b), (c) daemons ------------------------------------------------------------
+cc -O2 -Wall -Wextra -Werror -pthread -o "$TMP/closed_loop" c-tests/bench/closed_loop.c
+
+wait_socket() { # wait_socket PATH
+    for _ in $(seq 200); do
+        if [ -S "$1" ]; then
+            local said
+            said=$(testsaslauthd -f "$1" -u x -p y 2>/dev/null || true)
+            [[ $said == 0:* ]] && return 0
+        fi
+        sleep 0.05
+    done
+    echo "daemon on $1 did not come up" >&2
+    return 1
+}
+start_gated() { # start_gated DIR CONF
+    $BIN/saslgated -a saslgate -f -m "$1" --config "$2" -n "$CORES" --fail-delay 0 2>"$1.log" &
+    PIDS+=("$!")
+    wait_socket "$1/mux"
+}
+
+SERVERS=() # NAME|SOCKET|USER|PASS
+STOCK=yes
+if [ "$(id -u)" != 0 ] || ! command -v saslauthd >/dev/null || [ ! -e /etc/sasldb2 ]; then
+    echo "SKIP: stock saslauthd row: needs root, sasl2-bin and an /etc/sasldb2 to bind-mount over"
+    STOCK=no
+else
+    printf '%s' 'plain pw' | saslpasswd2 -p -f "$TMP/sasldb2" -c bench
+    mkdir "$TMP/stock"
+    setsid unshare -m sh -c "mount --bind '$TMP/sasldb2' /etc/sasldb2 && exec saslauthd -a sasldb -m '$TMP/stock' -n 5" \
+        >"$TMP/stock.log" 2>&1
+    wait_socket "$TMP/stock/mux"
+    PIDS+=("$(cat "$TMP/stock/saslauthd.pid")")
+    SERVERS+=("saslauthd -a sasldb|$TMP/stock/mux|bench|plain pw")
+fi
+mkdir "$TMP/gated-sqlite"
+start_gated "$TMP/gated-sqlite" "$SQ_CONF"
+SERVERS+=("saslgated, SQLite|$TMP/gated-sqlite/mux|bench|$APP")
+if [ $PG_GATE = yes ]; then
+    mkdir "$TMP/gated-pg"
+    start_gated "$TMP/gated-pg" "$LOGIN_CONF"
+    SERVERS+=("saslgated, PostgreSQL|$TMP/gated-pg/mux|bench|$APP")
+fi
+
+PGB=yes
+if ! "$PGBENCH" -i -s 1 -q -h "$PG_SOCKDIR" -p "$PG_PORT" -U postgres postgres >"$TMP/pgbench-init.log" 2>&1; then
+    echo "SKIP: pgbench row: pgbench -i failed"
+    PGB=no
+fi
+
+field() { sed -E "s/.*\"$1\":([0-9.]+).*/\\1/" <<<"$2"; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
+declare -A RPS P50 P99
+C=8
+for round in $(seq "$ROUNDS"); do
+    for s in "${SERVERS[@]}"; do
+        IFS='|' read -r name sock user pass <<<"$s"
+        out=$("$TMP/closed_loop" "$sock" "$user" "$pass" imap "$C" "$SECONDS_PER")
+        [ "$(field errors "$out")" = 0 ] || echo "WARNING: $name: errors in $out" >&2
+        RPS[$name]+=" $(field rps "$out")"
+        P50[$name]+=" $(field p50_ms "$out")"
+        P99[$name]+=" $(field p99_ms "$out")"
+        echo "round $round $name: $out" >&2
+    done
+    if [ $PGB = yes ]; then
+        # Over TCP with the password, as saslgated reaches the server.
+        tps=$(PGPASSWORD=$PG_PASSWORD "$PGBENCH" -S -M prepared -c "$C" -j "$CORES" \
+            -T "$SECONDS_PER" -n -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres 2>/dev/null |
+            awk '/^tps = / {print int($3)}' | tail -n 1)
+        RPS[pgbench]+=" $tps"
+        echo "round $round pgbench -S -M prepared -c $C: $tps tps" >&2
+    fi
+done
+med() { median <<<"$1"; }
+
+# --- report ------------------------------------------------------------------
+echo
+echo "Machine: $CORES cores, $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC'); PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'), same machine, default settings, TCP 127.0.0.1, scram-sha-256; load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
+echo "$SECONDS_PER s per row, $ROUNDS rounds, rows alternating."
+echo
+if [ ${#PLAIN_ROWS[@]} -gt 0 ]; then
+    echo "(a) In-process PLAIN through the real libsasl2, one whole SASL connection per login:"
+    echo
+    echo "| path | logins | logins/s | µs/login | failures |"
+    echo "|---|---|---|---|---|"
+    printf '%s\n' "${PLAIN_ROWS[@]}"
+    if [ -n "${PLAIN_RATE_saslgate:-}" ]; then
+        awk -v g="$PLAIN_RATE_saslgate" -v s="$PLAIN_RATE_sql" 'BEGIN {
+            printf("\nsaslgate ÷ sql auxprop: %.0f× (target ≥ 100×)\n", g / s) }'
+    fi
+    echo
+fi
+echo "(b), (c) Daemons at concurrency $C (closed-loop C client, one request per connection), medians:"
+echo
+echo "| server | req/s | p50 ms | p99 ms | req/s of each round |"
+echo "|---|---|---|---|---|"
+for s in "${SERVERS[@]}"; do
+    name=${s%%|*}
+    echo "| $name | $(med "${RPS[$name]}") | $(med "${P50[$name]}") | $(med "${P99[$name]}") |${RPS[$name]} |"
+done
+if [ $PGB = yes ]; then
+    echo "| pgbench -S -M prepared -c $C (transactions/s) | $(med "${RPS[pgbench]}") | - | - |${RPS[pgbench]} |"
+fi
+if [ $PG_GATE = yes ]; then
+    g=$(med "${RPS[saslgated, PostgreSQL]}")
+    echo
+    if [ $STOCK = yes ]; then
+        awk -v g="$g" -v s="$(med "${RPS[saslauthd -a sasldb]}")" 'BEGIN {
+            printf("- saslgated on PostgreSQL ÷ saslauthd -a sasldb: %.2f× (target ≥ 1.0×)\n", g / s) }'
+    fi
+    if [ $PGB = yes ]; then
+        awk -v g="$g" -v p="$(med "${RPS[pgbench]}")" 'BEGIN {
+            printf("- saslgated on PostgreSQL ÷ pgbench -S: %.0f%% (target ≥ 60%% if below stock)\n", 100 * g / p) }'
+    fi
+    awk -v g="$g" -v q="$(med "${RPS[saslgated, SQLite]}")" 'BEGIN {
+        printf("- saslgated on PostgreSQL ÷ saslgated on SQLite: %.2f×\n", g / q) }'
+fi
