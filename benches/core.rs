@@ -8,7 +8,7 @@
 //! - refusal timing: unknown account vs known account with a wrong password.
 
 use saslgate::secret::SecretBytes;
-use saslgate::store::{AdminStore, LoginStore, Store};
+use saslgate::store::{AdminStore, LoginStore};
 use saslgate::{Config, Gate, Request};
 use std::time::{Duration, Instant};
 
@@ -46,13 +46,12 @@ fn main() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(saslgate::config::DEFAULT_BCRYPT_COST);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        db: dir.path().join("bench.db"),
-        bcrypt_cost: cost,
-        ..Config::default()
-    };
-    let mut store = Store::create(&cfg).unwrap();
+    let fixture = saslgate_testkit::Fixture::with(|c| {
+        c.bcrypt_cost = cost;
+        c.flush_interval = Config::default().flush_interval;
+    });
+    let cfg = fixture.config.clone();
+    let mut store = fixture.store();
 
     eprintln!("building a database of 10,000 accounts...");
     {

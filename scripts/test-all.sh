@@ -6,7 +6,7 @@
 # Suites, in order (each one prints its own results; a suite that cannot run here,
 # e.g. without root, prints a loud SKIP line instead of passing silently):
 #   fmt       cargo fmt --check
-#   clippy    cargo clippy --all-targets -- -D warnings (the [lints] of Cargo.toml)
+#   clippy    cargo clippy --workspace --all-targets -- -D warnings (the [lints] of Cargo.toml)
 #   doc       cargo doc --no-deps with warnings denied
 #   cargo     cargo test --release: unit tests, core (library + CLI), saslgated with
 #             the real testsaslauthd and libsasl2, the C ABI from Rust
@@ -68,9 +68,9 @@ optional() { # optional SCRIPT args...: a suite script that may not exist yet
 }
 
 suite fmt cargo fmt --all -- --check
-suite clippy cargo clippy --release --all-targets -- -D warnings
-suite doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --release
-suite cargo cargo test --release
+suite clippy cargo clippy --release --workspace --all-targets -- -D warnings
+suite doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release
+suite cargo cargo test --release --workspace
 suite c-tests c-tests/run.sh
 suite e2e tests/e2e/run.sh
 suite e2e-nginx tests/e2e/nginx.sh

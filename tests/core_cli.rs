@@ -1,9 +1,7 @@
 //! The `saslgate` command as an operator and a provisioning script use it: exit
 //! codes, secrets alone on stdout, JSON, permissions, a 4-process code race.
 
-mod common;
-
-use common::oathtool;
+use saslgate_testkit::oathtool;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,10 @@
 //! The login decision matrix, slow-hash accounting, throttling, races and bad input,
 //! through the library (the same `Gate::decide` every face calls).
 
-mod common;
-
-use common::*;
 use saslgate::engine::Credential;
 use saslgate::secret::SecretBytes;
 use saslgate::{Config, Decision, Gate, RefuseReason, Request};
+use saslgate_testkit::*;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -154,8 +152,11 @@ fn two_step_logins() {
     f.user("dave", "pw-dave");
     let app = f.app_password("dave", &["imap"], false, None);
     let mut s = f.store();
-    s.enable_totp("dave", &saslgate::totp::decode_secret(TOTP_SECRET).unwrap())
-        .unwrap();
+    s.enable_totp(
+        "dave",
+        &saslgate::totp::decode_secret(TOTP_SECRET_B32).unwrap(),
+    )
+    .unwrap();
     let codes = s.generate_codes("dave", 3).unwrap();
     let code0 = String::from_utf8(codes[0].as_bytes().to_vec()).unwrap();
     let g = f.gate();
@@ -167,7 +168,7 @@ fn two_step_logins() {
             Some(RefuseReason::BadCredentials)
         );
     }
-    let totp = oathtool(TOTP_SECRET);
+    let totp = oathtool(TOTP_SECRET_B32);
     let before = g.stats().slow_hashes;
     let d = g.decide(&req("dave", &format!("pw-dave{totp}"), "imap"));
     assert_eq!(

@@ -6,9 +6,7 @@
 //! Missing tools (testsaslauthd, oathtool, cc, libsasl2-dev) make the tests
 //! fail loudly: they never pass without running.
 
-#[path = "common/tools.rs"]
-mod tools;
-
+use saslgate_testkit::{compile_sasl_program, need_tool, Daemon};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -17,7 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tools::{compile_sasl_program, need_tool};
 
 const SASLGATE: &str = env!("CARGO_BIN_EXE_saslgate");
 const SASLGATED: &str = env!("CARGO_BIN_EXE_saslgated");
@@ -135,101 +132,18 @@ fn fixture() -> Fixture {
     }
 }
 
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
+/// The real saslgated for a test: socket directory `name`, log `name.log`.
+fn start_daemon(fx: &Fixture, name: &str, extra: &[&str]) -> Daemon {
+    start_daemon_conf(fx, &fx.conf, name, extra)
 }
 
-impl Daemon {
-    fn start(fx: &Fixture, name: &str, extra: &[&str]) -> Daemon {
-        Daemon::start_conf(fx, &fx.conf, name, extra)
-    }
-
-    fn start_conf(fx: &Fixture, conf: &Path, name: &str, extra: &[&str]) -> Daemon {
-        let dir = fx.dir.path().join(name);
-        let log = fx.dir.path().join(format!("{name}.log"));
-        let child = Command::new(SASLGATED)
-            .args(["-a", "saslgate", "-d", "-m"])
-            .arg(&dir)
-            .arg("--config")
-            .arg(conf)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start saslgated");
-        let mut d = Daemon { child, dir, log };
-        d.wait_ready();
-        d
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("saslgated exited early ({st}): {}", self.log_text());
-            }
-            if UnixStream::connect(self.socket()).is_ok() && self.log_text().contains("ready on") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("saslgated did not become ready: {}", self.log_text());
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("mux")
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .unwrap()
-            .count()
-    }
-
-    fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .args(["-s", sig, &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-
-    /// SIGTERM, then the exit status (must come within 15 s).
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                let log = self.log_text();
-                return (st, log);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "saslgated did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+fn start_daemon_conf(fx: &Fixture, conf: &Path, name: &str, extra: &[&str]) -> Daemon {
+    Daemon::start_logged(
+        conf,
+        &fx.dir.path().join(name),
+        &fx.dir.path().join(format!("{name}.log")),
+        extra,
+    )
 }
 
 /// Runs the stock client; true for "OK".
@@ -289,7 +203,7 @@ fn is_ok(a: &Option<String>) -> bool {
 #[test]
 fn decision_matrix_with_testsaslauthd() {
     let fx = fixture();
-    let d = Daemon::start(&fx, "run", &["--fail-delay", "0", "-n", "2"]);
+    let d = start_daemon(&fx, "run", &["--fail-delay", "0", "-n", "2"]);
     let s = d.socket();
     // Master password.
     assert!(testsaslauthd(&s, "alice", ALICE_PW, "imap", None));
@@ -394,7 +308,7 @@ fn decision_matrix_with_testsaslauthd() {
 #[test]
 fn realm_flag_joins_login_and_realm() {
     let fx = fixture();
-    let d = Daemon::start(&fx, "run", &["--fail-delay", "0", "-r"]);
+    let d = start_daemon(&fx, "run", &["--fail-delay", "0", "-r"]);
     let s = d.socket();
     assert!(testsaslauthd(
         &s,
@@ -423,7 +337,7 @@ fn realm_flag_joins_login_and_realm() {
 #[test]
 fn answer_is_followed_by_a_clean_end_of_file() {
     let fx = fixture();
-    let d = Daemon::start(&fx, "run", &["--fail-delay", "200ms"]);
+    let d = start_daemon(&fx, "run", &["--fail-delay", "200ms"]);
     for (pw, want) in [(ALICE_PW, "OK"), ("wrong", "NO")] {
         for fields in [4, 5] {
             let mut parts: Vec<&[u8]> = vec![b"alice", pw.as_bytes(), b"imap", b""];
@@ -457,7 +371,7 @@ fn four_and_five_field_requests_and_client_address() {
         ),
     )
     .unwrap();
-    let d = Daemon::start_conf(&fx, &throttled, "run", &["--fail-delay", "0"]);
+    let d = start_daemon_conf(&fx, &throttled, "run", &["--fail-delay", "0"]);
     let s = d.socket();
     let pw = ALICE_PW.as_bytes();
     assert!(is_ok(&raw(&s, &frame(&[b"alice", pw, b"imap", b""]))));
@@ -516,7 +430,7 @@ fn count_fds_settle(d: &Daemon, want: usize) -> usize {
 #[test]
 fn bad_input_run_keeps_serving() {
     let fx = fixture();
-    let d = Daemon::start(
+    let d = start_daemon(
         &fx,
         "run",
         &[
@@ -765,7 +679,7 @@ fn bad_input_run_keeps_serving() {
 #[test]
 fn delays_and_half_frames_do_not_hold_the_only_worker() {
     let fx = fixture();
-    let d = Daemon::start(
+    let d = start_daemon(
         &fx,
         "run",
         &["-n", "1", "--fail-delay", "2s", "--timeout", "5s"],
@@ -811,9 +725,9 @@ fn delays_and_half_frames_do_not_hold_the_only_worker() {
 #[test]
 fn sigterm_finishes_in_flight_and_cleans_up() {
     let fx = fixture();
-    let d = Daemon::start(&fx, "run", &["--fail-delay", "3s"]);
+    let d = start_daemon(&fx, "run", &["--fail-delay", "3s"]);
     let s = d.socket();
-    let pid_file = d.dir.join("saslauthd.pid");
+    let pid_file = d.sock_dir.join("saslauthd.pid");
     assert_eq!(
         std::fs::read_to_string(&pid_file).unwrap().trim(),
         d.pid().to_string()
@@ -823,7 +737,7 @@ fn sigterm_finishes_in_flight_and_cleans_up() {
         0o660
     );
     assert_eq!(
-        std::fs::metadata(&d.dir).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(&d.sock_dir).unwrap().permissions().mode() & 0o777,
         0o710
     );
     let pending = {
@@ -832,7 +746,7 @@ fn sigterm_finishes_in_flight_and_cleans_up() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
-    let dir = d.dir.clone();
+    let dir = d.sock_dir.clone();
     let (st, log) = d.stop();
     assert!(st.success(), "exit status {st}: {log}");
     assert!(
@@ -852,10 +766,10 @@ fn sigterm_finishes_in_flight_and_cleans_up() {
 #[test]
 fn live_socket_refuses_second_daemon_stale_one_is_replaced() {
     let fx = fixture();
-    let mut d = Daemon::start(&fx, "run", &["--fail-delay", "0"]);
+    let mut d = start_daemon(&fx, "run", &["--fail-delay", "0"]);
     let out = Command::new(SASLGATED)
         .args(["-a", "saslgate", "-d", "-m"])
-        .arg(&d.dir)
+        .arg(&d.sock_dir)
         .arg("--config")
         .arg(&fx.conf)
         .output()
@@ -871,7 +785,7 @@ fn live_socket_refuses_second_daemon_stale_one_is_replaced() {
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     assert!(d.socket().exists());
-    let d2 = Daemon::start(&fx, "run", &["--fail-delay", "0"]);
+    let d2 = start_daemon(&fx, "run", &["--fail-delay", "0"]);
     assert!(is_ok(&raw(
         &d2.socket(),
         &frame(&[b"alice", ALICE_PW.as_bytes(), b"imap", b""])
@@ -891,7 +805,7 @@ fn sighup_reloads_and_keeps_old_config_when_broken() {
     cli(&conf2, &["passwd", "alice", "--stdin"], Some("other pw"));
     let live = fx.dir.path().join("live.conf");
     std::fs::copy(&fx.conf, &live).unwrap();
-    let d = Daemon::start_conf(&fx, &live, "run", &["--fail-delay", "0"]);
+    let d = start_daemon_conf(&fx, &live, "run", &["--fail-delay", "0"]);
     let s = d.socket();
     let ok = |pw: &str| is_ok(&raw(&s, &frame(&[b"alice", pw.as_bytes(), b"imap", b""])));
     assert!(ok(ALICE_PW));
@@ -972,7 +886,7 @@ fn flags_and_usage_errors() {
 fn cache_flag_and_db_override() {
     let fx = fixture();
     let db = fx.dir.path().join("sg.db");
-    let d = Daemon::start(
+    let d = start_daemon(
         &fx,
         "run2",
         &[
@@ -1079,7 +993,7 @@ fn systemd_socket_activation_and_readiness() {
 fn libsasl2_checkpass_through_saslauthd() {
     let fx = fixture();
     let bin = compile_sasl_program("tests/daemon_checkpass.c", &fx.dir.path().join("checkpass"));
-    let d = Daemon::start(&fx, "run", &["--fail-delay", "0"]);
+    let d = start_daemon(&fx, "run", &["--fail-delay", "0"]);
     let check = |user: &str, pass: &str, service: &str| -> bool {
         let out = Command::new(&bin)
             .arg(d.socket())
@@ -1124,9 +1038,9 @@ fn socket_group_and_modes() {
         panic!("FAIL (not skipped): no `nogroup` group in /etc/group (Debian base has one)");
     };
     let fx = fixture();
-    let d = Daemon::start(&fx, "grp", &["--fail-delay", "0", "--group", "nogroup"]);
+    let d = start_daemon(&fx, "grp", &["--fail-delay", "0", "--group", "nogroup"]);
     let sock = std::fs::metadata(d.socket()).unwrap();
-    let dir = std::fs::metadata(&d.dir).unwrap();
+    let dir = std::fs::metadata(&d.sock_dir).unwrap();
     assert_eq!((sock.gid(), sock.mode() & 0o777), (gid, 0o660));
     assert_eq!((dir.gid(), dir.mode() & 0o777), (gid, 0o710));
     let (st, _) = d.stop();
@@ -1201,7 +1115,7 @@ fn parse_log_fields(line: &str) -> Vec<(String, String)> {
 #[test]
 fn forged_fields_in_login_cannot_forge_log_fields() {
     let fx = fixture();
-    let d = Daemon::start(&fx, "run", &["--fail-delay", "0"]);
+    let d = start_daemon(&fx, "run", &["--fail-delay", "0"]);
     let forged = "x client=203.0.113.5 account=alice result=OK";
     let forged_realm = "r\" result=OK \\ client=198.51.100.1";
     let a = raw(
@@ -1275,7 +1189,7 @@ fn forged_fields_in_login_cannot_forge_log_fields() {
 #[test]
 fn connection_cap_holds_and_queued_clients_are_served_after() {
     let fx = fixture();
-    let d = Daemon::start(
+    let d = start_daemon(
         &fx,
         "run",
         &[

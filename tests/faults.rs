@@ -13,9 +13,7 @@
 //! root print a loud SKIP otherwise.
 #![allow(unsafe_code)] // pre_exec drops root to run the daemon as nobody
 
-mod harden;
-
-use harden::*;
+use saslgate_testkit::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -46,7 +44,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(sock: PathBuf, fx: &Fixture, threads: usize) -> Load {
+    fn start(sock: PathBuf, fx: &Scenario, threads: usize) -> Load {
         let reqs: Arc<Vec<(Kind, &'static str, Vec<u8>)>> = Arc::new(vec![
             (
                 Kind::Good,
@@ -155,7 +153,7 @@ fn count(answers: &[Answer], from: Instant, to: Instant, kind: Kind, text: &str)
 /// recover. `break_it` / `repair` act on the fixture's files.
 fn fault_run(
     name: &str,
-    fx: &Fixture,
+    fx: &Scenario,
     d: &Daemon,
     break_it: &dyn Fn(),
     repair: &dyn Fn(),
@@ -240,7 +238,7 @@ fn short(s: &str) -> String {
     s.chars().take(260).collect()
 }
 
-fn sock_dir(fx: &Fixture) -> PathBuf {
+fn sock_dir(fx: &Scenario) -> PathBuf {
     fx.dir.join("run")
 }
 
@@ -255,7 +253,7 @@ fn throttle_off() -> &'static str {
 }
 
 /// A consistent copy of the database (sqlite3 .backup) to restore from.
-fn snapshot(fx: &Fixture) -> PathBuf {
+fn snapshot(fx: &Scenario) -> PathBuf {
     let copy = fx.dir.join("snapshot.db");
     let _ = std::fs::remove_file(&copy);
     sql(&fx.db, &format!(".backup '{}'", copy.display()));
@@ -276,12 +274,12 @@ fn restore(db: &Path, from: &Path) {
     std::fs::rename(&tmp, db).unwrap();
 }
 
-fn new_fixture(name: &str) -> (tempfile::TempDir, Fixture) {
+fn new_fixture(name: &str) -> (tempfile::TempDir, Scenario) {
     let tmp = tempfile::Builder::new()
         .prefix(&format!("saslgate-faults-{name}"))
         .tempdir()
         .unwrap();
-    let fx = fixture(
+    let fx = Scenario::create(
         &tmp.path().join("data"),
         config_extra(),
         throttle_off(),
@@ -305,7 +303,7 @@ fn database_deleted() {
         Duration::from_secs(3),
         true,
     );
-    assert!(d.stop());
+    assert!(d.stop().0.success());
 }
 
 #[test]
@@ -331,7 +329,7 @@ fn database_replaced_by_garbage() {
         Duration::from_secs(3),
         true,
     );
-    assert!(d.stop());
+    assert!(d.stop().0.success());
 }
 
 #[test]
@@ -387,7 +385,7 @@ fn database_unreadable() {
         Duration::from_secs(3),
         true,
     );
-    assert!(d.stop());
+    assert!(d.stop().0.success());
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -443,7 +441,7 @@ fn database_locked_by_long_writer() {
         Duration::from_secs(4),
         true,
     );
-    assert!(d.stop());
+    assert!(d.stop().0.success());
 }
 
 #[test]
@@ -472,7 +470,7 @@ fn full_filesystem() {
         }
     }
     let _unmount = Unmount(mnt.clone());
-    let fx = fixture(&mnt.join("data"), config_extra(), throttle_off(), 100);
+    let fx = Scenario::create(&mnt.join("data"), config_extra(), throttle_off(), 100);
     let d = Daemon::start(&fx.conf, &tmp.path().join("run"), &DAEMON_FLAGS);
     let filler = mnt.join("filler");
     fault_run(
@@ -491,7 +489,7 @@ fn full_filesystem() {
         Duration::from_secs(4),
         true,
     );
-    assert!(d.stop());
+    assert!(d.stop().0.success());
     assert_eq!(sql(&fx.db, "PRAGMA integrity_check"), "ok");
 }
 
@@ -562,7 +560,7 @@ fn kill_9_during_heavy_writes_then_restart() {
     );
     let app = frame(&[b"alice", fx.app_imap.as_bytes(), b"imap", b""]);
     assert_eq!(ask(&d.socket(), &app).unwrap(), ANSWER_OK);
-    assert!(d.stop());
+    assert!(d.stop().0.success());
     let integrity = sql(&fx.db, "PRAGMA integrity_check");
     let audit = sql(&fx.db, "SELECT count(*) FROM audit");
     println!(

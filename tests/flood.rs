@@ -12,10 +12,8 @@
 //!
 //! The configuration is given as TOML text, as an admin writes it.
 
-mod common;
-
-use common::*;
 use saslgate::{Config, Decision, Gate, RefuseReason, Request};
+use saslgate_testkit::*;
 use std::time::Instant;
 
 /// A gate on the fixture's database with extra top-level and `[throttle]` keys.

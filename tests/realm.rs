@@ -20,18 +20,13 @@
 //! tools (testsaslauthd, cc, libsasl2-dev) fail the tests; they never pass
 //! without running.
 
-#[path = "common/tools.rs"]
-mod tools;
-
+use saslgate_testkit::{compile_sasl_program, need_tool, Daemon};
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use tools::{compile_sasl_program, need_tool};
+use std::process::{Command, Stdio};
 
 const SASLGATE: &str = env!("CARGO_BIN_EXE_saslgate");
-const SASLGATED: &str = env!("CARGO_BIN_EXE_saslgated");
 const PW_A: &str = "bob-at-example pw A";
 const PW_B: &str = "plain bob pw B";
 const PW_C: &str = "plain alice pw C";
@@ -148,78 +143,24 @@ impl Fixture {
     }
 }
 
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
+/// The real saslgated for a test (no failure delay): socket directory
+/// `name`, log `name.log`.
+fn start_daemon(fx: &Fixture, conf: &Path, name: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec!["--fail-delay", "0"];
+    args.extend_from_slice(extra);
+    Daemon::start_logged(
+        conf,
+        &fx.dir.path().join(name),
+        &fx.dir.path().join(format!("{name}.log")),
+        &args,
+    )
 }
 
-impl Daemon {
-    fn start(fx: &Fixture, conf: &Path, name: &str, extra: &[&str]) -> Daemon {
-        let dir = fx.dir.path().join(name);
-        let log = fx.dir.path().join(format!("{name}.log"));
-        let child = Command::new(SASLGATED)
-            .args(["-a", "saslgate", "-d", "--fail-delay", "0", "-m"])
-            .arg(&dir)
-            .arg("--config")
-            .arg(conf)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start saslgated");
-        let mut d = Daemon { child, dir, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = d.child.try_wait().unwrap() {
-                panic!("saslgated exited early ({st}): {}", d.log_text());
-            }
-            if UnixStream::connect(d.socket()).is_ok() && d.log_text().contains("ready on") {
-                return d;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "saslgated not ready: {}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("mux")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM; the log once it has exited cleanly (audit rows flushed).
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                let log = self.log_text();
-                assert!(st.success(), "saslgated exit {st}: {log}");
-                return log;
-            }
-            assert!(Instant::now() < deadline, "saslgated did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// SIGTERM; the log once it has exited cleanly (audit rows flushed).
+fn stop(d: Daemon) -> String {
+    let (st, log) = d.stop();
+    assert!(st.success(), "saslgated exit {st}: {log}");
+    log
 }
 
 /// tests/daemon_checkpass.c, compiled against the system libsasl2.
@@ -288,7 +229,7 @@ fn accepted_accounts(log: &str) -> Vec<String> {
 fn domain_matrix(extra: &[&str]) {
     let fx = Fixture::new();
     let bin = checkpass_bin(fx.dir.path());
-    let d = Daemon::start(&fx, &fx.conf, "run", extra);
+    let d = start_daemon(&fx, &fx.conf, "run", extra);
     let s = d.socket();
     let cp = |user: &str, pass: &str| checkpass(&bin, &s, user, pass, None);
     // Finding 1: `bob@example.org` is the account bob@example.org, never `bob`.
@@ -327,7 +268,7 @@ fn domain_matrix(extra: &[&str]) {
     assert!(!testsaslauthd(&s, "bob@example.org", PW_B, None));
     assert!(!testsaslauthd(&s, "alice", PW_C, Some("victim.org")));
     assert!(testsaslauthd(&s, "alice", PW_C, None));
-    let log = d.stop();
+    let log = stop(d);
     // The name the mail server is told (and the log shows) is the one verified.
     assert_eq!(
         accepted_accounts(&log),
@@ -389,7 +330,7 @@ fn listed_local_realm_falls_back_to_plain_account() {
     let fx = Fixture::new();
     let bin = checkpass_bin(fx.dir.path());
     let conf = fx.conf_with("local", "local_realms = [\"mail.example.org\"]");
-    let d = Daemon::start(&fx, &conf, "run", &[]);
+    let d = start_daemon(&fx, &conf, "run", &[]);
     let s = d.socket();
     let cp = |user: &str, pass: &str, ur: Option<&str>| checkpass(&bin, &s, user, pass, ur);
     assert!(cp("alice@mail.example.org", PW_C, None));
@@ -406,7 +347,7 @@ fn listed_local_realm_falls_back_to_plain_account() {
     // An existing account for the realm is still the one checked.
     assert!(!cp("bob@example.org", PW_B, None));
     assert!(cp("bob@example.org", PW_A, None));
-    let log = d.stop();
+    let log = stop(d);
     assert_eq!(
         accepted_accounts(&log),
         ["alice", "alice", "alice", "alice", "bob@example.org"],
@@ -459,7 +400,7 @@ fn default_local_realms_are_the_host_names() {
         .enumerate()
     {
         let fallback = i == 0;
-        let d = Daemon::start(&fx, conf, &format!("run{i}"), &[]);
+        let d = start_daemon(&fx, conf, &format!("run{i}"), &[]);
         let s = d.socket();
         for host in &names {
             assert_eq!(
@@ -476,7 +417,7 @@ fn default_local_realms_are_the_host_names() {
         assert!(checkpass(&bin, &s, "alice", PW_C, None));
         assert!(!checkpass(&bin, &s, "alice@victim.org", PW_C, None));
         assert!(!checkpass(&bin, &s, "alice", PW_C, Some("victim.org")));
-        let log = d.stop();
+        let log = stop(d);
         let accepted = accepted_accounts(&log);
         assert_eq!(
             accepted.len(),

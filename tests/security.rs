@@ -5,10 +5,8 @@
 //! - 6: refusal time does not depend on the stored hash's cost;
 //! - 9: `*` in an account override means every service.
 
-mod common;
-
-use common::*;
 use saslgate::{Config, Gate, RefuseReason};
+use saslgate_testkit::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -10,9 +10,8 @@
 //! full run; the test-all run uses 100000), or
 //! `SOAK_REQUESTS=N cargo test --release --test soak -- --ignored --nocapture`.
 
-mod harden;
-
-use harden::*;
+use saslgate_testkit::fixture::totp_now;
+use saslgate_testkit::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -26,7 +25,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 /// One kind of request in the mix.
-struct Scenario {
+struct Case {
     name: &'static str,
     weight: u32,
     expect: &'static str,
@@ -42,7 +41,7 @@ struct Tally {
     samples: Vec<String>,
 }
 
-fn scenarios(fx: &Fixture) -> Vec<Scenario> {
+fn cases(fx: &Scenario) -> Vec<Case> {
     let addr = |i: u32| {
         format!(
             "10.{}.{}.{};{}",
@@ -74,19 +73,19 @@ fn scenarios(fx: &Fixture) -> Vec<Scenario> {
         ])]
     };
     vec![
-        Scenario {
+        Case {
             name: "accepted master",
             weight: 18,
             expect: ANSWER_OK,
             frames: five("alice", ALICE_PW, "imap", 64),
         },
-        Scenario {
+        Case {
             name: "accepted app password",
             weight: 30,
             expect: ANSWER_OK,
             frames: five("Alice", &fx.app_imap, "IMAP", 64),
         },
-        Scenario {
+        Case {
             name: "accepted restricted app (submission)",
             weight: 6,
             expect: ANSWER_OK,
@@ -97,13 +96,13 @@ fn scenarios(fx: &Fixture) -> Vec<Scenario> {
                 16,
             ),
         },
-        Scenario {
+        Case {
             name: "wrong password",
             weight: 5,
             expect: ANSWER_BAD,
             frames: four("alice", "alice master PW", "imap"),
         },
-        Scenario {
+        Case {
             name: "unknown account",
             weight: 2,
             expect: ANSWER_BAD,
@@ -111,7 +110,7 @@ fn scenarios(fx: &Fixture) -> Vec<Scenario> {
                 .map(|i| frame(&[format!("ghost{i}").as_bytes(), b"pw", b"imap", b""]))
                 .collect(),
         },
-        Scenario {
+        Case {
             name: "throttled (right password, blocked address)",
             weight: 10,
             expect: ANSWER_THROTTLED,
@@ -123,31 +122,31 @@ fn scenarios(fx: &Fixture) -> Vec<Scenario> {
                 b"192.0.2.66;4000",
             ])],
         },
-        Scenario {
+        Case {
             name: "not allowed (plan)",
             weight: 8,
             expect: ANSWER_NOT_ALLOWED,
             frames: five("eve", EVE_PW, "imap", 16),
         },
-        Scenario {
+        Case {
             name: "not allowed (app password scope)",
             weight: 5,
             expect: ANSWER_NOT_ALLOWED,
             frames: five("alice", &fx.app_imap, "smtp", 16),
         },
-        Scenario {
+        Case {
             name: "disabled account",
             weight: 3,
             expect: ANSWER_DISABLED,
             frames: five("carol", CAROL_PW, "imap", 16),
         },
-        Scenario {
+        Case {
             name: "two-step: master alone",
             weight: 4,
             expect: ANSWER_BAD,
             frames: four("bob", BOB_PW, "imap"),
         },
-        Scenario {
+        Case {
             name: "two-step: wrong code",
             weight: 2,
             expect: ANSWER_BAD,
@@ -160,7 +159,7 @@ fn scenarios(fx: &Fixture) -> Vec<Scenario> {
 /// Stops early (the count actually sent is in the tally) once `until` passes.
 fn drive(
     sock: &std::path::Path,
-    sc: &Arc<Vec<Scenario>>,
+    sc: &Arc<Vec<Case>>,
     total: u64,
     conc: usize,
     until: Option<Instant>,
@@ -315,7 +314,7 @@ fn soak() {
         .prefix("saslgate-soak")
         .tempdir()
         .unwrap();
-    let fx = fixture(
+    let fx = Scenario::create(
         tmp.path(),
         &format!(
             "audit_level = \"all\"\naudit_retention = \"{retention}s\"\nflush_interval = \"1s\""
@@ -359,7 +358,7 @@ fn soak() {
     }
     assert!(blocked, "192.0.2.66 never got throttled");
 
-    let sc = Arc::new(scenarios(&fx));
+    let sc = Arc::new(cases(&fx));
     // Warm-up: until the database and SQLite's page caches have reached their
     // steady size. Pruning runs 60 s after start, then every 60 s; the first prune
     // deletes less than a full retention's worth, so the steady state starts after
@@ -475,7 +474,7 @@ fn soak() {
         (t.unavailable_count, t.results)
     };
     println!("soak: daemon logged {results} results, {unavail} unavailable");
-    assert!(d.stop(), "saslgated did not stop cleanly");
+    assert!(d.stop().0.success(), "saslgated did not stop cleanly");
 
     // The database after a clean stop (buffered records flushed).
     let integrity = sql(&fx.db, "PRAGMA integrity_check");

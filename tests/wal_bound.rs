@@ -10,15 +10,12 @@
 //! `SASLGATE_SO` / `SASLGATE_BIN` (another build's plugin and CLI, to run the
 //! same load against it).
 
-#[path = "common/tools.rs"]
-mod tools;
-
+use saslgate_testkit::compile_sasl_program;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tools::compile_sasl_program;
 
 /// What the test asserts; saslgate aims at 4 MiB (`store::WAL_LIMIT_BYTES`).
 const WAL_BOUND: u64 = 16 << 20;

@@ -2,12 +2,18 @@
 //! `sasl_utils_t` and fake server params ([`fake`]), the way libsasl2 does (the real
 //! libsasl2 is exercised by c-tests/).
 
+/// What the shared fake libsasl2 drives (see testkit/src/fake_sasl.rs).
+mod api {
+    pub use super::super::{sasl_auxprop_plug_init, sasl_server_plug_init};
+    pub use crate::ffi::sys;
+}
+#[path = "../../../testkit/src/fake_sasl.rs"]
 mod fake;
 
 use super::auxprop::{auxprop_lookup, auxprop_store};
 use super::*;
 use crate::ffi::guard::inject;
-use fake::{exchange, reset_fake, run, test_db, with_fake, Conn, Plugs, AUX_GLOB};
+use fake::{exchange, reset_fake, run, use_auxprop, with_fake, Conn, Plugs};
 use std::ffi::CString;
 
 #[test]
@@ -364,14 +370,14 @@ fn auxprop_gate() {
 
     // Through saslgate's PLAIN, the gate is skipped for the authentication identity
     // but applies to a distinct authorization identity.
-    AUX_GLOB.with(|g| g.set(plug.glob_context));
+    use_auxprop(&plug);
     reset_fake(&[("saslgate_db", &db)]);
     let plugs = Plugs::init();
     let o = run(&plugs, &mut conn, 0, &[b"carol\0alice\0alice pw"]);
     assert_eq!(o.rc, sys::SASL_DISABLED);
     let o = run(&plugs, &mut conn, 0, &[b"\0alice\0alice pw"]);
     assert_eq!(o.rc, sys::SASL_OK);
-    AUX_GLOB.with(|g| g.set(ptr::null_mut()));
+    use_auxprop(ptr::null());
     drop(plugs);
     // SAFETY: once, as libsasl2 does at sasl_done.
     unsafe { (plug.auxprop_free.unwrap())(plug.glob_context, ptr::null()) };
@@ -389,4 +395,28 @@ fn plain_parser_matches_rfc4616_and_stock() {
     assert!(parse_plain(b"a").is_err());
     assert!(parse_plain(b"\0a").is_err());
     assert!(parse_plain(b"\0a\0p\0").is_err());
+}
+
+/// A database with alice (password "alice pw") and carol (disabled).
+fn test_db() -> (tempfile::TempDir, String) {
+    use crate::store::{AdminStore, Store};
+    use crate::{Config, SecretBytes};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sg.db");
+    let cfg = Config {
+        db: db.clone(),
+        bcrypt_cost: 4,
+        ..Config::default()
+    };
+    let mut store = Store::create(&cfg).unwrap();
+    store.add_account("alice", "default").unwrap();
+    store
+        .set_master_password("alice", &SecretBytes::from_slice(b"alice pw"), false)
+        .unwrap();
+    store.add_account("carol", "default").unwrap();
+    store
+        .set_master_password("carol", &SecretBytes::from_slice(b"carol pw"), false)
+        .unwrap();
+    store.set_disabled("carol", true).unwrap();
+    (dir, db.to_string_lossy().into_owned())
 }
