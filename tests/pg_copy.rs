@@ -6,16 +6,13 @@
 //! throttle blocks) stays consumed. Then copied back into a new SQLite file,
 //! same again. A target in use is refused unless `--force`.
 //!
-//! Targets: a PostgreSQL database of a private cluster (tests/common/pg.rs)
+//! Targets: a PostgreSQL database of a private cluster (testkit/src/pg.rs)
 //! when this build has the PostgreSQL backend, and SQLite files.
 
-mod common;
-#[path = "common/pg.rs"]
-mod pg;
-
-use common::*;
 use saslgate::decision::Credential;
 use saslgate::{Config, Decision, Gate, RefuseReason};
+use saslgate_testkit::pg;
+use saslgate_testkit::*;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -81,8 +78,11 @@ fn populate(f: &Fixture) -> Population {
     f.user("dave", "pw-dave");
     s.set_service_override("dave", "pop", Some(false)).unwrap();
     let app_dave = f.app_password("dave", &["imap"], false, None);
-    s.enable_totp("dave", &saslgate::totp::decode_secret(TOTP_SECRET).unwrap())
-        .unwrap();
+    s.enable_totp(
+        "dave",
+        &saslgate::totp::decode_secret(TOTP_SECRET_B32).unwrap(),
+    )
+    .unwrap();
     let codes = s
         .generate_codes("dave", 4)
         .unwrap()
@@ -181,7 +181,7 @@ fn totp_code(offset: i64) -> String {
     }
     let at = unix_now() + offset * 30;
     let out = Command::new("oathtool")
-        .args(["--totp", "-b", "-N", &format!("@{at}"), TOTP_SECRET])
+        .args(["--totp", "-b", "-N", &format!("@{at}"), TOTP_SECRET_B32])
         .output()
         .expect("oathtool is required (apt-get install oathtool)");
     assert!(out.status.success(), "oathtool failed");

@@ -1,11 +1,10 @@
-//! The private PostgreSQL cluster of tests/common/pg.rs works as the other
+//! The private PostgreSQL cluster of testkit/src/pg.rs works as the other
 //! PostgreSQL tests rely on: it starts as an unprivileged user, answers over
 //! TCP (password) and the unix socket, keeps its data across stop/start_again,
 //! hangs while paused and answers again after resume, and leaves no process
 //! behind when dropped.
 
-#[path = "common/pg.rs"]
-mod pg;
+use saslgate_testkit::pg;
 
 use pg::PgCluster;
 use std::process::{Command, Stdio};

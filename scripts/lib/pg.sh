@@ -1,5 +1,5 @@
 # A private PostgreSQL cluster for benchmark and shell test scripts (the shell
-# twin of tests/common/pg.rs). Source it; bash or POSIX sh.
+# twin of testkit/src/pg.rs). Source it; bash or POSIX sh.
 #
 #   pg_start DIR    initdb into DIR/data (DIR must exist, without data/, and its
 #                   parents must be searchable by `nobody`),

@@ -8,6 +8,7 @@
 //!   raw saslauthd-protocol client;
 //! - [`tools`]: the Debian programs the tests drive (`oathtool`, `sqlite3`, `cc`
 //!   against the real libsasl2) and the built binaries of this workspace;
+//! - [`pg`]: a private PostgreSQL cluster (initdb in a temporary directory);
 //! - [`fake_sasl`]: a fake libsasl2 (`sasl_utils_t`, server params, the canon_user
 //!   and auxprop calls) to drive the plugin's C entry points without libsasl2.
 //!
@@ -22,6 +23,7 @@ mod api {
     pub use saslgate::ffi::sys;
 }
 pub mod fixture;
+pub mod pg;
 pub mod tools;
 
 pub use daemon::{ask, frame, Daemon, LogTap};

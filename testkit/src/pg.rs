@@ -4,12 +4,8 @@
 //! directory and a free 127.0.0.1 port. It never uses or changes a system
 //! cluster, and stopping it (or dropping it) ends only the processes it started.
 //!
-//! Include it the way tests/common/tools.rs is included (it depends on nothing
-//! else of `common`):
-//!
 //! ```ignore
-//! #[path = "common/pg.rs"]
-//! mod pg;
+//! use saslgate_testkit::pg;
 //! let Some(cluster) = pg::start_or_skip() else { return }; // printed "SKIP: ..."
 //! cluster.create_database("t1").unwrap();
 //! let url = cluster.url("t1");
@@ -19,7 +15,6 @@
 //! private to the cluster's user and root); TCP connections need a password
 //! (scram-sha-256). The superuser is `postgres` with the password
 //! [`PgCluster::password`].
-#![allow(dead_code)]
 
 use std::fs;
 use std::io::Write;
