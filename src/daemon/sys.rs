@@ -1,63 +1,53 @@
-//! The few libc calls saslgated needs that std does not offer. All unsafe code
-//! of the daemon is in this module.
+//! The few system calls saslgated needs that std does not offer, through nix's
+//! safe wrappers; the unsafe code that remains (fork, `_exit`, taking fd 3 from
+//! systemd, borrowing a caller's raw descriptor) is all in this module.
 
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, MsgFlags};
 use std::io;
-use std::os::unix::io::{FromRawFd, RawFd};
+use std::os::unix::io::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
+
+fn os(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
 
 /// Raises the soft open-files limit to at least `want` (up to the hard limit).
 /// Returns the soft limit now in force.
 pub fn raise_nofile(want: u64) -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own; the resource id is valid.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(os)?;
+    if soft >= want {
+        return Ok(soft);
     }
-    if lim.rlim_cur >= want {
-        return Ok(lim.rlim_cur);
-    }
-    lim.rlim_cur = want.min(lim.rlim_max);
-    // SAFETY: setrlimit reads the struct we own; lowering nothing, only raising
-    // the soft limit within the hard limit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(lim.rlim_cur)
+    let soft = want.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(os)?;
+    Ok(soft)
 }
 
 /// Detaches from the terminal: fork (the parent exits 0 at once), setsid, stdio
 /// to /dev/null. Must be called while the process has a single thread.
 pub fn daemonize() -> io::Result<()> {
+    use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid, ForkResult};
     let devnull = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")?;
     // SAFETY: called before any thread is started (documented precondition), so
-    // the child is a complete copy; fork has no memory-safety preconditions.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid > 0 {
-        // SAFETY: _exit ends the parent without running destructors or flushing
-        // buffers the child also owns.
-        unsafe { libc::_exit(0) };
-    }
-    // SAFETY: setsid has no preconditions; it fails only if we lead a group.
-    if unsafe { libc::setsid() } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    use std::os::unix::io::AsRawFd;
-    for fd in 0..3 {
-        // SAFETY: dup2 onto the standard descriptors with a valid open fd.
-        if unsafe { libc::dup2(devnull.as_raw_fd(), fd) } < 0 {
-            return Err(io::Error::last_os_error());
+    // the child is a complete copy and may run any code.
+    match unsafe { fork() }.map_err(os)? {
+        ForkResult::Parent { .. } => {
+            // SAFETY: _exit ends the parent without running destructors or
+            // flushing buffers the child also owns.
+            unsafe { libc::_exit(0) }
         }
+        ForkResult::Child => {}
     }
+    setsid().map_err(os)?;
+    dup2_stdin(&devnull).map_err(os)?;
+    dup2_stdout(&devnull).map_err(os)?;
+    dup2_stderr(&devnull).map_err(os)?;
     Ok(())
 }
 
@@ -78,32 +68,34 @@ pub fn activated_listener() -> io::Result<Option<UnixListener>> {
     if !pid_ok || fds.unwrap_or(0) < 1 {
         return Ok(None);
     }
-    const FD: libc::c_int = 3;
-    let mut ty: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `ty`, which we own; a
-    // non-socket fd makes it fail with ENOTSOCK.
-    let rc = unsafe {
-        libc::getsockopt(
-            FD,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 || ty != libc::SOCK_STREAM {
-        return Err(io::Error::new(
+    const FD: RawFd = 3;
+    let not_a_listener = || {
+        io::Error::new(
             io::ErrorKind::InvalidInput,
             "LISTEN_FDS is set but fd 3 is not a stream socket (check the .socket unit: ListenStream=)",
-        ));
+        )
+    };
+    // Is fd 3 open at all? (Owning a closed descriptor would be unsound.)
+    nix::fcntl::fcntl(
+        // SAFETY: borrowed for this one call only; F_GETFD fails with EBADF on a
+        // closed descriptor and touches nothing.
+        unsafe { BorrowedFd::borrow_raw(FD) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .map_err(|_| not_a_listener())?;
+    // SAFETY: fd 3 is open (checked above), was handed to this process by
+    // systemd and nothing else in the process owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(FD) };
+    match socket::getsockopt(&fd, sockopt::SockType) {
+        Ok(socket::SockType::Stream) => {}
+        _ => return Err(not_a_listener()),
     }
-    // SAFETY: fd 3 is open (checked above), was handed to this process by systemd
-    // and nothing else in the process owns it; FD_CLOEXEC keeps it from children.
-    unsafe {
-        libc::fcntl(FD, libc::F_SETFD, libc::FD_CLOEXEC);
-        Ok(Some(UnixListener::from_raw_fd(FD)))
-    }
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(os)?;
+    Ok(Some(UnixListener::from(fd)))
 }
 
 /// Number of open file descriptors of this process.
@@ -116,92 +108,40 @@ pub fn open_fds() -> usize {
 /// Sets `SO_RCVTIMEO` on `fd`. On a listening socket it bounds a blocking
 /// `accept` (EAGAIN when it expires): std offers no way to set it there.
 pub fn set_recv_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from `tv`, which
-    // lives for the call; `fd` is the caller's open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let tv = nix::sys::time::TimeVal::new(
+        timeout.as_secs() as nix::libc::time_t,
+        timeout.subsec_micros() as nix::libc::suseconds_t,
+    );
+    // SAFETY: `fd` is the caller's open socket, borrowed for this call only.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    socket::setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(os)
 }
 
 /// Waits until `fd` has something to read (or end of file, or an error), at
 /// most `timeout`. Returns whether it is readable.
 pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: poll reads and writes the one pollfd we own for the call's duration.
-    let n = unsafe { libc::poll(&mut p, 1, ms) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // SAFETY: `fd` is the caller's open descriptor, borrowed for this call only.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let n = poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], timeout).map_err(os)?;
     Ok(n > 0)
 }
 
 /// `recv` without blocking (`MSG_DONTWAIT`), whatever the descriptor's mode.
 pub fn recv_nowait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: recv writes at most `buf.len()` bytes into memory we own and hold
-    // mutably for the call; `fd` is the caller's open socket.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    socket::recv(fd, buf, MsgFlags::MSG_DONTWAIT).map_err(os)
 }
 
 /// `send` without blocking and without SIGPIPE (`MSG_DONTWAIT | MSG_NOSIGNAL`):
 /// an answer the socket does not take at once goes to the reactor.
 pub fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: send reads at most `buf.len()` bytes from memory we hold for the
-    // call; `fd` is the caller's open socket.
-    let n = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    socket::send(fd, buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL).map_err(os)
 }
 
 /// Copies what a socket has queued into `buf` without consuming it
 /// (`MSG_PEEK`), never blocking. Returns the number of bytes copied.
 pub fn recv_peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: recv writes at most `buf.len()` bytes into memory we own and hold
-    // mutably for the call; `fd` is the caller's open socket.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    socket::recv(fd, buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT).map_err(os)
 }
