@@ -96,12 +96,38 @@ pub fn bcrypt_cost_of(hash: &str) -> Option<u32> {
 /// HMAC-SHA256 over `parts`, each prefixed with its length (no ambiguity between
 /// `("ab","c")` and `("a","bc")`).
 pub fn keyed_hash(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
-    for p in parts {
-        mac.update(&(p.len() as u64).to_be_bytes());
-        mac.update(p);
+    KeyedHasher::new(key).hash(parts)
+}
+
+/// [`keyed_hash`] with the key already absorbed: HMAC hashes the key's inner
+/// and outer pads first (two SHA-256 blocks of the five a login's lookup
+/// costs), the same for every message under one key, so a store keeps this
+/// state and copies it per hash instead of hashing its key again.
+#[derive(Clone)]
+pub struct KeyedHasher(Hmac<Sha256>);
+
+impl KeyedHasher {
+    pub fn new(key: &[u8]) -> KeyedHasher {
+        KeyedHasher(
+            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length"),
+        )
     }
-    mac.finalize().into_bytes().into()
+
+    /// The same value as [`keyed_hash`] with this hasher's key.
+    pub fn hash(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for KeyedHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyedHasher(..)") // key-derived state: never shown
+    }
 }
 
 /// Cryptographically random bytes. Fails only if the OS has no randomness.
@@ -147,6 +173,18 @@ pub fn new_one_time_code() -> Result<(SecretBytes, SecretBytes), String> {
     Ok((s, shown))
 }
 
+/// `IN_ALPHABET[b]`: `b` is a symbol of [`ALPHABET`] (one load per byte of
+/// every password typed, instead of a search of the alphabet).
+const IN_ALPHABET: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        t[ALPHABET[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Canonical form of typed input that may be a generated secret of `len` symbols:
 /// spaces and dashes dropped, lower-cased. `None` if it cannot be one.
 pub fn canonical_generated(input: &[u8], len: usize) -> Option<SecretBytes> {
@@ -156,7 +194,7 @@ pub fn canonical_generated(input: &[u8], len: usize) -> Option<SecretBytes> {
             b' ' | b'-' => continue,
             _ => {
                 let c = b.to_ascii_lowercase();
-                if !ALPHABET.contains(&c) || out.len() == len {
+                if !IN_ALPHABET[usize::from(c)] || out.len() == len {
                     // Wipe what was copied so far before giving up.
                     drop(SecretBytes::new(out));
                     return None;
@@ -200,6 +238,22 @@ mod tests {
         assert!(canonical_generated(b"abcd", 20).is_none());
         assert!(canonical_generated(b"abcdefghijkmnpqrstuv0", 20).is_none());
         assert!(canonical_generated(b"abcdefghijkmnpqrstu0", 20).is_none());
+    }
+
+    #[test]
+    fn prepared_key_gives_the_same_hash() {
+        let k = KeyedHasher::new(b"some key");
+        for parts in [
+            &[][..],
+            &[&b"a"[..]][..],
+            &[&b"app-password"[..], &[0u8; 8][..], &[b'x'; 20][..]][..],
+        ] {
+            assert_eq!(k.hash(parts), keyed_hash(b"some key", parts));
+            assert_eq!(k.hash(parts), k.clone().hash(parts));
+        }
+        for b in 0..=255u8 {
+            assert_eq!(IN_ALPHABET[usize::from(b)], ALPHABET.contains(&b), "{b}");
+        }
     }
 
     #[test]

@@ -128,7 +128,7 @@ impl Attempt<'_> {
             label: app.label.clone(),
         };
         let used = Some(LastUse::AppPassword(app.id));
-        let decision = self.accept(store, &admitted, credential, used)?;
+        let decision = self.accept(store, admitted, credential, used)?;
         gate.fast_accepts.fetch_add(1, Ordering::Relaxed);
         Ok(Some(decision))
     }
@@ -153,7 +153,7 @@ impl Attempt<'_> {
         };
         if let Some((_, _, Some((_, credential)))) = &cached {
             gate.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return self.accept(store, &admitted, credential.clone(), None);
+            return self.accept(store, admitted, credential.clone(), None);
         }
 
         // 3-5. Credentials: at most one slow hash.
@@ -193,7 +193,7 @@ impl Attempt<'_> {
             Some(a) => LastUse::AppPassword(a.id),
             None => LastUse::Account(acct.id),
         };
-        self.accept(store, &admitted, credential, Some(used))
+        self.accept(store, admitted, credential, Some(used))
     }
 
     /// The policy-only check (the auxprop gate): the same admission and account
@@ -381,7 +381,7 @@ impl Attempt<'_> {
     fn accept(
         &self,
         store: &mut dyn LoginStore,
-        admitted: &Admission,
+        admitted: Admission,
         credential: Credential,
         used: Option<LastUse>,
     ) -> crate::Result<Decision> {
@@ -392,7 +392,7 @@ impl Attempt<'_> {
         }
         let record = audit::wants(&gate.config.audit_level, true).then(|| {
             let mut r = self.record(&admitted.name, "accepted");
-            r.credential = Some(credential.to_string());
+            r.credential = Some(credential_text(&credential));
             r
         });
         let (due, waiting) = {
@@ -412,10 +412,39 @@ impl Attempt<'_> {
             gate.flush_into(store, now)?;
         }
         Ok(Decision::Accepted {
-            account: admitted.name.clone(),
+            account: admitted.name,
             credential,
         })
     }
+}
+
+/// The credential as the audit trail shows it (its `Display` text), built
+/// without the formatting machinery: it runs for every success.
+fn credential_text(credential: &Credential) -> String {
+    let Credential::AppPassword { id, label } = credential else {
+        return credential.to_string();
+    };
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut v = id.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(16 + digits.len() - start + label.len());
+    out.push_str("app-password ");
+    if *id < 0 {
+        out.push('-');
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    out.push_str(" (");
+    out.push_str(label);
+    out.push(')');
+    out
 }
 
 /// The first candidate name that is an account (`alice@realm`, then `alice`
@@ -432,4 +461,23 @@ fn resolve_account(
         }
     }
     Ok((None, candidates[0].clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_text_is_the_display_text() {
+        for id in [0, 7, 10, 12_345, i64::MAX, -3, i64::MIN] {
+            for label in ["", "phone", "a (b) \"c\""] {
+                let c = Credential::AppPassword {
+                    id,
+                    label: label.into(),
+                };
+                assert_eq!(credential_text(&c), c.to_string());
+            }
+        }
+        assert_eq!(credential_text(&Credential::Master), "master");
+    }
 }

@@ -40,6 +40,8 @@ pub struct Store {
     pub(crate) config: Config,
     /// Key of the keyed hashes (app passwords, codes, throttle fingerprints).
     pub(crate) hmac_key: Vec<u8>,
+    /// `hmac_key` absorbed once (the login path's keyed hashes).
+    pub(crate) keyed: crate::crypto::KeyedHasher,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,6 +142,9 @@ impl Store {
         let path = config.db.as_path();
         conn.busy_timeout(config.busy_timeout)
             .map_err(storage(path))?;
+        // Room for every statement of the login path and the flusher (the
+        // default 16 would re-prepare the least recently used ones).
+        conn.set_prepared_statement_cache_capacity(64);
         // WAL: readers never block the writer. NORMAL sync is durable against
         // process crashes (what matters for one-time codes) and fast.
         // journal_size_limit: a log restarted after a checkpoint is cut back to
@@ -161,6 +166,7 @@ impl Store {
         Ok(Store {
             conn,
             config: config.clone(),
+            keyed: crate::crypto::KeyedHasher::new(&hmac_key),
             hmac_key,
         })
     }

@@ -1,10 +1,10 @@
 //! The fast path: acceptor threads blocking in `accept4`, answering complete
 //! requests on the same thread and handing everything else to the reactor.
 
-use super::answer::decide;
-use super::conn::{consume, State, WipeBuf, FAST_BUF};
+use super::answer::{decide, OK};
+use super::conn::{consume, Answer, State, WipeBuf, FAST_BUF};
 use super::shared::{Handoff, Shared, Slot};
-use crate::daemon::protocol::{self, encode_answer, Parse, WireRequest};
+use crate::daemon::protocol::{self, Parse, WireRequest};
 use crate::daemon::sys;
 use crate::engine::Gate;
 use std::io;
@@ -157,7 +157,7 @@ fn answer_fast(
     unread: usize,
 ) {
     let (out, delay) = if shared.settings.noop {
-        (encode_answer("OK"), Duration::ZERO)
+        (Answer::Borrowed(OK), Duration::ZERO)
     } else {
         decide(shared, gate, &req)
     };

@@ -1,13 +1,17 @@
 //! Deciding one request and writing its log line; shared by both paths.
 
+use super::conn::Answer;
 use super::shared::Shared;
 use crate::daemon::log::{display_into, escape_text_into, text_into, value_into};
 use crate::daemon::protocol::{encode_answer, WireRequest};
 use crate::engine::{Credential, Decision, Gate, Request};
 use std::time::Duration;
 
+/// `OK`, encoded (a counted string).
+pub(super) const OK: &[u8] = b"\x00\x02OK";
+
 /// Runs the core on one request; returns the answer and how long to hold it.
-pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Vec<u8>, Duration) {
+pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Answer, Duration) {
     // The realm always goes to the core, which decides what it means
     // (`login@realm`, plain `login` only for its configured local realms):
     // dropping it here would let `alice` + realm `other.org` log in as `alice`.
@@ -29,13 +33,29 @@ pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Vec<u8
         } => {
             // Fixed fields first, then what the client sent, each quoted and
             // escaped (log.rs): no value can end its field or start another.
-            let mut line = String::with_capacity(192);
-            line.push_str("result=OK");
-            value_into(&mut line, "account", account.as_bytes());
-            credential_into(&mut line, &credential);
-            request_fields(&mut line, req);
-            shared.log.info(&line);
-            (encode_answer("OK"), Duration::ZERO)
+            // Built in a buffer the thread keeps: no allocation per success.
+            thread_local! {
+                static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+            }
+            LINE.with(|cell| {
+                let mut fresh = String::new();
+                let mut kept = cell.try_borrow_mut();
+                let line = match &mut kept {
+                    Ok(l) => &mut **l,
+                    Err(_) => &mut fresh,
+                };
+                line.clear();
+                line.push_str("result=OK");
+                value_into(line, "account", account.as_bytes());
+                credential_into(line, &credential);
+                request_fields(line, req);
+                shared.log.info(line);
+                // A hostile login can make a line long: do not keep that.
+                if line.capacity() > 4096 {
+                    *line = String::new();
+                }
+            });
+            (Answer::Borrowed(OK), Duration::ZERO)
         }
         Decision::Refused {
             reason,
@@ -50,7 +70,7 @@ pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Vec<u8
             request_fields(&mut line, req);
             shared.log.notice(&line);
             (
-                encode_answer(&format!("NO {}", reason.public_text())),
+                Answer::Owned(encode_answer(&format!("NO {}", reason.public_text()))),
                 delay.max(shared.settings.fail_delay),
             )
         }
@@ -60,7 +80,10 @@ pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Vec<u8
             text_into(&mut line, "cause", &cause);
             request_fields(&mut line, req);
             shared.log.err(&line);
-            (encode_answer("NO unavailable"), Duration::ZERO)
+            (
+                Answer::Owned(encode_answer("NO unavailable")),
+                Duration::ZERO,
+            )
         }
     }
 }

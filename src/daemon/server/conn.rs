@@ -9,13 +9,16 @@ use zeroize::Zeroize;
 /// way; libsasl2's requests are well under it. Small: it is zeroed per request.
 pub(super) const FAST_BUF: usize = 512;
 
+/// An encoded answer: the common ones are constants (no allocation per request).
+pub(super) type Answer = std::borrow::Cow<'static, [u8]>;
+
 pub(super) enum State {
     /// Receiving the request. The buffer may hold a password: wiped on drop.
     Reading { buf: WipeBuf },
     /// Refusal held back until its due time (not watched by epoll).
-    Delayed { out: Vec<u8> },
+    Delayed { out: Answer },
     /// Answer partly written; waiting for the socket to drain.
-    Writing { out: Vec<u8>, pos: usize },
+    Writing { out: Answer, pos: usize },
 }
 
 /// Takes `unread` already-queued bytes (a request read with `MSG_PEEK`) off

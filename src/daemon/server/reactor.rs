@@ -2,8 +2,8 @@
 //! acceptors hand over (partial requests, held-back refusals, answers the
 //! socket did not take at once), each with its deadline.
 
-use super::answer::decide;
-use super::conn::{consume, State, WipeBuf};
+use super::answer::{decide, OK};
+use super::conn::{consume, Answer, State, WipeBuf};
 use super::shared::{Handoff, Shared, Slot};
 use crate::daemon::log::text_into;
 use crate::daemon::protocol::{self, encode_answer, Parse};
@@ -235,10 +235,10 @@ impl Reactor {
                 let mut line = String::from("result=NO reason=bad-input");
                 text_into(&mut line, "detail", &why.to_string());
                 self.shared.log.notice(&line);
-                let out = encode_answer(&format!(
+                let out = Answer::Owned(encode_answer(&format!(
                     "NO {}",
                     crate::RefuseReason::BadInput.public_text()
-                ));
+                )));
                 let due = entry.accepted + self.shared.settings.fail_delay;
                 self.answer(t, out, due);
             }
@@ -247,7 +247,7 @@ impl Reactor {
                 *buf = WipeBuf::new();
                 let accepted = entry.accepted;
                 let (out, delay) = if self.shared.settings.noop {
-                    (encode_answer("OK"), Duration::ZERO)
+                    (Answer::Borrowed(OK), Duration::ZERO)
                 } else {
                     decide(&self.shared, &self.shared.gate(), &req)
                 };
@@ -259,7 +259,7 @@ impl Reactor {
     }
 
     /// Answers now (closing when it all fits) or at `due`.
-    fn answer(&mut self, t: usize, out: Vec<u8>, due: Instant) {
+    fn answer(&mut self, t: usize, out: Answer, due: Instant) {
         let Some(entry) = self.conns.get_mut(&t) else {
             return;
         };
@@ -282,7 +282,7 @@ impl Reactor {
     }
 
     /// Writes what did not fit at once, waiting for writability until the deadline.
-    fn start_write(&mut self, t: usize, out: Vec<u8>, pos: usize) {
+    fn start_write(&mut self, t: usize, out: Answer, pos: usize) {
         let deadline = Instant::now() + self.shared.settings.timeout;
         let Some(entry) = self.conns.get_mut(&t) else {
             return;
