@@ -444,6 +444,16 @@ fn bind_audit(st: &mut rusqlite::Statement<'_>, at: usize, a: &AuditRecord) -> R
 mod tests {
     use super::*;
 
+    /// ts, account, service, client_addr, reason, credential.
+    type Row = (
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+
     /// Whole chunks and the rest: every record written once, in order, each
     /// field in its column.
     #[test]
@@ -477,7 +487,7 @@ mod tests {
                 .collect();
             store.write_batch(&batch, &[]).unwrap();
             written += n;
-            let rows: Vec<(i64, String, Option<String>, Option<String>, Option<String>, String)> = store
+            let rows: Vec<Row> = store
                 .conn
                 .prepare("SELECT ts, account, service, client_addr, reason, credential FROM audit ORDER BY id")
                 .unwrap()
