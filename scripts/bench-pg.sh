@@ -87,7 +87,8 @@ PG_GATE=yes
 if ! out=$($BIN/saslgate --config "$ADMIN_CONF" init --login-role saslgate_login 2>&1); then
     echo "SKIP: saslgate on PostgreSQL rows: $out"
     PG_GATE=no
-elif ! out=$($BIN/saslgate --config "$SQ_CONF" copy --to "postgresql://postgres@127.0.0.1:$PG_PORT/saslgate" 2>&1); then
+elif ! out=$($BIN/saslgate --config "$ADMIN_CONF" --db "$TMP/sg.db" copy \
+    --to "postgresql://postgres@127.0.0.1:$PG_PORT/saslgate" 2>&1); then
     echo "SKIP: saslgate on PostgreSQL rows: copy failed: $out"
     PG_GATE=no
 fi

@@ -57,12 +57,16 @@ static int global_getopt(void *context, const char *plugin_name, const char *opt
     return SASL_FAIL;
 }
 
-/* Per connection: saslgate is enabled only where the connection names its config. */
+/* Per connection: saslgate is enabled only where the connection names its
+ * config, and there the auxprop is saslgate's own, as doc/plugin.md
+ * configures it (else every login would also open a connection for the sql
+ * auxprop's lookup of the user). */
 static int conn_getopt(void *context, const char *plugin_name, const char *option,
                        const char **result, unsigned *len)
 {
     (void)plugin_name;
     if (context && !strcmp(option, "saslgate_config")) return answer(context, result, len);
+    if (context && !strcmp(option, "auxprop_plugin")) return answer("saslgate", result, len);
     return SASL_FAIL;
 }
 
