@@ -28,6 +28,15 @@ pub enum AuditLevel {
     None,
 }
 
+/// Where the database is (from [`Config::db`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database<'a> {
+    /// A SQLite file.
+    Sqlite(&'a Path),
+    /// A PostgreSQL connection URL (libpq style).
+    Postgres(&'a str),
+}
+
 /// Failure budget for one kind of throttle key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
@@ -40,8 +49,17 @@ pub struct Budget {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Path of the SQLite database.
+    /// The database: a SQLite file's path, or a PostgreSQL URL
+    /// (`postgresql://...` or `postgres://...`); see [`Config::database`].
     pub db: PathBuf,
+    /// PostgreSQL: a file holding the password (read when a connection opens,
+    /// never kept; a URL carrying a password is refused).
+    pub db_password_file: Option<PathBuf>,
+    /// PostgreSQL: longest wait for a connection (TCP, TLS, authentication).
+    pub db_connect_timeout: Duration,
+    /// PostgreSQL: longest wait for one statement's answer (server-side
+    /// `statement_timeout` and the client's own bound).
+    pub db_statement_timeout: Duration,
     /// bcrypt cost for new hashes; lower-cost hashes are upgraded at next login.
     pub bcrypt_cost: u32,
     /// Per client address: defaults 20 failures in 10 minutes block for 10 minutes.
@@ -102,6 +120,9 @@ impl Default for Config {
         ];
         Config {
             db: PathBuf::from(DEFAULT_DB),
+            db_password_file: None,
+            db_connect_timeout: Duration::from_secs(2),
+            db_statement_timeout: Duration::from_secs(2),
             bcrypt_cost: DEFAULT_BCRYPT_COST,
             throttle_address: Budget {
                 failures: 20,
@@ -142,6 +163,9 @@ impl Default for Config {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     db: Option<PathBuf>,
+    db_password_file: Option<PathBuf>,
+    db_connect_timeout: Option<String>,
+    db_statement_timeout: Option<String>,
     bcrypt_cost: Option<u32>,
     audit_level: Option<AuditLevel>,
     audit_retention: Option<String>,
@@ -202,6 +226,17 @@ fn host_realms() -> &'static [String] {
 }
 
 impl Config {
+    /// The database target: a `postgresql://` or `postgres://` URL selects
+    /// PostgreSQL, anything else is a SQLite file's path.
+    pub fn database(&self) -> Database<'_> {
+        match self.db.to_str() {
+            Some(url) if url.starts_with("postgresql://") || url.starts_with("postgres://") => {
+                Database::Postgres(url)
+            }
+            _ => Database::Sqlite(&self.db),
+        }
+    }
+
     /// Whether a login with this realm may fall back to a plain account name.
     /// `realm` is compared case-insensitively.
     pub fn is_local_realm(&self, realm: &str) -> bool {
@@ -253,6 +288,25 @@ impl Config {
         };
         if let Some(db) = file.db {
             c.db = db;
+        }
+        c.db_password_file = file.db_password_file;
+        dur(
+            "db_connect_timeout",
+            &file.db_connect_timeout,
+            &mut c.db_connect_timeout,
+        )?;
+        dur(
+            "db_statement_timeout",
+            &file.db_statement_timeout,
+            &mut c.db_statement_timeout,
+        )?;
+        for (key, d) in [
+            ("db_connect_timeout", c.db_connect_timeout),
+            ("db_statement_timeout", c.db_statement_timeout),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(Error::Config(format!("{key} must be above zero")));
+            }
         }
         if let Some(cost) = file.bcrypt_cost {
             if !(4..=31).contains(&cost) {
@@ -371,6 +425,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_selects_postgresql() {
+        let mut c = Config::default();
+        assert_eq!(c.database(), Database::Sqlite(Path::new(DEFAULT_DB)));
+        for url in [
+            "postgresql://db.example/mail",
+            "postgres:///mail?host=/run/pg",
+        ] {
+            c.db = PathBuf::from(url);
+            assert_eq!(c.database(), Database::Postgres(url));
+        }
+        c.db = PathBuf::from("./postgresql.db");
+        assert!(matches!(c.database(), Database::Sqlite(_)));
+        let c = Config::parse(
+            "db = \"postgresql://h/d\"\ndb_password_file = \"/etc/p\"\ndb_statement_timeout = \"500ms\"",
+        )
+        .unwrap();
+        assert_eq!(c.db_statement_timeout, Duration::from_millis(500));
+        assert_eq!(c.db_connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.db_password_file, Some(PathBuf::from("/etc/p")));
+        assert!(Config::parse("db_connect_timeout = \"0s\"").is_err());
+    }
 
     #[test]
     fn defaults_match_the_documented_budget() {

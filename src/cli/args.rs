@@ -11,8 +11,8 @@ use std::path::PathBuf;
     about = "Manage saslgate accounts, credentials and policy"
 )]
 pub(super) struct Cli {
-    /// Database path (overrides the configuration file's `db`).
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Database path or PostgreSQL URL (overrides the configuration file's `db`).
+    #[arg(long, global = true, value_name = "PATH|URL")]
     pub(super) db: Option<PathBuf>,
     /// Configuration file [default: /etc/saslgate/saslgate.conf if it exists].
     #[arg(long, global = true, value_name = "PATH")]
@@ -26,8 +26,15 @@ pub(super) struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub(super) enum Command {
-    /// Create a new database.
-    Init,
+    /// Create a new database (a SQLite file, or the schema in an empty
+    /// PostgreSQL database).
+    Init {
+        /// PostgreSQL: also create (if missing) the role mail hosts log in
+        /// with and grant it only what logins need; on an initialised
+        /// database, only (re)grants.
+        #[arg(long, value_name = "NAME")]
+        login_role: Option<String>,
+    },
     /// Copy the database, consistently, while it is in use (never migrates it).
     Backup {
         /// Destination file (must not exist; created mode 0600).

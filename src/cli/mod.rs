@@ -14,7 +14,7 @@ use crate::engine::{policy_denial, Decision, Gate, Request};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::secret::SecretBytes;
-use crate::store::{AdminStore, Store};
+use crate::store::AdminStore;
 use crate::timefmt;
 use crate::totp;
 use args::*;
@@ -75,12 +75,35 @@ fn opt_time(ts: Option<i64>) -> String {
     ts.map_or_else(|| "-".to_string(), timefmt::format)
 }
 
-fn run(cli: Cli) -> Result<i32> {
-    let cfg = load_config(&cli)?;
-    if let Command::Init = cli.command {
-        Store::create(&cfg)?;
+/// `saslgate init [--login-role NAME]`.
+fn init(cfg: &Config, login_role: Option<&str>) -> Result<i32> {
+    let Some(role) = login_role else {
+        crate::store::create(cfg)?;
         eprintln!("saslgate: created {}", cfg.db.display());
         return Ok(0);
+    };
+    if !matches!(cfg.database(), config::Database::Postgres(_)) {
+        return Err(Error::Usage(
+            "--login-role is for a PostgreSQL database (SQLite has no roles)".into(),
+        ));
+    }
+    let store = match crate::store::pg::PgStore::create(cfg) {
+        Ok(s) => {
+            eprintln!("saslgate: created {}", cfg.db.display());
+            s
+        }
+        Err(Error::Exists(_)) => crate::store::pg::PgStore::open(cfg)?,
+        Err(e) => return Err(e),
+    };
+    crate::store::pg::schema::grant_login_role(&store, role)?;
+    eprintln!("saslgate: login role {role} has the login privileges only");
+    Ok(0)
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let cfg = load_config(&cli)?;
+    if let Command::Init { login_role } = &cli.command {
+        return init(&cfg, login_role.as_deref());
     }
     if let Command::Backup { path } = &cli.command {
         crate::store::backup(&cfg, path)?;
@@ -109,7 +132,7 @@ fn run(cli: Cli) -> Result<i32> {
     let mut store = crate::store::open_admin(&cfg)?;
     let store = &mut *store;
     match cli.command {
-        Command::Init
+        Command::Init { .. }
         | Command::Backup { .. }
         | Command::Restore { .. }
         | Command::Verify(_)

@@ -212,7 +212,8 @@ impl Gate {
         password: &[u8],
         hash: &str,
     ) {
-        let weak = crate::crypto::bcrypt_cost_of(hash).is_some_and(|c| c < self.config.bcrypt_cost);
+        let weak = store.may_rehash()
+            && crate::crypto::bcrypt_cost_of(hash).is_some_and(|c| c < self.config.bcrypt_cost);
         if weak {
             if let Ok(new) =
                 crate::crypto::bcrypt_hash(&self.counter, password, self.config.bcrypt_cost)

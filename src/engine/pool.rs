@@ -1,9 +1,10 @@
-//! Connections: a small pool per process, never shared across `fork`, and the
-//! watch on the database file (deleted, replaced, copied over, or moved over a
+//! Connections: a small pool per process, never shared across `fork`, and (for
+//! SQLite) the watch on the database file (deleted, replaced, copied over, or moved over a
 //! live write-ahead log) that decides when the pool and everything cached from
 //! the old file are dropped.
 
 use super::Gate;
+use crate::config::Database;
 use crate::store::LoginStore;
 use std::time::{Duration, Instant};
 
@@ -115,9 +116,12 @@ impl Gate {
                 self.snapshot.clear();
             }
             let now = Instant::now();
-            if pool
-                .checked_at
-                .is_none_or(|t| now.duration_since(t) >= FILE_CHECK_INTERVAL)
+            // A PostgreSQL database has no file here to watch.
+            let watch = matches!(self.config.database(), Database::Sqlite(_));
+            if watch
+                && pool
+                    .checked_at
+                    .is_none_or(|t| now.duration_since(t) >= FILE_CHECK_INTERVAL)
             {
                 pool.checked_at = Some(now);
                 let current = file_state(&self.config.db);

@@ -15,8 +15,9 @@
 use super::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
 use super::dump::{Dump, DumpCounts};
 use super::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
+use super::pg::PgStore;
 use super::Store;
-use crate::config::Config;
+use crate::config::{Config, Database};
 use crate::error::{Error, Result};
 use crate::secret::SecretBytes;
 use crate::throttle::{Keys, State};
@@ -106,6 +107,12 @@ pub trait LoginStore: ThrottleStore + Send {
 
     /// `None` if the plan does not exist.
     fn plan_services(&self, plan: &str) -> Result<Option<Vec<String>>>;
+
+    /// Whether [`LoginStore::upgrade_hash`] may write (PostgreSQL's login role
+    /// may not: it must never be able to write a credential).
+    fn may_rehash(&self) -> bool {
+        true
+    }
 
     /// Replaces a master password hash made at a lower cost (only if unchanged since read).
     fn upgrade_hash(&self, account_id: i64, old: &str, new: &str) -> Result<()>;
@@ -211,11 +218,26 @@ pub trait AdminStore: LoginStore {
 
 /// Opens the configured database for logins.
 pub fn open_login(config: &Config) -> Result<Box<dyn LoginStore>> {
-    Ok(Box::new(Store::open(config)?))
+    Ok(match config.database() {
+        Database::Sqlite(_) => Box::new(Store::open(config)?),
+        Database::Postgres(_) => Box::new(PgStore::open(config)?),
+    })
 }
 
 /// Opens the configured database for the `saslgate` command and other admin
 /// changes (the plugin's `auxprop_store`).
 pub fn open_admin(config: &Config) -> Result<Box<dyn AdminStore>> {
-    Ok(Box::new(Store::open(config)?))
+    Ok(match config.database() {
+        Database::Sqlite(_) => Box::new(Store::open(config)?),
+        Database::Postgres(_) => Box::new(PgStore::open(config)?),
+    })
+}
+
+/// `saslgate init`: creates the database (a new SQLite file, or the schema in
+/// an empty PostgreSQL database); an initialised one is `Error::Exists`.
+pub fn create(config: &Config) -> Result<Box<dyn AdminStore>> {
+    Ok(match config.database() {
+        Database::Sqlite(_) => Box::new(Store::create(config)?),
+        Database::Postgres(_) => Box::new(PgStore::create(config)?),
+    })
 }

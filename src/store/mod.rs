@@ -5,6 +5,7 @@
 //! - [`admin`]: operator changes (each bumps the generation counter).
 //! - [`login`]: the reads and writes of the login path.
 //! - `throttle`: the throttle's rows.
+//! - [`pg`]: the PostgreSQL backend (the same traits; `db = "postgresql://..."`).
 //!
 //! The engine and the CLI see a store only through [`LoginStore`] and
 //! [`AdminStore`] (`interface`); [`Store`] is the SQLite implementation, and
@@ -15,10 +16,11 @@ pub mod dump;
 mod dump_sqlite;
 mod interface;
 pub mod login;
+pub mod pg;
 pub mod schema;
 mod throttle;
 
-pub use interface::{open_admin, open_login, AdminStore, LoginStore, ThrottleStore};
+pub use interface::{create, open_admin, open_login, AdminStore, LoginStore, ThrottleStore};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
