@@ -1,0 +1,536 @@
+//! The PostgreSQL backend against a real private cluster (tests/common/pg.rs):
+//! logins and admin changes, several "hosts" (separate `Gate`s, each with its
+//! own connections) on one database, a stopped, hung or read-only server, the
+//! login role's limits. Every test starts its own cluster; without PostgreSQL
+//! installed each prints "SKIP: ..." and returns.
+
+#[path = "common/pg.rs"]
+mod pg;
+
+use saslgate::decision::Credential;
+use saslgate::secret::SecretBytes;
+use saslgate::store::AdminStore;
+use saslgate::{Config, Decision, Gate, RefuseReason, Request};
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const TOTP_SECRET: &str = "JBSWY3DPEHPK3PXP";
+
+/// A cluster and one initialised saslgate database in it.
+struct Db {
+    cluster: pg::PgCluster,
+    name: String,
+    config: Config,
+}
+
+impl Db {
+    /// A cluster with database `sg` initialised by `saslgate init`, reached
+    /// over TCP with the password in a `db_password_file` (as in production).
+    fn start() -> Option<Db> {
+        Db::start_with(&[])
+    }
+
+    fn start_with(settings: &[(&str, &str)]) -> Option<Db> {
+        let cluster = match pg::PgCluster::start_with(settings) {
+            Ok(c) => c,
+            Err(reason) => {
+                pg::report_skip(&reason);
+                return None;
+            }
+        };
+        cluster.create_database("sg").unwrap();
+        let pwfile = cluster.dir().join("admin.pw");
+        std::fs::write(&pwfile, format!("{}\n", cluster.password())).unwrap();
+        let config = Config {
+            db: cluster.url_as(pg::SUPERUSER, None, "sg").into(),
+            db_password_file: Some(pwfile),
+            bcrypt_cost: 4,
+            flush_interval: Duration::ZERO,
+            ..Config::default()
+        };
+        let status = Command::new(env!("CARGO_BIN_EXE_saslgate"))
+            .arg("--db")
+            .arg(&config.db)
+            .arg("--config")
+            .arg(write_config(&cluster, &config, "admin.conf"))
+            .arg("init")
+            .status()
+            .unwrap();
+        assert!(status.success(), "saslgate init");
+        Some(Db {
+            cluster,
+            name: "sg".into(),
+            config,
+        })
+    }
+
+    fn admin(&self) -> Box<dyn AdminStore> {
+        saslgate::store::open_admin(&self.config).unwrap()
+    }
+
+    fn gate(&self) -> Gate {
+        Gate::open(self.config.clone()).unwrap()
+    }
+
+    fn user(&self, name: &str, password: &str) {
+        let mut s = self.admin();
+        s.add_account(name, "default").unwrap();
+        s.set_master_password(name, &SecretBytes::from_slice(password.as_bytes()), false)
+            .unwrap();
+    }
+
+    fn app_password(&self, name: &str) -> (i64, String) {
+        let (id, shown) = self
+            .admin()
+            .add_app_password(name, "test", &[], false, None)
+            .unwrap();
+        (id, String::from_utf8(shown.as_bytes().to_vec()).unwrap())
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        self.cluster.psql(&self.name, sql).unwrap()
+    }
+}
+
+/// A configuration file with the keys a CLI run needs (password file, timeouts).
+fn write_config(cluster: &pg::PgCluster, config: &Config, name: &str) -> std::path::PathBuf {
+    let path = cluster.dir().join(name);
+    let text = format!(
+        "db = {:?}\ndb_password_file = {:?}\nbcrypt_cost = {}\n",
+        config.db.to_str().unwrap(),
+        config.db_password_file.as_ref().unwrap().to_str().unwrap(),
+        config.bcrypt_cost
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn req<'a>(login: &'a str, password: &'a str, addr: Option<&'a str>) -> Request<'a> {
+    Request {
+        login: login.as_bytes(),
+        password: password.as_bytes(),
+        service: b"imap",
+        realm: None,
+        client_addr: addr.map(str::as_bytes),
+    }
+}
+
+fn refused(d: &Decision) -> Option<RefuseReason> {
+    match d {
+        Decision::Refused { reason, .. } => Some(*reason),
+        _ => None,
+    }
+}
+
+fn unavailable(d: &Decision) -> bool {
+    matches!(d, Decision::Unavailable { .. })
+}
+
+fn oathtool(secret: &str) -> String {
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", secret])
+        .output()
+        .expect("oathtool (apt-get install oathtool)");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn logins_and_admin_changes_on_postgresql() {
+    let Some(db) = Db::start() else { return };
+    db.user("alice", "pw-alice");
+    let (app_id, app) = db.app_password("alice");
+    let g = db.gate();
+    assert!(g.decide(&req("alice", "pw-alice", None)).is_accepted());
+    assert!(g.decide(&req("alice", &app, None)).is_accepted());
+    assert_eq!(
+        refused(&g.decide(&req("alice", "pw-wrong", None))),
+        Some(RefuseReason::BadCredentials)
+    );
+    assert_eq!(
+        refused(&g.decide(&req("nobody", "pw", None))),
+        Some(RefuseReason::BadCredentials)
+    );
+    // An admin change moves the generation (by the triggers); a login-state
+    // write does not.
+    let generation = |db: &Db| db.sql("SELECT value FROM saslgate_meta WHERE key = 'generation'");
+    let before = generation(&db);
+    assert!(g.decide(&req("alice", "pw-alice", None)).is_accepted());
+    g.flush();
+    assert_eq!(generation(&db), before, "logins leave the generation alone");
+    db.admin().revoke_app_password("alice", app_id).unwrap();
+    assert_ne!(generation(&db), before);
+    assert!(!g.decide(&req("alice", &app, None)).is_accepted());
+    db.sql("UPDATE accounts SET disabled = true WHERE name = 'alice'");
+    assert_eq!(
+        refused(&g.decide(&req("alice", "pw-alice", None))),
+        Some(RefuseReason::Disabled),
+        "SQL typed by hand is seen too"
+    );
+    // The audit trail is written and readable by the admin role.
+    let log = db.admin().audit_entries(Some("alice"), None, 100).unwrap();
+    assert!(log.iter().any(|e| e.outcome == "accepted"), "{log:?}");
+    assert!(log.iter().any(|e| e.outcome == "refused"), "{log:?}");
+    // Init again is refused; a newer schema is refused, clearly.
+    let again = saslgate::store::create(&db.config).err().unwrap();
+    assert!(matches!(again, saslgate::Error::Exists(_)), "{again}");
+    db.sql("UPDATE saslgate_meta SET value = 99 WHERE key = 'schema_version'");
+    let newer = saslgate::store::open_login(&db.config).err().unwrap();
+    assert!(newer.to_string().contains("newer saslgate"), "{newer}");
+    db.sql("UPDATE saslgate_meta SET value = 1 WHERE key = 'schema_version'");
+    // A database with other tables, and one never initialised, are refused.
+    db.cluster.create_database("other").unwrap();
+    db.cluster.psql("other", "CREATE TABLE t (x int)").unwrap();
+    let mut other = db.config.clone();
+    other.db = db.cluster.url_as(pg::SUPERUSER, None, "other").into();
+    let e = saslgate::store::create(&other).err().unwrap();
+    assert!(e.to_string().contains("not a saslgate database"), "{e}");
+    let e = saslgate::store::open_login(&other).err().unwrap();
+    assert!(e.to_string().contains("saslgate init"), "{e}");
+    // A password in the URL is refused (it belongs in db_password_file).
+    other.db = db.cluster.url("sg").into();
+    let e = saslgate::store::open_login(&other).err().unwrap();
+    assert!(e.to_string().contains("db_password_file"), "{e}");
+}
+
+#[test]
+fn two_hosts_share_codes_steps_throttle_and_changes() {
+    let Some(db) = Db::start() else { return };
+    db.user("bob", "pw-bob");
+    let mut admin = db.admin();
+    admin
+        .enable_totp("bob", &saslgate::totp::decode_secret(TOTP_SECRET).unwrap())
+        .unwrap();
+    let codes = admin.generate_codes("bob", 1).unwrap();
+    let code = String::from_utf8(codes[0].as_bytes().to_vec()).unwrap();
+    drop(admin);
+    let mut cfg = db.config.clone();
+    cfg.cache_ttl = Duration::from_secs(60);
+    let hosts = [
+        Arc::new(Gate::open(cfg.clone()).unwrap()),
+        Arc::new(Gate::open(cfg.clone()).unwrap()),
+    ];
+
+    // One TOTP step, then one one-time code, raced by 32 threads over both hosts.
+    for (what, password) in [
+        ("TOTP step", format!("pw-bob{}", oathtool(TOTP_SECRET))),
+        ("one-time code", format!("pw-bob{code}")),
+    ] {
+        let barrier = Arc::new(Barrier::new(32));
+        let threads: Vec<_> = (0..32)
+            .map(|i| {
+                let gate = hosts[i % 2].clone();
+                let barrier = barrier.clone();
+                let password = password.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    gate.decide(&req("bob", &password, None))
+                })
+            })
+            .collect();
+        let results: Vec<Decision> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let accepted: Vec<_> = results.iter().filter(|d| d.is_accepted()).collect();
+        assert_eq!(accepted.len(), 1, "{what}: exactly one accept: {results:?}");
+        assert!(!results.iter().any(unavailable), "{what}: {results:?}");
+        let credential = match accepted[0] {
+            Decision::Accepted { credential, .. } => credential.clone(),
+            _ => unreachable!(),
+        };
+        let expected = if what == "TOTP step" {
+            Credential::MasterAndTotp
+        } else {
+            Credential::MasterAndCode
+        };
+        assert_eq!(credential, expected);
+    }
+
+    // An address failing on A is throttled on B.
+    db.user("carol", "pw-carol");
+    let addr = Some("192.0.2.7");
+    for i in 0..cfg.throttle_account_address.failures {
+        let d = hosts[0].decide(&req("carol", &format!("wrong-{i}"), addr));
+        assert_eq!(refused(&d), Some(RefuseReason::BadCredentials), "{i}");
+    }
+    assert_eq!(
+        refused(&hosts[1].decide(&req("carol", "pw-carol", addr))),
+        Some(RefuseReason::Throttled),
+        "blocked on the other host, even with the right password"
+    );
+    assert!(hosts[1]
+        .decide(&req("carol", "pw-carol", Some("192.0.2.8")))
+        .is_accepted());
+
+    // An admin change on A is seen by B's next login: the fast path (app
+    // password) and the positive cache (master password).
+    db.user("dan", "pw-dan");
+    let (app_id, app) = db.app_password("dan");
+    for _ in 0..2 {
+        assert!(hosts[1].decide(&req("dan", &app, None)).is_accepted());
+        assert!(hosts[1].decide(&req("dan", "pw-dan", None)).is_accepted());
+    }
+    assert!(hosts[1].stats().cache_hits >= 1, "the cache was in use");
+    let mut on_a = db.admin();
+    on_a.revoke_app_password("dan", app_id).unwrap();
+    assert!(!hosts[1].decide(&req("dan", &app, None)).is_accepted());
+    on_a.set_master_password("dan", &SecretBytes::from_slice(b"pw-dan-2"), false)
+        .unwrap();
+    assert_eq!(
+        refused(&hosts[1].decide(&req("dan", "pw-dan", None))),
+        Some(RefuseReason::BadCredentials),
+        "the old password is not served from B's cache"
+    );
+    assert!(hosts[1].decide(&req("dan", "pw-dan-2", None)).is_accepted());
+    let (_, app2) = db.app_password("dan");
+    assert!(hosts[0].decide(&req("dan", &app2, None)).is_accepted());
+    assert!(hosts[1].decide(&req("dan", &app2, None)).is_accepted());
+}
+
+/// Asserts `d` is "unavailable" and took at most `limit`.
+fn assert_unavailable_within(d: &Decision, took: Duration, limit: Duration, what: &str) {
+    eprintln!("{what}: unavailable after {took:?}");
+    assert!(unavailable(d), "{what}: {d:?}");
+    assert!(
+        took <= limit,
+        "{what}: answered after {took:?} (limit {limit:?})"
+    );
+}
+
+#[test]
+fn hung_or_stopped_server_answers_unavailable_in_time_and_recovers() {
+    let Some(mut db) = Db::start() else { return };
+    db.user("erin", "pw-erin");
+    let (_, app) = db.app_password("erin");
+    let mut cfg = db.config.clone();
+    let timeout = Duration::from_millis(800);
+    cfg.db_statement_timeout = timeout;
+    cfg.db_connect_timeout = timeout;
+    let g = Gate::open(cfg).unwrap();
+    assert!(g.decide(&req("erin", &app, None)).is_accepted());
+    // Allowance: the timeout plus scheduling on a loaded 2-core machine.
+    let limit = timeout + Duration::from_millis(700);
+
+    // Hung (SIGSTOP): the kernel still accepts and acknowledges, nothing answers.
+    db.cluster.pause();
+    for (i, pw) in [app.as_str(), "pw-erin", "wrong"].iter().enumerate() {
+        let t = Instant::now();
+        let d = g.decide(&req("erin", pw, None));
+        assert_unavailable_within(&d, t.elapsed(), limit, &format!("paused, login {i}"));
+    }
+    db.cluster.resume();
+    assert!(
+        g.decide(&req("erin", &app, None)).is_accepted(),
+        "recovers by itself"
+    );
+    assert!(g.decide(&req("erin", "pw-erin", None)).is_accepted());
+
+    // Stopped: connections refused at once.
+    db.cluster.stop();
+    for pw in [app.as_str(), "pw-erin"] {
+        let t = Instant::now();
+        let d = g.decide(&req("erin", pw, None));
+        assert_unavailable_within(&d, t.elapsed(), limit, "stopped");
+    }
+    db.cluster.start_again();
+    assert!(
+        g.decide(&req("erin", &app, None)).is_accepted(),
+        "recovers by itself"
+    );
+    assert!(g.decide(&req("erin", "pw-erin", None)).is_accepted());
+}
+
+#[test]
+fn read_only_server_never_accepts() {
+    let Some(db) = Db::start() else { return };
+    db.user("fay", "pw-fay");
+    let codes = db.admin().generate_codes("fay", 1).unwrap();
+    let code = String::from_utf8(codes[0].as_bytes().to_vec()).unwrap();
+    let (_, app) = db.app_password("fay");
+    db.sql("ALTER DATABASE sg SET default_transaction_read_only = on");
+    match Gate::open(db.config.clone()) {
+        Err(e) => assert!(e.to_string().contains("read-only"), "{e}"),
+        Ok(g) => {
+            for pw in [format!("pw-fay{code}"), app.clone(), "pw-fay".into()] {
+                let d = g.decide(&req("fay", &pw, Some("192.0.2.9")));
+                assert!(unavailable(&d), "{pw}: {d:?}");
+            }
+        }
+    }
+    // Turned read-only under a running gate: its pooled connection cannot
+    // write the code's use, so the login is unavailable, never accepted.
+    let on_postgres = |sql: &str| db.cluster.psql("postgres", sql).unwrap();
+    on_postgres("ALTER DATABASE sg RESET default_transaction_read_only");
+    let g = db.gate();
+    assert!(g.decide(&req("fay", &app, None)).is_accepted());
+    on_postgres("ALTER SYSTEM SET default_transaction_read_only = on");
+    on_postgres("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    let d = g.decide(&req("fay", &format!("pw-fay{code}"), Some("192.0.2.9")));
+    assert!(unavailable(&d), "{d:?}");
+    let d = g.decide(&req("fay", "wrong", Some("192.0.2.9")));
+    assert!(unavailable(&d), "a failure that cannot be counted: {d:?}");
+    on_postgres("ALTER SYSTEM RESET default_transaction_read_only");
+    on_postgres("SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(g
+        .decide(&req("fay", &format!("pw-fay{code}"), None))
+        .is_accepted());
+}
+
+/// Runs SQL as `role` through psql on the cluster's socket; Err is the message.
+fn psql_as(db: &Db, role: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new(db.cluster.program("psql"))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(db.cluster.socket_url(role, &db.name))
+        .args(["-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[test]
+fn login_role_logs_in_but_cannot_plant_or_rewind_credentials() {
+    let Some(db) = Db::start() else { return };
+    db.user("gus", "pw-gus");
+    let (_, app) = db.app_password("gus");
+    db.admin()
+        .enable_totp("gus", &saslgate::totp::decode_secret(TOTP_SECRET).unwrap())
+        .unwrap();
+    let codes = db.admin().generate_codes("gus", 2).unwrap();
+    let code = |i: usize| String::from_utf8(codes[i].as_bytes().to_vec()).unwrap();
+    let admin_conf = write_config(&db.cluster, &db.config, "admin.conf");
+    let saslgate = |conf: &std::path::Path, args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_saslgate"))
+            .arg("--config")
+            .arg(conf)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), text)
+    };
+    // Twice: creating the role, then re-granting (idempotent).
+    for _ in 0..2 {
+        let (ok, text) = saslgate(&admin_conf, &["init", "--login-role", "sg_login"], "");
+        assert!(ok, "{text}");
+    }
+    db.sql("ALTER ROLE sg_login PASSWORD 'login-secret'");
+    let login_pw = db.cluster.dir().join("login.pw");
+    std::fs::write(&login_pw, "login-secret\n").unwrap();
+    let mut login = db.config.clone();
+    login.db = db.cluster.url_as("sg_login", None, "sg").into();
+    login.db_password_file = Some(login_pw);
+    login.bcrypt_cost = 5; // above the stored hashes': no rehash for this role
+
+    // Logins work with the login role: every credential, throttle, audit.
+    let g = Gate::open(login.clone()).unwrap();
+    assert!(g.decide(&req("gus", &app, None)).is_accepted());
+    let totp = oathtool(TOTP_SECRET);
+    assert!(g
+        .decide(&req("gus", &format!("pw-gus{totp}"), None))
+        .is_accepted());
+    assert!(g
+        .decide(&req("gus", &format!("pw-gus{}", code(0)), None))
+        .is_accepted());
+    assert_eq!(
+        refused(&g.decide(&req("gus", "pw-gus-wrong", Some("192.0.2.10")))),
+        Some(RefuseReason::BadCredentials)
+    );
+    g.flush();
+    drop(g);
+    let audit: i64 = db.sql("SELECT count(*) FROM audit").parse().unwrap();
+    assert!(audit >= 4, "the login role wrote {audit} audit records");
+    let hash_before = db.sql("SELECT password_hash FROM accounts WHERE name = 'gus'");
+    assert!(hash_before.starts_with("$2"), "{hash_before}");
+
+    // The CLI with the login role: every credential-making change refused.
+    let login_conf = db.cluster.dir().join("login.conf");
+    std::fs::write(
+        &login_conf,
+        format!(
+            "db = {:?}\ndb_password_file = {:?}\n",
+            login.db.to_str().unwrap(),
+            login.db_password_file.as_ref().unwrap().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    for (args, stdin) in [
+        (&["user", "add", "mallory"][..], ""),
+        (&["passwd", "gus"][..], "Planted-pass-1\n"),
+        (&["app-password", "add", "--label", "x", "gus"][..], ""),
+        (&["codes", "generate", "gus"][..], ""),
+        (&["user", "delete", "gus"][..], ""),
+        (&["log"][..], ""),
+    ] {
+        let (ok, text) = saslgate(&login_conf, args, stdin);
+        assert!(!ok, "{args:?} must fail for the login role: {text}");
+        assert!(text.contains("permission denied"), "{args:?}: {text}");
+    }
+    // And by SQL typed by hand.
+    for sql in [
+        "INSERT INTO accounts (name, created) VALUES ('mallory', 0)",
+        "UPDATE accounts SET password_hash = 'x' WHERE name = 'gus'",
+        "UPDATE accounts SET totp_secret = 'x' WHERE name = 'gus'",
+        "UPDATE accounts SET disabled = false",
+        "INSERT INTO app_passwords (account_id, label, lookup, services, created) \
+         SELECT id, 'x', 'x', '', 0 FROM accounts",
+        "UPDATE app_passwords SET revoked = NULL",
+        "INSERT INTO one_time_codes (account_id, lookup, created) SELECT id, 'x', 0 FROM accounts",
+        "UPDATE one_time_codes SET used = NULL",
+        "UPDATE accounts SET totp_last_step = 0",
+        "UPDATE plans SET services = '*'",
+        "INSERT INTO service_overrides SELECT id, 'smtp', true FROM accounts",
+        "UPDATE meta SET value = 'x'",
+        "UPDATE saslgate_meta SET value = 1",
+        "SELECT count(*) FROM audit",
+        "DELETE FROM audit",
+        "CREATE TABLE planted (x int)",
+    ] {
+        let r = psql_as(&db, "sg_login", sql);
+        assert!(r.is_err(), "the login role could: {sql}");
+    }
+    assert_eq!(
+        db.sql("SELECT password_hash FROM accounts WHERE name = 'gus'"),
+        hash_before,
+    );
+    // The spent code stays spent; the unused one still works.
+    let g = Gate::open(login).unwrap();
+    assert!(!g
+        .decide(&req("gus", &format!("pw-gus{}", code(0)), None))
+        .is_accepted());
+    assert!(g
+        .decide(&req("gus", &format!("pw-gus{}", code(1)), None))
+        .is_accepted());
+    // Rehash at a raised cost: never by the login role, by the admin role.
+    db.user("hal", "pw-hal");
+    let hash = || db.sql("SELECT password_hash FROM accounts WHERE name = 'hal'");
+    let cost4 = hash();
+    assert!(g.decide(&req("hal", "pw-hal", None)).is_accepted());
+    assert_eq!(hash(), cost4, "no rehash by the login role");
+    let mut admin = db.config.clone();
+    admin.bcrypt_cost = 5;
+    assert!(Gate::open(admin)
+        .unwrap()
+        .decide(&req("hal", "pw-hal", None))
+        .is_accepted());
+    assert!(
+        hash().contains("$05$"),
+        "rehashed by the admin role: {}",
+        hash()
+    );
+}
