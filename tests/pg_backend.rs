@@ -1,16 +1,14 @@
-//! The PostgreSQL backend against a real private cluster (tests/common/pg.rs):
+//! The PostgreSQL backend against a real private cluster:
 //! logins and admin changes, several "hosts" (separate `Gate`s, each with its
 //! own connections) on one database, a stopped, hung or read-only server, the
-//! login role's limits. Every test starts its own cluster; without PostgreSQL
-//! installed each prints "SKIP: ..." and returns.
-
-#[path = "common/pg.rs"]
-mod pg;
+//! login role's limits. Every test starts its own cluster (testkit's `pg`);
+//! without PostgreSQL installed each prints "SKIP: ..." and returns.
 
 use saslgate::decision::Credential;
 use saslgate::secret::SecretBytes;
 use saslgate::store::AdminStore;
 use saslgate::{Config, Decision, Gate, RefuseReason, Request};
+use saslgate_testkit::pg;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
