@@ -54,17 +54,28 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// Compiles `source` (relative to the repository root) into `out` against the
-/// system libsasl2, warnings as errors.
+/// Compiles `source` (relative to the repository root) into the program `out`
+/// against the system libsasl2, warnings as errors. The compiler is the one the
+/// `cc` crate picks for this target (`CC`, `CFLAGS` and friends apply).
 pub fn compile_sasl_program(source: &str, out: &Path) -> PathBuf {
-    let cc = need_tool("cc", "build-essential");
     assert!(
         Path::new("/usr/include/sasl/sasl.h").exists(),
         "FAIL (not skipped): /usr/include/sasl/sasl.h missing; install libsasl2-dev"
     );
+    let target = env!("TESTKIT_TARGET");
+    let compiler = cc::Build::new()
+        .cargo_metadata(false)
+        .target(target)
+        .host(target)
+        .opt_level(1)
+        .try_get_compiler()
+        .unwrap_or_else(|e| {
+            panic!("FAIL (not skipped): no C compiler ({e}); install build-essential")
+        });
     let src = repo_root().join(source);
-    let result = Command::new(cc)
-        .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])
+    let result = compiler
+        .to_command()
+        .args(["-Wall", "-Wextra", "-Werror", "-o"])
         .arg(out)
         .arg(&src)
         .arg("-lsasl2")
