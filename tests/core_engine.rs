@@ -22,7 +22,7 @@ fn decision_matrix() {
     );
     let revoked = f.app_password("alice", &["imap"], false, None);
     let restricted = f.app_password("alice", &[], true, None);
-    f.store().revoke_app_password("alice", 4).unwrap();
+    f.admin().revoke_app_password("alice", 4).unwrap();
     let g = f.gate();
     let ok = |d: Decision| assert!(d.is_accepted(), "expected accept, got {d:?}");
 
@@ -69,7 +69,7 @@ fn decision_matrix() {
     ok(g.decide(&req("ALICE", "correct horse", "imap")));
 
     // Plan without the service, then account overrides both ways.
-    let mut s = f.store();
+    let mut s = f.admin();
     s.set_plan_services("mailonly", &["smtp".into()]).unwrap();
     s.set_plan("alice", "mailonly").unwrap();
     assert_eq!(
@@ -139,7 +139,7 @@ fn realms_and_service_aliases() {
         refused(&g.decide(&with_realm("carol", "pw-carol", "victim.org"))),
         Some(RefuseReason::BadCredentials)
     );
-    let mut s = f.store();
+    let mut s = f.admin();
     s.set_plan_services("poponly", &["pop".into()]).unwrap();
     s.set_plan("carol", "poponly").unwrap();
     assert!(g.decide(&req("carol", "pw-carol", "POP3")).is_accepted());
@@ -151,7 +151,7 @@ fn two_step_logins() {
     let f = Fixture::new();
     f.user("dave", "pw-dave");
     let app = f.app_password("dave", &["imap"], false, None);
-    let mut s = f.store();
+    let mut s = f.admin();
     s.enable_totp(
         "dave",
         &saslgate::totp::decode_secret(TOTP_SECRET_B32).unwrap(),
@@ -359,7 +359,7 @@ fn throttle_window_passes() {
 fn one_time_code_race_between_32_threads() {
     let f = Fixture::new();
     f.user("hank", "pw-hank");
-    let codes = f.store().generate_codes("hank", 1).unwrap();
+    let codes = f.admin().generate_codes("hank", 1).unwrap();
     let password = format!("pw-hank{}", String::from_utf8_lossy(codes[0].as_bytes()));
     let barrier = Arc::new(Barrier::new(32));
     let handles: Vec<_> = (0..32)
@@ -399,7 +399,7 @@ fn cache_skips_the_slow_hash_and_dies_with_admin_changes() {
     assert_eq!(g.stats().cache_hits, 1);
     // Wrong passwords are never served from the cache.
     assert!(!g.decide(&req("ivy", "pw-ivX", "imap")).is_accepted());
-    f.store().set_disabled("ivy", true).unwrap();
+    f.admin().set_disabled("ivy", true).unwrap();
     assert_eq!(
         refused(&g.decide(&req("ivy", "pw-ivy", "imap"))),
         Some(RefuseReason::Disabled)
@@ -416,7 +416,7 @@ fn weak_hashes_are_upgraded_and_password_change_can_revoke_app_passwords() {
     let g = Gate::open(cfg).unwrap();
     assert!(g.decide(&req("jack", "pw-jack", "imap")).is_accepted());
     let hash = f
-        .store()
+        .admin()
         .find_account("jack")
         .unwrap()
         .unwrap()
@@ -425,7 +425,7 @@ fn weak_hashes_are_upgraded_and_password_change_can_revoke_app_passwords() {
     assert_eq!(saslgate::crypto::bcrypt_cost_of(&hash), Some(5));
     assert!(g.decide(&req("jack", "pw-jack", "imap")).is_accepted());
 
-    f.store()
+    f.admin()
         .set_master_password("jack", &SecretBytes::from_slice(b"new-pw"), true)
         .unwrap();
     assert!(!g.decide(&req("jack", &app, "imap")).is_accepted());
@@ -444,7 +444,7 @@ fn audit_trail_records_and_prunes() {
         ..req("kate", "nope", "smtp")
     });
     g.flush();
-    let s = f.store();
+    let s = f.admin();
     let log = s.audit_entries(Some("kate"), None, 100).unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].outcome, "accepted");
@@ -455,14 +455,12 @@ fn audit_trail_records_and_prunes() {
     assert!(!all.contains("pw-kate") && !all.contains("nope"));
 
     // Records past the retention are pruned by the engine itself.
-    let conn = rusqlite::Connection::open(&f.config.db).unwrap();
-    conn.execute("UPDATE audit SET ts = ts - 40 * 86400", [])
-        .unwrap();
+    f.sql("UPDATE audit SET ts = ts - 40 * 86400");
     let g2 = f.gate();
     g2.decide(&req("kate", "pw-kate", "imap"));
     g2.flush();
     assert_eq!(
-        f.store()
+        f.admin()
             .audit_entries(Some("kate"), None, 100)
             .unwrap()
             .len(),
@@ -594,7 +592,7 @@ fn policy_check_for_other_mechanisms() {
     let f = Fixture::new();
     f.user("noah", "pw-noah");
     f.user("olga", "pw-olga");
-    let mut s = f.store();
+    let mut s = f.admin();
     s.set_disabled("olga", true).unwrap();
     s.set_service_override("noah", "sieve", Some(false))
         .unwrap();
@@ -673,7 +671,7 @@ fn fast_path_follows_every_change() {
 
     // Each admin change (from another connection, as the CLI makes them) is
     // seen by the very next login.
-    let mut s = f.store();
+    let mut s = f.admin();
     let before = fast(&g);
     s.set_service_override("hana", "imap", Some(false)).unwrap();
     assert_eq!(
@@ -886,4 +884,40 @@ fn default_local_realms_are_the_host_names() {
     // The default of the library's own Config (faces built without a file).
     let d = f.gate().decide(&in_realm("alice", "pw-alice", &host));
     assert_eq!(account_of(&d), Some("alice"), "{d:?}");
+}
+
+/// Every test above but `broken_storage_is_unavailable` (SQLite's files; the
+/// PostgreSQL failures are in tests/pg_backend.rs), again on PostgreSQL: the
+/// same definitions, each fixture a database in a private cluster.
+mod on_postgresql {
+    macro_rules! on_postgresql {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $name() {
+                    saslgate_testkit::on_postgresql(super::$name);
+                }
+            )*
+        };
+    }
+
+    on_postgresql!(
+        decision_matrix,
+        realms_and_service_aliases,
+        two_step_logins,
+        one_slow_hash_at_most,
+        throttling_cannot_be_turned_against_the_user,
+        throttle_window_passes,
+        one_time_code_race_between_32_threads,
+        cache_skips_the_slow_hash_and_dies_with_admin_changes,
+        weak_hashes_are_upgraded_and_password_change_can_revoke_app_passwords,
+        audit_trail_records_and_prunes,
+        bad_input_is_refused_never_accepted,
+        policy_check_for_other_mechanisms,
+        fast_path_follows_every_change,
+        fast_path_honours_expiry,
+        realm_is_part_of_the_name,
+        local_realms_allow_the_plain_account,
+        default_local_realms_are_the_host_names,
+    );
 }

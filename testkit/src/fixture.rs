@@ -7,10 +7,38 @@ use saslgate::{Config, Decision, Gate, RefuseReason, Request};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A fresh, empty database in a temporary directory (removed on drop).
+/// A fresh, empty database in a temporary directory (removed on drop): a
+/// SQLite file, or, inside [`on_postgresql`], a database in a private
+/// PostgreSQL cluster of its own (stopped on drop).
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub config: Config,
+    /// The cluster holding the database, on PostgreSQL.
+    pub pg: Option<crate::pg::PgCluster>,
+}
+
+thread_local! {
+    /// Set by [`on_postgresql`] for the test body it runs.
+    static ON_POSTGRESQL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a test body with every [`Fixture`] it makes on PostgreSQL (the same
+/// test definition as on SQLite). Without PostgreSQL installed it prints the
+/// "SKIP: ..." reason and returns.
+pub fn on_postgresql(test: fn()) {
+    if let Err(reason) = crate::pg::find_bin() {
+        crate::pg::report_skip(&reason);
+        return;
+    }
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ON_POSTGRESQL.with(|on| on.set(false));
+        }
+    }
+    ON_POSTGRESQL.with(|on| on.set(true));
+    let _reset = Reset;
+    test();
 }
 
 impl Default for Fixture {
@@ -35,13 +63,37 @@ impl Fixture {
             flush_interval: std::time::Duration::ZERO,
             ..Config::default()
         };
+        let pg = if ON_POSTGRESQL.with(|on| on.get()) {
+            let cluster = crate::pg::PgCluster::start().expect("PostgreSQL cluster");
+            cluster.create_database("saslgate").unwrap();
+            // The socket: trusted, no password to pass around.
+            config.db = cluster.socket_url(crate::pg::SUPERUSER, "saslgate").into();
+            Some(cluster)
+        } else {
+            None
+        };
         tweak(&mut config);
-        Store::create(&config).unwrap();
-        Fixture { dir, config }
+        saslgate::store::create(&config).unwrap();
+        Fixture { dir, config, pg }
     }
 
+    /// The SQLite store itself (for tests of SQLite's own behaviour).
     pub fn store(&self) -> Store {
+        assert!(self.pg.is_none(), "Fixture::store is SQLite's; use admin()");
         Store::open(&self.config).unwrap()
+    }
+
+    /// The store of either backend, for admin changes.
+    pub fn admin(&self) -> Box<dyn AdminStore> {
+        saslgate::store::open_admin(&self.config).unwrap()
+    }
+
+    /// Runs SQL on the database (sqlite3, or psql as the superuser); the output.
+    pub fn sql(&self, query: &str) -> String {
+        match &self.pg {
+            Some(cluster) => cluster.psql("saslgate", query).unwrap(),
+            None => crate::tools::sql(&self.config.db, query),
+        }
     }
 
     pub fn gate(&self) -> Gate {
@@ -54,7 +106,7 @@ impl Fixture {
 
     /// Account with a master password.
     pub fn user(&self, name: &str, password: &str) {
-        let mut s = self.store();
+        let mut s = self.admin();
         s.add_account(name, "default").unwrap();
         s.set_master_password(name, &SecretBytes::from_slice(password.as_bytes()), false)
             .unwrap();
@@ -70,7 +122,7 @@ impl Fixture {
     ) -> String {
         let services: Vec<String> = services.iter().map(|s| s.to_string()).collect();
         let (_, shown) = self
-            .store()
+            .admin()
             .add_app_password(name, "test", &services, restricted, expires)
             .unwrap();
         String::from_utf8(shown.as_bytes().to_vec()).unwrap()

@@ -27,7 +27,7 @@ pub mod pg;
 pub mod tools;
 
 pub use daemon::{ask, frame, Daemon, LogTap};
-pub use fixture::{oathtool, refused, req, Fixture, Scenario};
+pub use fixture::{oathtool, on_postgresql, refused, req, Fixture, Scenario};
 pub use saslgate::store::{AdminStore, LoginStore, Store};
 pub use tools::{bin, compile_sasl_program, is_root, need_tool, skip, sql};
 
