@@ -6,8 +6,8 @@
 //! throttle blocks) stays consumed. Then copied back into a new SQLite file,
 //! same again. A target in use is refused unless `--force`.
 //!
-//! Targets: a PostgreSQL database of a private cluster (testkit/src/pg.rs)
-//! when this build has the PostgreSQL backend, and SQLite files.
+//! Middle targets: a PostgreSQL database of a private cluster
+//! (testkit/src/pg.rs), and a SQLite file.
 
 use saslgate::decision::Credential;
 use saslgate::{Config, Decision, Gate, RefuseReason};
@@ -306,11 +306,11 @@ fn assert_same(stage: &str, want: &[(String, Decision)], got: &[(String, Decisio
 }
 
 /// Runs the whole scenario: SQLite source -> `middle` -> new SQLite file.
-fn round_trip(middle: &str, base: &Config, dir: &Path) {
+fn round_trip(middle: &str, base: &Config, dir: &Path, extra_config: &str) {
     let f = Fixture::new();
     let p = populate(&f);
     let conf = dir.join("saslgate.conf");
-    std::fs::write(&conf, "bcrypt_cost = 4\n").unwrap();
+    std::fs::write(&conf, format!("bcrypt_cost = 4\n{extra_config}")).unwrap();
     let source = f.config.db.to_str().unwrap().to_string();
 
     // Stage 0, on the source: logins (filling audit and last-use), one TOTP step
@@ -352,6 +352,33 @@ fn round_trip(middle: &str, base: &Config, dir: &Path) {
     let out = copy(&source, &source, true, &conf);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
+    // New rows on the copy get fresh ids (the id sequences moved past the
+    // copied rows), and work.
+    let out = saslgate(&["--db", middle, "user", "add", "frank"], &conf);
+    assert!(out.status.success(), "user add on the copy: {}", text(&out));
+    let out = saslgate(
+        &[
+            "--db",
+            middle,
+            "app-password",
+            "add",
+            "frank",
+            "--label",
+            "new",
+        ],
+        &conf,
+    );
+    assert!(
+        out.status.success(),
+        "app-password add on the copy: {}",
+        text(&out)
+    );
+    let frank_app = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    {
+        let g = Gate::open(config_for(middle, base)).unwrap();
+        assert!(decide(&g, "frank", &frank_app, "imap", "198.51.9.1").is_accepted());
+    }
+
     // Back into a new SQLite file.
     let back = dir.join("back.db");
     let back = back.to_str().unwrap();
@@ -382,7 +409,12 @@ fn round_trip(middle: &str, base: &Config, dir: &Path) {
 fn copy_sqlite_to_sqlite_and_back() {
     let dir = tempfile::tempdir().unwrap();
     let middle = dir.path().join("middle.db");
-    round_trip(middle.to_str().unwrap(), &Fixture::new().config, dir.path());
+    round_trip(
+        middle.to_str().unwrap(),
+        &Fixture::new().config,
+        dir.path(),
+        "",
+    );
 }
 
 #[test]
@@ -391,22 +423,13 @@ fn copy_sqlite_to_postgresql_and_back() {
         return;
     };
     cluster.create_database("copytarget").unwrap();
-    let url = cluster.url("copytarget");
-    // Until this build has the PostgreSQL backend, the CLI says so: skip, loudly.
-    let probe_dir = tempfile::tempdir().unwrap();
-    let probe_conf = probe_dir.path().join("saslgate.conf");
-    std::fs::write(&probe_conf, "bcrypt_cost = 4\n").unwrap();
-    let probe = Fixture::new();
-    let out = copy(probe.config.db.to_str().unwrap(), &url, false, &probe_conf);
-    if String::from_utf8_lossy(&out.stderr).contains("no backend for database URLs") {
-        pg::report_skip(
-            "SKIP: saslgate copy to PostgreSQL: this build has no PostgreSQL backend yet",
-        );
-        return;
-    }
-    assert!(out.status.success(), "copy to PostgreSQL: {}", text(&out));
-    // The probe's copy made the target "in use" only if it held anything; an
-    // empty source leaves an empty target, so the real round trip may follow.
     let dir = tempfile::tempdir().unwrap();
-    round_trip(&url, &Fixture::new().config, dir.path());
+    // The password from a file, as saslgate takes it (never in the URL).
+    let password_file = dir.path().join("db.password");
+    std::fs::write(&password_file, format!("{}\n", cluster.password())).unwrap();
+    let url = cluster.url_as(pg::SUPERUSER, None, "copytarget");
+    let mut base = Fixture::new().config;
+    base.db_password_file = Some(password_file.clone());
+    let extra = format!("db_password_file = {:?}\n", password_file.to_str().unwrap());
+    round_trip(&url, &base, dir.path(), &extra);
 }

@@ -12,10 +12,10 @@
 //! stamps, audit and throttle rows of those seconds).
 
 use super::json;
-use crate::config::Config;
+use crate::config::{Config, Database};
 use crate::error::{Error, Result};
 use crate::store::dump::DumpCounts;
-use crate::store::{AdminStore, Store};
+use crate::store::AdminStore;
 use std::path::{Path, PathBuf};
 
 /// A target naming a database server rather than a file.
@@ -44,20 +44,18 @@ fn same_database(source: &Path, target: &str) -> bool {
     }
 }
 
-/// Opens the target for writing; a missing SQLite file is created (and its
-/// path returned, so that a failed copy removes it again).
+/// Opens the target for writing, creating it if needed (a new SQLite file, or
+/// the schema in an empty PostgreSQL database); a SQLite file created here is
+/// returned too, so that a failed copy removes it again.
 fn open_target(cfg: &Config) -> Result<(Box<dyn AdminStore>, Option<PathBuf>)> {
-    let target = cfg.db.to_string_lossy();
-    if is_url(&target) {
-        return Err(Error::Usage(format!(
-            "{target}: this saslgate has no backend for database URLs; \
-             a target must be a SQLite file path"
-        )));
-    }
-    if cfg.db.exists() {
-        Ok((crate::store::open_admin(cfg)?, None))
-    } else {
-        Ok((Box::new(Store::create(cfg)?), Some(cfg.db.clone())))
+    let new_file = match cfg.database() {
+        Database::Sqlite(path) if !path.exists() => Some(path.to_path_buf()),
+        _ => None,
+    };
+    match crate::store::create(cfg) {
+        Ok(store) => Ok((store, new_file)),
+        Err(Error::Exists(_)) => Ok((crate::store::open_admin(cfg)?, None)),
+        Err(e) => Err(e),
     }
 }
 

@@ -402,4 +402,16 @@ impl AdminStore for PgStore {
             .collect();
         Ok((acct, apps))
     }
+
+    fn export_all(&self) -> Result<crate::store::dump::Dump> {
+        self.export_pg()
+    }
+
+    fn import_all(
+        &mut self,
+        dump: &crate::store::dump::Dump,
+        force: bool,
+    ) -> Result<crate::store::dump::DumpCounts> {
+        self.import_pg(dump, force)
+    }
 }
