@@ -138,12 +138,14 @@ wait_socket() { # wait_socket PATH
     echo "daemon on $1 did not come up" >&2
     return 1
 }
-start_gated() { # start_gated DIR CONF
-    $BIN/saslgated -a saslgate -f -m "$1" --config "$2" -n "$CORES" --fail-delay 0 2>"$1.log" &
+start_gated() { # start_gated DIR CONF WORKERS
+    $BIN/saslgated -a saslgate -f -m "$1" --config "$2" -n "$3" --fail-delay 0 2>"$1.log" &
     PIDS+=("$!")
     wait_socket "$1/mux"
 }
 
+C=8
+PG_WORKERS=${BENCH_PG_WORKERS:-$(printf '%s\n' "$CORES" "$C" | sort -un | tr '\n' ' ')}
 SERVERS=() # NAME|SOCKET|USER|PASS
 STOCK=yes
 if [ "$(id -u)" != 0 ] || ! command -v saslauthd >/dev/null || [ ! -e /etc/sasldb2 ]; then
@@ -159,12 +161,17 @@ else
     SERVERS+=("saslauthd -a sasldb|$TMP/stock/mux|bench|plain pw")
 fi
 mkdir "$TMP/gated-sqlite"
-start_gated "$TMP/gated-sqlite" "$SQ_CONF"
-SERVERS+=("saslgated, SQLite|$TMP/gated-sqlite/mux|bench|$APP")
+start_gated "$TMP/gated-sqlite" "$SQ_CONF" "$CORES"
+SERVERS+=("saslgated -n $CORES, SQLite|$TMP/gated-sqlite/mux|bench|$APP")
 if [ $PG_GATE = yes ]; then
-    mkdir "$TMP/gated-pg"
-    start_gated "$TMP/gated-pg" "$LOGIN_CONF"
-    SERVERS+=("saslgated, PostgreSQL|$TMP/gated-pg/mux|bench|$APP")
+    # A worker waits on the network for PostgreSQL (one connection each), so
+    # besides one per core: as many as concurrent clients (pgbench has one
+    # connection per client).
+    for n in $PG_WORKERS; do
+        mkdir "$TMP/gated-pg-$n"
+        start_gated "$TMP/gated-pg-$n" "$LOGIN_CONF" "$n"
+        SERVERS+=("saslgated -n $n, PostgreSQL|$TMP/gated-pg-$n/mux|bench|$APP")
+    done
 fi
 
 PGB=yes
@@ -176,7 +183,6 @@ fi
 field() { sed -E "s/.*\"$1\":([0-9.]+).*/\\1/" <<<"$2"; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 declare -A RPS P50 P99
-C=8
 for round in $(seq "$ROUNDS"); do
     for s in "${SERVERS[@]}"; do
         IFS='|' read -r name sock user pass <<<"$s"
@@ -227,16 +233,18 @@ if [ $PGB = yes ]; then
     echo "| pgbench -S -M prepared -c $C (transactions/s) | $(med "${RPS[pgbench]}") | - | - |${RPS[pgbench]} |"
 fi
 if [ $PG_GATE = yes ]; then
-    g=$(med "${RPS[saslgated, PostgreSQL]}")
     echo
-    if [ $STOCK = yes ]; then
-        awk -v g="$g" -v s="$(med "${RPS[saslauthd -a sasldb]}")" 'BEGIN {
-            printf("- saslgated on PostgreSQL ÷ saslauthd -a sasldb: %.2f× (target ≥ 1.0×)\n", g / s) }'
-    fi
-    if [ $PGB = yes ]; then
-        awk -v g="$g" -v p="$(med "${RPS[pgbench]}")" 'BEGIN {
-            printf("- saslgated on PostgreSQL ÷ pgbench -S: %.0f%% (target ≥ 60%% if below stock)\n", 100 * g / p) }'
-    fi
-    awk -v g="$g" -v q="$(med "${RPS[saslgated, SQLite]}")" 'BEGIN {
-        printf("- saslgated on PostgreSQL ÷ saslgated on SQLite: %.2f×\n", g / q) }'
+    for n in $PG_WORKERS; do
+        g=$(med "${RPS[saslgated -n $n, PostgreSQL]}")
+        if [ $STOCK = yes ]; then
+            awk -v n="$n" -v g="$g" -v s="$(med "${RPS[saslauthd -a sasldb]}")" 'BEGIN {
+                printf("- saslgated -n %s on PostgreSQL ÷ saslauthd -a sasldb: %.2f× (target ≥ 1.0×)\n", n, g / s) }'
+        fi
+        if [ $PGB = yes ]; then
+            awk -v n="$n" -v g="$g" -v p="$(med "${RPS[pgbench]}")" 'BEGIN {
+                printf("- saslgated -n %s on PostgreSQL ÷ pgbench -S: %.0f%% (target ≥ 60%% if below stock)\n", n, 100 * g / p) }'
+        fi
+        awk -v n="$n" -v g="$g" -v q="$(med "${RPS[saslgated -n $CORES, SQLite]}")" 'BEGIN {
+            printf("- saslgated -n %s on PostgreSQL ÷ saslgated on SQLite: %.2f×\n", n, g / q) }'
+    done
 fi
