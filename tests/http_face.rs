@@ -176,13 +176,22 @@ fn nginx_request(
     .into_bytes()
 }
 
+/// One request as nginx makes it: write, read until the empty line (or
+/// the server's close), close.
 fn exchange_tcp(addr: SocketAddr, req: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(req).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 /// The value of header `name` in an answer.
@@ -354,11 +363,22 @@ fn untrusted_peers_are_refused() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // Listening on loopback, but only 127.0.0.2 may ask: this client (127.0.0.1) may not.
     let (d, _) = start("[http]\ntrusted_peers = [\"127.0.0.2\"]", &addr.to_string());
-    let a = exchange_tcp(
-        addr,
-        &nginx_request("plain", "alice", ALICE_PW, "imap", 1, "192.0.2.1"),
-    );
-    assert!(a.starts_with("HTTP/1.0 403 "), "{a}");
+    // A 403, or a reset when the unread request makes the close a reset:
+    // never an Auth-Status.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(&nginx_request(
+        "plain",
+        "alice",
+        ALICE_PW,
+        "imap",
+        1,
+        "192.0.2.1",
+    ));
+    let mut a = Vec::new();
+    let _ = s.read_to_end(&mut a);
+    let a = String::from_utf8_lossy(&a);
+    assert!(a.is_empty() || a.starts_with("HTTP/1.0 403 "), "{a}");
     assert!(header(&a, "Auth-Status").is_none());
     assert!(
         log_of(&d).contains("refused-peer peer=127.0.0.1"),

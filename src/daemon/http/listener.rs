@@ -6,13 +6,13 @@
 //! login and sends `HTTP/1.0`).
 
 use super::config::{HttpConfig, Listen};
-use super::request::{parse_head, BadRequest, MAX_HEAD};
+use super::request::{parse_head, AuthRequest, BadRequest, MAX_HEAD};
 use super::response::{http_error, Answer};
 use crate::daemon::log::text_into;
 use crate::daemon::server::Shared;
 use crate::daemon::sys;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{self, Read};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -25,6 +25,8 @@ use zeroize::Zeroize;
 
 /// How long a blocked `accept` sleeps before looking at the stop flag.
 const ACCEPT_TICK: Duration = Duration::from_millis(200);
+/// Longest wait, after the answer, for a TCP client to close first.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Settings from saslgated's command line.
 #[derive(Debug, Clone)]
@@ -50,14 +52,10 @@ enum Conn {
 }
 
 impl Conn {
-    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
+    fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
         match self {
-            Conn::Tcp(s) => s
-                .set_read_timeout(Some(t))
-                .and(s.set_write_timeout(Some(t))),
-            Conn::Unix(s) => s
-                .set_read_timeout(Some(t))
-                .and(s.set_write_timeout(Some(t))),
+            Conn::Tcp(s) => s.set_read_timeout(Some(t)),
+            Conn::Unix(s) => s.set_read_timeout(Some(t)),
         }
     }
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -66,17 +64,11 @@ impl Conn {
             Conn::Unix(s) => s.read(buf),
         }
     }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn fd(&self) -> std::os::unix::io::RawFd {
         match self {
-            Conn::Tcp(s) => s.write_all(buf),
-            Conn::Unix(s) => s.write_all(buf),
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Unix(s) => s.as_raw_fd(),
         }
-    }
-    fn close(self) {
-        let _ = match &self {
-            Conn::Tcp(s) => s.shutdown(Shutdown::Write),
-            Conn::Unix(s) => s.shutdown(Shutdown::Write),
-        };
     }
 }
 
@@ -195,13 +187,11 @@ fn accept_loop(
             Listener::Unix(l) => l.accept().map(|(s, _)| (Conn::Unix(s), Ok(()))),
         };
         match accepted {
-            Ok((mut conn, Err(peer))) => {
+            Ok((conn, Err(peer))) => {
                 shared.log.notice(&format!(
                     "face=http result=refused-peer peer={peer}: not in [http] trusted_peers"
                 ));
-                let _ = conn.set_timeouts(settings.timeout);
-                let _ = conn.write_all(&http_error(403, "Forbidden"));
-                conn.close();
+                let _ = sys::send_nowait(conn.fd(), &http_error(403, "Forbidden"));
             }
             Ok((conn, Ok(()))) => serve(conn, shared, settings),
             Err(e)
@@ -223,53 +213,140 @@ fn accept_loop(
 }
 
 /// One connection: read the head (bounded in size and time), answer, close.
+///
+/// Fast path: nginx writes its request right after connecting, so it is
+/// usually all queued: it is read with `MSG_PEEK`, answered with one send
+/// that never blocks (a fresh connection's send buffer always takes the
+/// < 1 KiB answer; if not, the client is dropped), and only then taken off
+/// the socket. Taking it first would wake the client, asleep in `read()`
+/// for the answer, for nothing (the saslauthd face does the same, see
+/// server/). Slow path (a head in pieces): blocking reads under the
+/// deadline.
 fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings) {
     let deadline = Instant::now() + settings.timeout;
-    let mut buf = vec![0u8; MAX_HEAD];
-    let mut len = 0;
-    let out = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || conn.set_timeouts(left).is_err() {
-            shared
-                .log
-                .debug("http: dropping a client that sent no whole request in time");
-            break None;
+    let fd = conn.fd();
+    let mut buf = [0u8; MAX_HEAD];
+    let mut peeked = match sys::recv_peek(fd, &mut buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return,
+        Ok(n) => n,
+    };
+    if peeked == 0 {
+        peeked = match sys::wait_readable(fd, settings.timeout) {
+            Ok(true) => sys::recv_peek(fd, &mut buf).unwrap_or(0),
+            _ => 0,
+        };
+    }
+    if peeked == 0 {
+        shared
+            .log
+            .debug("http: dropping a client that sent nothing in time");
+        return;
+    }
+    let (out, unread) = match parse_head(&buf[..peeked]) {
+        Ok(None) if peeked < MAX_HEAD => {
+            // Slow path: take what came (the same bytes) and read the rest.
+            let len = sys::recv_nowait(fd, &mut buf[..peeked]).unwrap_or(0);
+            (
+                read_rest(&mut conn, &mut buf, len, deadline, shared, settings),
+                0,
+            )
+        }
+        parsed => (respond(parsed, shared, settings), peeked),
+    };
+    buf.zeroize();
+    match out {
+        Some(out) => {
+            if !matches!(sys::send_nowait(fd, &out), Ok(n) if n == out.len()) {
+                shared
+                    .log
+                    .debug("http: dropping a client that did not take its answer");
+            }
+        }
+        None => shared
+            .log
+            .debug("http: dropping a client that sent no whole request in time"),
+    }
+    if unread > 0 {
+        let _ = sys::recv_nowait(fd, &mut buf[..unread]);
+        buf[..unread].zeroize();
+    }
+    if let Conn::Tcp(_) = conn {
+        await_peer_close(&mut conn, deadline);
+    }
+}
+
+/// Over TCP, lets the client close first: nginx closes as soon as it has
+/// read the empty line. The side that closes first keeps the connection in
+/// TIME_WAIT for a minute; on nginx's side the kernel reuses those for new
+/// loopback connections (`tcp_tw_reuse`), but on ours they use up nginx's
+/// ephemeral ports (measured: past ~28,000 logins a minute new connections
+/// stalled). Bounded by [`LINGER`] and the connection's deadline.
+fn await_peer_close(conn: &mut Conn, deadline: Instant) {
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .min(LINGER);
+    if wait.is_zero() || conn.set_read_timeout(wait).is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 64];
+    // Anything but more data ends the wait; more data (nginx never sends
+    // any) is dropped unread with the connection.
+    let _ = conn.read(&mut scratch);
+}
+
+/// The slow path: `len` bytes of the head are in `buf`; blocking reads
+/// (each at most `--timeout`) until the head is whole or the deadline.
+fn read_rest(
+    conn: &mut Conn,
+    buf: &mut [u8; MAX_HEAD],
+    mut len: usize,
+    deadline: Instant,
+    shared: &Shared,
+    settings: &FaceSettings,
+) -> Option<Vec<u8>> {
+    if conn.set_read_timeout(settings.timeout).is_err() {
+        return None;
+    }
+    loop {
+        if Instant::now() >= deadline {
+            return None;
         }
         match conn.read(&mut buf[len..]) {
-            Ok(0) => break None,
+            Ok(0) => return None,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break None,
+            Err(_) => return None,
         }
         match parse_head(&buf[..len]) {
             Ok(None) if len < MAX_HEAD => continue,
-            Ok(None) => break Some(refuse(shared, "request head over the size limit", 431)),
-            Ok(Some(req)) => {
-                buf[..len].zeroize();
-                let gate = shared.gate();
-                let answer = super::face::answer(&req, &gate, &shared.log, settings.fail_delay);
-                break Some(answer.to_bytes());
-            }
-            Err(BadRequest::Syntax(m)) => break Some(refuse(shared, &m, 400)),
-            Err(e @ BadRequest::Fields(_)) => {
-                let mut line = String::from("face=http result=NO reason=bad-input");
-                text_into(&mut line, "detail", &e.to_string());
-                shared.log.notice(&line);
-                // nginx sent it: answer in headers (protocol unknown here).
-                break Some(Answer::malformed("").to_bytes());
-            }
-        }
-    };
-    buf[..len].zeroize();
-    if let Some(out) = out {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100));
-        if conn.set_timeouts(left).is_ok() {
-            let _ = conn.write_all(&out);
+            parsed => return respond(parsed, shared, settings),
         }
     }
-    conn.close();
+}
+
+/// The answer to a parsed head; `Ok(None)` here means the head filled the
+/// whole buffer without ending.
+fn respond(
+    parsed: Result<Option<AuthRequest>, BadRequest>,
+    shared: &Shared,
+    settings: &FaceSettings,
+) -> Option<Vec<u8>> {
+    Some(match parsed {
+        Ok(None) => refuse(shared, "request head over the size limit", 431),
+        Ok(Some(req)) => {
+            let gate = shared.gate();
+            super::face::answer(&req, &gate, &shared.log, settings.fail_delay).to_bytes()
+        }
+        Err(BadRequest::Syntax(m)) => refuse(shared, &m, 400),
+        Err(e @ BadRequest::Fields(_)) => {
+            let mut line = String::from("face=http result=NO reason=bad-input");
+            text_into(&mut line, "detail", &e.to_string());
+            shared.log.notice(&line);
+            // nginx sent it: answer in headers (protocol unknown here).
+            Answer::malformed("").to_bytes()
+        }
+    })
 }
 
 fn refuse(shared: &Shared, why: &str, code: u16) -> Vec<u8> {
