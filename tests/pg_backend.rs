@@ -532,3 +532,110 @@ fn login_role_logs_in_but_cannot_plant_or_rewind_credentials() {
         hash()
     );
 }
+
+/// `cargo test` builds the library for the tests as an rlib only: the plugin
+/// (`libsaslgate.so`) is built here, so the test never loads a stale one.
+fn fresh_plugin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args(["build", "--lib", "--quiet"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if dir.ends_with("release") {
+        c.arg("--release");
+    }
+    if let Some(target) = dir.parent() {
+        c.env("CARGO_TARGET_DIR", target);
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build --lib: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("libsaslgate.so")
+}
+
+/// The stock client against saslgated's socket; true for "OK".
+fn testsaslauthd(sock: &std::path::Path, user: &str, pass: &str) -> bool {
+    let bin = saslgate_testkit::need_tool("testsaslauthd", "sasl2-bin");
+    let out = Command::new(bin)
+        .arg("-f")
+        .arg(sock)
+        .args(["-u", user, "-p", pass, "-s", "imap"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("OK") || text.contains("NO"), "{text:?}");
+    text.contains("0: OK")
+}
+
+/// Two hosts on one PostgreSQL database: the plugin inside the real libsasl2
+/// (PLAIN, one connection per login, as smtpd makes them) and saslgated asked
+/// by the stock testsaslauthd. A credential made on one is accepted on the
+/// other; a revoke is seen at the next login; the plugin's failures block the
+/// address on saslgated.
+#[test]
+fn plugin_in_libsasl2_and_saslgated_on_postgresql() {
+    let Some(db) = Db::start() else { return };
+    db.user("ida", "pw-ida");
+    let conf = write_config(&db.cluster, &db.config, "host.conf");
+    let dir = db.cluster.dir().join("hosts");
+    std::fs::create_dir(&dir).unwrap();
+    let plugins = dir.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::os::unix::fs::symlink(fresh_plugin(), plugins.join("libsaslgate.so")).unwrap();
+    let driver = dir.join("wal_load");
+    saslgate_testkit::compile_sasl_program("tests/wal_load.c", &driver);
+    let plugin_logins = |ip: &str, pw: &str, want: &str| {
+        let out = Command::new(&driver)
+            .arg(&plugins)
+            .arg(&conf)
+            .args(["1", ip, "ida", pw, want])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success(), text)
+    };
+    let sock_dir = dir.join("daemon");
+    std::fs::create_dir(&sock_dir).unwrap();
+    let daemon = saslgate_testkit::Daemon::start(&conf, &sock_dir, &[]);
+    let sock = daemon.socket();
+
+    // Made on the admin host, accepted by both.
+    let (app_id, app) = db.app_password("ida");
+    let (ok, text) = plugin_logins("198.51.100.5", &app, "ok");
+    assert!(ok, "plugin: {text}");
+    assert!(testsaslauthd(&sock, "ida", &app));
+    assert!(testsaslauthd(&sock, "ida", "pw-ida"));
+    // Revoked: refused by both at their next login.
+    db.admin().revoke_app_password("ida", app_id).unwrap();
+    assert!(!testsaslauthd(&sock, "ida", &app));
+    let (ok, text) = plugin_logins("198.51.100.5", &app, "no");
+    assert!(ok, "plugin after revoke: {text}");
+    // The plugin's failures from one address (a second of guessing) block it
+    // on saslgated: asked with that client address (the request's 5th field),
+    // the right password is refused there; from another address, accepted.
+    let (ok, text) = plugin_logins("203.0.113.66", "wrong", "no");
+    assert!(ok, "plugin guesser: {text}");
+    let daemon_login = |addr: &str| {
+        use saslgate_testkit::{ask, frame};
+        let fields: [&[u8]; 5] = [b"ida", b"pw-ida", b"imap", b"", addr.as_bytes()];
+        ask(&sock, &frame(&fields)).unwrap()
+    };
+    let answer = daemon_login("203.0.113.66");
+    assert!(
+        answer.starts_with("NO"),
+        "blocked on the other host: {answer}"
+    );
+    let answer = daemon_login("203.0.113.67");
+    assert!(answer.starts_with("OK"), "another address: {answer}");
+    let audit: i64 = db
+        .sql("SELECT count(*) FROM audit WHERE account = 'ida'")
+        .parse()
+        .unwrap();
+    assert!(audit > 3, "both hosts audit into PostgreSQL ({audit})");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
