@@ -305,6 +305,40 @@ fn assert_same(stage: &str, want: &[(String, Decision)], got: &[(String, Decisio
     }
 }
 
+/// A long audit trail and many throttle rows, written straight into the
+/// source: more rows than one page of the PostgreSQL export (5,000) and one
+/// chunk of its import (2,000), so that paging and chunking are exercised.
+fn add_history(db: &Path) {
+    let mut conn = rusqlite::Connection::open(db).unwrap();
+    let tx = conn.transaction().unwrap();
+    let now = unix_now();
+    for i in 0..12_345i64 {
+        tx.execute(
+            "INSERT INTO audit (ts, account, service, client_addr, outcome, reason, detail)
+             VALUES (?1, 'alice', 'imap', ?2, 'refused', 'bad_credentials', ?3)",
+            rusqlite::params![
+                now - i,
+                format!("10.9.{}.{}", i / 250, i % 250),
+                format!("history {i}")
+            ],
+        )
+        .unwrap();
+    }
+    for i in 0..6_001i64 {
+        tx.execute(
+            "INSERT INTO throttle (key, failures, window_start, blocked_until, last_bad)
+             VALUES (?1, 1, ?2, 0, ?3)",
+            rusqlite::params![
+                format!("a:10.8.{}.{}", i / 250, i % 250),
+                now,
+                vec![i as u8; 32]
+            ],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
 /// Runs the whole scenario: SQLite source -> `middle` -> new SQLite file.
 fn round_trip(middle: &str, base: &Config, dir: &Path, extra_config: &str) {
     let f = Fixture::new();
@@ -312,6 +346,7 @@ fn round_trip(middle: &str, base: &Config, dir: &Path, extra_config: &str) {
     let conf = dir.join("saslgate.conf");
     std::fs::write(&conf, format!("bcrypt_cost = 4\n{extra_config}")).unwrap();
     let source = f.config.db.to_str().unwrap().to_string();
+    add_history(&f.config.db);
 
     // Stage 0, on the source: logins (filling audit and last-use), one TOTP step
     // and code 0 used, an address blocked.

@@ -2,10 +2,11 @@
 //! read in one REPEATABLE READ snapshot, and written in one transaction that
 //! checks its row counts before it commits.
 //!
-//! Rows are written in chunks through `unnest` of parameter arrays: one round
-//! trip per chunk, each bounded by `db_statement_timeout` like every other
-//! statement, so a large audit trail is neither one huge statement nor a
-//! round trip per row. Ids are written as they are (the keyed hashes of app
+//! Rows are read in pages (keyset: `WHERE id > $1 ... LIMIT $2`) and written
+//! in chunks through `unnest` of parameter arrays: one round trip per page or
+//! chunk, each bounded by `db_statement_timeout` like every other statement,
+//! so a large audit trail is neither one huge statement nor a round trip per
+//! row. Ids are written as they are (the keyed hashes of app
 //! passwords and codes include the account id), then the identity sequences
 //! are moved past them.
 
@@ -20,6 +21,8 @@ use zeroize::Zeroizing;
 
 /// Rows per insert statement.
 const CHUNK: usize = 2000;
+/// Rows per read: each page is one round trip, bounded like any statement.
+const PAGE: i64 = 5000;
 
 const COUNTS: &str = "SELECT (SELECT count(*) FROM plans), (SELECT count(*) FROM accounts),
         (SELECT count(*) FROM service_overrides), (SELECT count(*) FROM app_passwords),
@@ -38,6 +41,31 @@ fn counts(s: &PgStore) -> Result<DumpCounts> {
         throttle: n(5)?,
         audit: n(6)?,
     })
+}
+
+/// Every row of a keyset-paged query: `sql` takes the last key seen as $1 and
+/// the page size as $2, and returns the key as column 0.
+fn paged<K, T>(
+    s: &PgStore,
+    sql: &'static str,
+    first: K,
+    mut map: impl FnMut(&Row) -> Result<T>,
+) -> Result<Vec<T>>
+where
+    K: tokio_postgres::types::ToSql + Sync + for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    let mut out = Vec::new();
+    let mut last = first;
+    loop {
+        let rows = s.query(sql, &[&last, &PAGE])?;
+        for row in &rows {
+            out.push(map(row)?);
+        }
+        match rows.last() {
+            Some(row) if rows.len() as i64 == PAGE => last = get(row, 0)?,
+            _ => return Ok(out),
+        }
+    }
 }
 
 fn secret(row: &Row, i: usize) -> Result<Option<DumpSecret>> {
@@ -66,15 +94,13 @@ fn read_all(s: &PgStore) -> Result<Dump> {
         .transpose()?
         .map(DumpSecret::new)
         .ok_or_else(|| Error::Storage("the database has no key".into()))?;
-    let accounts = s
-        .query(
-            "SELECT id, name, plan, disabled, password_hash, password_changed, totp_secret,
-                    totp_last_step, created, last_login
-             FROM accounts ORDER BY id",
-            &[],
-        )?
-        .iter()
-        .map(|r| {
+    let accounts = paged(
+        s,
+        "SELECT id, name, plan, disabled, password_hash, password_changed, totp_secret,
+                totp_last_step, created, last_login
+         FROM accounts WHERE id > $1 ORDER BY id LIMIT $2",
+        i64::MIN,
+        |r| {
             Ok(AccountDump {
                 id: get(r, 0)?,
                 name: get(r, 1)?,
@@ -88,8 +114,8 @@ fn read_all(s: &PgStore) -> Result<Dump> {
                 created: get(r, 8)?,
                 last_login: get(r, 9)?,
             })
-        })
-        .collect::<Result<_>>()?;
+        },
+    )?;
     let overrides = s
         .query(
             "SELECT account_id, service, allow FROM service_overrides
@@ -105,15 +131,13 @@ fn read_all(s: &PgStore) -> Result<Dump> {
             })
         })
         .collect::<Result<_>>()?;
-    let app_passwords = s
-        .query(
-            "SELECT id, account_id, label, lookup, services, restricted, created, expires,
-                    revoked, last_used
-             FROM app_passwords ORDER BY id",
-            &[],
-        )?
-        .iter()
-        .map(|r| {
+    let app_passwords = paged(
+        s,
+        "SELECT id, account_id, label, lookup, services, restricted, created, expires,
+                revoked, last_used
+         FROM app_passwords WHERE id > $1 ORDER BY id LIMIT $2",
+        i64::MIN,
+        |r| {
             Ok(AppPasswordDump {
                 id: get(r, 0)?,
                 account_id: get(r, 1)?,
@@ -126,15 +150,14 @@ fn read_all(s: &PgStore) -> Result<Dump> {
                 revoked: get(r, 8)?,
                 last_used: get(r, 9)?,
             })
-        })
-        .collect::<Result<_>>()?;
-    let codes = s
-        .query(
-            "SELECT id, account_id, lookup, created, used FROM one_time_codes ORDER BY id",
-            &[],
-        )?
-        .iter()
-        .map(|r| {
+        },
+    )?;
+    let codes = paged(
+        s,
+        "SELECT id, account_id, lookup, created, used FROM one_time_codes
+         WHERE id > $1 ORDER BY id LIMIT $2",
+        i64::MIN,
+        |r| {
             Ok(CodeDump {
                 id: get(r, 0)?,
                 account_id: get(r, 1)?,
@@ -142,16 +165,14 @@ fn read_all(s: &PgStore) -> Result<Dump> {
                 created: get(r, 3)?,
                 used: get(r, 4)?,
             })
-        })
-        .collect::<Result<_>>()?;
-    let throttle = s
-        .query(
-            "SELECT key, failures, window_start, blocked_until, last_bad FROM throttle
-             ORDER BY key COLLATE \"C\"",
-            &[],
-        )?
-        .iter()
-        .map(|r| {
+        },
+    )?;
+    let throttle = paged(
+        s,
+        "SELECT key, failures, window_start, blocked_until, last_bad FROM throttle
+         WHERE key COLLATE \"C\" > $1 ORDER BY key COLLATE \"C\" LIMIT $2",
+        String::new(),
+        |r| {
             Ok(ThrottleDump {
                 key: get(r, 0)?,
                 failures: get(r, 1)?,
@@ -159,16 +180,14 @@ fn read_all(s: &PgStore) -> Result<Dump> {
                 blocked_until: get(r, 3)?,
                 last_bad: secret(r, 4)?,
             })
-        })
-        .collect::<Result<_>>()?;
-    let audit = s
-        .query(
-            "SELECT id, ts, account, service, client_addr, outcome, reason, detail, credential
-             FROM audit ORDER BY id",
-            &[],
-        )?
-        .iter()
-        .map(|r| {
+        },
+    )?;
+    let audit = paged(
+        s,
+        "SELECT id, ts, account, service, client_addr, outcome, reason, detail, credential
+         FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+        i64::MIN,
+        |r| {
             Ok(AuditDump {
                 id: get(r, 0)?,
                 ts: get(r, 1)?,
@@ -180,8 +199,8 @@ fn read_all(s: &PgStore) -> Result<Dump> {
                 detail: get(r, 7)?,
                 credential: get(r, 8)?,
             })
-        })
-        .collect::<Result<_>>()?;
+        },
+    )?;
     Ok(Dump {
         hmac_key,
         plans: read_plans(s)?,
