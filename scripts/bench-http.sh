@@ -66,7 +66,10 @@ SERVERS=(
     "auth_http tcp|closed_loop_http|127.0.0.1:$PORT"
     "auth_http unix|closed_loop_http|$TMP/http.sock"
 )
-sleep 0.5
+# Warm up (first connections to the database, page cache).
+"$TMP/closed_loop" "$TMP/a/mux" bench "$APP" imap 2 0.5 >/dev/null
+"$TMP/closed_loop_http" "127.0.0.1:$PORT" bench "$APP" imap 2 0.5 >/dev/null
+"$TMP/closed_loop_http" "$TMP/http.sock" bench "$APP" imap 2 0.5 >/dev/null
 
 field() { sed -E "s/.*\"$1\":([0-9.]+).*/\\1/" <<<"$2"; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }

@@ -161,7 +161,8 @@ int main(int argc, char **argv)
     }
     qsort(all, total, sizeof *all, cmp);
     double p50 = total ? all[total / 2] / 1000.0 : 0, p99 = total ? all[total * 99 / 100] / 1000.0 : 0;
-    printf("{\"rps\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"errors\":%zu,\"requests\":%zu}\n", total / took, p50, p99,
-           errors, total);
+    double max = total ? all[total - 1] / 1000.0 : 0;
+    printf("{\"rps\":%.0f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"errors\":%zu,\"requests\":%zu}\n",
+           total / took, p50, p99, max, errors, total);
     return errors && !total;
 }

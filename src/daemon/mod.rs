@@ -255,7 +255,7 @@ fn start_http(
         .map(socket::lookup_group)
         .transpose()?;
     let settings = http::FaceSettings {
-        threads: workers.max(2),
+        threads: http::thread_count(workers),
         timeout: opts.timeout,
         fail_delay: opts.fail_delay,
         group,
@@ -264,7 +264,7 @@ fn start_http(
     shared.log.notice(&format!(
         "auth_http face on {}: {} threads, backends {:?}",
         face.place,
-        workers.max(2),
+        http::thread_count(workers),
         cfg.backends
     ));
     Ok(Some(face))

@@ -17,3 +17,11 @@ pub mod response;
 
 pub use config::{HttpConfig, Listen};
 pub use listener::{FaceSettings, HttpFace};
+
+/// Threads of the face for saslgated's `-n` workers: each serves one
+/// connection at a time, so this is also the face's connection cap. Four per
+/// worker: over TCP a thread waits for nginx to close first (idle, not
+/// hashing), and hashing stays bounded by the machine's cores anyway.
+pub fn thread_count(workers: usize) -> usize {
+    (workers * 4).clamp(4, 256)
+}
