@@ -441,3 +441,43 @@ fn refuses_to_start_on_a_wide_address_with_loopback_peers() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a loopback address"), "{err}");
 }
+
+#[test]
+fn broken_database_answers_temporary_failure() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (d, _) = start("", &addr.to_string());
+    let req = nginx_request("plain", "alice", ALICE_PW, "smtp", 1, "192.0.2.50");
+    assert_eq!(header(&exchange_tcp(addr, &req), "Auth-Status"), Some("OK"));
+    // Replace the database file with garbage (a new inode, the WAL gone):
+    // the engine notices within a moment and from then on never says OK.
+    let db = d.dir.path().join("sg.db");
+    let junk = d.dir.path().join("junk");
+    std::fs::write(&junk, vec![0x5a; 65536]).unwrap();
+    for ext in ["sg.db-wal", "sg.db-shm"] {
+        let _ = std::fs::remove_file(d.dir.path().join(ext));
+    }
+    std::fs::rename(&junk, &db).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut a = exchange_tcp(addr, &req);
+    while header(&a, "Auth-Status") == Some("OK") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        a = exchange_tcp(addr, &req);
+    }
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("Temporary server problem, try again later"),
+        "{a}"
+    );
+    for _ in 0..3 {
+        let again = exchange_tcp(addr, &req);
+        assert_eq!(
+            header(&again, "Auth-Status"),
+            header(&a, "Auth-Status"),
+            "{again}"
+        );
+    }
+    assert_eq!(header(&a, "Auth-Error-Code"), Some("451 4.3.0"));
+    assert!(header(&a, "Auth-Server").is_none());
+    assert!(log_of(&d).contains("face=http result=NO reason=unavailable"));
+}
