@@ -18,7 +18,9 @@
 #
 # Needs: root (the stock daemon always reads /etc/sasldb2, so it runs under
 # `unshare -m` with a private file bind-mounted over it), sasl2-bin.
-# Env: BENCH_SECONDS (default 3) per measurement, BENCH_ROUNDS (3), BCRYPT_COST (10).
+# Env: BENCH_SECONDS (default 3) per measurement, BENCH_ROUNDS (3), BCRYPT_COST (10),
+# BENCH_BEFORE=PATH a saslgated binary of an earlier build: adds its row
+# ("saslgated (before)", same database, cache off) to the alternation.
 # Only UNIX sockets under a temp dir; kills only what it started.
 set -euo pipefail
 
@@ -104,7 +106,7 @@ start_stock() { # start_stock DIR [flags] -> pid in STOCK_PID
 }
 start_gated() { # start_gated DIR [flags] -> pid in GATED_PID
     local dir=$1; shift
-    $BIN/saslgated -a saslgate -f -m "$dir" --config "$CONF" -n "$CORES" --fail-delay 0 "$@" 2>/dev/null &
+    ${GATED_BIN:-$BIN/saslgated} -a saslgate -f -m "$dir" --config "$CONF" -n "$CORES" --fail-delay 0 "$@" 2>/dev/null &
     GATED_PID=$!
     PIDS+=("$GATED_PID")
     wait_socket "$dir/mux"
@@ -119,6 +121,9 @@ if [ $STOCK = yes ]; then
 fi
 start_gated "$TMP/gated"; SERVERS+=("saslgated|$TMP/gated/mux|bench|$APP|$GATED_PID"); GATED_MAIN=$GATED_PID
 start_gated "$TMP/gated-c" -c -t 600; SERVERS+=("saslgated -c|$TMP/gated-c/mux|bench|$APP|$GATED_PID")
+if [ -n "${BENCH_BEFORE:-}" ]; then
+    GATED_BIN=$BENCH_BEFORE start_gated "$TMP/gated-before"; SERVERS+=("saslgated (before)|$TMP/gated-before/mux|bench|$APP|$GATED_PID")
+fi
 start_gated "$TMP/gated-noop" --bench-noop; SERVERS+=("saslgated --bench-noop|$TMP/gated-noop/mux|bench|x|$GATED_PID")
 "$TMP/noop_server" "$TMP/cnoop.sock" 5 &
 PIDS+=("$!"); SERVERS+=("C no-op (5 threads, blocking accept)|$TMP/cnoop.sock|bench|x|$!")
@@ -144,6 +149,7 @@ load() {
 field() { sed -E "s/.*\"$1\":([0-9.]+).*/\\1/" <<<"$2"; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A RPS P50 P99 PEAKS
 for c in 1 8 32; do
     for round in $(seq "$ROUNDS"); do
@@ -176,7 +182,7 @@ done
 # --- report -------------------------------------------------------------------
 med() { median <<<"$1"; }
 echo
-echo "Machine: $CORES cores, $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC'); load average at the end $(cut -d' ' -f1-3 /proc/loadavg);"
+echo "Machine: $CORES cores, $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC'); load average at the start $LOAD_START, at the end $(cut -d' ' -f1-3 /proc/loadavg);"
 echo "$SECONDS_PER s per row, $ROUNDS rounds, rows alternating; medians; closed-loop C client on the same machine."
 echo
 echo "| server | concurrency | req/s (median) | p50 ms | p99 ms | req/s of each round |"

@@ -12,7 +12,8 @@
 #
 # Prints a markdown table with the totals and the inclusive cost of the parts
 # (Gate::decide, the audit flusher, the log line, accept/answer), per request.
-# Env: CG_SECONDS, CG_KEEP=1 keeps the callgrind.out files (path printed).
+# Env: CG_SECONDS, CG_KEEP=1 keeps the callgrind.out files (path printed),
+# CG_SASLGATED=PATH measures that saslgated binary (an earlier build) instead.
 # Needs valgrind. Only UNIX sockets under a temp dir; kills only what it started.
 set -euo pipefail
 
@@ -25,6 +26,7 @@ if ! command -v valgrind >/dev/null || ! command -v callgrind_annotate >/dev/nul
 fi
 cargo build --release --bin saslgate --bin saslgated >&2
 BIN=$TARGET/release
+GATED=${CG_SASLGATED:-$BIN/saslgated}
 TMP=$(mktemp -d /tmp/saslgate-cg.XXXXXX)
 cc -O2 -g -Wall -Wextra -Werror -pthread -o "$TMP/closed_loop" c-tests/bench/closed_loop.c
 PIDS=()
@@ -66,7 +68,7 @@ daemon() {
     local dir=$TMP/$name out=$TMP/cg.$name
     mkdir -p "$dir"
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-        "$BIN/saslgated" -a saslgate -f -m "$dir" --config "$CONF" -n 2 --fail-delay 0 "$@" \
+        "$GATED" -a saslgate -f -m "$dir" --config "$CONF" -n 2 --fail-delay 0 "$@" \
         2>"$TMP/$name.vg" &
     local pid=$!
     PIDS+=("$pid")
@@ -91,7 +93,7 @@ daemon noop --bench-noop
 
 # The client alone: closed_loop under callgrind against a native daemon.
 mkdir -p "$TMP/native"
-"$BIN/saslgated" -a saslgate -f -m "$TMP/native" --config "$CONF" -n 2 --fail-delay 0 2>/dev/null &
+"$GATED" -a saslgate -f -m "$TMP/native" --config "$CONF" -n 2 --fail-delay 0 2>/dev/null &
 PIDS+=("$!")
 wait_socket "$TMP/native/mux"
 res=$(valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.client" \
@@ -102,17 +104,17 @@ n=$(cat "$TMP/gated.n")
 per() { awk -v ir="${1:-0}" -v n="$n" 'BEGIN { printf("%.0f", ir / n) }'; }
 f=$TMP/cg.gated
 echo
-echo "callgrind, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $SECS s at concurrency 2; Ir per request"
+echo "callgrind, $(date -u '+%Y-%m-%d %H:%M UTC'), $GATED ($(git rev-parse --short HEAD 2>/dev/null || echo '?')); $SECS s at concurrency 2; Ir per request"
 echo
 echo "| part | Ir per request |"
 echo "|---|---|"
 echo "| whole daemon (all threads) | $(cat "$TMP/gated.per") |"
 echo "| \`Gate::decide\` | $(per "$(incl "$f" 'engine::Gate::decide \[')") |"
-echo "| of which keyed hash (HMAC-SHA256, software SHA-256 under valgrind) | $(per "$(incl "$f" 'KeyedHasher::hash \[|crypto::keyed_hash \[')") |"
+echo "| of which keyed hash (HMAC-SHA256; software SHA-256 under valgrind, SHA-NI natively) | $(per "$(incl "$f" 'sha2::sha256::compress256 \[')") |"
 echo "| of which the generation and throttle read (\`generation_and_throttle\`) | $(per "$(incl "$f" 'generation_and_throttle \[')") |"
 echo "| audit flusher (\`Gate::flush\`) | $(per "$(incl "$f" 'Gate>::flush \[')") |"
-echo "| daemon's own work (accept, read, answer, close, log line: all but \`Gate::decide\` and the flusher) | $(per "$(( $(incl "$f" 'acceptor::accept_loop \[') - $(incl "$f" 'engine::Gate::decide \[') ))") |"
-echo "| log line (\`Logger::log\`) | $(per "$(incl "$f" 'Logger::log \[')") |"
+echo "| the daemon's own work (accept, read, answer, close, log line: the rest) | $(awk -v w="$(cat "$TMP/gated.per")" -v d="$(per "$(incl "$f" 'engine::Gate::decide \[')")" -v fl="$(per "$(incl "$f" 'Gate>::flush \[')")" 'BEGIN { print w - d - fl }') |"
+echo "| of which writing the log line (\`Logger::log\`) | $(per "$(incl "$f" 'Logger::log \[')") |"
 echo "| malloc + free (all threads) | $(per "$(( $(incl "$f" 'malloc.c:malloc \[') + $(incl "$f" 'malloc.c:free \[') + $(incl "$f" 'malloc.c:realloc \[') ))") |"
 echo "| \`--bench-noop\` (serving path only) | $(cat "$TMP/noop.per") |"
 echo "| client \`closed_loop\` (C, concurrency 1) | $client |"
