@@ -136,21 +136,37 @@ if [ $STOCK = yes ]; then
 fi
 RSS+=("| saslgated -n $CORES | idle | $(( $(rss_kb $GATED_MAIN) / 1024 )) MiB |")
 
-# load SOCKET USER PASS C -> JSON line; samples RSS of PID into $TMP/peak
+cpu_ticks() { # user+system clock ticks of a pid and its children (all threads)
+    local total=0 p
+    for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        total=$((total + $(awk '{print $14 + $15}' /proc/"$p"/stat 2>/dev/null || echo 0)))
+    done
+    echo $total
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# load SOCKET USER PASS C -> JSON line with "cpu_us" added (the server's CPU
+# time per request: user + system, all its threads and processes; much less
+# moved by other load on the machine than req/s); samples RSS of PID into $TMP/peak
 load() {
     local sock=$1 user=$2 pass=$3 c=$4 pid=$5
+    local t0
+    t0=$(cpu_ticks "$pid")
     "$CLIENT" "$sock" "$user" "$pass" imap "$c" "$SECONDS_PER" >"$TMP/out" &
     local lp=$! m=0 r
     while kill -0 $lp 2>/dev/null; do r=$(rss_kb "$pid"); [ "$r" -gt "$m" ] && m=$r; sleep 0.5; done
     echo "$m" >"$TMP/peak"
     wait $lp || { echo "load run failed: $sock c=$c" >&2; return 1; }
-    cat "$TMP/out"
+    local ticks=$(( $(cpu_ticks "$pid") - t0 ))
+    sed -E "s/\}\$//" "$TMP/out" | tr -d '\n'
+    awk -v t="$ticks" -v us="$TICK_US" -v n="$(field requests "$(cat "$TMP/out")")" \
+        'BEGIN { printf(",\"cpu_us\":%.2f}\n", n > 0 ? t * us / n : 0) }'
 }
 field() { sed -E "s/.*\"$1\":([0-9.]+).*/\\1/" <<<"$2"; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-declare -A RPS P50 P99 PEAKS
+declare -A RPS P50 P99 CPU PEAKS
 for c in 1 8 32; do
     for round in $(seq "$ROUNDS"); do
         for s in "${SERVERS[@]}"; do
@@ -159,6 +175,7 @@ for c in 1 8 32; do
             RPS[$name,$c]+=" $(field rps "$out")"
             P50[$name,$c]+=" $(field p50_ms "$out")"
             P99[$name,$c]+=" $(field p99_ms "$out")"
+            CPU[$name,$c]+=" $(field cpu_us "$out")"
             if [ "$c" = 32 ]; then
                 PEAKS[$name]=$(( $(cat "$TMP/peak") > ${PEAKS[$name]:-0} ? $(cat "$TMP/peak") : ${PEAKS[$name]:-0} ))
             fi
@@ -185,12 +202,12 @@ echo
 echo "Machine: $CORES cores, $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC'); load average at the start $LOAD_START, at the end $(cut -d' ' -f1-3 /proc/loadavg);"
 echo "$SECONDS_PER s per row, $ROUNDS rounds, rows alternating; medians; closed-loop C client on the same machine."
 echo
-echo "| server | concurrency | req/s (median) | p50 ms | p99 ms | req/s of each round |"
-echo "|---|---|---|---|---|---|"
+echo "| server | concurrency | req/s (median) | p50 ms | p99 ms | server CPU µs per request (median) | req/s of each round |"
+echo "|---|---|---|---|---|---|---|"
 for c in 1 8 32; do
     for s in "${SERVERS[@]}"; do
         name=${s%%|*}
-        echo "| $name | $c | $(med "${RPS[$name,$c]}") | $(med "${P50[$name,$c]}") | $(med "${P99[$name,$c]}") |${RPS[$name,$c]} |"
+        echo "| $name | $c | $(med "${RPS[$name,$c]}") | $(med "${P50[$name,$c]}") | $(med "${P99[$name,$c]}") | $(med "${CPU[$name,$c]}") |${RPS[$name,$c]} |"
     done
 done
 echo
