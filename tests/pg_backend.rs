@@ -639,3 +639,167 @@ fn plugin_in_libsasl2_and_saslgated_on_postgresql() {
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }
+
+/// Makes a CA and a server certificate for `localhost` (openssl CLI) in `dir`,
+/// owned by the server's user (the key readable by it only). Returns the CA file.
+fn make_certs(dir: &std::path::Path, ca_name: &str) -> std::path::PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = format!("{ca_name}.key");
+    let crt = format!("{ca_name}.crt");
+    let subj = format!("/CN={ca_name}");
+    openssl(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &crt, "-days",
+        "1", "-subj", &subj,
+    ]);
+    dir.join(crt)
+}
+
+/// TLS from the URL (`sslmode`, `sslrootcert`) against a server that only
+/// takes TLS over TCP; several hosts with read-write targeting.
+#[test]
+fn tls_modes_and_failover_hosts() {
+    let certs = tempfile::Builder::new()
+        .prefix("saslgate-pg-certs.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let ca = make_certs(certs.path(), "test-ca");
+    let other_ca = make_certs(certs.path(), "other-ca");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(certs.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        certs.path().join("san.ext"),
+        "subjectAltName=DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "test-ca.crt",
+        "-CAkey",
+        "test-ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+    // The server runs as nobody when the tests run as root: it must own its key.
+    if saslgate_testkit::is_root() {
+        let nobody = std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("nobody:"))
+            .map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f[2].parse::<u32>().unwrap(), f[3].parse::<u32>().unwrap())
+            })
+            .unwrap();
+        for f in ["server.key", "server.crt"] {
+            std::os::unix::fs::chown(certs.path().join(f), Some(nobody.0), Some(nobody.1)).unwrap();
+        }
+    }
+    std::fs::set_permissions(
+        certs.path().join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let cert = certs.path().join("server.crt");
+    let key = certs.path().join("server.key");
+    let Some(db) = Db::start_with(&[
+        ("ssl", "on"),
+        ("ssl_cert_file", cert.to_str().unwrap()),
+        ("ssl_key_file", key.to_str().unwrap()),
+    ]) else {
+        return;
+    };
+    db.user("jo", "pw-jo");
+    // TCP takes TLS only from now on.
+    let hba = db.cluster.data_dir().join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, text.replace("\nhost ", "\nhostssl ")).unwrap();
+    db.cluster
+        .psql("postgres", "SELECT pg_reload_conf()")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let port = db.cluster.port();
+    let login = |url: String| -> Result<(), String> {
+        let mut cfg = db.config.clone();
+        cfg.db = url.into();
+        let g = Gate::open(cfg).map_err(|e| e.to_string())?;
+        match g.decide(&req("jo", "pw-jo", None)) {
+            d if d.is_accepted() => Ok(()),
+            d => Err(format!("{d:?}")),
+        }
+    };
+    let base = format!("postgresql://postgres@localhost:{port}/sg");
+    let ca = ca.display();
+    let other_ca = other_ca.display();
+    let e = login(format!("{base}?sslmode=disable")).unwrap_err();
+    assert!(
+        e.contains("no encryption"),
+        "plain TCP is refused by the server: {e}"
+    );
+    login(format!("{base}?sslmode=require")).unwrap();
+    login(format!("{base}?sslmode=verify-full&sslrootcert={ca}")).unwrap();
+    login(format!(
+        "postgresql://postgres@127.0.0.1:{port}/sg?sslmode=verify-ca&sslrootcert={ca}"
+    ))
+    .unwrap();
+    let e = login(format!("{base}?sslmode=verify-full&sslrootcert={other_ca}")).unwrap_err();
+    assert!(e.contains("certif") || e.contains("verify"), "{e}");
+    let e = login(format!(
+        "postgresql://postgres@127.0.0.1:{port}/sg?sslmode=verify-full&sslrootcert={ca}"
+    ))
+    .unwrap_err();
+    assert!(
+        !e.is_empty(),
+        "the name 127.0.0.1 is not in the certificate"
+    );
+    // Failover: a dead first host, then the live one (read-write).
+    let dead = pg::free_port();
+    login(format!(
+        "postgresql://postgres@localhost:{dead},localhost:{port}/sg?sslmode=require&target_session_attrs=read-write"
+    ))
+    .unwrap();
+}
