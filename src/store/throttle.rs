@@ -88,7 +88,7 @@ impl ThrottleStore for Store {
     ///
     /// Hot path: one point lookup per row. A scalar subquery gives one column,
     /// so each throttle row comes back as `blocked_until * 2 + (failures > 0)`,
-    /// which is all [`state_of`] looks at; a request with one key (no client
+    /// which is all `state_of` looks at; a request with one key (no client
     /// address, or a trusted one) runs a statement without the second lookup.
     /// An `IN (?1, ?2)` list or a join would build a temporary b-tree per call.
     fn generation_and_throttle(&self, keys: &Keys, now: i64) -> Result<(i64, State)> {
