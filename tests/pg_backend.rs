@@ -803,3 +803,33 @@ fn tls_modes_and_failover_hosts() {
     ))
     .unwrap();
 }
+
+/// saslgated started while PostgreSQL is down (a boot order an operator does
+/// not control): it starts, says so, answers "unavailable", and serves logins
+/// once the server is back, without a restart.
+#[test]
+fn saslgated_starts_before_postgresql_and_serves_when_it_comes() {
+    let Some(mut db) = Db::start() else { return };
+    db.user("jon", "pw-jon");
+    let conf = write_config(&db.cluster, &db.config, "early.conf");
+    let sock_dir = db.cluster.dir().join("early");
+    std::fs::create_dir(&sock_dir).unwrap();
+    db.cluster.stop();
+    let daemon = saslgate_testkit::Daemon::start(&conf, &sock_dir, &["--fail-delay", "0"]);
+    let ask = |pw: &str| {
+        use saslgate_testkit::{ask, frame};
+        let fields: [&[u8]; 4] = [b"jon", pw.as_bytes(), b"imap", b""];
+        ask(&daemon.socket(), &frame(&fields)).unwrap()
+    };
+    assert_eq!(ask("pw-jon"), saslgate_testkit::ANSWER_UNAVAILABLE);
+    assert!(
+        daemon.log_text().contains("not usable now"),
+        "{}",
+        daemon.log_text()
+    );
+    db.cluster.start_again();
+    assert_eq!(ask("pw-jon"), saslgate_testkit::ANSWER_OK);
+    assert_eq!(ask("wrong"), saslgate_testkit::ANSWER_BAD);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}

@@ -55,7 +55,7 @@ pub fn main_with_args(args: Vec<OsString>) -> i32 {
         }
     };
     // Check the database before detaching, so that errors reach the terminal.
-    if let Err(e) = Gate::open(cfg.clone()) {
+    if let Err(e) = open_gate(cfg.clone(), |w| eprintln!("saslgated: warning: {w}")) {
         eprintln!("saslgated: cannot start: {e}");
         return 1;
     }
@@ -128,7 +128,7 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
     let db = cfg.db.clone();
     let cache_ttl = cfg.cache_ttl;
     // Opened after detaching, and saslgated never forks again.
-    let gate = match Gate::open(cfg) {
+    let gate = match open_gate(cfg, |w| log.warn(w)) {
         Ok(g) => g.single_process().with_background_flush(),
         Err(e) => {
             log.err(&format!("cannot start: {e}"));
@@ -268,6 +268,24 @@ fn start_http(
         cfg.backends
     ));
     Ok(Some(face))
+}
+
+/// Opens the gate, checking the database. A SQLite file that does not open is
+/// an error (a wrong path or permissions: nothing will fix itself). A
+/// PostgreSQL server that does not answer is not: the daemon starts, says so
+/// through `warn`, answers "unavailable" meanwhile, and each login tries the
+/// server again, so service comes back with the database and without a restart.
+fn open_gate(cfg: crate::Config, warn: impl FnOnce(&str)) -> crate::Result<Gate> {
+    let postgres = matches!(cfg.database(), crate::config::Database::Postgres(_));
+    match Gate::open(cfg.clone()) {
+        Err(e) if postgres => {
+            warn(&format!(
+                "the database is not usable now ({e}); answering \"unavailable\" until it is"
+            ));
+            Ok(Gate::new(cfg))
+        }
+        other => other,
+    }
 }
 
 fn reload(opts: &Options, shared: &Arc<server::Shared>) {
