@@ -243,18 +243,17 @@ fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings) {
             .debug("http: dropping a client that sent nothing in time");
         return;
     }
-    let (out, unread) = match parse_head(&buf[..peeked]) {
+    // `used`: how much of the buffer held request bytes (wiped, not all 8 KiB).
+    let (out, unread, used) = match parse_head(&buf[..peeked]) {
         Ok(None) if peeked < MAX_HEAD => {
             // Slow path: take what came (the same bytes) and read the rest.
             let len = sys::recv_nowait(fd, &mut buf[..peeked]).unwrap_or(0);
-            (
-                read_rest(&mut conn, &mut buf, len, deadline, shared, settings),
-                0,
-            )
+            let (out, used) = read_rest(&mut conn, &mut buf, len, deadline, shared, settings);
+            (out, 0, used.max(peeked))
         }
-        parsed => (respond(parsed, shared, settings), peeked),
+        parsed => (respond(parsed, shared, settings), peeked, peeked),
     };
-    buf.zeroize();
+    buf[..used].zeroize();
     match out {
         Some(out) => {
             if !matches!(sys::send_nowait(fd, &out), Ok(n) if n == out.len()) {
@@ -297,6 +296,7 @@ fn await_peer_close(conn: &mut Conn, deadline: Instant) {
 
 /// The slow path: `len` bytes of the head are in `buf`; blocking reads
 /// (each at most `--timeout`) until the head is whole or the deadline.
+/// Returns the answer and how many bytes of `buf` were filled.
 fn read_rest(
     conn: &mut Conn,
     buf: &mut [u8; MAX_HEAD],
@@ -304,23 +304,23 @@ fn read_rest(
     deadline: Instant,
     shared: &Shared,
     settings: &FaceSettings,
-) -> Option<Vec<u8>> {
+) -> (Option<Vec<u8>>, usize) {
     if conn.set_read_timeout(settings.timeout).is_err() {
-        return None;
+        return (None, len);
     }
     loop {
         if Instant::now() >= deadline {
-            return None;
+            return (None, len);
         }
         match conn.read(&mut buf[len..]) {
-            Ok(0) => return None,
+            Ok(0) => return (None, len),
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
+            Err(_) => return (None, len),
         }
         match parse_head(&buf[..len]) {
             Ok(None) if len < MAX_HEAD => continue,
-            parsed => return respond(parsed, shared, settings),
+            parsed => return (respond(parsed, shared, settings), len),
         }
     }
 }
