@@ -104,7 +104,7 @@ pub struct Config {
     /// `localhost`. Any other realm is only ever checked as `user@realm`.
     pub local_realms: Option<Vec<String>>,
     /// `[http]`: saslgated's nginx `auth_http` face (src/daemon/http/).
-    pub http: crate::daemon::http::HttpConfig,
+    pub http: crate::http_config::HttpConfig,
 }
 
 impl Default for Config {
@@ -178,7 +178,7 @@ struct ConfigFile {
     restricted_services: Option<Vec<String>>,
     service_aliases: Option<BTreeMap<String, String>>,
     throttle: Option<ThrottleFile>,
-    http: Option<crate::daemon::http::config::HttpFile>,
+    http: Option<crate::http_config::HttpFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]

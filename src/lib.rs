@@ -25,6 +25,7 @@ pub mod error;
 pub mod ffi;
 #[allow(unsafe_code)] // gethostname and getaddrinfo: every block has a SAFETY comment
 pub mod host;
+pub mod http_config;
 pub mod names;
 pub mod secret;
 pub mod snapshot;

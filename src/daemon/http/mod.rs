@@ -2,14 +2,15 @@
 //! (`ngx_mail_auth_http_module`) with the same [`Gate`](crate::Gate) as the
 //! saslauthd socket, on its own threads.
 //!
-//! - [`config`]: `[http]` (`listen`, `trusted_peers`) and `[http.backends]`
+//! - [`config`] (the crate's `http_config`): `[http]` (`listen`,
+//!   `trusted_peers`) and `[http.backends]`
 //! - [`request`]: the request head (`httparse`), header mapping, nginx's
 //!   `%XX` escaping undone
 //! - [`face`]: request → engine → answer, and the log line
 //! - [`response`]: `Auth-Status`, `Auth-Wait`, `Auth-Error-Code`, `Auth-Server`...
 //! - [`listener`]: TCP or UNIX socket, peers, bounds, timeouts, threads
 
-pub mod config;
+pub use crate::http_config as config;
 pub mod face;
 pub mod listener;
 pub mod request;

@@ -1,5 +1,7 @@
-//! `[http]` and `[http.backends]` of saslgate.conf: where the `auth_http`
-//! face listens, who may ask it, and where each protocol's logins go.
+//! `[http]` and `[http.backends]` of saslgate.conf: where saslgated's
+//! `auth_http` face (src/daemon/http/) listens, who may ask it, and where each
+//! protocol's logins go. A module of its own so that the configuration does
+//! not depend on the daemon (the daemon uses both).
 
 use crate::error::{Error, Result};
 use crate::names::Network;
