@@ -6,10 +6,12 @@
 # Suites, in order (each one prints its own results; a suite that cannot run here,
 # e.g. without root, prints a loud SKIP line instead of passing silently):
 #   fmt       cargo fmt --check
+#   layout    no src file over 650 lines, no import cycle   (scripts/check-layout.py)
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings (the [lints] of Cargo.toml)
 #   doc       cargo doc --no-deps with warnings denied
-#   cargo     cargo test --release: unit tests, core (library + CLI), saslgated with
-#             the real testsaslauthd and libsasl2, the C ABI from Rust
+#   cargo     cargo test --release: unit tests, core (library + CLI) on SQLite and on a
+#             private PostgreSQL, saslgated with the real testsaslauthd and libsasl2,
+#             the auth_http face, the C ABI from Rust
 #   c-tests   the plugin in the real libsasl2 next to the stock plugins, the C ABI,
 #             fork/threads, once under valgrind                (c-tests/run.sh)
 #   e2e       real Postfix and real Cyrus IMAP (root)          (tests/e2e/run.sh)
@@ -68,6 +70,7 @@ optional() { # optional SCRIPT args...: a suite script that may not exist yet
 }
 
 suite fmt cargo fmt --all -- --check
+suite layout python3 scripts/check-layout.py
 suite clippy cargo clippy --release --workspace --all-targets -- -D warnings
 suite doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release
 suite cargo cargo test --release --workspace
