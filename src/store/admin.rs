@@ -3,10 +3,10 @@
 
 use super::login::{app_lookup, code_lookup, split_list, AccountRow, AppPasswordRow};
 use super::{AdminStore, LoginStore, Store};
-use crate::crypto::{self, HashCounter};
+use crate::crypto;
 use crate::error::{Error, Result};
-use crate::names;
 use crate::secret::SecretBytes;
+use crate::store::rules;
 use crate::timefmt::now;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
@@ -70,16 +70,12 @@ fn bump_generation(tx: &Transaction<'_>) -> Result<()> {
 }
 
 fn account_id(tx: &rusqlite::Connection, name: &str) -> Result<i64> {
-    let name = canonical(name)?;
+    let name = rules::account_name(name)?;
     tx.query_row("SELECT id FROM accounts WHERE name = ?1", [&name], |r| {
         r.get(0)
     })
     .optional()?
     .ok_or_else(|| Error::NotFound(format!("account {name}")))
-}
-
-fn canonical(name: &str) -> Result<String> {
-    names::account_name(name).map_err(|e| Error::Usage(format!("{e}: {name:?}")))
 }
 
 impl Store {
@@ -112,7 +108,7 @@ impl Store {
 
 impl AdminStore for Store {
     fn add_account(&mut self, name: &str, plan: &str) -> Result<String> {
-        let name = canonical(name)?;
+        let name = rules::account_name(name)?;
         let plan = plan.trim().to_string();
         self.change(|tx| {
             let plan_exists: bool = tx.query_row(
@@ -217,16 +213,7 @@ impl AdminStore for Store {
         password: &SecretBytes,
         revoke_app_passwords: bool,
     ) -> Result<()> {
-        let pw =
-            names::password_field(password.as_bytes()).map_err(|e| Error::Usage(e.to_string()))?;
-        if pw.len() > crypto::BCRYPT_MAX {
-            return Err(Error::Usage(format!(
-                "password longer than {} bytes (bcrypt would ignore the rest)",
-                crypto::BCRYPT_MAX
-            )));
-        }
-        let hash = crypto::bcrypt_hash(&HashCounter::default(), pw, self.config.bcrypt_cost)
-            .map_err(Error::Usage)?;
+        let hash = rules::master_password_hash(&self.config, password)?;
         let now = now();
         self.change(|tx| {
             let id = account_id(tx, name)?;
@@ -262,12 +249,7 @@ impl AdminStore for Store {
         restricted: bool,
         expires: Option<i64>,
     ) -> Result<(i64, SecretBytes)> {
-        let label = label.trim();
-        if label.is_empty() || label.len() > 100 || label.chars().any(char::is_control) {
-            return Err(Error::Usage(
-                "label must be 1-100 printable characters".into(),
-            ));
-        }
+        let label = rules::app_password_label(label)?;
         let (canonical, shown) = crypto::new_app_password().map_err(Error::Storage)?;
         let now = now();
         let key = self.hmac_key.clone();
@@ -341,13 +323,7 @@ impl AdminStore for Store {
 
     /// Replaces the account's one-time codes with `count` new ones (shown once).
     fn generate_codes(&mut self, name: &str, count: usize) -> Result<Vec<SecretBytes>> {
-        if !(1..=100).contains(&count) {
-            return Err(Error::Usage("--count must be 1 to 100".into()));
-        }
-        let mut codes = Vec::with_capacity(count);
-        for _ in 0..count {
-            codes.push(crypto::new_one_time_code().map_err(Error::Storage)?);
-        }
+        let codes = rules::new_codes(count)?;
         let key = self.hmac_key.clone();
         let now = now();
         self.change(|tx| {
@@ -372,8 +348,7 @@ impl AdminStore for Store {
         service: &str,
         allow: Option<bool>,
     ) -> Result<()> {
-        let service = names::service_name(service, &self.config.service_aliases)
-            .map_err(|e| Error::Usage(e.to_string()))?;
+        let service = rules::service_name(&self.config, service)?;
         self.change(|tx| {
             let id = account_id(tx, name)?;
             match allow {
@@ -391,14 +366,7 @@ impl AdminStore for Store {
     }
 
     fn set_plan_services(&mut self, plan: &str, services: &[String]) -> Result<()> {
-        let plan = plan.trim();
-        if plan.is_empty()
-            || !plan
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(Error::Usage(format!("bad plan name {plan:?}")));
-        }
+        let plan = rules::plan_name(plan)?;
         self.change(|tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO plans (name, services) VALUES (?1, ?2)",
@@ -433,7 +401,7 @@ impl AdminStore for Store {
         since: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>> {
-        let account = account.map(canonical).transpose()?;
+        let account = account.map(rules::account_name).transpose()?;
         let mut rows: Vec<AuditEntry> = self
             .conn
             .prepare(
@@ -461,7 +429,7 @@ impl AdminStore for Store {
 
     /// For `saslgate explain`: the account and its app passwords as the engine sees them.
     fn explain_rows(&self, name: &str) -> Result<(AccountRow, Vec<AppPasswordRow>)> {
-        let name = canonical(name)?;
+        let name = rules::account_name(name)?;
         let acct = self
             .find_account(&name)?
             .ok_or_else(|| Error::NotFound(format!("account {name}")))?;

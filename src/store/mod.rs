@@ -17,6 +17,7 @@ mod dump_sqlite;
 mod interface;
 pub mod login;
 pub mod pg;
+mod rules;
 pub mod schema;
 mod throttle;
 

@@ -3,21 +3,17 @@
 
 use super::login::{account_row, FIND_ACCOUNT};
 use super::{get, PgStore};
-use crate::crypto::{self, HashCounter};
+use crate::crypto;
 use crate::error::{Error, Result};
-use crate::names;
 use crate::secret::SecretBytes;
 use crate::store::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
 use crate::store::login::{app_lookup, code_lookup, split_list, AccountRow, AppPasswordRow};
+use crate::store::rules;
 use crate::store::{AdminStore, LoginStore};
 use crate::timefmt::now;
 
-fn canonical(name: &str) -> Result<String> {
-    names::account_name(name).map_err(|e| Error::Usage(format!("{e}: {name:?}")))
-}
-
 fn account_id(s: &PgStore, name: &str) -> Result<i64> {
-    let name = canonical(name)?;
+    let name = rules::account_name(name)?;
     match s.query_opt("SELECT id FROM accounts WHERE name = $1", &[&name])? {
         Some(r) => get(&r, 0),
         None => Err(Error::NotFound(format!("account {name}"))),
@@ -34,7 +30,7 @@ fn plan_exists(s: &PgStore, plan: &str) -> Result<bool> {
 
 impl AdminStore for PgStore {
     fn add_account(&mut self, name: &str, plan: &str) -> Result<String> {
-        let name = canonical(name)?;
+        let name = rules::account_name(name)?;
         let plan = plan.trim().to_string();
         self.write(|s| {
             if !plan_exists(s, &plan)? {
@@ -131,16 +127,7 @@ impl AdminStore for PgStore {
         password: &SecretBytes,
         revoke_app_passwords: bool,
     ) -> Result<()> {
-        let pw =
-            names::password_field(password.as_bytes()).map_err(|e| Error::Usage(e.to_string()))?;
-        if pw.len() > crypto::BCRYPT_MAX {
-            return Err(Error::Usage(format!(
-                "password longer than {} bytes (bcrypt would ignore the rest)",
-                crypto::BCRYPT_MAX
-            )));
-        }
-        let hash = crypto::bcrypt_hash(&HashCounter::default(), pw, self.config.bcrypt_cost)
-            .map_err(Error::Usage)?;
+        let hash = rules::master_password_hash(&self.config, password)?;
         let now = now();
         self.write(|s| {
             let id = account_id(s, name)?;
@@ -177,12 +164,7 @@ impl AdminStore for PgStore {
         restricted: bool,
         expires: Option<i64>,
     ) -> Result<(i64, SecretBytes)> {
-        let label = label.trim();
-        if label.is_empty() || label.len() > 100 || label.chars().any(char::is_control) {
-            return Err(Error::Usage(
-                "label must be 1-100 printable characters".into(),
-            ));
-        }
+        let label = rules::app_password_label(label)?;
         let (canonical, shown) = crypto::new_app_password().map_err(Error::Storage)?;
         let now = now();
         let list = services.join(",");
@@ -270,13 +252,7 @@ impl AdminStore for PgStore {
     }
 
     fn generate_codes(&mut self, name: &str, count: usize) -> Result<Vec<SecretBytes>> {
-        if !(1..=100).contains(&count) {
-            return Err(Error::Usage("--count must be 1 to 100".into()));
-        }
-        let mut codes = Vec::with_capacity(count);
-        for _ in 0..count {
-            codes.push(crypto::new_one_time_code().map_err(Error::Storage)?);
-        }
+        let codes = rules::new_codes(count)?;
         let now = now();
         self.write(|s| {
             let id = account_id(s, name)?;
@@ -299,8 +275,7 @@ impl AdminStore for PgStore {
         service: &str,
         allow: Option<bool>,
     ) -> Result<()> {
-        let service = names::service_name(service, &self.config.service_aliases)
-            .map_err(|e| Error::Usage(e.to_string()))?;
+        let service = rules::service_name(&self.config, service)?;
         self.write(|s| {
             let id = account_id(s, name)?;
             match allow {
@@ -319,14 +294,7 @@ impl AdminStore for PgStore {
     }
 
     fn set_plan_services(&mut self, plan: &str, services: &[String]) -> Result<()> {
-        let plan = plan.trim();
-        if plan.is_empty()
-            || !plan
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(Error::Usage(format!("bad plan name {plan:?}")));
-        }
+        let plan = rules::plan_name(plan)?;
         let list = services.join(",");
         self.write(|s| {
             s.execute(
@@ -361,7 +329,7 @@ impl AdminStore for PgStore {
         since: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>> {
-        let account = account.map(canonical).transpose()?;
+        let account = account.map(rules::account_name).transpose()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut rows = self
             .query(
@@ -390,7 +358,7 @@ impl AdminStore for PgStore {
     }
 
     fn explain_rows(&self, name: &str) -> Result<(AccountRow, Vec<AppPasswordRow>)> {
-        let name = canonical(name)?;
+        let name = rules::account_name(name)?;
         let acct = match self.query_opt(FIND_ACCOUNT, &[&name])? {
             Some(r) => account_row(&r)?,
             None => return Err(Error::NotFound(format!("account {name}"))),
