@@ -134,7 +134,7 @@ keys=$(awk '/^struct (ConfigFile|ThrottleFile) \{/ { on = 1; next } on && /^\}/ 
     sed -n 's/^ *\([a-z0-9_]*\): Option<.*/\1/p' | grep -v '^throttle$')
 missing=""
 for k in $keys; do
-    grep -Eq "^#? ?$k = |^\[$k\]" "$ROOT/debian/saslgate.conf" || missing="$missing conf:$k"
+    grep -Eq "^#? ?$k = |^#? ?\[$k\]" "$ROOT/debian/saslgate.conf" || missing="$missing conf:$k"
     grep -q "$k" "$ROOT/doc/man/saslgate.conf.5" || missing="$missing man:$k"
 done
 expect "saslgate.conf and saslgate.conf(5) document every key of src/config.rs ($(echo $keys | wc -w) keys)" "" "${missing# }"
