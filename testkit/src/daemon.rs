@@ -153,6 +153,23 @@ impl Daemon {
             .unwrap_or(0)
     }
 
+    /// What each open descriptor points at (for messages about fd growth).
+    pub fn fd_targets(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| {
+                        std::fs::read_link(e.path())
+                            .map(|t| t.display().to_string())
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
