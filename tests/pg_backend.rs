@@ -175,7 +175,7 @@ fn logins_and_admin_changes_on_postgresql() {
     db.sql("UPDATE saslgate_meta SET value = 99 WHERE key = 'schema_version'");
     let newer = saslgate::store::open_login(&db.config).err().unwrap();
     assert!(newer.to_string().contains("newer saslgate"), "{newer}");
-    db.sql("UPDATE saslgate_meta SET value = 1 WHERE key = 'schema_version'");
+    db.sql("UPDATE saslgate_meta SET value = 2 WHERE key = 'schema_version'");
     // A database with other tables, and one never initialised, are refused.
     db.cluster.create_database("other").unwrap();
     db.cluster.psql("other", "CREATE TABLE t (x int)").unwrap();

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use rusqlite::Connection;
 
 /// The schema this saslgate writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -111,6 +111,81 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER generation_plans_update AFTER UPDATE ON plans
         BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
     CREATE TRIGGER generation_key_update AFTER UPDATE ON meta WHEN NEW.key <> 'generation'
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation';
+    "#,
+    // 2 -> 3: login aliases, the address block list, per-account backends and
+    // backend holds (the auth_http face's routing) and proxy tickets. Aliases
+    // and account names share one namespace: the triggers refuse an alias that
+    // is an account's name and an account named like an alias, whoever writes.
+    // Every table but the tickets moves the generation (the engine keeps them
+    // in memory per generation); a ticket is login state, like a used code.
+    r#"
+    CREATE TABLE aliases (
+        alias TEXT PRIMARY KEY,         -- a login name that is not an account's
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX aliases_account ON aliases(account_id);
+    CREATE TRIGGER alias_is_not_an_account BEFORE INSERT ON aliases
+        WHEN EXISTS (SELECT 1 FROM accounts WHERE name = NEW.alias)
+        BEGIN SELECT RAISE(ABORT, 'saslgate: an account has this name'); END;
+    CREATE TRIGGER alias_rename_is_not_an_account BEFORE UPDATE OF alias ON aliases
+        WHEN EXISTS (SELECT 1 FROM accounts WHERE name = NEW.alias)
+        BEGIN SELECT RAISE(ABORT, 'saslgate: an account has this name'); END;
+    CREATE TRIGGER account_is_not_an_alias BEFORE INSERT ON accounts
+        WHEN EXISTS (SELECT 1 FROM aliases WHERE alias = NEW.name)
+        BEGIN SELECT RAISE(ABORT, 'saslgate: an alias has this name'); END;
+    CREATE TRIGGER account_rename_is_not_an_alias BEFORE UPDATE OF name ON accounts
+        WHEN EXISTS (SELECT 1 FROM aliases WHERE alias = NEW.name)
+        BEGIN SELECT RAISE(ABORT, 'saslgate: an alias has this name'); END;
+    CREATE TABLE blocks (
+        network TEXT PRIMARY KEY,       -- 'ADDRESS/LEN', the network address
+        note TEXT,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE account_backends (
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        protocol TEXT NOT NULL,         -- imap | pop3 | smtp
+        backend TEXT NOT NULL,          -- 'IP:PORT' as nginx takes it
+        PRIMARY KEY (account_id, protocol)
+    ) WITHOUT ROWID;
+    CREATE TABLE backend_holds (
+        backend TEXT PRIMARY KEY,       -- 'IP:PORT'
+        since INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE proxy_tickets (
+        lookup BLOB PRIMARY KEY,        -- HMAC(key, ticket): the ticket is never stored
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        service TEXT NOT NULL,
+        backend TEXT NOT NULL,          -- 'IP:PORT' the ticket was issued for
+        expires INTEGER NOT NULL,
+        used INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX proxy_tickets_expires ON proxy_tickets(expires);
+    CREATE TRIGGER generation_aliases_insert AFTER INSERT ON aliases
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_aliases_delete AFTER DELETE ON aliases
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_aliases_update AFTER UPDATE ON aliases
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_blocks_insert AFTER INSERT ON blocks
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_blocks_delete AFTER DELETE ON blocks
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_blocks_update AFTER UPDATE ON blocks
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_account_backends_insert AFTER INSERT ON account_backends
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_account_backends_delete AFTER DELETE ON account_backends
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_account_backends_update AFTER UPDATE ON account_backends
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_backend_holds_insert AFTER INSERT ON backend_holds
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_backend_holds_delete AFTER DELETE ON backend_holds
+        BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
+    CREATE TRIGGER generation_backend_holds_update AFTER UPDATE ON backend_holds
         BEGIN UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'; END;
     UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation';
     "#,

@@ -9,7 +9,7 @@ use super::{get, PgStore};
 use crate::error::{Error, Result};
 
 /// The PostgreSQL schema this saslgate writes (its own count, not SQLite's).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -130,6 +130,79 @@ const MIGRATIONS: &[&str] = &[
         FOR EACH ROW WHEN (NEW.totp_last_step < OLD.totp_last_step
                            AND NEW.totp_secret IS NOT DISTINCT FROM OLD.totp_secret)
         EXECUTE FUNCTION saslgate_refuse_rewind();
+    "#,
+    // 1 -> 2: SQLite's version 3 (aliases, blocks, account backends,
+    // backend holds, proxy tickets). The namespace check takes one advisory
+    // lock, so two hosts adding `bob` as an account and as an alias at once
+    // cannot both succeed (READ COMMITTED would let each miss the other's row).
+    r#"
+    CREATE TABLE aliases (
+        alias text PRIMARY KEY,         -- a login name that is not an account's
+        account_id bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        created bigint NOT NULL
+    );
+    CREATE INDEX aliases_account ON aliases(account_id);
+    CREATE FUNCTION saslgate_one_namespace() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(8315736601689158495);  -- "sgnames_"
+        IF TG_TABLE_NAME = 'aliases' THEN
+            IF EXISTS (SELECT 1 FROM accounts WHERE name = NEW.alias) THEN
+                RAISE EXCEPTION 'saslgate: an account has this name'
+                    USING ERRCODE = 'unique_violation';
+            END IF;
+        ELSIF EXISTS (SELECT 1 FROM aliases WHERE alias = NEW.name) THEN
+            RAISE EXCEPTION 'saslgate: an alias has this name'
+                USING ERRCODE = 'unique_violation';
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER alias_is_not_an_account BEFORE INSERT OR UPDATE OF alias ON aliases
+        FOR EACH ROW EXECUTE FUNCTION saslgate_one_namespace();
+    CREATE TRIGGER account_is_not_an_alias BEFORE INSERT OR UPDATE OF name ON accounts
+        FOR EACH ROW EXECUTE FUNCTION saslgate_one_namespace();
+    CREATE TABLE blocks (
+        network text PRIMARY KEY,       -- 'ADDRESS/LEN', the network address
+        note text,
+        created bigint NOT NULL
+    );
+    CREATE TABLE account_backends (
+        account_id bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        protocol text NOT NULL,         -- imap | pop3 | smtp
+        backend text NOT NULL,          -- 'IP:PORT' as nginx takes it
+        PRIMARY KEY (account_id, protocol)
+    );
+    CREATE TABLE backend_holds (
+        backend text PRIMARY KEY,       -- 'IP:PORT'
+        since bigint NOT NULL
+    );
+    CREATE TABLE proxy_tickets (
+        lookup bytea PRIMARY KEY,       -- HMAC(key, ticket): the ticket is never stored
+        account_id bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        service text NOT NULL,
+        backend text NOT NULL,          -- 'IP:PORT' the ticket was issued for
+        expires bigint NOT NULL,
+        used bigint
+    );
+    CREATE INDEX proxy_tickets_expires ON proxy_tickets(expires);
+    CREATE TRIGGER tickets_stay_used BEFORE UPDATE OF used ON proxy_tickets
+        FOR EACH ROW WHEN (OLD.used IS NOT NULL AND NEW.used IS DISTINCT FROM OLD.used)
+        EXECUTE FUNCTION saslgate_refuse_rewind();
+    CREATE TRIGGER generation_aliases
+        AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON aliases
+        FOR EACH STATEMENT EXECUTE FUNCTION saslgate_new_generation();
+    CREATE TRIGGER generation_blocks
+        AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON blocks
+        FOR EACH STATEMENT EXECUTE FUNCTION saslgate_new_generation();
+    CREATE TRIGGER generation_account_backends
+        AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON account_backends
+        FOR EACH STATEMENT EXECUTE FUNCTION saslgate_new_generation();
+    CREATE TRIGGER generation_backend_holds
+        AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON backend_holds
+        FOR EACH STATEMENT EXECUTE FUNCTION saslgate_new_generation();
+    UPDATE saslgate_meta
+       SET value = ((random() * 2147483647)::bigint << 31) # (random() * 2147483647)::bigint
+     WHERE key = 'generation';
     "#,
 ];
 
@@ -271,7 +344,8 @@ pub fn grant_login_role(store: &PgStore, name: &str) -> Result<()> {
         .query_one("SELECT quote_ident(current_schema())", &[])
         .and_then(|r| get(&r, 0))?;
     let tables = "saslgate_meta, meta, plans, accounts, service_overrides, app_passwords, \
-                  one_time_codes, throttle, audit";
+                  one_time_codes, throttle, audit, aliases, blocks, account_backends, \
+                  backend_holds, proxy_tickets";
     let sql = format!(
         r#"
         DO $$ BEGIN
@@ -280,15 +354,22 @@ pub fn grant_login_role(store: &PgStore, name: &str) -> Result<()> {
             END IF;
         END $$;
         REVOKE ALL ON {tables} FROM "{role}";
-        REVOKE ALL ON FUNCTION saslgate_new_generation(), saslgate_refuse_rewind() FROM PUBLIC;
+        REVOKE ALL ON FUNCTION saslgate_new_generation(), saslgate_refuse_rewind(),
+                               saslgate_one_namespace() FROM PUBLIC;
         GRANT USAGE ON SCHEMA {schema} TO "{role}";
         GRANT SELECT ON saslgate_meta, meta, plans, accounts, service_overrides,
-                        app_passwords, one_time_codes TO "{role}";
+                        app_passwords, one_time_codes, aliases, blocks,
+                        account_backends, backend_holds TO "{role}";
         GRANT UPDATE (totp_last_step, last_login) ON accounts TO "{role}";
         GRANT UPDATE (last_used) ON app_passwords TO "{role}";
         GRANT UPDATE (used) ON one_time_codes TO "{role}";
         GRANT SELECT, INSERT, UPDATE, DELETE ON throttle TO "{role}";
         GRANT INSERT ON audit TO "{role}";
+        -- The auth_http face issues proxy tickets (short-lived, single-use,
+        -- bound to one account, service and backend) and backends use them up.
+        -- SECURITY.md, "PostgreSQL roles", says what this lets the role do.
+        GRANT SELECT, INSERT, DELETE ON proxy_tickets TO "{role}";
+        GRANT UPDATE (used) ON proxy_tickets TO "{role}";
         "#
     );
     store.write(|s| s.batch(&sql))
