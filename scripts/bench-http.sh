@@ -5,6 +5,9 @@
 #   saslauthd socket   c-tests/bench/closed_loop.c on DIR/mux
 #   auth_http tcp      c-tests/bench/closed_loop_http.c on 127.0.0.1:PORT
 #   auth_http unix     the same client on a UNIX socket (auth_http unix:...)
+# and, for the machine's ceiling, the C no-op server (c-tests/bench/noop_server.c,
+# threads blocking in accept, answering OK without deciding) in the same three
+# shapes: what connect/accept/close alone cost over TCP and UNIX sockets here.
 # Target: auth_http at least 0.8x the saslauthd socket. Rows alternate (each
 # once per round, BENCH_ROUNDS rounds, default 3) so other load on the
 # machine hits all alike; the tables show medians. Prints markdown tables
@@ -25,6 +28,7 @@ CORES=$(nproc)
 TMP=$(mktemp -d /tmp/saslgate-bench-http.XXXXXX)
 cc -O2 -Wall -Wextra -Werror -pthread -o "$TMP/closed_loop" c-tests/bench/closed_loop.c
 cc -O2 -Wall -Wextra -Werror -pthread -o "$TMP/closed_loop_http" c-tests/bench/closed_loop_http.c
+cc -O2 -Wall -Wextra -Werror -pthread -o "$TMP/noop_server" c-tests/bench/noop_server.c
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -33,7 +37,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+NOOP_PORT=$(free_port)
 CONF=$TMP/saslgate.conf
 cat >"$CONF" <<EOF
 db = "$TMP/sg.db"
@@ -60,11 +66,18 @@ start_gated() { # start_gated DIR HTTP-ADDR: one saslgated, as scripts/bench-dae
 mkdir -p "$TMP/a" "$TMP/b"
 start_gated "$TMP/a" "127.0.0.1:$PORT"
 start_gated "$TMP/b" "$TMP/http.sock"
+"$TMP/noop_server" "$TMP/noop.sock" 5 & PIDS+=("$!")
+"$TMP/noop_server" --http "127.0.0.1:$NOOP_PORT" 5 & PIDS+=("$!")
+"$TMP/noop_server" --http "$TMP/noop-http.sock" 5 & PIDS+=("$!")
+sleep 0.3
 # The saslgated behind each row is idle while the other rows run.
 SERVERS=(
     "saslauthd socket|closed_loop|$TMP/a/mux"
     "auth_http tcp|closed_loop_http|127.0.0.1:$PORT"
     "auth_http unix|closed_loop_http|$TMP/http.sock"
+    "no-op saslauthd|closed_loop|$TMP/noop.sock"
+    "no-op http tcp|closed_loop_http|127.0.0.1:$NOOP_PORT"
+    "no-op http unix|closed_loop_http|$TMP/noop-http.sock"
 )
 # Warm up (first connections to the database, page cache).
 "$TMP/closed_loop" "$TMP/a/mux" bench "$APP" imap 2 0.5 >/dev/null
@@ -104,9 +117,11 @@ for c in 1 8 32; do
     done
 done
 echo
-echo "| concurrency | auth_http tcp ÷ saslauthd socket | auth_http unix ÷ saslauthd socket |"
-echo "|---|---|---|"
+echo "| concurrency | auth_http tcp ÷ saslauthd socket | auth_http unix ÷ saslauthd socket | no-op: http tcp ÷ saslauthd | saslgated ÷ no-op, same shape: saslauthd / http tcp / http unix |"
+echo "|---|---|---|---|---|"
 for c in 1 8 32; do
     m=$(med "${RPS[saslauthd socket,$c]}"); t=$(med "${RPS[auth_http tcp,$c]}"); u=$(med "${RPS[auth_http unix,$c]}")
-    awk -v c="$c" -v m="$m" -v t="$t" -v u="$u" 'BEGIN { printf("| %d | %.2f | %.2f |\n", c, t / m, u / m) }'
+    nm=$(med "${RPS[no-op saslauthd,$c]}"); nt=$(med "${RPS[no-op http tcp,$c]}"); nu=$(med "${RPS[no-op http unix,$c]}")
+    awk -v c="$c" -v m="$m" -v t="$t" -v u="$u" -v nm="$nm" -v nt="$nt" -v nu="$nu" \
+        'BEGIN { printf("| %d | %.2f | %.2f | %.2f | %.2f / %.2f / %.2f |\n", c, t / m, u / m, nt / nm, m / nm, t / nt, u / nu) }'
 done

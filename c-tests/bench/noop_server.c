@@ -3,11 +3,15 @@
  * `OK` without deciding anything. NTHREADS threads each block in accept4(),
  * read the request (counted strings, until four fields are complete), answer
  * on the same thread and close: the stock saslauthd's shape without its work.
- * Used by scripts/bench-daemon.sh only.
- * Usage: noop_server SOCKET [NTHREADS=5]
+ * With --http it answers nginx's auth_http requests instead (read until the
+ * blank line, answer a fixed `Auth-Status: OK`), on a UNIX socket or on
+ * 127.0.0.1:PORT: the ceiling of the auth_http face (scripts/bench-http.sh).
+ * Usage: noop_server [--http] SOCKET|IP:PORT [NTHREADS=5]
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +20,19 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+static int four_fields(const unsigned char *buf, size_t len);
 static int lfd;
+static int http;
+
+static const char http_ok[] = "HTTP/1.0 200 OK\r\nAuth-Status: OK\r\n"
+                              "Auth-Server: 127.0.0.1\r\nAuth-Port: 10143\r\n\r\n";
+
+/* Whether buf holds a whole request: four fields, or an HTTP head. */
+static int complete(const unsigned char *buf, size_t len)
+{
+    if (http) return memmem(buf, len, "\r\n\r\n", 4) != NULL;
+    return four_fields(buf, len);
+}
 
 /* Bytes of complete fields at the start of buf, or 0 when four are not there yet. */
 static int four_fields(const unsigned char *buf, size_t len)
@@ -48,8 +64,12 @@ static void *serve(void *arg)
             ssize_t n = read(fd, buf + have, sizeof buf - have);
             if (n <= 0) break;
             have += (size_t)n;
-            if (four_fields(buf, have)) {
-                if (write(fd, ok, sizeof ok) < 0) break;
+            if (complete(buf, have)) {
+                if (http) {
+                    if (write(fd, http_ok, sizeof http_ok - 1) < 0) break;
+                } else if (write(fd, ok, sizeof ok) < 0) {
+                    break;
+                }
                 break;
             }
         }
@@ -60,19 +80,39 @@ static void *serve(void *arg)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--http") == 0) {
+        http = 1;
+        argv++;
+        argc--;
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: %s SOCKET [NTHREADS]\n", argv[0]);
+        fprintf(stderr, "usage: %s [--http] SOCKET|IP:PORT [NTHREADS]\n", argv[0]);
         return 2;
     }
     int nthreads = argc > 2 ? atoi(argv[2]) : 5;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(argv[1]) >= sizeof sa.sun_path) return 2;
-    strcpy(sa.sun_path, argv[1]);
-    unlink(argv[1]);
-    lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 1024) < 0) {
-        perror("listen");
-        return 1;
+    const char *colon = strrchr(argv[1], ':');
+    if (argv[1][0] != '/' && colon) {
+        struct sockaddr_in si = {.sin_family = AF_INET, .sin_port = htons(atoi(colon + 1))};
+        char host[64];
+        snprintf(host, sizeof host, "%.*s", (int)(colon - argv[1]), argv[1]);
+        int one = 1;
+        lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (lfd < 0 || inet_pton(AF_INET, host, &si.sin_addr) != 1 ||
+            setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+            bind(lfd, (struct sockaddr *)&si, sizeof si) < 0 || listen(lfd, 1024) < 0) {
+            perror("listen");
+            return 1;
+        }
+    } else {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen(argv[1]) >= sizeof sa.sun_path) return 2;
+        strcpy(sa.sun_path, argv[1]);
+        unlink(argv[1]);
+        lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 1024) < 0) {
+            perror("listen");
+            return 1;
+        }
     }
     pthread_t t;
     for (int i = 1; i < nthreads; i++)
