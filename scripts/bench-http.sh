@@ -67,8 +67,9 @@ mkdir -p "$TMP/a" "$TMP/b"
 start_gated "$TMP/a" "127.0.0.1:$PORT"
 start_gated "$TMP/b" "$TMP/http.sock"
 "$TMP/noop_server" "$TMP/noop.sock" 5 & PIDS+=("$!")
-"$TMP/noop_server" --http "127.0.0.1:$NOOP_PORT" 5 & PIDS+=("$!")
-"$TMP/noop_server" --http "$TMP/noop-http.sock" 5 & PIDS+=("$!")
+# 64 threads: each waits for its client to close first, as saslgated's face does.
+"$TMP/noop_server" --http "127.0.0.1:$NOOP_PORT" 64 & PIDS+=("$!")
+"$TMP/noop_server" --http "$TMP/noop-http.sock" 64 & PIDS+=("$!")
 sleep 0.3
 # The saslgated behind each row is idle while the other rows run.
 SERVERS=(

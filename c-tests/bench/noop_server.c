@@ -4,8 +4,9 @@
  * read the request (counted strings, until four fields are complete), answer
  * on the same thread and close: the stock saslauthd's shape without its work.
  * With --http it answers nginx's auth_http requests instead (read until the
- * blank line, answer a fixed `Auth-Status: OK`), on a UNIX socket or on
- * 127.0.0.1:PORT: the ceiling of the auth_http face (scripts/bench-http.sh).
+ * blank line, answer a fixed `Auth-Status: OK`, wait for the client to close
+ * first as saslgated does), on a UNIX socket or on 127.0.0.1:PORT: the
+ * ceiling of the auth_http face (scripts/bench-http.sh).
  * Usage: noop_server [--http] SOCKET|IP:PORT [NTHREADS=5]
  */
 #define _GNU_SOURCE
@@ -67,6 +68,9 @@ static void *serve(void *arg)
             if (complete(buf, have)) {
                 if (http) {
                     if (write(fd, http_ok, sizeof http_ok - 1) < 0) break;
+                    /* As saslgated: the client closes first (TIME_WAIT on its side). */
+                    while (read(fd, buf, sizeof buf) > 0) {
+                    }
                 } else if (write(fd, ok, sizeof ok) < 0) {
                     break;
                 }

@@ -6,6 +6,7 @@
 //! login and sends `HTTP/1.0`).
 
 use super::config::{HttpConfig, Listen};
+use super::reaper::Reaper;
 use super::request::{parse_head, AuthRequest, BadRequest, MAX_HEAD};
 use super::response::{http_error, Answer};
 use crate::daemon::log::text_into;
@@ -13,6 +14,7 @@ use crate::daemon::server::Shared;
 use crate::daemon::sys;
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -25,8 +27,6 @@ use zeroize::Zeroize;
 
 /// How long a blocked `accept` sleeps before looking at the stop flag.
 const ACCEPT_TICK: Duration = Duration::from_millis(200);
-/// Longest wait, after the answer, for a TCP client to close first.
-const LINGER: Duration = Duration::from_secs(1);
 
 /// Settings from saslgated's command line.
 #[derive(Debug, Clone)]
@@ -76,6 +76,7 @@ impl Conn {
 pub struct HttpFace {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    reaper: Arc<Reaper>,
     owned_path: Option<PathBuf>,
     pub place: String,
 }
@@ -97,13 +98,18 @@ impl HttpFace {
         sys::set_recv_timeout(fd, ACCEPT_TICK).map_err(|e| format!("{listen}: {e}"))?;
         let listener = Arc::new(listener);
         let stop = Arc::new(AtomicBool::new(false));
+        let reaper = Arc::new(
+            Reaper::start().map_err(|e| format!("cannot start the http close thread: {e}"))?,
+        );
         let mut threads = Vec::new();
         for i in 0..settings.threads.max(1) {
             let (listener, flag, shared) = (listener.clone(), stop.clone(), shared.clone());
-            let (trusted, settings) = (http.clone(), settings.clone());
+            let (trusted, settings, reaper) = (http.clone(), settings.clone(), reaper.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("http-{i}"))
-                .spawn(move || accept_loop(&listener, &flag, &shared, &trusted, &settings));
+                .spawn(move || {
+                    accept_loop(&listener, &flag, &shared, &trusted, &settings, &reaper)
+                });
             match spawned {
                 Ok(h) => threads.push(h),
                 Err(e) => {
@@ -121,6 +127,7 @@ impl HttpFace {
         Ok(HttpFace {
             stop,
             threads,
+            reaper,
             owned_path,
             place: listen.to_string(),
         })
@@ -135,6 +142,10 @@ impl HttpFace {
         }
         for h in self.threads {
             let _ = h.join();
+        }
+        // The serving threads are gone, and with them the other handles.
+        if let Ok(reaper) = Arc::try_unwrap(self.reaper) {
+            reaper.stop();
         }
     }
 }
@@ -176,6 +187,7 @@ fn accept_loop(
     shared: &Shared,
     http: &HttpConfig,
     settings: &FaceSettings,
+    reaper: &Reaper,
 ) {
     let mut last_error: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -193,7 +205,7 @@ fn accept_loop(
                 ));
                 let _ = sys::send_nowait(conn.fd(), &http_error(403, "Forbidden"));
             }
-            Ok((conn, Ok(()))) => serve(conn, shared, settings),
+            Ok((conn, Ok(()))) => serve(conn, shared, settings, reaper),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -222,7 +234,7 @@ fn accept_loop(
 /// for the answer, for nothing (the saslauthd face does the same, see
 /// server/). Slow path (a head in pieces): blocking reads under the
 /// deadline.
-fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings) {
+fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings, reaper: &Reaper) {
     let deadline = Instant::now() + settings.timeout;
     let fd = conn.fd();
     let mut buf = [0u8; MAX_HEAD];
@@ -270,28 +282,9 @@ fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings) {
         let _ = sys::recv_nowait(fd, &mut buf[..unread]);
         buf[..unread].zeroize();
     }
-    if let Conn::Tcp(_) = conn {
-        await_peer_close(&mut conn, deadline);
+    if let Conn::Tcp(stream) = conn {
+        reaper.close_after_peer(OwnedFd::from(stream));
     }
-}
-
-/// Over TCP, lets the client close first: nginx closes as soon as it has
-/// read the empty line. The side that closes first keeps the connection in
-/// TIME_WAIT for a minute; on nginx's side the kernel reuses those for new
-/// loopback connections (`tcp_tw_reuse`), but on ours they use up nginx's
-/// ephemeral ports (measured: past ~28,000 logins a minute new connections
-/// stalled). Bounded by [`LINGER`] and the connection's deadline.
-fn await_peer_close(conn: &mut Conn, deadline: Instant) {
-    let wait = deadline
-        .saturating_duration_since(Instant::now())
-        .min(LINGER);
-    if wait.is_zero() || conn.set_read_timeout(wait).is_err() {
-        return;
-    }
-    let mut scratch = [0u8; 64];
-    // Anything but more data ends the wait; more data (nginx never sends
-    // any) is dropped unread with the connection.
-    let _ = conn.read(&mut scratch);
 }
 
 /// The slow path: `len` bytes of the head are in `buf`; blocking reads

@@ -9,10 +9,12 @@
 //! - [`face`]: request → engine → answer, and the log line
 //! - [`response`]: `Auth-Status`, `Auth-Wait`, `Auth-Error-Code`, `Auth-Server`...
 //! - [`listener`]: TCP or UNIX socket, peers, bounds, timeouts, threads
+//! - [`reaper`]: closes answered TCP connections once nginx has closed first
 
 pub use crate::http_config as config;
 pub mod face;
 pub mod listener;
+pub mod reaper;
 pub mod request;
 pub mod response;
 
@@ -21,8 +23,8 @@ pub use listener::{FaceSettings, HttpFace};
 
 /// Threads of the face for saslgated's `-n` workers: each serves one
 /// connection at a time, so this is also the face's connection cap. Four per
-/// worker: over TCP a thread waits for nginx to close first (idle, not
-/// hashing), and hashing stays bounded by the machine's cores anyway.
+/// worker: a thread may wait for a slow client's head (idle, not hashing),
+/// and hashing stays bounded by the machine's cores anyway.
 pub fn thread_count(workers: usize) -> usize {
     (workers * 4).clamp(4, 256)
 }
