@@ -9,10 +9,41 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The protocols nginx names in `Auth-Protocol`, and the only keys of
 /// `[http.backends]`.
 pub const PROTOCOLS: [&str; 3] = ["imap", "pop3", "smtp"];
+
+/// A backend as nginx takes it in `Auth-Server`/`Auth-Port`: an IP address
+/// and a port (nginx does not resolve host names there). The address is
+/// neither unspecified nor the port 0, since nginx could not connect to it.
+pub fn backend_address(text: &str) -> std::result::Result<SocketAddr, String> {
+    let t = text.trim();
+    let addr = t.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "{t:?} is not IP-address:port (127.0.0.1:143, [2001:db8::1]:143): nginx's \
+             Auth-Server takes only an IP address, not a host name"
+        )
+    })?;
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(format!(
+            "{t:?}: nginx cannot connect to an unspecified address or port 0"
+        ));
+    }
+    Ok(addr)
+}
+
+/// The protocol name of `[http.backends]` and `set-backend`, or a message
+/// naming the valid ones.
+pub fn protocol(text: &str) -> std::result::Result<&'static str, String> {
+    let t = text.trim().to_ascii_lowercase();
+    PROTOCOLS
+        .iter()
+        .find(|p| **p == t)
+        .copied()
+        .ok_or_else(|| format!("unknown protocol {text:?} (imap, pop3 or smtp)"))
+}
 
 /// Where the face listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +85,14 @@ pub struct HttpConfig {
     /// Default backend per protocol (`imap`, `pop3`, `smtp`): an IP address
     /// and port, since nginx takes `Auth-Server` only as an address.
     pub backends: BTreeMap<String, SocketAddr>,
+    /// How long a backend hold (`saslgate backend hold`) makes logins wait
+    /// (`Auth-Status: WAIT`) before they get a temporary failure instead, so
+    /// that nobody waits forever on a hold that was forgotten.
+    pub max_hold: Duration,
 }
+
+/// `[http] max_hold` unless set.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(300);
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -65,6 +103,7 @@ impl Default for HttpConfig {
                 .filter_map(|n| Network::parse(n).ok())
                 .collect(),
             backends: BTreeMap::new(),
+            max_hold: DEFAULT_MAX_HOLD,
         }
     }
 }
@@ -100,6 +139,20 @@ impl HttpConfig {
     }
 }
 
+/// `"5m"`, `"90s"`, `"45"` (seconds): at least one second.
+fn hold_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let d = match t.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(t)
+            .map_err(|e| format!("bad duration {t:?}: {e} (examples: 90s, 5m)"))?,
+    };
+    if d < Duration::from_secs(1) {
+        return Err(format!("{t:?} is shorter than one second"));
+    }
+    Ok(d)
+}
+
 /// The file's shape of `[http]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +160,7 @@ pub struct HttpFile {
     listen: Option<String>,
     trusted_peers: Option<Vec<String>>,
     backends: Option<BTreeMap<String, String>>,
+    max_hold: Option<String>,
 }
 
 impl HttpFile {
@@ -125,17 +179,17 @@ impl HttpFile {
             c.check_listen(&listen).map_err(Error::Config)?;
             c.listen = Some(listen);
         }
+        if let Some(text) = self.max_hold {
+            c.max_hold = hold_duration(&text).map_err(|e| bad(format!("max_hold: {e}")))?;
+        }
         for (proto, target) in self.backends.unwrap_or_default() {
             if !PROTOCOLS.contains(&proto.as_str()) {
                 return Err(bad(format!(
                     "backends: unknown protocol {proto:?} (imap, pop3 or smtp)"
                 )));
             }
-            let addr = target.trim().parse::<SocketAddr>().map_err(|_| {
-                bad(format!(
-                    "backends.{proto}: {target:?} is not IP-address:port (nginx needs an address, not a host name)"
-                ))
-            })?;
+            let addr =
+                backend_address(&target).map_err(|e| bad(format!("backends.{proto}: {e}")))?;
             c.backends.insert(proto, addr);
         }
         Ok(c)
@@ -172,6 +226,15 @@ mod tests {
         assert!(c.trusts("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!c.trusts("127.0.0.2".parse().unwrap()));
         assert_eq!(c.backends["smtp"], "[::1]:25".parse().unwrap());
+        assert_eq!(c.max_hold, DEFAULT_MAX_HOLD);
+        assert_eq!(
+            parse("max_hold = \"90s\"").unwrap().max_hold,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse("max_hold = \"2\"").unwrap().max_hold,
+            Duration::from_secs(2)
+        );
         let d = HttpConfig::default();
         assert!(d.trusts("127.0.0.9".parse().unwrap()) && d.trusts("::1".parse().unwrap()));
         assert!(!d.trusts("192.0.2.1".parse().unwrap()));
@@ -192,5 +255,18 @@ mod tests {
         assert!(parse("[backends]\nsieve = \"127.0.0.1:4190\"").is_err());
         assert!(parse("listne = \"127.0.0.1:1\"").is_err());
         assert!(parse(r#"trusted_peers = ["nginx"]"#).is_err());
+        assert!(parse("[backends]\nimap = \"0.0.0.0:143\"").is_err());
+        assert!(parse("[backends]\nimap = \"127.0.0.1:0\"").is_err());
+        assert!(parse("max_hold = \"soon\"").is_err());
+        assert!(parse("max_hold = \"0s\"").is_err());
+        assert_eq!(protocol(" IMAP "), Ok("imap"));
+        assert!(protocol("sieve").is_err());
+        assert_eq!(
+            backend_address("[::1]:143").map(|a| a.to_string()),
+            Ok("[::1]:143".to_string())
+        );
+        assert!(backend_address("mail.example.org:143")
+            .unwrap_err()
+            .contains("not a host name"));
     }
 }

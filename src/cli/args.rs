@@ -79,6 +79,9 @@ pub(super) enum Command {
     /// One-time codes for two-step login.
     #[command(subcommand)]
     Codes(CodesCmd),
+    /// Backends of the auth_http face: hold, release, list.
+    #[command(subcommand)]
+    Backend(BackendCmd),
     /// Per-account service overrides.
     #[command(subcommand)]
     Service(ServiceCmd),
@@ -130,6 +133,38 @@ pub(super) enum UserCmd {
         name: String,
         plan: String,
     },
+    /// Route the account's logins through nginx's auth_http face for one
+    /// protocol to its own backend (instead of `[http.backends]`).
+    #[command(name = "set-backend")]
+    SetBackend {
+        name: String,
+        /// imap, pop3 or smtp.
+        protocol: String,
+        /// IP-ADDRESS:PORT (nginx takes only an address, not a host name).
+        #[arg(required_unless_present = "clear", value_name = "IP:PORT")]
+        backend: Option<String>,
+        /// Remove the account's own backend (back to `[http.backends]`).
+        #[arg(long, conflicts_with = "backend")]
+        clear: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum BackendCmd {
+    /// Put a backend on hold: logins routed to it wait (nginx retries
+    /// silently) until it is released or they are moved with
+    /// `user set-backend`, at most `[http] max_hold`.
+    Hold {
+        #[arg(value_name = "IP:PORT")]
+        backend: String,
+    },
+    /// End a hold: the waiting logins go through.
+    Release {
+        #[arg(value_name = "IP:PORT")]
+        backend: String,
+    },
+    /// Backends in use: the defaults, the accounts routed to each, the holds.
+    List,
 }
 
 #[derive(Subcommand, Debug)]

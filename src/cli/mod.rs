@@ -8,6 +8,7 @@
 
 mod args;
 mod copy;
+mod routing;
 
 use crate::config::{self, Config};
 use crate::engine::{policy_denial, Decision, Gate, Request};
@@ -140,6 +141,7 @@ fn run(cli: Cli) -> Result<i32> {
             unreachable!("handled above")
         }
         Command::User(cmd) => user(store, cmd, cli.json)?,
+        Command::Backend(cmd) => routing::backend(store, &cfg, cmd, cli.json)?,
         Command::Passwd {
             name,
             stdin,
@@ -310,6 +312,16 @@ fn user(store: &mut dyn AdminStore, cmd: UserCmd, as_json: bool) -> Result<()> {
                         overrides.join(" ")
                     }
                 ))?;
+                let backends: Vec<String> =
+                    a.backends.iter().map(|(p, b)| format!("{p}={b}")).collect();
+                out(&format!(
+                    "backends:       {}",
+                    if backends.is_empty() {
+                        "- ([http.backends] defaults)".into()
+                    } else {
+                        backends.join(" ")
+                    }
+                ))?;
                 out(&format!("created:        {}", timefmt::format(a.created)))?;
                 out(&format!("last login:     {}", opt_time(a.last_login)))?;
             }
@@ -318,6 +330,12 @@ fn user(store: &mut dyn AdminStore, cmd: UserCmd, as_json: bool) -> Result<()> {
         UserCmd::Enable { name } => store.set_disabled(&name, false)?,
         UserCmd::Delete { name } => store.delete_account(&name)?,
         UserCmd::SetPlan { name, plan } => store.set_plan(&name, &plan)?,
+        UserCmd::SetBackend {
+            name,
+            protocol,
+            backend,
+            clear: _,
+        } => routing::set_backend(store, &name, &protocol, backend.as_deref())?,
     }
     Ok(())
 }
@@ -480,12 +498,15 @@ fn explain(
         lines.push((format!("app password {} ({})", app.id, app.label), rule));
     }
     let any = lines.iter().any(|(_, r)| r.is_none());
+    let routes = routing::routes(store, cfg, &acct.name)?;
     if as_json {
         let items: Vec<_> = lines
             .iter()
             .map(|(c, r)| serde_json::json!({"credential": c, "allowed": r.is_none(), "rule": r}))
             .collect();
-        json(&serde_json::json!({"account": acct.name, "service": service, "credentials": items}))?;
+        json(
+            &serde_json::json!({"account": acct.name, "service": service, "credentials": items, "backends": routes}),
+        )?;
     } else {
         out(&format!("{} on {service} (plan {}):", acct.name, acct.plan))?;
         for (c, r) in &lines {
@@ -494,6 +515,10 @@ fn explain(
                 Some(rule) => out(&format!("  {c}: cannot: {rule}"))?,
             }
         }
+        out(&format!(
+            "  auth_http backends: {}",
+            routing::routes_text(&routes)
+        ))?;
     }
     Ok(if any { 0 } else { 1 })
 }

@@ -24,6 +24,9 @@ pub struct AccountInfo {
     pub last_login: Option<i64>,
     /// Per-account service overrides: (service, allowed).
     pub overrides: Vec<(String, bool)>,
+    /// The account's own backends for the `auth_http` face: (protocol,
+    /// `IP:PORT`); other protocols use `[http.backends]`.
+    pub backends: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +165,7 @@ impl AdminStore for Store {
                     created: r.get(7)?,
                     last_login: r.get(8)?,
                     overrides: Vec::new(),
+                    backends: Vec::new(),
                 })
             },
         )?;
@@ -170,6 +174,7 @@ impl AdminStore for Store {
             .prepare("SELECT service, allow FROM service_overrides WHERE account_id = ?1 ORDER BY service")?
             .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<std::result::Result<_, _>>()?;
+        info.backends = super::RoutingAdmin::account_backends(self, &info.name)?;
         Ok(info)
     }
 

@@ -16,6 +16,7 @@ use super::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
 use super::dump::{Dump, DumpCounts};
 use super::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use super::pg::PgStore;
+use super::routing::{RoutingAdmin, RoutingReads};
 use super::Store;
 use crate::config::{Config, Database};
 use crate::error::{Error, Result};
@@ -55,7 +56,7 @@ pub trait ThrottleStore {
 }
 
 /// The login path's reads and writes.
-pub trait LoginStore: ThrottleStore + Send {
+pub trait LoginStore: ThrottleStore + RoutingReads + Send {
     fn config(&self) -> &Config;
 
     /// The generation: a new (random) value after every admin change.
@@ -128,7 +129,7 @@ pub trait LoginStore: ThrottleStore + Send {
 }
 
 /// Operator changes and listings (each change moves the generation).
-pub trait AdminStore: LoginStore {
+pub trait AdminStore: LoginStore + RoutingAdmin {
     fn add_account(&mut self, name: &str, plan: &str) -> Result<String>;
 
     fn list_accounts(&self) -> Result<Vec<AccountInfo>>;

@@ -17,11 +17,13 @@ mod dump_sqlite;
 mod interface;
 pub mod login;
 pub mod pg;
+pub mod routing;
 mod rules;
 pub mod schema;
 mod throttle;
 
 pub use interface::{create, open_admin, open_login, AdminStore, LoginStore, ThrottleStore};
+pub use routing::{BackendInfo, RoutingAdmin, RoutingReads};
 
 use crate::config::Config;
 use crate::error::{Error, Result};

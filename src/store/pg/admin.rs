@@ -88,6 +88,7 @@ impl AdminStore for PgStore {
             created: get(&r, 7)?,
             last_login: get(&r, 8)?,
             overrides,
+            backends: crate::store::RoutingAdmin::account_backends(self, name)?,
         })
     }
 

@@ -17,6 +17,7 @@
 mod admin;
 mod dump;
 mod login;
+mod routing;
 pub mod schema;
 mod throttle;
 
