@@ -38,6 +38,7 @@ fn req<'a>(login: &'a str, pw: &'a [u8]) -> Request<'a> {
         service: b"imap",
         realm: None,
         client_addr: Some(b"127.0.0.1;40000"),
+        local_addr: None,
     }
 }
 

@@ -17,6 +17,10 @@ pub struct Request<'a> {
     pub realm: Option<&'a [u8]>,
     /// Client address: `1.2.3.4`, `1.2.3.4;port` (libsasl2 ipremoteport), `::1`.
     pub client_addr: Option<&'a [u8]>,
+    /// The address the mail server received the connection on, `IP;PORT`
+    /// (libsasl2 iplocalport) or `IP:PORT`: a proxy ticket issued for it is
+    /// accepted (besides `proxy_ticket_backends`). `None`: the face cannot tell.
+    pub local_addr: Option<&'a [u8]>,
 }
 
 /// Which credential proved the login.
@@ -30,6 +34,9 @@ pub enum Credential {
     MasterAndCode,
     /// An app password.
     AppPassword { id: i64, label: String },
+    /// A single-use proxy ticket (issued by the `auth_http` face after a
+    /// two-step login, for the backend nginx hands the login to).
+    ProxyTicket,
     /// No credential checked: an account-policy check for a mechanism saslgate does
     /// not verify itself (the auxprop gate).
     PolicyOnly,
@@ -43,6 +50,7 @@ impl std::fmt::Display for Credential {
             Credential::MasterAndCode => write!(f, "master+code"),
             Credential::AppPassword { id, label } => write!(f, "app-password {id} ({label})"),
             Credential::PolicyOnly => write!(f, "policy-only"),
+            Credential::ProxyTicket => write!(f, "proxy-ticket"),
         }
     }
 }

@@ -41,6 +41,7 @@ fn malformed(addr: Option<&[u8]>) -> Request<'_> {
         service: b"imap",
         realm: None,
         client_addr: addr,
+        local_addr: None,
     }
 }
 

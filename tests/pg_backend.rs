@@ -111,6 +111,7 @@ fn req<'a>(login: &'a str, password: &'a str, addr: Option<&'a str>) -> Request<
         service: b"imap",
         realm: None,
         client_addr: addr.map(str::as_bytes),
+        local_addr: None,
     }
 }
 

@@ -434,6 +434,8 @@ pub fn check_accepted(f: &Fixture, login: &[u8], password: &[u8], service: &str,
             assert!(ok, "app password accepted out of its scope");
         }
         Credential::PolicyOnly => panic!("decide() answered PolicyOnly"),
+        // The fuzz fixture issues no tickets and configures no ticket backends.
+        Credential::ProxyTicket => panic!("proxy ticket accepted without one issued"),
     }
     let _ = login;
 }
@@ -461,6 +463,7 @@ pub fn check_decide(data: &[u8]) {
         service: &p[2],
         realm: fields.realm.then_some(&p[3][..]),
         client_addr: fields.addr.then_some(&p[4][..]),
+        local_addr: None,
     };
     let d = f.gate.decide(&req);
     if std::env::var_os("FUZZKIT_VERBOSE").is_some() {

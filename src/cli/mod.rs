@@ -415,6 +415,7 @@ fn verify(cfg: &Config, args: &VerifyArgs, as_json: bool) -> Result<i32> {
         service: args.service.as_bytes(),
         realm: args.realm.as_deref().map(str::as_bytes),
         client_addr: args.ip.as_deref().map(str::as_bytes),
+        local_addr: None,
     });
     gate.flush();
     let (code, value) = match &decision {

@@ -303,6 +303,7 @@ pub unsafe extern "C" fn saslgate_verify(
             service,
             realm,
             client_addr: addr,
+            local_addr: None,
         };
         SaslgateResult::from_decision(&h.gate.decide(&req))
     });
@@ -344,6 +345,7 @@ pub unsafe extern "C" fn saslgate_check_account(
             service,
             realm,
             client_addr: addr,
+            local_addr: None,
         };
         SaslgateResult::from_decision(&h.gate.check_account(&req))
     });

@@ -137,6 +137,7 @@ pub fn req<'a>(login: &'a str, password: &'a str, service: &'a str) -> Request<'
         service: service.as_bytes(),
         realm: None,
         client_addr: None,
+        local_addr: None,
     }
 }
 

@@ -48,6 +48,7 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
         service: proto.as_bytes(),
         realm: None,
         client_addr: addr,
+        local_addr: None,
     };
     let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.decide(&request)))
         .unwrap_or_else(|_| Decision::Unavailable {

@@ -21,6 +21,7 @@ pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Answer
         service: &req.service,
         realm: req.realm.as_deref(),
         client_addr: req.client_addr.as_deref(),
+        local_addr: None,
     };
     let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.decide(&request)))
         .unwrap_or_else(|_| Decision::Unavailable {
@@ -95,6 +96,7 @@ fn credential_into(line: &mut String, credential: &Credential) {
         Credential::MasterAndTotp => "master+totp",
         Credential::MasterAndCode => "master+code",
         Credential::PolicyOnly => "policy-only",
+        Credential::ProxyTicket => "proxy-ticket",
         Credential::AppPassword { id, label } => {
             // The label is the admin's text: escaped like any other value.
             line.push_str(" credential=\"app-password ");

@@ -112,6 +112,7 @@ pub(super) unsafe extern "C" fn auxprop_lookup(
                 service: step.service(),
                 realm: None,
                 client_addr: step.client_addr(),
+                local_addr: None,
             };
             let which = if flags & sys::SASL_AUXPROP_AUTHZID as c_uint != 0 {
                 "authzid"

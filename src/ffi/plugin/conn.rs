@@ -99,6 +99,13 @@ impl Step<'_> {
         unsafe { opt_bytes(self.sp.ipremoteport, self.sp.ipremlen) }.filter(|r| !r.is_empty())
     }
 
+    /// The address the server accepted the connection on (`IP;PORT`): a proxy
+    /// ticket issued for it is accepted.
+    pub(super) fn local_addr(&self) -> Option<&[u8]> {
+        // SAFETY: as for service.
+        unsafe { opt_bytes(self.sp.iplocalport, self.sp.iploclen) }.filter(|r| !r.is_empty())
+    }
+
     /// Marks the exchange done, without a security layer (as stock PLAIN/LOGIN).
     pub(super) fn finish(op: &mut sys::sasl_out_params_t) -> c_int {
         op.doneflag = 1;

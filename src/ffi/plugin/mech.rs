@@ -417,6 +417,7 @@ impl Step<'_> {
             service,
             realm: self.realm(),
             client_addr: self.client_addr(),
+            local_addr: self.local_addr(),
         };
         let decision = gate.decide(&req);
         let who = || {
