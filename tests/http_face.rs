@@ -481,3 +481,188 @@ fn broken_database_answers_temporary_failure() {
     assert!(header(&a, "Auth-Server").is_none());
     assert!(log_of(&d).contains("face=http result=NO reason=unavailable"));
 }
+
+// ---- routing: per-account backends, holds (helper "routing") ----
+
+const TOTP_B32: &str = "JBSWY3DPEHPK3PXP";
+
+/// The current TOTP code from the real `oathtool`.
+fn oathtool_code() -> String {
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", TOTP_B32])
+        .output()
+        .expect("oathtool is required (apt-get install oathtool)");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn routes_per_account_then_default_and_refuses_without_one() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (d, _app) = start("", &addr.to_string());
+    let ask = |u: &str, proto: &str, ip: &str| {
+        exchange_tcp(addr, &nginx_request("plain", u, ALICE_PW, proto, 1, ip))
+    };
+    // No pop3 default: the account's own backend or nothing.
+    let a = ask("alice", "pop3", "192.0.2.50");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("Temporary server problem, try again later"),
+        "{a}"
+    );
+    let log = log_of(&d);
+    assert!(
+        log.contains("no pop3 backend for the account") && log.contains("account=\"alice\""),
+        "{log}"
+    );
+    // An unknown name is answered alike (no account enumeration).
+    let a = ask("nobody", "pop3", "192.0.2.50");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("Temporary server problem, try again later"),
+        "{a}"
+    );
+
+    cli(
+        &d.conf,
+        &["user", "set-backend", "alice", "pop3", "127.0.0.3:1110"],
+        None,
+    );
+    cli(
+        &d.conf,
+        &["user", "set-backend", "alice", "imap", "[::1]:2143"],
+        None,
+    );
+    let a = ask("alice", "pop3", "192.0.2.51");
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-Server"), Some("127.0.0.3"));
+    assert_eq!(header(&a, "Auth-Port"), Some("1110"));
+    let a = ask("Alice", "imap", "192.0.2.51");
+    assert_eq!(header(&a, "Auth-Server"), Some("::1"), "{a}");
+    assert_eq!(header(&a, "Auth-Port"), Some("2143"));
+    assert_eq!(header(&a, "Auth-User"), Some("alice"));
+    assert!(
+        log_of(&d).contains("backend=\"[::1]:2143\" route=account"),
+        "{}",
+        log_of(&d)
+    );
+
+    // Cleared: the default again, at the next request (the generation moved).
+    cli(
+        &d.conf,
+        &["user", "set-backend", "alice", "imap", "--clear"],
+        None,
+    );
+    let a = ask("alice", "imap", "192.0.2.52");
+    assert_eq!(header(&a, "Auth-Server"), Some("127.0.0.1"), "{a}");
+    assert_eq!(header(&a, "Auth-Port"), Some("10143"));
+    assert!(log_of(&d).contains("route=default"));
+}
+
+#[test]
+fn a_held_backend_makes_nginx_wait_without_using_the_code() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (d, app) = start("", &addr.to_string());
+    cli(
+        &d.conf,
+        &["totp", "enable", "alice", "--secret", TOTP_B32],
+        None,
+    );
+    cli(&d.conf, &["backend", "hold", "127.0.0.1:10143"], None);
+    let code = oathtool_code();
+    let two_step = format!("{ALICE_PW}{code}");
+    let ask = |pass: &str, proto: &str, attempt: u32| {
+        exchange_tcp(
+            addr,
+            &nginx_request("plain", "alice", pass, proto, attempt, "192.0.2.60"),
+        )
+    };
+    // nginx's WAIT: ask again after Auth-Wait, silently, same credentials.
+    for attempt in 1..=3 {
+        let a = ask(&two_step, "imap", attempt);
+        assert_eq!(header(&a, "Auth-Status"), Some("WAIT"), "{a}");
+        assert_eq!(header(&a, "Auth-Wait"), Some("1"), "{a}");
+        assert_eq!(header(&a, "Auth-Server"), None);
+        assert_eq!(header(&a, "Auth-Error-Code"), None);
+    }
+    // An unknown name routed to the held default waits alike.
+    let a = exchange_tcp(
+        addr,
+        &nginx_request("plain", "nobody", "x", "imap", 1, "192.0.2.61"),
+    );
+    assert_eq!(header(&a, "Auth-Status"), Some("WAIT"), "{a}");
+    let log = log_of(&d);
+    assert!(
+        log.contains("result=WAIT reason=backend-held account=\"alice\"")
+            && log.contains("backend=\"127.0.0.1:10143\" route=default held=yes hold_age="),
+        "{log}"
+    );
+
+    // Released: the same password+code is accepted (it was not used while
+    // waiting), once.
+    cli(&d.conf, &["backend", "release", "127.0.0.1:10143"], None);
+    let a = ask(&two_step, "imap", 4);
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-Port"), Some("10143"));
+    let a = ask(&two_step, "imap", 1);
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("authentication failed"),
+        "a used code must be refused: {a}"
+    );
+
+    // Moved while held: the waiting login goes to the new backend.
+    cli(&d.conf, &["backend", "hold", "[::1]:10025"], None);
+    let a = ask(&app, "smtp", 1);
+    assert_eq!(header(&a, "Auth-Status"), Some("WAIT"), "{a}");
+    cli(
+        &d.conf,
+        &["user", "set-backend", "alice", "smtp", "127.0.0.5:25"],
+        None,
+    );
+    let a = ask(&app, "smtp", 2);
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-Server"), Some("127.0.0.5"));
+    assert_eq!(header(&a, "Auth-Port"), Some("25"));
+    // Holding the new backend holds the moved account too.
+    cli(&d.conf, &["backend", "hold", "127.0.0.5:25"], None);
+    let a = ask(&app, "smtp", 1);
+    assert_eq!(header(&a, "Auth-Status"), Some("WAIT"), "{a}");
+}
+
+#[test]
+fn a_hold_older_than_max_hold_is_a_temporary_failure() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (d, app) = start("[http]\nmax_hold = \"1s\"", &addr.to_string());
+    cli(&d.conf, &["backend", "hold", "[::1]:10025"], None);
+    let ask = || {
+        exchange_tcp(
+            addr,
+            &nginx_request("plain", "alice", &app, "smtp", 1, "192.0.2.70"),
+        )
+    };
+    // Hold times are whole seconds: past 1 s for sure after 2.1 s.
+    std::thread::sleep(Duration::from_millis(2100));
+    let a = ask();
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("Temporary server problem, try again later"),
+        "{a}"
+    );
+    assert_eq!(header(&a, "Auth-Error-Code"), Some("451 4.3.0"));
+    assert_eq!(header(&a, "Auth-Wait"), None);
+    let log = log_of(&d);
+    assert!(
+        log.contains("backend on hold for longer than max_hold (1s)") && log.contains("held=yes"),
+        "{log}"
+    );
+    // Moved: accepted at once.
+    cli(
+        &d.conf,
+        &["user", "set-backend", "alice", "smtp", "127.0.0.6:25"],
+        None,
+    );
+    let a = ask();
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-Server"), Some("127.0.0.6"));
+}

@@ -450,7 +450,7 @@ fn credential_text(credential: &Credential) -> String {
 /// The first candidate name that is an account (`alice@realm`, then `alice`
 /// where the realm is local), and the name to throttle and audit under (the
 /// account's, else the first candidate).
-fn resolve_account(
+pub(super) fn resolve_account(
     store: &dyn LoginStore,
     candidates: &[String],
 ) -> crate::Result<(Option<AccountRow>, String)> {

@@ -143,6 +143,37 @@ impl Gate {
         })
     }
 
+    /// Reads for a face's own needs (the `auth_http` face's routes and
+    /// holds) on a pooled connection, outside a transaction: each statement
+    /// sees the latest commit. Any error is the face's "unavailable".
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&dyn crate::store::LoginStore) -> crate::Result<T>,
+    ) -> crate::Result<T> {
+        self.with_connection(|store| f(store))
+    }
+
+    /// The canonical name of the account `req`'s login resolves to, by the
+    /// same resolver as [`Gate::decide`] (realms, local realms), without
+    /// throttling, audit or hashing: for a face that must route before the
+    /// decision. `None`: malformed, or no such account (the decision refuses
+    /// those). `req.password` is ignored.
+    pub fn resolve_login(
+        &self,
+        store: &dyn crate::store::LoginStore,
+        req: &Request<'_>,
+    ) -> crate::Result<Option<String>> {
+        let probe = Request {
+            password: b"-",
+            ..*req
+        };
+        let Ok(input) = Input::parse(&probe, &self.config) else {
+            return Ok(None);
+        };
+        let (account, _) = attempt::resolve_account(store, &input.candidates)?;
+        Ok(account.map(|a| a.name))
+    }
+
     /// Account-level policy only, no credential (the auxprop gate for mechanisms
     /// saslgate does not verify itself: GSSAPI, EXTERNAL, SCRAM...). Refuses unknown
     /// (`NoSuchAccount`) and disabled accounts, services the account may not use and

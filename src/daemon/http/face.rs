@@ -1,11 +1,21 @@
-//! One `auth_http` request through the engine: the mapping to a
-//! [`Request`], the decision, the log line and the [`Answer`].
+//! One `auth_http` request through the engine: the routing word before the
+//! decision (no backend, backend on hold), the mapping to a [`Request`], the
+//! decision, the route of the verified account, the log line and the
+//! [`Answer`].
 
 use super::request::{AuthRequest, Method};
 use super::response::{header_safe, Answer};
+use super::route::{self, Before, Route};
 use crate::daemon::log::{text_into, value_into, Logger};
 use crate::engine::{Decision, Gate, Request};
+use crate::http_config::PROTOCOLS;
+use crate::timefmt::now;
 use std::time::Duration;
+
+/// nginx's word for "ask again after `Auth-Wait` seconds, with the same
+/// credentials, without telling the client" (`s->auth_wait` in
+/// ngx_mail_auth_http_module.c; any other text is shown to the client).
+const WAIT_STATUS: &str = "WAIT";
 
 /// Decides one request. `fail_delay` is saslgated's `--fail-delay`, the
 /// least `Auth-Wait` of a refusal.
@@ -22,6 +32,16 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
         }
         value_into(line, "login", &req.user);
     };
+    let unavailable = |cause: &str, account: Option<&str>| -> Answer {
+        let mut line = String::from("face=http result=NO reason=unavailable");
+        text_into(&mut line, "cause", cause);
+        if let Some(a) = account {
+            value_into(&mut line, "account", a.as_bytes());
+        }
+        line_end(&mut line);
+        log.err(&line);
+        Answer::unavailable(proto)
+    };
     if let Method::Unsupported(m) = &req.method {
         let mut line = String::from("face=http result=NO reason=unsupported-method");
         value_into(&mut line, "method", m.as_bytes());
@@ -29,17 +49,11 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
         log.notice(&line);
         return Answer::unsupported_method(proto);
     }
-    // Checked before any hashing: without a backend an OK could not be used.
-    let Some(backend) = gate.config().http.backends.get(proto).copied() else {
-        let mut line = String::from("face=http result=NO reason=unavailable");
-        text_into(
-            &mut line,
-            "cause",
-            &format!("no backend for protocol {proto} (set it in [http.backends])"),
+    let Some(protocol) = PROTOCOLS.iter().copied().find(|p| *p == proto) else {
+        return unavailable(
+            &format!("no backend for protocol {proto} (imap, pop3 or smtp)"),
+            None,
         );
-        line_end(&mut line);
-        log.err(&line);
-        return Answer::unavailable(proto);
     };
     let addr = client.as_deref().map(str::as_bytes);
     let request = Request {
@@ -50,6 +64,44 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
         client_addr: addr,
         local_addr: None,
     };
+    // Routing first: a login that must wait or cannot be routed is answered
+    // before any hashing, and a waiting two-step login keeps its code.
+    let before = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        route::before_decision(gate, &request, protocol)
+    }))
+    .unwrap_or_else(|_| {
+        Err(crate::Error::Storage(
+            "internal error (panic in routing)".into(),
+        ))
+    });
+    let view = match before {
+        Err(e) => return unavailable(&e.to_string(), None),
+        Ok(Before::NoRoute { account }) => {
+            return unavailable(
+                &format!(
+                "no {protocol} backend for the account (none of its own, none in [http.backends])"
+            ),
+                account.as_deref(),
+            )
+        }
+        Ok(Before::Held {
+            account,
+            route,
+            since,
+        }) => {
+            return held(
+                gate,
+                log,
+                proto,
+                account.as_deref(),
+                route,
+                since,
+                &line_end,
+            )
+        }
+        Ok(Before::Decide(view)) => view,
+    };
+
     let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.decide(&request)))
         .unwrap_or_else(|_| Decision::Unavailable {
             cause: "internal error (panic in the decision)".into(),
@@ -60,24 +112,41 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
             credential,
         } => {
             if !header_safe(&account) {
-                let mut line = String::from("face=http result=NO reason=unavailable");
-                text_into(
-                    &mut line,
-                    "cause",
-                    "account name cannot be sent as Auth-User",
-                );
-                value_into(&mut line, "account", account.as_bytes());
-                line_end(&mut line);
-                log.err(&line);
-                return Answer::unavailable(proto);
+                return unavailable("account name cannot be sent as Auth-User", Some(&account));
             }
+            // Routed by the account the engine verified (its canonical name).
+            let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                route::after_decision(gate, &view, &account, protocol)
+            }))
+            .unwrap_or_else(|_| {
+                Err(crate::Error::Storage(
+                    "internal error (panic in routing)".into(),
+                ))
+            });
+            let route = match routed {
+                Ok(Some(route)) => route,
+                Ok(None) => {
+                    return unavailable(
+                        &format!(
+                            "no {protocol} backend for the account (none of its own, none in [http.backends])"
+                        ),
+                        Some(&account),
+                    )
+                }
+                Err(e) => return unavailable(&e.to_string(), Some(&account)),
+            };
+            // Proxy tickets (helper "tickets"): the one call that turns an
+            // acceptance into `Auth-Pass` goes here, with `account`,
+            // `protocol` and `route.backend`.
             let mut line = String::from("face=http result=OK");
             value_into(&mut line, "account", account.as_bytes());
             text_into(&mut line, "credential", &credential.to_string());
-            text_into(&mut line, "backend", &backend.to_string());
+            text_into(&mut line, "backend", &route.backend.to_string());
+            line.push_str(" route=");
+            line.push_str(route.source.name());
             line_end(&mut line);
             log.info(&line);
-            Answer::accepted(backend, account)
+            Answer::accepted(route.backend, account)
         }
         Decision::Refused {
             reason,
@@ -92,12 +161,59 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
             log.notice(&line);
             Answer::refused(reason, proto, delay.max(fail_delay), req.attempt)
         }
-        Decision::Unavailable { cause } => {
-            let mut line = String::from("face=http result=NO reason=unavailable");
-            text_into(&mut line, "cause", &cause);
-            line_end(&mut line);
-            log.err(&line);
-            Answer::unavailable(proto)
-        }
+        Decision::Unavailable { cause } => unavailable(&cause, None),
+    }
+}
+
+/// The answer while the account's backend is on hold: `WAIT` (nginx asks
+/// again in a second, the client sees nothing), or, once the hold is older
+/// than `[http] max_hold`, the temporary failure.
+fn held(
+    gate: &Gate,
+    log: &Logger,
+    proto: &str,
+    account: Option<&str>,
+    route: Route,
+    since: i64,
+    line_end: &dyn Fn(&mut String),
+) -> Answer {
+    let max_hold = gate.config().http.max_hold;
+    let age = now().saturating_sub(since).max(0);
+    let expired = u64::try_from(age).unwrap_or(0) >= max_hold.as_secs();
+    let mut line = String::from(if expired {
+        "face=http result=NO reason=unavailable"
+    } else {
+        "face=http result=WAIT reason=backend-held"
+    });
+    if expired {
+        text_into(
+            &mut line,
+            "cause",
+            &format!(
+                "backend on hold for longer than max_hold ({}s)",
+                max_hold.as_secs()
+            ),
+        );
+    }
+    if let Some(a) = account {
+        value_into(&mut line, "account", a.as_bytes());
+    }
+    text_into(&mut line, "backend", &route.backend.to_string());
+    line.push_str(" route=");
+    line.push_str(route.source.name());
+    line.push_str(" held=yes hold_age=");
+    line.push_str(&age.to_string());
+    line.push('s');
+    line_end(&mut line);
+    if expired {
+        log.err(&line);
+        return Answer::unavailable(proto);
+    }
+    log.info(&line);
+    Answer {
+        status: WAIT_STATUS,
+        wait: Some(1),
+        error_code: None,
+        accepted: None,
     }
 }

@@ -8,6 +8,8 @@
 //!   `%XX` escaping undone
 //! - [`face`]: request → engine → answer, and the log line
 //! - [`response`]: `Auth-Status`, `Auth-Wait`, `Auth-Error-Code`, `Auth-Server`...
+//! - [`route`]: the account's backend (its own or `[http.backends]`) and
+//!   backend holds, kept per database generation
 //! - [`listener`]: TCP or UNIX socket, peers, bounds, timeouts, threads
 //! - [`reaper`]: closes answered TCP connections once nginx has closed first
 
@@ -17,6 +19,7 @@ pub mod listener;
 pub mod reaper;
 pub mod request;
 pub mod response;
+pub mod route;
 
 pub use config::{HttpConfig, Listen};
 pub use listener::{FaceSettings, HttpFace};
