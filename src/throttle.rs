@@ -68,6 +68,15 @@ impl Keys {
         }
     }
 
+    /// The keys a login reads, by position: the slow-down key or the address
+    /// key (a request has one or the other), and the pair key.
+    pub fn read_order(&self) -> [Option<&String>; 2] {
+        [
+            self.slow.as_ref().or(self.address.as_ref()),
+            self.pair.as_ref(),
+        ]
+    }
+
     /// The address key alone (malformed requests name no account); `None` for
     /// a trusted address.
     pub fn address_only(ip: IpAddr, config: &Config) -> Option<Keys> {
@@ -89,16 +98,20 @@ pub enum State {
 }
 
 /// The state from a request's rows (`(key, failures, blocked_until)`, any order).
-pub(crate) fn state_of(keys: &Keys, rows: &[(String, i64, i64)], now: i64) -> State {
+pub(crate) fn state_of<'a>(
+    keys: &Keys,
+    rows: impl IntoIterator<Item = (&'a str, i64, i64)>,
+    now: i64,
+) -> State {
     let mut has_account_rows = false;
     let mut retry_after = 0;
     for (key, failures, blocked_until) in rows {
-        let is = |k: &Option<String>| k.as_deref() == Some(key.as_str());
-        if (is(&keys.address) || is(&keys.pair)) && *blocked_until > now {
+        let is = |k: &Option<String>| k.as_deref() == Some(key);
+        if (is(&keys.address) || is(&keys.pair)) && blocked_until > now {
             retry_after = retry_after.max(blocked_until - now);
         }
         // Only the account's own rows: a success clears them, never the address's.
-        if (is(&keys.pair) || is(&keys.slow)) && *failures > 0 {
+        if (is(&keys.pair) || is(&keys.slow)) && failures > 0 {
             has_account_rows = true;
         }
     }
@@ -107,6 +120,22 @@ pub(crate) fn state_of(keys: &Keys, rows: &[(String, i64, i64)], now: i64) -> St
     } else {
         State::Open { has_account_rows }
     }
+}
+
+/// One throttle row as the login path reads it: `(failures, blocked_until)`;
+/// `failures` is only ever compared with 0 (SQLite's read gives 0 or 1).
+pub type RowState = (i64, i64);
+
+/// The rows of a request's keys, in [`Keys::read_order`] (`None`: no row).
+pub type KeyRows = [Option<RowState>; 2];
+
+/// The state from the rows of [`Keys::read_order`].
+pub(crate) fn state_of_rows(keys: &Keys, rows: &KeyRows, now: i64) -> State {
+    let [k0, k1] = keys.read_order();
+    let found = [(k0, rows[0]), (k1, rows[1])]
+        .into_iter()
+        .filter_map(|(k, r)| Some((k?.as_str(), r?.0, r?.1)));
+    state_of(keys, found, now)
 }
 
 /// 1 s, 2 s, 4 s... once an address-less account is past its slow-down budget.

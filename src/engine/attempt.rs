@@ -109,7 +109,7 @@ impl Attempt<'_> {
             return Ok(None);
         }
         let keys = Keys::new(&view.name, input.addr, &gate.config);
-        let (current, throttle) = store.generation_and_throttle(&keys, self.now)?;
+        let (current, throttle) = gate.fresh.generation_and_throttle(store, &keys, self.now)?;
         if current != generation {
             gate.snapshot.forget(generation);
             return Ok(None);

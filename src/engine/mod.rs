@@ -5,6 +5,7 @@
 //! Split by job:
 //! - `pool`: connections per process, fork safety, the watch on the file;
 //! - `attempt`: the decision flow (fast path, full path, policy-only check);
+//! - `fresh`: the generation and throttle rows known current without a statement;
 //! - `credentials`: steps 3-5, at most one slow hash;
 //! - `policy`: step 6;
 //! - `record`: step 7, the audit buffer and the refusals that cost no hash.
@@ -15,6 +16,7 @@
 
 mod attempt;
 mod credentials;
+mod fresh;
 mod policy;
 mod pool;
 mod record;
@@ -43,6 +45,8 @@ pub struct Gate {
     cache: Option<PositiveCache>,
     /// Login data of recent accounts for the app-password fast path.
     snapshot: Snapshot,
+    /// The generation and throttle rows known current (see `fresh`).
+    fresh: fresh::Fresh,
     buffer: Mutex<audit::Buffer>,
     dummy_hash: OnceLock<Option<String>>,
     decisions: AtomicU64,
@@ -66,6 +70,7 @@ impl Gate {
             pool: Mutex::new(Pool::new()),
             counter: HashCounter::default(),
             snapshot: Snapshot::default(),
+            fresh: fresh::Fresh::default(),
             buffer: Mutex::new(audit::Buffer::new(now())),
             dummy_hash: OnceLock::new(),
             decisions: AtomicU64::new(0),

@@ -114,6 +114,7 @@ impl Gate {
                 pool.pid = pid;
                 self.lock_buffer().forget();
                 self.snapshot.clear();
+                self.fresh.clear();
             }
             let now = Instant::now();
             // A PostgreSQL database has no file here to watch.
@@ -130,6 +131,7 @@ impl Gate {
                     pool.file = current;
                     pool.epoch += 1;
                     self.snapshot.clear();
+                    self.fresh.clear();
                     if let Some(cache) = &self.cache {
                         cache.clear();
                     }

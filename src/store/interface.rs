@@ -17,21 +17,31 @@ use super::dump::{Dump, DumpCounts};
 use super::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use super::pg::PgStore;
 use super::routing::{RoutingAdmin, RoutingReads};
+use super::ChangeStamp;
 use super::Store;
 use crate::config::{Config, Database};
 use crate::error::{Error, Result};
 use crate::secret::SecretBytes;
-use crate::throttle::{Keys, State};
+use crate::throttle::{KeyRows, Keys, State};
 use std::time::Duration;
 
 /// The throttle's rows (shared by every process and host using the store).
 pub trait ThrottleStore {
     /// Reads the throttle state for a request's keys (no writes).
     fn throttle_state(&self, keys: &Keys, now: i64) -> Result<State>;
-    /// The database generation and the throttle state, read by one statement (so
-    /// from one snapshot of the database, without an explicit transaction): what
-    /// the engine's fast path needs to know is current.
-    fn generation_and_throttle(&self, keys: &Keys, now: i64) -> Result<(i64, State)>;
+    /// The database generation and the throttle rows of a request's keys (in
+    /// [`Keys::read_order`]), read by one statement (so from one snapshot of the
+    /// database, without an explicit transaction): what the engine's fast path
+    /// needs to know is current.
+    fn generation_and_throttle(&self, keys: &Keys) -> Result<(i64, KeyRows)>;
+    /// A value that changes with every commit to the database, by any
+    /// connection of any process, before a reader can see the commit: equal
+    /// stamps, read at two moments, mean nothing was committed in between.
+    /// `None`: no such value here (PostgreSQL; SQLite not in WAL mode) or not
+    /// readable at this moment; the caller then reads the database.
+    fn change_stamp(&self) -> Option<ChangeStamp> {
+        None
+    }
     /// Records a credential failure (and its audit record) in one transaction.
     /// `fingerprint` is a keyed hash of (account, wrong password). Returns the delay
     /// to suggest before answering (slow-down of address-less requests).

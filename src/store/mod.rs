@@ -21,9 +21,12 @@ pub mod routing;
 mod rules;
 pub mod schema;
 mod throttle;
+#[allow(unsafe_code)] // SQLite's mapping of the WAL-index: every block has a SAFETY comment
+mod wal_index;
 
 pub use interface::{create, open_admin, open_login, AdminStore, LoginStore, ThrottleStore};
 pub use routing::{BackendInfo, RoutingAdmin, RoutingReads};
+pub use wal_index::ChangeStamp;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -47,6 +50,8 @@ pub struct Store {
     pub(crate) hmac_key: Vec<u8>,
     /// `hmac_key` absorbed once (the login path's keyed hashes).
     pub(crate) keyed: crate::crypto::KeyedHasher,
+    /// The connection's WAL-index, found at the first `change_stamp`.
+    pub(crate) wal_index: std::cell::OnceCell<Option<wal_index::WalIndex>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -173,6 +178,7 @@ impl Store {
             config: config.clone(),
             keyed: crate::crypto::KeyedHasher::new(&hmac_key),
             hmac_key,
+            wal_index: std::cell::OnceCell::new(),
         })
     }
 

@@ -2,10 +2,12 @@
 //! (what the keys and budgets mean is `crate::throttle`).
 
 use super::login::{insert_audit, AuditRecord};
+use super::wal_index::WalIndex;
+use super::ChangeStamp;
 use super::{Store, ThrottleStore};
 use crate::config::Budget;
 use crate::error::Result;
-use crate::throttle::{slow_delay, state_of, Keys, State};
+use crate::throttle::{slow_delay, state_of, KeyRows, Keys, State};
 use rusqlite::{params, OptionalExtension};
 use std::time::Duration;
 
@@ -79,10 +81,14 @@ impl ThrottleStore for Store {
                 rows.push((key.clone(), r.failures, r.blocked_until));
             }
         }
-        Ok(state_of(keys, &rows, now))
+        Ok(state_of(
+            keys,
+            rows.iter().map(|(k, f, b)| (k.as_str(), *f, *b)),
+            now,
+        ))
     }
 
-    /// The database generation and the throttle state, read by one statement (so
+    /// The database generation and the throttle rows, read by one statement (so
     /// from one snapshot of the database, without an explicit transaction): what
     /// the engine's fast path needs to know is current.
     ///
@@ -91,7 +97,7 @@ impl ThrottleStore for Store {
     /// which is all `state_of` looks at; a request with one key (no client
     /// address, or a trusted one) runs a statement without the second lookup.
     /// An `IN (?1, ?2)` list or a join would build a temporary b-tree per call.
-    fn generation_and_throttle(&self, keys: &Keys, now: i64) -> Result<(i64, State)> {
+    fn generation_and_throttle(&self, keys: &Keys) -> Result<(i64, KeyRows)> {
         const ONE_KEY: &str =
             "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key='generation'),\
             (SELECT blocked_until*2+(failures>0) FROM throttle WHERE key=?1)";
@@ -99,33 +105,45 @@ impl ThrottleStore for Store {
             "SELECT (SELECT CAST(value AS INTEGER) FROM meta WHERE key='generation'),\
             (SELECT blocked_until*2+(failures>0) FROM throttle WHERE key=?1),\
             (SELECT blocked_until*2+(failures>0) FROM throttle WHERE key=?2)";
-        let mut present = [&keys.slow, &keys.address, &keys.pair]
-            .into_iter()
-            .flatten();
-        let (first, second) = (present.next(), present.next());
-        let sql = if second.is_some() { TWO_KEYS } else { ONE_KEY };
-        let mut st = self.conn.prepare_cached(sql)?;
+        let [first, second] = keys.read_order();
         let packed = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<Option<(i64, i64)>> {
             // (failures > 0 as 0/1, blocked_until); `>>` rounds down, right for
             // any sign.
             Ok(r.get::<_, Option<i64>>(i)?.map(|v| (v & 1, v >> 1)))
         };
-        let (generation, row1, row2) = match second {
-            None => st.query_row(params![first], |r| Ok((r.get(0)?, packed(r, 1)?, None)))?,
-            Some(_) => st.query_row(params![first, second], |r| {
-                Ok((r.get::<_, Option<i64>>(0)?, packed(r, 1)?, packed(r, 2)?))
-            })?,
-        };
-        // Allocates only when a row exists (rare: a success clears the account's).
-        let mut rows = Vec::new();
-        for (key, row) in [(first, row1), (second, row2)] {
-            if let (Some(key), Some((failures, blocked_until))) = (key, row) {
-                rows.push((key.clone(), failures, blocked_until));
+        let (generation, rows) = match (first, second) {
+            (Some(a), Some(b)) => self
+                .conn
+                .prepare_cached(TWO_KEYS)?
+                .query_row(params![a, b], |r| {
+                    Ok((r.get::<_, Option<i64>>(0)?, [packed(r, 1)?, packed(r, 2)?]))
+                })?,
+            (one, None) | (None, one) => {
+                self.conn
+                    .prepare_cached(ONE_KEY)?
+                    .query_row(params![one], |r| {
+                        let row = packed(r, 1)?;
+                        let rows = if first.is_some() {
+                            [row, None]
+                        } else {
+                            [None, row]
+                        };
+                        Ok((r.get::<_, Option<i64>>(0)?, rows))
+                    })?
             }
-        }
+        };
         let generation =
             generation.ok_or_else(|| crate::Error::Storage("database has no generation".into()))?;
-        Ok((generation, state_of(keys, &rows, now)))
+        Ok((generation, rows))
+    }
+
+    /// The connection's WAL-index header (see `wal_index`): found once per
+    /// connection, then a few memory reads.
+    fn change_stamp(&self) -> Option<ChangeStamp> {
+        self.wal_index
+            .get_or_init(|| WalIndex::of(&self.conn))
+            .as_ref()?
+            .stamp()
     }
 
     /// Records a credential failure (and its audit record) in one transaction.
@@ -228,6 +246,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config {
             db: dir.path().join("sg.db"),
+            trusted_networks: vec![crate::throttle::Network::parse("198.51.100.0/24").unwrap()],
             ..Config::default()
         };
         let mut store = Store::create(&cfg).unwrap();
@@ -235,9 +254,13 @@ mod tests {
         let addr = Some("192.0.2.7".parse().unwrap());
         let with_addr = Keys::new("alice", addr, &cfg);
         let without = Keys::new("bob", None, &cfg);
+        // A trusted address has a pair key but no address key.
+        let trusted = Keys::new("carol", Some("198.51.100.7".parse().unwrap()), &cfg);
+        assert!(trusted.address.is_none() && trusted.pair.is_some());
         let check = |store: &Store| {
-            for keys in [&with_addr, &without] {
-                let (generation, state) = store.generation_and_throttle(keys, now).unwrap();
+            for keys in [&with_addr, &without, &trusted] {
+                let (generation, rows) = store.generation_and_throttle(keys).unwrap();
+                let state = crate::throttle::state_of_rows(keys, &rows, now);
                 assert_eq!(generation, store.generation().unwrap());
                 assert_eq!(state, store.throttle_state(keys, now).unwrap(), "{keys:?}");
             }
@@ -248,10 +271,12 @@ mod tests {
                 .record_failure(&with_addr, &[i; 16], now, None)
                 .unwrap();
             store.record_failure(&without, &[i; 16], now, None).unwrap();
+            store.record_failure(&trusted, &[i; 16], now, None).unwrap();
             check(&store);
         }
+        let rows = store.generation_and_throttle(&with_addr).unwrap().1;
         assert!(matches!(
-            store.generation_and_throttle(&with_addr, now).unwrap().1,
+            crate::throttle::state_of_rows(&with_addr, &rows, now),
             State::Blocked { .. }
         ));
         store.record_success(&without).unwrap();

@@ -8,7 +8,7 @@ use super::{get, PgStore};
 use crate::error::{Error, Result};
 use crate::store::login::AuditRecord;
 use crate::store::ThrottleStore;
-use crate::throttle::{slow_delay, state_of, Keys, State};
+use crate::throttle::{slow_delay, state_of, KeyRows, Keys, State};
 use std::time::Duration;
 
 /// Counts one failure on a key in its window (a new window if the old one
@@ -53,16 +53,17 @@ impl ThrottleStore for PgStore {
                 rows.push((key.clone(), get(&r, 0)?, get(&r, 1)?));
             }
         }
-        Ok(state_of(keys, &rows, now))
+        Ok(state_of(
+            keys,
+            rows.iter().map(|(k, f, b)| (k.as_str(), *f, *b)),
+            now,
+        ))
     }
 
     /// One statement, so one snapshot and one round trip: the generation (moved
     /// by any host's admin change) and the throttle rows (written by any host).
-    fn generation_and_throttle(&self, keys: &Keys, now: i64) -> Result<(i64, State)> {
-        let (first, second) = match (&keys.slow, &keys.address, &keys.pair) {
-            (Some(s), _, _) => (Some(s), None),
-            (None, a, p) => (a.as_ref(), p.as_ref()),
-        };
+    fn generation_and_throttle(&self, keys: &Keys) -> Result<(i64, KeyRows)> {
+        let [first, second] = keys.read_order();
         let r = self.query_one(
             "SELECT (SELECT value FROM saslgate_meta WHERE key = 'generation'),
                     t1.failures, t1.blocked_until, t2.failures, t2.blocked_until
@@ -72,17 +73,17 @@ impl ThrottleStore for PgStore {
             &[&first, &second],
         )?;
         let generation: Option<i64> = get(&r, 0)?;
-        let mut rows = Vec::new();
-        for (key, f) in [(first, 1), (second, 3)] {
+        let mut rows: KeyRows = [None, None];
+        for (row, f) in rows.iter_mut().zip([1, 3]) {
             let failures: Option<i64> = get(&r, f)?;
             let blocked: Option<i64> = get(&r, f + 1)?;
-            if let (Some(key), Some(failures), Some(blocked)) = (key, failures, blocked) {
-                rows.push((key.clone(), failures, blocked));
+            if let (Some(failures), Some(blocked)) = (failures, blocked) {
+                *row = Some((failures, blocked));
             }
         }
         let generation =
             generation.ok_or_else(|| Error::Storage("database has no generation".into()))?;
-        Ok((generation, state_of(keys, &rows, now)))
+        Ok((generation, rows))
     }
 
     fn record_failure(
