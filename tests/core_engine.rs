@@ -752,6 +752,63 @@ fn fast_path_honours_expiry() {
     );
 }
 
+/// The fast path knows the throttle rows without reading them while nothing
+/// was committed (src/engine/fresh.rs, the WAL-index header of SQLite): a
+/// failure counted by another process (here the `saslgate verify` command)
+/// must block the very next login from that address, even with the right app
+/// password, exactly as a read per login did. SQLite only: PostgreSQL reads
+/// the rows on every login.
+#[test]
+fn fast_path_sees_failures_counted_by_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::create(dir.path(), "", "address_failures = 3", 0);
+    let g = Gate::open(s.config.clone()).unwrap();
+    let at = |ip: &'static str| Request {
+        client_addr: Some(ip.as_bytes()),
+        ..req("alice", &s.app_imap, "imap")
+    };
+    for _ in 0..3 {
+        assert!(g.decide(&at("203.0.113.9")).is_accepted());
+    }
+    assert_eq!(g.stats().fast_accepts, 2);
+    for attempt in 0..3 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_saslgate"))
+            .arg("--config")
+            .arg(&s.conf)
+            .args([
+                "verify",
+                "alice",
+                "--service",
+                "imap",
+                "--ip",
+                "203.0.113.9",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        write!(stdin, "wrong password {attempt}").unwrap();
+        drop(stdin);
+        assert_eq!(child.wait().unwrap().code(), Some(1), "refused");
+    }
+    assert_eq!(
+        refused(&g.decide(&at("203.0.113.9"))),
+        Some(RefuseReason::Throttled)
+    );
+    // Other addresses are not affected, and go on taking the fast path.
+    let before = g.stats().fast_accepts;
+    assert!(g.decide(&at("198.51.100.9")).is_accepted());
+    assert!(g.decide(&at("198.51.100.9")).is_accepted());
+    assert_eq!(g.stats().fast_accepts, before + 2);
+    assert_eq!(
+        refused(&g.decide(&at("203.0.113.9"))),
+        Some(RefuseReason::Throttled)
+    );
+}
+
 // ---- realms (issue 11, findings 1 and 2): a login with a realm is `login@realm`;
 // the fallback to a plain account only for the configured local realms.
 
