@@ -1,7 +1,6 @@
 //! Logging: syslog (facility auth) through the `/dev/log` datagram socket, or
 //! stderr under `-d`. One line per decision; callers never pass secrets.
 
-use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -41,6 +40,23 @@ pub struct Logger {
 }
 
 const DEV_LOG: &str = "/dev/log";
+
+/// Writes a whole line to fd 2 without `Stderr`'s lock: acceptors logging at
+/// the same moment waited on that lock (a futex call every other request
+/// under load). One `write` per line, as before: a line of at most
+/// `PIPE_BUF` bytes is not interleaved with another thread's.
+fn write_stderr(mut bytes: &[u8]) {
+    use std::os::fd::AsFd;
+    let stderr = std::io::stderr();
+    while !bytes.is_empty() {
+        match nix::unistd::write(stderr.as_fd(), bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
 
 impl Logger {
     /// `stderr`: log to stderr (with debug lines when `debug`); otherwise to
@@ -105,7 +121,7 @@ impl Logger {
             line.push_str(&self.tag);
             line.push_str(msg);
             line.push('\n');
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            write_stderr(line.as_bytes());
         });
     }
 
@@ -126,7 +142,7 @@ impl Logger {
         line.push_str(&self.tag);
         line.push_str(msg);
         line.push('\n');
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        write_stderr(line.as_bytes());
     }
 
     pub fn info(&self, msg: &str) {
