@@ -10,6 +10,7 @@
 //! (testkit/src/pg.rs), and a SQLite file.
 
 use saslgate::decision::Credential;
+use saslgate::store::RoutingAdmin;
 use saslgate::{Config, Decision, Gate, RefuseReason};
 use saslgate_testkit::pg;
 use saslgate_testkit::*;
@@ -93,6 +94,31 @@ fn populate(f: &Fixture) -> Population {
     // No master password: app passwords only.
     s.add_account("erin", "default").unwrap();
     let app_erin = f.app_password("erin", &["smtp"], false, None);
+
+    // Routing: own backends and holds (one held since long ago: its start
+    // must survive the copy, or max_hold would start over).
+    s.set_account_backend("alice", "imap", Some("10.0.0.1:143"))
+        .unwrap();
+    s.set_account_backend("alice", "smtp", Some("[2001:db8::25]:25"))
+        .unwrap();
+    s.set_account_backend("dave", "pop3", Some("10.0.0.2:110"))
+        .unwrap();
+    s.hold_backend("10.0.0.1:143").unwrap();
+    s.hold_backend("10.0.0.9:993").unwrap();
+    drop(s);
+    // Aliases and blocks, and a proxy ticket that must not be copied, as rows.
+    f.sql(&format!(
+        "UPDATE backend_holds SET since = 1000 WHERE backend = '10.0.0.9:993';
+         INSERT INTO aliases (alias, account_id, created)
+           SELECT 'al', id, 5 FROM accounts WHERE name = 'alice';
+         INSERT INTO aliases (alias, account_id, created)
+           SELECT 'david@example.org', id, 6 FROM accounts WHERE name = 'dave';
+         INSERT INTO blocks (network, note, created) VALUES ('198.18.0.0/15', 'bench nets', 7);
+         INSERT INTO blocks (network, note, created) VALUES ('2001:db8:bad::/48', NULL, 8);
+         INSERT INTO proxy_tickets (lookup, account_id, service, backend, expires)
+           SELECT x'0102', id, 'imap', '10.0.0.1:143', {} FROM accounts WHERE name = 'alice';",
+        unix_now() + 60
+    ));
 
     Population {
         app_full,
@@ -339,6 +365,47 @@ fn add_history(db: &Path) {
     tx.commit().unwrap();
 }
 
+/// The routing, alias and block rows of a database, and its proxy tickets.
+fn names_and_routes(db: &str, base: &Config) -> (saslgate::store::dump::Dump, i64) {
+    let s = saslgate::store::open_admin(&config_for(db, base)).unwrap();
+    let dump = s.export_all().unwrap();
+    // The routes work there, through the login side's reads.
+    assert_eq!(
+        s.account_backend("alice", "imap").unwrap().as_deref(),
+        Some("10.0.0.1:143")
+    );
+    let tickets = match db.starts_with("postgres") {
+        true => 0,
+        false => rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM proxy_tickets", [], |r| r.get(0))
+            .unwrap(),
+    };
+    (dump, tickets)
+}
+
+fn assert_same_names_and_routes(
+    stage: &str,
+    want: &saslgate::store::dump::Dump,
+    got: &saslgate::store::dump::Dump,
+) {
+    assert_eq!(want.aliases.len(), 2, "{stage}: the source's aliases");
+    assert_eq!(want.blocks.len(), 2);
+    assert_eq!(want.account_backends.len(), 3);
+    assert_eq!(want.backend_holds.len(), 2);
+    assert_eq!(want.aliases, got.aliases, "{stage}: aliases");
+    assert_eq!(want.blocks, got.blocks, "{stage}: blocks");
+    assert_eq!(
+        want.account_backends, got.account_backends,
+        "{stage}: account backends"
+    );
+    assert_eq!(
+        want.backend_holds, got.backend_holds,
+        "{stage}: backend holds"
+    );
+    assert!(got.backend_holds.iter().any(|h| h.since == 1000), "{stage}");
+}
+
 /// Runs the whole scenario: SQLite source -> `middle` -> new SQLite file.
 fn round_trip(middle: &str, base: &Config, dir: &Path, extra_config: &str) {
     let f = Fixture::new();
@@ -362,9 +429,15 @@ fn round_trip(middle: &str, base: &Config, dir: &Path, extra_config: &str) {
     };
     assert_matrix_meaningful(&want);
 
+    let (source_rows, source_tickets) = names_and_routes(&source, base);
+    assert_eq!(source_tickets, 1);
+
     // Into the middle target.
     let out = copy(&source, middle, false, &conf);
     assert!(out.status.success(), "copy to {middle}: {}", text(&out));
+    let (mid_rows, mid_tickets) = names_and_routes(middle, base);
+    assert_same_names_and_routes(middle, &source_rows, &mid_rows);
+    assert_eq!(mid_tickets, 0, "proxy tickets are not copied");
     let (totp1, mid_results) = {
         let g = Gate::open(config_for(middle, base)).unwrap();
         let got = repeatable_checks(&g, &p, 1);
@@ -419,6 +492,9 @@ fn round_trip(middle: &str, base: &Config, dir: &Path, extra_config: &str) {
     let back = back.to_str().unwrap();
     let out = copy(middle, back, false, &conf);
     assert!(out.status.success(), "copy back: {}", text(&out));
+    let (back_rows, back_tickets) = names_and_routes(back, base);
+    assert_same_names_and_routes("copied back", &source_rows, &back_rows);
+    assert_eq!(back_tickets, 0, "proxy tickets are not copied");
     let g = Gate::open(config_for(back, base)).unwrap();
     let got = repeatable_checks(&g, &p, 2);
     assert_same("copied back", &want, &got);

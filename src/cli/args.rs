@@ -48,7 +48,8 @@ pub(super) enum Command {
     },
     /// Copy the whole database into another one (another backend, or a new
     /// SQLite file): accounts, hashes, the key, app passwords, TOTP, codes,
-    /// plans, overrides, throttle rows and audit; checked after the copy.
+    /// plans, overrides, throttle rows, audit, aliases, blocks, account backends
+    /// and backend holds (not proxy tickets); checked after the copy.
     Copy {
         /// The target: a SQLite file path (created if missing) or a database URL.
         #[arg(long, value_name = "TARGET")]

@@ -7,9 +7,15 @@
 //! the key **and the account ids** must be kept exactly), bcrypt hashes, TOTP
 //! secrets and last accepted steps, codes (used and unused), app passwords with
 //! their revocations and expiry, plans, per-account overrides, the throttle's
-//! rows (an address blocked before the copy stays blocked) and the audit trail.
-//! The generation is not carried: the target gets a new one (every process
-//! drops what it cached).
+//! rows (an address blocked before the copy stays blocked), the audit trail,
+//! login aliases, the address block list, per-account backends and backend
+//! holds (a hold keeps its start, so `max_hold` runs on). The generation is not
+//! carried: the target gets a new one (every process drops what it cached).
+//!
+//! Not carried: `proxy_tickets`. A ticket is single-use and lives about a
+//! minute, bound to the backend it was issued for; copying it could only let
+//! it be used twice (once on each database). The target's own tickets are
+//! deleted by the import, like every other row.
 //!
 //! Rows are ordered by their key so that two dumps of equal databases are
 //! equal; `saslgate copy` re-reads the target after the import and compares.
@@ -121,6 +127,34 @@ pub struct AuditDump {
     pub credential: Option<String>,
 }
 
+#[derive(Clone, Debug, PartialEq)]
+pub struct AliasDump {
+    pub alias: String,
+    pub account_id: i64,
+    pub created: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockDump {
+    /// `ADDRESS/LEN`, the network address.
+    pub network: String,
+    pub note: Option<String>,
+    pub created: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountBackendDump {
+    pub account_id: i64,
+    pub protocol: String,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendHoldDump {
+    pub backend: String,
+    pub since: i64,
+}
+
 /// A whole saslgate database. Each list is ordered by its key (id, or name).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dump {
@@ -132,6 +166,14 @@ pub struct Dump {
     pub codes: Vec<CodeDump>,
     pub throttle: Vec<ThrottleDump>,
     pub audit: Vec<AuditDump>,
+    /// By alias.
+    pub aliases: Vec<AliasDump>,
+    /// By network.
+    pub blocks: Vec<BlockDump>,
+    /// By account id, then protocol.
+    pub account_backends: Vec<AccountBackendDump>,
+    /// By backend.
+    pub backend_holds: Vec<BackendHoldDump>,
 }
 
 /// Rows per table, as `saslgate copy` reports and checks them.
@@ -144,6 +186,10 @@ pub struct DumpCounts {
     pub codes: usize,
     pub throttle: usize,
     pub audit: usize,
+    pub aliases: usize,
+    pub blocks: usize,
+    pub account_backends: usize,
+    pub backend_holds: usize,
 }
 
 impl std::fmt::Display for DumpCounts {
@@ -151,14 +197,19 @@ impl std::fmt::Display for DumpCounts {
         write!(
             f,
             "{} accounts, {} app passwords, {} one-time codes, {} plans, {} overrides, \
-             {} throttle rows, {} audit records",
+             {} throttle rows, {} audit records, {} aliases, {} blocks, {} account backends, \
+             {} backend holds",
             self.accounts,
             self.app_passwords,
             self.codes,
             self.plans,
             self.overrides,
             self.throttle,
-            self.audit
+            self.audit,
+            self.aliases,
+            self.blocks,
+            self.account_backends,
+            self.backend_holds
         )
     }
 }
@@ -176,6 +227,10 @@ impl Dump {
             codes: self.codes.len(),
             throttle: self.throttle.len(),
             audit: self.audit.len(),
+            aliases: self.aliases.len(),
+            blocks: self.blocks.len(),
+            account_backends: self.account_backends.len(),
+            backend_holds: self.backend_holds.len(),
         }
     }
 
@@ -189,6 +244,10 @@ impl Dump {
             && counts.overrides == 0
             && counts.throttle == 0
             && counts.audit == 0
+            && counts.aliases == 0
+            && counts.blocks == 0
+            && counts.account_backends == 0
+            && counts.backend_holds == 0
             && plans
                 .iter()
                 .all(|p| (p.name.as_str(), p.services.as_str()) == DEFAULT_PLAN)
@@ -212,6 +271,13 @@ impl Dump {
             ("one-time codes", self.codes != other.codes),
             ("throttle rows", self.throttle != other.throttle),
             ("audit records", self.audit != other.audit),
+            ("aliases", self.aliases != other.aliases),
+            ("blocks", self.blocks != other.blocks),
+            (
+                "account backends",
+                self.account_backends != other.account_backends,
+            ),
+            ("backend holds", self.backend_holds != other.backend_holds),
         ];
         match differs.iter().find(|(_, d)| *d) {
             Some((what, _)) => Err(Error::Storage(format!(
@@ -250,6 +316,14 @@ mod tests {
             codes: vec![],
             throttle: vec![],
             audit: vec![],
+            aliases: vec![],
+            blocks: vec![],
+            account_backends: vec![AccountBackendDump {
+                account_id: 3,
+                protocol: "imap".into(),
+                backend: "10.0.0.1:143".into(),
+            }],
+            backend_holds: vec![],
         }
     }
 
@@ -267,6 +341,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("accounts"));
+        let mut b = a.clone();
+        b.account_backends[0].backend = "10.0.0.2:143".into();
+        assert!(a
+            .check_copy(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("account backends"));
         let mut b = a.clone();
         b.accounts.clear();
         assert!(a
@@ -286,10 +367,20 @@ mod tests {
     fn empty_means_what_init_leaves() {
         let mut d = dump();
         d.accounts.clear();
+        assert!(!Dump::is_empty_database(&d.counts(), &d.plans));
+        d.account_backends.clear();
         assert!(Dump::is_empty_database(&d.counts(), &d.plans));
         d.plans[0].services = "imap".into();
         assert!(!Dump::is_empty_database(&d.counts(), &d.plans));
         let d = dump();
+        assert!(!Dump::is_empty_database(&d.counts(), &d.plans));
+        let mut d = dump();
+        d.accounts.clear();
+        d.account_backends.clear();
+        d.backend_holds.push(BackendHoldDump {
+            backend: "10.0.0.1:143".into(),
+            since: 1,
+        });
         assert!(!Dump::is_empty_database(&d.counts(), &d.plans));
     }
 }

@@ -3,8 +3,8 @@
 //! commits).
 
 use super::dump::{
-    AccountDump, AppPasswordDump, AuditDump, CodeDump, Dump, DumpCounts, DumpSecret, OverrideDump,
-    PlanDump, ThrottleDump,
+    AccountBackendDump, AccountDump, AliasDump, AppPasswordDump, AuditDump, BackendHoldDump,
+    BlockDump, CodeDump, Dump, DumpCounts, DumpSecret, OverrideDump, PlanDump, ThrottleDump,
 };
 use super::{LoginStore, Store};
 use crate::error::{Error, Result};
@@ -52,6 +52,10 @@ fn table_counts(conn: &Connection) -> Result<DumpCounts> {
         codes: count("one_time_codes")?,
         throttle: count("throttle")?,
         audit: count("audit")?,
+        aliases: count("aliases")?,
+        blocks: count("blocks")?,
+        account_backends: count("account_backends")?,
+        backend_holds: count("backend_holds")?,
     })
 }
 
@@ -68,7 +72,85 @@ fn read_plans(conn: &Connection) -> Result<Vec<PlanDump>> {
     )
 }
 
+/// The tables of schema version 3 (plain rows).
+fn read_names_and_routes(conn: &Connection, dump: &mut Dump) -> Result<()> {
+    dump.aliases = rows(
+        conn,
+        "SELECT alias, account_id, created FROM aliases ORDER BY alias",
+        |r| {
+            Ok(AliasDump {
+                alias: r.get(0)?,
+                account_id: r.get(1)?,
+                created: r.get(2)?,
+            })
+        },
+    )?;
+    dump.blocks = rows(
+        conn,
+        "SELECT network, note, created FROM blocks ORDER BY network",
+        |r| {
+            Ok(BlockDump {
+                network: r.get(0)?,
+                note: r.get(1)?,
+                created: r.get(2)?,
+            })
+        },
+    )?;
+    dump.account_backends = rows(
+        conn,
+        "SELECT account_id, protocol, backend FROM account_backends ORDER BY account_id, protocol",
+        |r| {
+            Ok(AccountBackendDump {
+                account_id: r.get(0)?,
+                protocol: r.get(1)?,
+                backend: r.get(2)?,
+            })
+        },
+    )?;
+    dump.backend_holds = rows(
+        conn,
+        "SELECT backend, since FROM backend_holds ORDER BY backend",
+        |r| {
+            Ok(BackendHoldDump {
+                backend: r.get(0)?,
+                since: r.get(1)?,
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn write_names_and_routes(conn: &Connection, dump: &Dump) -> Result<()> {
+    let mut insert =
+        conn.prepare("INSERT INTO aliases (alias, account_id, created) VALUES (?1, ?2, ?3)")?;
+    for a in &dump.aliases {
+        insert.execute(params![a.alias, a.account_id, a.created])?;
+    }
+    let mut insert =
+        conn.prepare("INSERT INTO blocks (network, note, created) VALUES (?1, ?2, ?3)")?;
+    for b in &dump.blocks {
+        insert.execute(params![b.network, b.note, b.created])?;
+    }
+    let mut insert = conn.prepare(
+        "INSERT INTO account_backends (account_id, protocol, backend) VALUES (?1, ?2, ?3)",
+    )?;
+    for b in &dump.account_backends {
+        insert.execute(params![b.account_id, b.protocol, b.backend])?;
+    }
+    let mut insert = conn.prepare("INSERT INTO backend_holds (backend, since) VALUES (?1, ?2)")?;
+    for h in &dump.backend_holds {
+        insert.execute(params![h.backend, h.since])?;
+    }
+    Ok(())
+}
+
 fn read_all(conn: &Connection) -> Result<Dump> {
+    let mut dump = read_base(conn)?;
+    read_names_and_routes(conn, &mut dump)?;
+    Ok(dump)
+}
+
+fn read_base(conn: &Connection) -> Result<Dump> {
     let hmac_key = conn.query_row("SELECT value FROM meta WHERE key = 'hmac_key'", [], |r| {
         secret_column(r, 0)
     })?;
@@ -173,6 +255,10 @@ fn read_all(conn: &Connection) -> Result<Dump> {
                 })
             },
         )?,
+        aliases: Vec::new(),
+        blocks: Vec::new(),
+        account_backends: Vec::new(),
+        backend_holds: Vec::new(),
     })
 }
 
@@ -180,8 +266,11 @@ fn read_all(conn: &Connection) -> Result<Dump> {
 /// transaction).
 fn write_all(conn: &Connection, dump: &Dump) -> Result<()> {
     // Children first (foreign keys); the generation triggers fire, harmlessly.
+    // Tickets are not copied (src/store/dump.rs): the target's go too.
     conn.execute_batch(
-        "DELETE FROM audit; DELETE FROM throttle; DELETE FROM one_time_codes;
+        "DELETE FROM proxy_tickets; DELETE FROM aliases; DELETE FROM account_backends;
+         DELETE FROM backend_holds; DELETE FROM blocks;
+         DELETE FROM audit; DELETE FROM throttle; DELETE FROM one_time_codes;
          DELETE FROM app_passwords; DELETE FROM service_overrides; DELETE FROM accounts;
          DELETE FROM plans;",
     )?;
@@ -279,6 +368,7 @@ fn write_all(conn: &Connection, dump: &Dump) -> Result<()> {
             e.credential
         ])?;
     }
+    write_names_and_routes(conn, dump)?;
     conn.execute(
         "UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'",
         [],

@@ -13,8 +13,8 @@
 use super::{get, PgStore};
 use crate::error::{Error, Result};
 use crate::store::dump::{
-    AccountDump, AppPasswordDump, AuditDump, CodeDump, Dump, DumpCounts, DumpSecret, OverrideDump,
-    PlanDump, ThrottleDump,
+    AccountBackendDump, AccountDump, AliasDump, AppPasswordDump, AuditDump, BackendHoldDump,
+    BlockDump, CodeDump, Dump, DumpCounts, DumpSecret, OverrideDump, PlanDump, ThrottleDump,
 };
 use tokio_postgres::Row;
 use zeroize::Zeroizing;
@@ -27,7 +27,9 @@ const PAGE: i64 = 5000;
 const COUNTS: &str = "SELECT (SELECT count(*) FROM plans), (SELECT count(*) FROM accounts),
         (SELECT count(*) FROM service_overrides), (SELECT count(*) FROM app_passwords),
         (SELECT count(*) FROM one_time_codes), (SELECT count(*) FROM throttle),
-        (SELECT count(*) FROM audit)";
+        (SELECT count(*) FROM audit), (SELECT count(*) FROM aliases),
+        (SELECT count(*) FROM blocks), (SELECT count(*) FROM account_backends),
+        (SELECT count(*) FROM backend_holds)";
 
 fn counts(s: &PgStore) -> Result<DumpCounts> {
     let row = s.query_one(COUNTS, &[])?;
@@ -40,6 +42,10 @@ fn counts(s: &PgStore) -> Result<DumpCounts> {
         codes: n(4)?,
         throttle: n(5)?,
         audit: n(6)?,
+        aliases: n(7)?,
+        blocks: n(8)?,
+        account_backends: n(9)?,
+        backend_holds: n(10)?,
     })
 }
 
@@ -210,7 +216,116 @@ fn read_all(s: &PgStore) -> Result<Dump> {
         codes,
         throttle,
         audit,
+        aliases: Vec::new(),
+        blocks: Vec::new(),
+        account_backends: Vec::new(),
+        backend_holds: Vec::new(),
     })
+}
+
+/// The tables of schema version 2 (plain rows; small, read whole). Text
+/// keys in byte order, as SQLite orders them.
+fn read_names_and_routes(s: &PgStore, dump: &mut Dump) -> Result<()> {
+    dump.aliases = s
+        .query(
+            "SELECT alias, account_id, created FROM aliases ORDER BY alias COLLATE \"C\"",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(AliasDump {
+                alias: get(r, 0)?,
+                account_id: get(r, 1)?,
+                created: get(r, 2)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    dump.blocks = s
+        .query(
+            "SELECT network, note, created FROM blocks ORDER BY network COLLATE \"C\"",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(BlockDump {
+                network: get(r, 0)?,
+                note: get(r, 1)?,
+                created: get(r, 2)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    dump.account_backends = s
+        .query(
+            "SELECT account_id, protocol, backend FROM account_backends
+             ORDER BY account_id, protocol COLLATE \"C\"",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(AccountBackendDump {
+                account_id: get(r, 0)?,
+                protocol: get(r, 1)?,
+                backend: get(r, 2)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    dump.backend_holds = s
+        .query(
+            "SELECT backend, since FROM backend_holds ORDER BY backend COLLATE \"C\"",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(BackendHoldDump {
+                backend: get(r, 0)?,
+                since: get(r, 1)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(())
+}
+
+fn write_names_and_routes(s: &PgStore, dump: &Dump) -> Result<()> {
+    for chunk in dump.aliases.chunks(CHUNK) {
+        let aliases: Vec<&str> = chunk.iter().map(|a| a.alias.as_str()).collect();
+        let accounts: Vec<i64> = chunk.iter().map(|a| a.account_id).collect();
+        let created: Vec<i64> = chunk.iter().map(|a| a.created).collect();
+        s.execute(
+            "INSERT INTO aliases (alias, account_id, created)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])",
+            &[&aliases, &accounts, &created],
+        )?;
+    }
+    for chunk in dump.blocks.chunks(CHUNK) {
+        let networks: Vec<&str> = chunk.iter().map(|b| b.network.as_str()).collect();
+        let notes: Vec<Option<&str>> = chunk.iter().map(|b| b.note.as_deref()).collect();
+        let created: Vec<i64> = chunk.iter().map(|b| b.created).collect();
+        s.execute(
+            "INSERT INTO blocks (network, note, created)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
+            &[&networks, &notes, &created],
+        )?;
+    }
+    for chunk in dump.account_backends.chunks(CHUNK) {
+        let accounts: Vec<i64> = chunk.iter().map(|b| b.account_id).collect();
+        let protocols: Vec<&str> = chunk.iter().map(|b| b.protocol.as_str()).collect();
+        let backends: Vec<&str> = chunk.iter().map(|b| b.backend.as_str()).collect();
+        s.execute(
+            "INSERT INTO account_backends (account_id, protocol, backend)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
+            &[&accounts, &protocols, &backends],
+        )?;
+    }
+    for chunk in dump.backend_holds.chunks(CHUNK) {
+        let backends: Vec<&str> = chunk.iter().map(|h| h.backend.as_str()).collect();
+        let since: Vec<i64> = chunk.iter().map(|h| h.since).collect();
+        s.execute(
+            "INSERT INTO backend_holds (backend, since)
+             SELECT * FROM unnest($1::text[], $2::bigint[])",
+            &[&backends, &since],
+        )?;
+    }
+    Ok(())
 }
 
 fn write_accounts(s: &PgStore, rows: &[AccountDump]) -> Result<()> {
@@ -369,8 +484,11 @@ fn write_audit(s: &PgStore, rows: &[AuditDump]) -> Result<()> {
 /// Replaces every row by the dump's (inside the caller's transaction).
 fn write_all(s: &PgStore, dump: &Dump) -> Result<()> {
     // Children first (foreign keys); the generation triggers fire, harmlessly.
+    // Tickets are not copied (src/store/dump.rs): the target's go too.
     s.batch(
-        "DELETE FROM audit; DELETE FROM throttle; DELETE FROM one_time_codes;
+        "DELETE FROM proxy_tickets; DELETE FROM aliases; DELETE FROM account_backends;
+         DELETE FROM backend_holds; DELETE FROM blocks;
+         DELETE FROM audit; DELETE FROM throttle; DELETE FROM one_time_codes;
          DELETE FROM app_passwords; DELETE FROM service_overrides; DELETE FROM accounts;
          DELETE FROM plans;",
     )?;
@@ -387,6 +505,7 @@ fn write_all(s: &PgStore, dump: &Dump) -> Result<()> {
     write_account_rows(s, dump)?;
     write_app_passwords(s, &dump.app_passwords)?;
     write_audit(s, &dump.audit)?;
+    write_names_and_routes(s, dump)?;
     // New rows made later (by the CLI, by logins' audit) take ids past the copied ones.
     s.batch(
         "SELECT setval(pg_get_serial_sequence('accounts', 'id'),
@@ -406,7 +525,10 @@ impl PgStore {
     pub(crate) fn export_pg(&self) -> Result<Dump> {
         self.end_read_tx()?;
         self.begin_read_tx()?;
-        let dump = read_all(self);
+        let dump = read_all(self).and_then(|mut d| {
+            read_names_and_routes(self, &mut d)?;
+            Ok(d)
+        });
         let ended = self.end_read_tx();
         let dump = dump?;
         ended?;
