@@ -4,14 +4,16 @@
 //! The route is the account's own backend for the protocol
 //! (`saslgate user set-backend`), else `[http.backends]`. Routes and holds
 //! move the database generation, so what is read here is kept in memory for
-//! as long as the generation stays: per request one generation read, and
-//! with no hold anywhere (and a default backend) nothing else before the
-//! decision.
+//! as long as the generation stays. The generation itself is read only when
+//! the database's change stamp (SQLite's WAL-index header, moved by every
+//! commit; `LoginStore::change_stamp`) moved since it was last read, so with
+//! no hold anywhere (and a default backend) a login costs no statement here
+//! between commits; PostgreSQL (no stamp) reads it once per login.
 
 use crate::engine::{Gate, Request};
 use crate::error::{Error, Result};
 use crate::http_config::{backend_address, HttpConfig};
-use crate::store::LoginStore;
+use crate::store::{ChangeStamp, LoginStore};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,9 +31,18 @@ pub struct RouteView {
     own: Mutex<HashMap<(String, &'static str), Option<String>>>,
 }
 
+/// The view, and the change stamp under which its generation was last read.
+struct Current {
+    view: Option<Arc<RouteView>>,
+    stamp: Option<ChangeStamp>,
+}
+
 /// One process has one database; a view of another generation (a change,
 /// or another database after a reload) is replaced at the next request.
-static CURRENT: Mutex<Option<Arc<RouteView>>> = Mutex::new(None);
+static CURRENT: Mutex<Current> = Mutex::new(Current {
+    view: None,
+    stamp: None,
+});
 
 /// Whose backend a route is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +85,32 @@ pub enum Before {
 }
 
 /// The view for the database's current generation.
+///
+/// The lock is never held across a statement (a slow database must not
+/// stall the other threads' cheap path); each (view, stamp) pair written is
+/// consistent on its own, so threads racing to write only cost a re-read.
 fn current(store: &dyn LoginStore) -> Result<Arc<RouteView>> {
+    let lock = || CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+    let stamp = store.change_stamp();
+    if let Some(s) = &stamp {
+        let slot = lock();
+        if let (Some(view), Some(known)) = (&slot.view, &slot.stamp) {
+            if known == s {
+                // Nothing committed since the generation was read.
+                return Ok(view.clone());
+            }
+        }
+    }
     let generation = store.generation()?;
-    let mut slot = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(v) = slot.as_ref().filter(|v| v.generation == generation) {
-        return Ok(v.clone());
+    // The stamp vouches for the generation only if it did not move
+    // across the read (a commit in between may or may not be seen).
+    let steady = stamp.filter(|s| store.change_stamp().as_ref() == Some(s));
+    {
+        let mut slot = lock();
+        if let Some(view) = slot.view.clone().filter(|v| v.generation == generation) {
+            slot.stamp = steady;
+            return Ok(view);
+        }
     }
     // Read after the generation: what is kept is never older than its tag.
     let view = Arc::new(RouteView {
@@ -86,7 +118,9 @@ fn current(store: &dyn LoginStore) -> Result<Arc<RouteView>> {
         holds: store.backend_holds()?.into_iter().collect(),
         own: Mutex::new(HashMap::new()),
     });
-    *slot = Some(view.clone());
+    let mut slot = lock();
+    slot.view = Some(view.clone());
+    slot.stamp = steady;
     Ok(view)
 }
 
