@@ -11,7 +11,7 @@
 #   client: closed_loop under callgrind (concurrency 1) against a native saslgated.
 #
 # Prints a markdown table with the totals and the inclusive cost of the parts
-# (Gate::decide, the audit flusher, the log line, accept/answer), per request.
+# (Gate::decide, the audit flusher, accept/answer), per request.
 # Env: CG_SECONDS, CG_KEEP=1 keeps the callgrind.out files (path printed),
 # CG_SASLGATED=PATH measures that saslgated binary (an earlier build) instead.
 # Needs valgrind. Only UNIX sockets under a temp dir; kills only what it started.
@@ -111,10 +111,9 @@ echo "|---|---|"
 echo "| whole daemon (all threads) | $(cat "$TMP/gated.per") |"
 echo "| \`Gate::decide\` | $(per "$(incl "$f" 'engine::Gate::decide \[')") |"
 echo "| of which keyed hash (HMAC-SHA256; software SHA-256 under valgrind, SHA-NI natively) | $(per "$(incl "$f" 'sha2::sha256::compress256 \[')") |"
-echo "| of which the generation and throttle read (\`generation_and_throttle\`) | $(per "$(incl "$f" 'generation_and_throttle \[')") |"
+echo "| of which the generation and throttle rows (\`Fresh::generation_and_throttle\`: from memory while the WAL-index header is unchanged, else one statement) | $(per "$(incl "$f" 'generation_and_throttle \[')") |"
 echo "| audit flusher (\`Gate::flush\`) | $(per "$(incl "$f" 'Gate>::flush \[')") |"
 echo "| the daemon's own work (accept, read, answer, close, log line: the rest) | $(awk -v w="$(cat "$TMP/gated.per")" -v d="$(per "$(incl "$f" 'engine::Gate::decide \[')")" -v fl="$(per "$(incl "$f" 'Gate>::flush \[')")" 'BEGIN { print w - d - fl }') |"
-echo "| of which writing the log line (\`Logger::log\`) | $(per "$(incl "$f" 'Logger::log \[')") |"
 echo "| malloc + free (all threads) | $(per "$(( $(incl "$f" 'malloc.c:malloc \[') + $(incl "$f" 'malloc.c:free \[') + $(incl "$f" 'malloc.c:realloc \[') ))") |"
 echo "| \`--bench-noop\` (serving path only) | $(cat "$TMP/noop.per") |"
 echo "| client \`closed_loop\` (C, concurrency 1) | $client |"
