@@ -1,13 +1,15 @@
 //! The login data of recently seen accounts, held in memory so that accepting an
-//! app password costs one SQLite statement instead of seven (see
-//! `Gate::fast_accept` in engine.rs).
+//! app password costs at most one SQLite statement instead of seven (see
+//! `Attempt::fast_accept` in engine/attempt.rs).
 //!
 //! Never stale: an entry belongs to the database generation it was read at, and
-//! every use reads the current generation in the same statement as the throttle
-//! rows. If they differ the whole snapshot is dropped and the request takes the
-//! full path. Every admin change sets a new generation (store/admin.rs). What
-//! logins change themselves (TOTP steps, one-time codes, hash upgrades, last-use
-//! stamps) is not kept here.
+//! every use checks the current generation together with the throttle rows:
+//! one statement, or none while the database's change stamp (SQLite's
+//! WAL-index header, moved by every commit of any process) is the one they
+//! were read under (engine/fresh.rs). If the generations differ the whole
+//! snapshot is dropped and the request takes the full path. Every admin change
+//! sets a new generation (store/admin.rs). What logins change themselves (TOTP
+//! steps, one-time codes, hash upgrades, last-use stamps) is not kept here.
 //!
 //! Not a credential cache: no verification result is kept; the app password is
 //! checked against its stored keyed hash on every request, and refusals always
