@@ -101,7 +101,7 @@ fn generate(target: &Path) -> Result<(), String> {
             .allowlist_type("sasl_getopt_t")
             .allowlist_type("propval")
             // Result codes, flags and plugin versions.
-            .allowlist_var("SASL_(OK|CONTINUE|FAIL|NOMEM|BUFOVER|NOMECH|BADPROT|BADPARAM|TRYAGAIN|BADAUTH|NOAUTHZ|DISABLED|NOUSER|BADVERS|UNAVAIL|NOVERIFY|CONSTRAINT_VIOLAT|NOCHANGE)")
+            .allowlist_var("SASL_(OK|CONTINUE|FAIL|NOMEM|BUFOVER|NOMECH|BADPROT|BADPARAM|TRYAGAIN|BADAUTH|NOAUTHZ|ENCRYPT|DISABLED|NOUSER|BADVERS|UNAVAIL|NOVERIFY|CONSTRAINT_VIOLAT|NOCHANGE)")
             .allowlist_var("SASL_SEC_.*")
             .allowlist_var("SASL_FEAT_.*")
             .allowlist_var("SASL_CU_.*")

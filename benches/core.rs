@@ -39,6 +39,7 @@ fn req<'a>(login: &'a str, pw: &'a [u8]) -> Request<'a> {
         realm: None,
         client_addr: Some(b"127.0.0.1;40000"),
         local_addr: None,
+        secure: None,
     }
 }
 
@@ -147,6 +148,7 @@ fn main() {
         let t = Instant::now();
         let d = gate.decide(&Request {
             client_addr: Some(ip.as_bytes()),
+            secure: None,
             ..req("nobody@example.org", b"guess-pw")
         });
         unknown.push(t.elapsed());
@@ -154,6 +156,7 @@ fn main() {
         let t = Instant::now();
         let d = gate.decide(&Request {
             client_addr: Some(ip.as_bytes()),
+            secure: None,
             ..req("one@example.org", b"guess-pw")
         });
         wrong.push(t.elapsed());

@@ -42,11 +42,13 @@ int main(void)
     /* version and error strings */
     CHECK(saslgate_version() && *saslgate_version(), "saslgate_version");
     printf("saslgate_version: %s\n", saslgate_version());
-    for (i = SASLGATE_OK; i <= SASLGATE_INTERNAL; i++) {
+    for (i = SASLGATE_OK; i <= SASLGATE_TLS_REQUIRED; i++) {
         const char *s = saslgate_strerror(i);
         CHECK(s && *s, "saslgate_strerror(%d)", i);
     }
     CHECK(!strcmp(saslgate_strerror(SASLGATE_DISABLED), "account disabled"), "strerror text");
+    CHECK(!strcmp(saslgate_strerror(SASLGATE_BLOCKED), "access denied"), "strerror of BLOCKED");
+    CHECK(!strcmp(saslgate_strerror(SASLGATE_TLS_REQUIRED), "encryption required"), "strerror of TLS_REQUIRED");
     CHECK(saslgate_strerror(-1) && saslgate_strerror(12345), "strerror of unknown codes is not NULL");
     CHECK(strcmp(saslgate_strerror(12345), saslgate_strerror(SASLGATE_OK)) != 0,
           "unknown code has its own text");

@@ -42,7 +42,9 @@ typedef enum saslgate_result {
     SASLGATE_UNAVAILABLE = 7,      /* database unavailable or internal storage error: fail closed */
     SASLGATE_CONFIG = 8,           /* configuration file unreadable or invalid (saslgate_open) */
     SASLGATE_INVALID_ARGUMENT = 9, /* NULL handle or required argument */
-    SASLGATE_INTERNAL = 10         /* internal error (a bug): fail closed */
+    SASLGATE_INTERNAL = 10,        /* internal error (a bug): fail closed */
+    SASLGATE_BLOCKED = 11,         /* client address on the admin's block list (saslgate block) */
+    SASLGATE_TLS_REQUIRED = 12     /* tls_required service over a plain connection (not from these functions: they cannot tell) */
 } saslgate_result;
 
 /* Opaque handle: a saslgate database with its configuration. */

@@ -76,6 +76,10 @@ pub struct Config {
     pub service_aliases: BTreeMap<String, String>,
     /// Services a "restricted" credential may use (its own list narrows this further).
     pub restricted_services: Vec<String>,
+    /// Services whose logins must come over an encrypted connection (names
+    /// after `service_aliases`). Enforced where the face can tell (the plugin,
+    /// the auth_http face); saslauthd requests cannot say, so there it is not.
+    pub tls_required: Vec<String>,
     pub audit_level: AuditLevel,
     /// Audit records older than this are pruned automatically.
     pub audit_retention: Duration,
@@ -142,6 +146,7 @@ impl Default for Config {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
             restricted_services: vec!["smtp".to_string()],
+            tls_required: Vec::new(),
             audit_level: AuditLevel::All,
             audit_retention: Duration::from_secs(30 * 86400),
             audit_max_rows: 1_000_000,
@@ -177,6 +182,7 @@ struct ConfigFile {
     local_realms: Option<Vec<String>>,
     restricted_services: Option<Vec<String>>,
     service_aliases: Option<BTreeMap<String, String>>,
+    tls_required: Option<Vec<String>>,
     throttle: Option<ThrottleFile>,
     http: Option<crate::http_config::HttpFile>,
 }
@@ -235,6 +241,11 @@ impl Config {
             }
             _ => Database::Sqlite(&self.db),
         }
+    }
+
+    /// Whether a login to `service` (after the aliases) must come encrypted.
+    pub fn requires_tls(&self, service: &str) -> bool {
+        self.tls_required.iter().any(|s| s == service)
     }
 
     /// Whether a login with this realm may fall back to a plain account name.
@@ -359,6 +370,17 @@ impl Config {
                     .insert(k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
             }
         }
+        if let Some(list) = file.tls_required {
+            let mut services = Vec::new();
+            for s in list {
+                let s = crate::names::service_name(&s, &c.service_aliases)
+                    .map_err(|e| Error::Config(format!("tls_required: {e}: {s:?}")))?;
+                if !services.contains(&s) {
+                    services.push(s);
+                }
+            }
+            c.tls_required = services;
+        }
         if let Some(h) = file.http {
             c.http = h.resolve()?;
         }
@@ -471,6 +493,7 @@ mod tests {
             audit_retention = "7d"
             cache_ttl = "60s"
             restricted_services = ["SMTP", "pop"]
+            tls_required = ["IMAP", "pop3", "imap4", "pop"]
             [service_aliases]
             imap4 = "imap"
             [throttle]
@@ -485,6 +508,9 @@ mod tests {
         assert_eq!(c.audit_retention, Duration::from_secs(7 * 86400));
         assert_eq!(c.cache_ttl, Duration::from_secs(60));
         assert_eq!(c.restricted_services, vec!["smtp", "pop"]);
+        // Through the service aliases, the file's own included.
+        assert_eq!(c.tls_required, vec!["imap", "pop"]);
+        assert!(Config::parse("tls_required = [\"im ap\"]").is_err());
         assert_eq!(
             c.service_aliases.get("imap4").map(String::as_str),
             Some("imap")

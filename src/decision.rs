@@ -21,6 +21,10 @@ pub struct Request<'a> {
     /// (libsasl2 iplocalport) or `IP:PORT`: a proxy ticket issued for it is
     /// accepted (besides `proxy_ticket_backends`). `None`: the face cannot tell.
     pub local_addr: Option<&'a [u8]>,
+    /// Whether the client's connection is encrypted (TLS under the login):
+    /// `None` when the face cannot tell (saslauthd requests), and then the
+    /// `tls_required` services are not enforced.
+    pub secure: Option<bool>,
 }
 
 /// Which credential proved the login.
@@ -73,6 +77,12 @@ pub enum RefuseReason {
     /// Account unknown (only from the policy check [`Gate::check_account`](crate::Gate::check_account); logins
     /// answer `BadCredentials` instead so accounts cannot be enumerated).
     NoSuchAccount,
+    /// The client address is inside a network of the admin's block list
+    /// (`saslgate block add`): refused before any lookup of the login.
+    Blocked,
+    /// A service of `tls_required` over a connection the face knows is not
+    /// encrypted: refused before any hashing.
+    TlsRequired,
 }
 
 impl RefuseReason {
@@ -85,6 +95,8 @@ impl RefuseReason {
             RefuseReason::Throttled => "too many failures, try again later",
             RefuseReason::BadInput => "malformed request",
             RefuseReason::NoSuchAccount => "no such account",
+            RefuseReason::Blocked => "access denied",
+            RefuseReason::TlsRequired => "encryption required",
         }
     }
     /// Stable lower-case name used in the audit trail and JSON output.
@@ -96,6 +108,8 @@ impl RefuseReason {
             RefuseReason::Throttled => "throttled",
             RefuseReason::BadInput => "bad-input",
             RefuseReason::NoSuchAccount => "no-such-account",
+            RefuseReason::Blocked => "blocked",
+            RefuseReason::TlsRequired => "tls-required",
         }
     }
 }

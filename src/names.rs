@@ -242,6 +242,68 @@ impl Network {
     }
 }
 
+impl Network {
+    /// The network address: host bits cleared (`192.0.2.77/24` is `192.0.2.0/24`).
+    pub fn masked(&self) -> Network {
+        let addr = match self.addr {
+            IpAddr::V4(a) => {
+                let bits = mask(u128::from(u32::from(a)), 32, self.prefix) >> 96;
+                IpAddr::V4((bits as u32).into())
+            }
+            IpAddr::V6(a) => IpAddr::V6(mask(u128::from(a), 128, self.prefix).into()),
+        };
+        Network {
+            addr,
+            prefix: self.prefix,
+        }
+    }
+}
+
+/// A set of networks (the admin's block list), asked per client address: one
+/// hash lookup per distinct prefix length, however long the list.
+#[derive(Debug, Default)]
+pub struct NetworkSet {
+    /// (prefix length, IPv6?) -> masked network bits.
+    by_prefix: Vec<((u8, bool), std::collections::HashSet<u128>)>,
+}
+
+impl NetworkSet {
+    pub fn new<'a>(networks: impl IntoIterator<Item = &'a Network>) -> NetworkSet {
+        let mut set = NetworkSet::default();
+        for n in networks {
+            let (bits, v6) = match n.addr {
+                IpAddr::V4(a) => (mask(u128::from(u32::from(a)), 32, n.prefix), false),
+                IpAddr::V6(a) => (mask(u128::from(a), 128, n.prefix), true),
+            };
+            let key = (n.prefix, v6);
+            match set.by_prefix.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, nets)) => {
+                    nets.insert(bits);
+                }
+                None => set.by_prefix.push((key, [bits].into())),
+            }
+        }
+        set
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_prefix.is_empty()
+    }
+
+    /// Whether `ip` (an IPv4-mapped IPv6 address counts as its IPv4 address)
+    /// is inside one of the networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (value, v6) = match normalise_ip(ip) {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), false),
+            IpAddr::V6(a) => (u128::from(a), true),
+        };
+        let bits = if v6 { 128 } else { 32 };
+        self.by_prefix.iter().any(|((prefix, is_v6), nets)| {
+            *is_v6 == v6 && nets.contains(&mask(value, bits, *prefix))
+        })
+    }
+}
+
 impl std::fmt::Display for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
@@ -319,6 +381,47 @@ mod tests {
         assert_eq!(parse_client_addr(b"[::1]:25"), Some("::1".parse().unwrap()));
         assert_eq!(parse_client_addr(b"garbage"), None);
         assert_eq!(parse_client_addr(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn network_sets() {
+        let nets: Vec<Network> = [
+            "192.0.2.77/24",
+            "10.1.2.3",
+            "2001:db8::/32",
+            "::ffff:198.51.100.0/120",
+        ]
+        .iter()
+        .map(|t| Network::parse(t).unwrap().masked())
+        .collect();
+        let shown: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "192.0.2.0/24",
+                "10.1.2.3/32",
+                "2001:db8::/32",
+                "198.51.100.0/24"
+            ]
+        );
+        let set = NetworkSet::new(&nets);
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        for inside in [
+            "192.0.2.1",
+            "192.0.2.255",
+            "10.1.2.3",
+            "2001:db8:ffff::1",
+            "::ffff:192.0.2.9",
+            "198.51.100.7",
+        ] {
+            assert!(set.contains(ip(inside)), "{inside}");
+        }
+        for outside in ["192.0.3.1", "10.1.2.4", "2001:db9::1", "::1", "0.0.0.0"] {
+            assert!(!set.contains(ip(outside)), "{outside}");
+        }
+        assert!(NetworkSet::new(&[]).is_empty());
+        let all = NetworkSet::new(&[Network::parse("0.0.0.0/0").unwrap()]);
+        assert!(all.contains(ip("203.0.113.5")) && !all.contains(ip("2001:db8::1")));
     }
 
     #[test]

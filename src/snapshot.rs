@@ -76,9 +76,17 @@ impl Snapshot {
         None
     }
 
-    /// Keeps `view`, read at `generation`, and the candidate names tried before
-    /// it that are not accounts. A different generation replaces everything.
-    pub fn remember(&self, generation: i64, not_accounts: &[String], view: AccountView) {
+    /// Keeps `view`, read at `generation`, the candidate names tried before
+    /// it that are neither accounts nor aliases, and the login alias it was
+    /// found by (aliases move the generation, so this stays exact). A
+    /// different generation replaces everything.
+    pub fn remember(
+        &self,
+        generation: i64,
+        not_accounts: &[String],
+        alias: Option<&str>,
+        view: AccountView,
+    ) {
         let mut inner = self.write();
         let full = inner.by_name.len() >= MAX_ACCOUNTS
             || inner.app_passwords + view.apps.len() > MAX_APP_PASSWORDS;
@@ -91,9 +99,11 @@ impl Snapshot {
             inner.by_name.insert(name.clone(), None);
         }
         inner.app_passwords += view.apps.len();
-        let replaced = inner
-            .by_name
-            .insert(view.name.clone(), Some(Arc::new(view)));
+        let view = Arc::new(view);
+        if let Some(alias) = alias {
+            inner.by_name.insert(alias.to_string(), Some(view.clone()));
+        }
+        let replaced = inner.by_name.insert(view.name.clone(), Some(view));
         if let Some(Some(old)) = replaced {
             inner.app_passwords -= old.apps.len();
         }
@@ -138,7 +148,7 @@ mod tests {
     fn unknown_names_go_to_the_database() {
         let s = Snapshot::default();
         assert!(s.lookup(&["alice".into()]).is_none());
-        s.remember(7, &["alice@example.org".into()], view(1, "alice"));
+        s.remember(7, &["alice@example.org".into()], None, view(1, "alice"));
         let (g, v) = s
             .lookup(&["alice@example.org".into(), "alice".into()])
             .unwrap();
@@ -150,10 +160,20 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_finds_its_account() {
+        let s = Snapshot::default();
+        s.remember(7, &["al@example.org".into()], Some("al"), view(1, "alice"));
+        let (_, v) = s.lookup(&["al@example.org".into(), "al".into()]).unwrap();
+        assert_eq!(v.name, "alice");
+        assert_eq!(s.lookup(&["alice".into()]).unwrap().1.id, 1);
+        assert!(s.lookup(&["alias-never-seen".into()]).is_none());
+    }
+
+    #[test]
     fn bounded() {
         let s = Snapshot::default();
         for i in 0..(MAX_ACCOUNTS as i64 + 5) {
-            s.remember(1, &[], view(i, &format!("u{i}")));
+            s.remember(1, &[], None, view(i, &format!("u{i}")));
         }
         let inner = s.read();
         assert!(inner.by_name.len() <= MAX_ACCOUNTS);
@@ -165,15 +185,15 @@ mod tests {
     #[test]
     fn a_new_generation_replaces_everything() {
         let s = Snapshot::default();
-        s.remember(7, &[], view(1, "alice"));
-        s.remember(8, &[], view(2, "bob"));
+        s.remember(7, &[], None, view(1, "alice"));
+        s.remember(8, &[], None, view(2, "bob"));
         assert!(s.lookup(&["alice".into()]).is_none());
         assert_eq!(s.lookup(&["bob".into()]).unwrap().0, 8);
         s.forget(7); // not the current one: nothing happens
         assert!(s.lookup(&["bob".into()]).is_some());
         s.forget(8);
         assert!(s.lookup(&["bob".into()]).is_none());
-        s.remember(9, &[], view(2, "bob"));
+        s.remember(9, &[], None, view(2, "bob"));
         s.clear();
         assert!(s.lookup(&["bob".into()]).is_none());
     }

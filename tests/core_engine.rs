@@ -260,6 +260,7 @@ fn one_slow_hash_at_most() {
     // Throttled: refuse without hashing, even the right password.
     let from = |pw| Request {
         client_addr: Some(b"192.0.2.7;5555"),
+        secure: None,
         ..req("erin", pw, "imap")
     };
     cost(from("bad1"));
@@ -280,6 +281,7 @@ fn throttling_cannot_be_turned_against_the_user() {
     let g = Gate::open(cfg).unwrap();
     let at = |pw: &'static str, ip: &'static str| Request {
         client_addr: Some(ip.as_bytes()),
+        secure: None,
         ..req("frank", pw, "imap")
     };
 
@@ -344,6 +346,7 @@ fn throttle_window_passes() {
     let g = Gate::open(cfg).unwrap();
     let at = |pw: &'static str| Request {
         client_addr: Some(b"192.0.2.1"),
+        secure: None,
         ..req("gina", pw, "imap")
     };
     g.decide(&at("wrong"));
@@ -441,6 +444,7 @@ fn audit_trail_records_and_prunes() {
     g.decide(&req("kate", "pw-kate", "imap"));
     g.decide(&Request {
         client_addr: Some(b"192.0.2.5;1"),
+        secure: None,
         ..req("kate", "nope", "smtp")
     });
     g.flush();
@@ -630,6 +634,7 @@ fn fast_path_follows_every_change() {
     let fast = |g: &Gate| g.stats().fast_accepts;
     let at = |pw: &'static str, ip: &'static str| Request {
         client_addr: Some(ip.as_bytes()),
+        secure: None,
         ..req("hana", pw, "imap")
     };
     let app: &'static str = Box::leak(app.into_boxed_str());

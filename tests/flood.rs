@@ -29,6 +29,7 @@ fn gate_with(f: &Fixture, top: &str, throttle: &str) -> Gate {
 fn from<'a>(login: &'a str, pw: &'a str, addr: &'a str) -> Request<'a> {
     Request {
         client_addr: Some(addr.as_bytes()),
+        secure: None,
         ..req(login, pw, "imap")
     }
 }
@@ -42,6 +43,7 @@ fn malformed(addr: Option<&[u8]>) -> Request<'_> {
         realm: None,
         client_addr: addr,
         local_addr: None,
+        secure: None,
     }
 }
 

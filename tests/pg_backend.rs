@@ -112,6 +112,7 @@ fn req<'a>(login: &'a str, password: &'a str, addr: Option<&'a str>) -> Request<
         realm: None,
         client_addr: addr.map(str::as_bytes),
         local_addr: None,
+        secure: None,
     }
 }
 

@@ -510,8 +510,8 @@ fn header_check_catches_drift() {
         ("SASLGATE_THROTTLED = 4,", "SASLGATE_THROTTLED = 5,"),
         ("SASLGATE_DISABLED = 2,", "SASLGATE_ACCOUNT_DISABLED = 2,"),
         (
-            "SASLGATE_INTERNAL = 10 ",
-            "SASLGATE_INTERNAL = 10, SASLGATE_NEW = 11 ",
+            "SASLGATE_TLS_REQUIRED = 12 ",
+            "SASLGATE_TLS_REQUIRED = 12, SASLGATE_NEW = 13 ",
         ),
         (
             "#define SASLGATE_ABI_VERSION 1",

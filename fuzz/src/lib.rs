@@ -464,6 +464,7 @@ pub fn check_decide(data: &[u8]) {
         realm: fields.realm.then_some(&p[3][..]),
         client_addr: fields.addr.then_some(&p[4][..]),
         local_addr: None,
+        secure: None,
     };
     let d = f.gate.decide(&req);
     if std::env::var_os("FUZZKIT_VERBOSE").is_some() {

@@ -89,6 +89,12 @@ pub(super) enum Command {
     /// Plans: the services an account may use.
     #[command(subcommand)]
     Plan(PlanCmd),
+    /// Login aliases: other names an account logs in with.
+    #[command(subcommand)]
+    Alias(super::aliases::AliasCmd),
+    /// The address block list: clients refused on every face.
+    #[command(subcommand)]
+    Block(super::aliases::BlockCmd),
     /// Check a password (read from stdin) the way a mail service would.
     Verify(VerifyArgs),
     /// Show the audit trail.
@@ -243,7 +249,14 @@ pub(super) struct VerifyArgs {
     pub(super) service: String,
     #[arg(long)]
     pub(super) realm: Option<String>,
-    /// Client address (for throttling and the audit trail).
+    /// Client address (for throttling, the block list and the audit trail).
     #[arg(long)]
     pub(super) ip: Option<String>,
+    /// As over an encrypted connection (`tls_required` services are allowed).
+    #[arg(long, conflicts_with = "plain")]
+    pub(super) tls: bool,
+    /// As over a plain connection (`tls_required` services are refused).
+    /// Without --tls or --plain the transport is unknown, as for saslauthd.
+    #[arg(long)]
+    pub(super) plain: bool,
 }

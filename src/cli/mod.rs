@@ -6,6 +6,7 @@
 //! machine-readable output. Exit codes: 0 success, 1 refused or not found,
 //! 2 usage, 3 unavailable.
 
+mod aliases;
 mod args;
 mod copy;
 mod routing;
@@ -70,6 +71,10 @@ fn services_arg(cfg: &Config, raw: &str) -> Result<Vec<String>> {
         return Err(Error::Usage("empty service list".into()));
     }
     Ok(list)
+}
+
+fn opt_text(text: Option<&str>) -> &str {
+    text.filter(|t| !t.is_empty()).unwrap_or("-")
 }
 
 fn opt_time(ts: Option<i64>) -> String {
@@ -142,6 +147,8 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::User(cmd) => user(store, cmd, cli.json)?,
         Command::Backend(cmd) => routing::backend(store, &cfg, cmd, cli.json)?,
+        Command::Alias(cmd) => aliases::alias(store, cmd, cli.json)?,
+        Command::Block(cmd) => aliases::block(store, cmd, cli.json)?,
         Command::Passwd {
             name,
             stdin,
@@ -322,6 +329,8 @@ fn user(store: &mut dyn AdminStore, cmd: UserCmd, as_json: bool) -> Result<()> {
                         backends.join(" ")
                     }
                 ))?;
+                let aliases = a.aliases.join(" ");
+                out(&format!("aliases:        {}", opt_text(Some(&aliases))))?;
                 out(&format!("created:        {}", timefmt::format(a.created)))?;
                 out(&format!("last login:     {}", opt_time(a.last_login)))?;
             }
@@ -416,6 +425,11 @@ fn verify(cfg: &Config, args: &VerifyArgs, as_json: bool) -> Result<i32> {
         realm: args.realm.as_deref().map(str::as_bytes),
         client_addr: args.ip.as_deref().map(str::as_bytes),
         local_addr: None,
+        secure: match (args.tls, args.plain) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
     });
     gate.flush();
     let (code, value) = match &decision {

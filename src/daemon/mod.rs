@@ -127,6 +127,15 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
     }
     let db = cfg.db.clone();
     let cache_ttl = cfg.cache_ttl;
+    if !cfg.tls_required.is_empty() {
+        log.warn(&format!(
+            "tls_required ({}) is not enforced on the saslauthd socket: its requests do not say \
+             whether the client's connection is encrypted (enforce it in the mail server: \
+             Postfix smtpd_tls_auth_only = yes, Cyrus allowplaintext: no); the auth_http face \
+             enforces it from Auth-SSL",
+            cfg.tls_required.join(", ")
+        ));
+    }
     // Opened after detaching, and saslgated never forks again.
     let gate = match open_gate(cfg, |w| log.warn(w)) {
         Ok(g) => g.single_process().with_background_flush(),

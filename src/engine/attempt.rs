@@ -26,6 +26,8 @@ pub(super) struct Input {
     pub(super) candidates: Vec<String>,
     pub(super) service: String,
     pub(super) addr: Option<std::net::IpAddr>,
+    /// A `tls_required` service over a connection the face knows is plain.
+    pub(super) tls_missing: bool,
 }
 
 impl Input {
@@ -40,10 +42,12 @@ impl Input {
         names::password_field(req.password)?;
         let candidates = names::login_candidates(login, realm, |r| config.is_local_realm(r))?;
         let addr = req.client_addr.and_then(names::parse_client_addr);
+        let tls_missing = req.secure == Some(false) && config.requires_tls(&service);
         Ok(Input {
             candidates,
             service,
             addr,
+            tls_missing,
         })
     }
 }
@@ -65,6 +69,8 @@ struct Admission {
     /// The account's canonical name, else the first candidate (what unknown
     /// names are throttled and audited under).
     name: String,
+    /// The login alias the name resolved through, if any.
+    alias: Option<String>,
     keys: Keys,
     has_account_rows: bool,
 }
@@ -80,6 +86,9 @@ impl Attempt<'_> {
     ) -> crate::Result<Option<Decision>> {
         let gate = self.gate;
         let input = self.input;
+        if input.tls_missing {
+            return Ok(None);
+        }
         let Some(canonical) = canonical_generated(self.password, APP_PASSWORD_LEN) else {
             return Ok(None);
         };
@@ -114,12 +123,20 @@ impl Attempt<'_> {
             gate.snapshot.forget(generation);
             return Ok(None);
         }
+        // A blocked client (or a list not held for this generation) is the
+        // full path's to refuse.
+        if let Some(ip) = input.addr {
+            if gate.blocked_in_memory(generation, ip) != Some(false) {
+                return Ok(None);
+            }
+        }
         let throttle::State::Open { has_account_rows } = throttle else {
             return Ok(None);
         };
         let admitted = Admission {
             account: None,
             name: view.name.clone(),
+            alias: None,
             keys,
             has_account_rows,
         };
@@ -179,7 +196,7 @@ impl Attempt<'_> {
         }
 
         if app.is_some() {
-            self.remember_account(store, acct)?;
+            self.remember_account(store, acct, admitted.alias.as_deref())?;
         }
         if let (Some(cache), Some((fp, generation, None)), true) = (&gate.cache, cached, cacheable)
         {
@@ -224,31 +241,68 @@ impl Attempt<'_> {
         })
     }
 
-    /// Resolves the account name (the first candidate that is an account) and
-    /// asks the throttle before any hashing. `Err(decision)`: refused as
-    /// throttled.
+    /// Refuses a blocked client address, resolves the account name (the first
+    /// candidate that is an account or an alias), refuses a plain connection
+    /// to a `tls_required` service, and asks the throttle; all before any
+    /// hashing. `Err(decision)`: refused.
     fn admit(&self, store: &mut dyn LoginStore) -> crate::Result<Result<Admission, Decision>> {
-        let (account, name) = resolve_account(store, &self.input.candidates)?;
+        let policy_only = self.password.is_empty().then_some(&Credential::PolicyOnly);
+        if let Some(ip) = self.input.addr {
+            let generation = store.generation()?;
+            if self.gate.is_blocked(store, generation, ip)? {
+                let detail = format!("client address {ip} is on the block list");
+                let name = &self.input.candidates[0];
+                let refusal = self.refuse_now(
+                    store,
+                    name,
+                    RefuseReason::Blocked,
+                    detail,
+                    None,
+                    policy_only,
+                )?;
+                return Ok(Err(refusal));
+            }
+        }
+        let Resolved {
+            account,
+            name,
+            alias,
+        } = resolve_account(store, &self.input.candidates)?;
+        if self.input.tls_missing {
+            let detail = format!(
+                "{} is tls_required and the connection is not encrypted",
+                self.input.service
+            );
+            let refusal = self.refuse_now(
+                store,
+                &name,
+                RefuseReason::TlsRequired,
+                detail,
+                None,
+                policy_only,
+            )?;
+            return Ok(Err(refusal));
+        }
         let keys = Keys::new(&name, self.input.addr, &self.gate.config);
         match store.throttle_state(&keys, self.now)? {
             throttle::State::Blocked { retry_after } => {
                 let detail =
                     format!("client over its failure budget for {retry_after} more seconds");
                 let retry = Some(Duration::from_secs(retry_after as u64));
-                let credential = self.password.is_empty().then_some(&Credential::PolicyOnly);
                 let refusal = self.refuse_now(
                     store,
                     &name,
                     RefuseReason::Throttled,
                     detail,
                     retry,
-                    credential,
+                    policy_only,
                 )?;
                 Ok(Err(refusal))
             }
             throttle::State::Open { has_account_rows } => Ok(Ok(Admission {
                 account,
                 name,
+                alias,
                 keys,
                 has_account_rows,
             })),
@@ -304,13 +358,18 @@ impl Attempt<'_> {
     /// After the full path accepted an app password: keeps the account's login
     /// data for the fast path. Runs inside the decision's read transaction, so
     /// the data and the generation belong together.
-    fn remember_account(&self, store: &dyn LoginStore, acct: &AccountRow) -> crate::Result<()> {
+    fn remember_account(
+        &self,
+        store: &dyn LoginStore,
+        acct: &AccountRow,
+        alias: Option<&str>,
+    ) -> crate::Result<()> {
         let generation = store.generation()?;
         let not_accounts: Vec<String> = self
             .input
             .candidates
             .iter()
-            .take_while(|c| **c != acct.name)
+            .take_while(|c| **c != acct.name && Some(c.as_str()) != alias)
             .cloned()
             .collect();
         let view = AccountView {
@@ -325,7 +384,9 @@ impl Attempt<'_> {
                 .into_iter()
                 .collect(),
         };
-        self.gate.snapshot.remember(generation, &not_accounts, view);
+        self.gate
+            .snapshot
+            .remember(generation, &not_accounts, alias, view);
         Ok(())
     }
 
@@ -355,8 +416,11 @@ impl Attempt<'_> {
     ) -> crate::Result<Decision> {
         let gate = self.gate;
         if audit::wants(&gate.config.audit_level, false) {
-            // A throttled refusal costs no hash: its record is rate limited.
-            let cheap = reason == RefuseReason::Throttled;
+            // These refusals cost no hash: their records are rate limited.
+            let cheap = matches!(
+                reason,
+                RefuseReason::Throttled | RefuseReason::Blocked | RefuseReason::TlsRequired
+            );
             if !cheap || gate.admit_cheap(reason, self.input.addr, Some(account), self.now) {
                 let mut r = self.record(account, "refused");
                 r.reason = Some(reason.name());
@@ -447,20 +511,45 @@ fn credential_text(credential: &Credential) -> String {
     out
 }
 
-/// The first candidate name that is an account (`alice@realm`, then `alice`
-/// where the realm is local), and the name to throttle and audit under (the
-/// account's, else the first candidate).
-pub(super) fn resolve_account(
+/// What a login name resolved to.
+pub(crate) struct Resolved {
+    pub(crate) account: Option<AccountRow>,
+    /// The name to throttle, audit and answer under: the account's canonical
+    /// name, else the first candidate.
+    pub(crate) name: String,
+    /// The candidate that was a login alias of the account, if it was one.
+    pub(crate) alias: Option<String>,
+}
+
+/// The ONE place a login name becomes an account: for each candidate
+/// (`alice@realm`, then `alice` where the realm is local), an account of
+/// that name, else the account it is an alias of (one namespace: a name is
+/// never both).
+pub(crate) fn resolve_account(
     store: &dyn LoginStore,
     candidates: &[String],
-) -> crate::Result<(Option<AccountRow>, String)> {
-    for name in candidates {
-        if let Some(a) = store.find_account(name)? {
-            let canonical = a.name.clone();
-            return Ok((Some(a), canonical));
+) -> crate::Result<Resolved> {
+    for candidate in candidates {
+        if let Some(a) = store.find_account(candidate)? {
+            return Ok(Resolved {
+                name: a.name.clone(),
+                account: Some(a),
+                alias: None,
+            });
+        }
+        if let Some(a) = store.find_alias(candidate)? {
+            return Ok(Resolved {
+                name: a.name.clone(),
+                account: Some(a),
+                alias: Some(candidate.clone()),
+            });
         }
     }
-    Ok((None, candidates[0].clone()))
+    Ok(Resolved {
+        account: None,
+        name: candidates[0].clone(),
+        alias: None,
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! - `pool`: connections per process, fork safety, the watch on the file;
 //! - `attempt`: the decision flow (fast path, full path, policy-only check);
 //! - `fresh`: the generation and throttle rows known current without a statement;
+//! - `blocks`: the address block list, in memory per generation;
 //! - `credentials`: steps 3-5, at most one slow hash;
 //! - `policy`: step 6;
 //! - `record`: step 7, the audit buffer and the refusals that cost no hash.
@@ -15,6 +16,7 @@
 //! "unavailable" (saslgated's worker, the plugin's and the C ABI's guards).
 
 mod attempt;
+mod blocks;
 mod credentials;
 mod fresh;
 mod policy;
@@ -47,6 +49,8 @@ pub struct Gate {
     snapshot: Snapshot,
     /// The generation and throttle rows known current (see `fresh`).
     fresh: fresh::Fresh,
+    /// The address block list of the current generation.
+    blocks: blocks::BlockCache,
     buffer: Mutex<audit::Buffer>,
     dummy_hash: OnceLock<Option<String>>,
     decisions: AtomicU64,
@@ -71,6 +75,7 @@ impl Gate {
             counter: HashCounter::default(),
             snapshot: Snapshot::default(),
             fresh: fresh::Fresh::default(),
+            blocks: Default::default(),
             buffer: Mutex::new(audit::Buffer::new(now())),
             dummy_hash: OnceLock::new(),
             decisions: AtomicU64::new(0),
@@ -159,7 +164,7 @@ impl Gate {
     }
 
     /// The canonical name of the account `req`'s login resolves to, by the
-    /// same resolver as [`Gate::decide`] (realms, local realms), without
+    /// same resolver as [`Gate::decide`] (realms, local realms, aliases), without
     /// throttling, audit or hashing: for a face that must route before the
     /// decision. `None`: malformed, or no such account (the decision refuses
     /// those). `req.password` is ignored.
@@ -175,8 +180,8 @@ impl Gate {
         let Ok(input) = Input::parse(&probe, &self.config) else {
             return Ok(None);
         };
-        let (account, _) = attempt::resolve_account(store, &input.candidates)?;
-        Ok(account.map(|a| a.name))
+        let resolved = attempt::resolve_account(store, &input.candidates)?;
+        Ok(resolved.account.map(|a| a.name))
     }
 
     /// Account-level policy only, no credential (the auxprop gate for mechanisms

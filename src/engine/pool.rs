@@ -115,6 +115,7 @@ impl Gate {
                 self.lock_buffer().forget();
                 self.snapshot.clear();
                 self.fresh.clear();
+                self.blocks.clear();
             }
             let now = Instant::now();
             // A PostgreSQL database has no file here to watch.
@@ -132,6 +133,7 @@ impl Gate {
                     pool.epoch += 1;
                     self.snapshot.clear();
                     self.fresh.clear();
+                    self.blocks.clear();
                     if let Some(cache) = &self.cache {
                         cache.clear();
                     }

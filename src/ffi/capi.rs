@@ -39,11 +39,13 @@ pub enum SaslgateResult {
     Config = 8,
     InvalidArgument = 9,
     Internal = 10,
+    Blocked = 11,
+    TlsRequired = 12,
 }
 
 impl SaslgateResult {
     /// Every code, in value order.
-    pub const ALL: [SaslgateResult; 11] = [
+    pub const ALL: [SaslgateResult; 13] = [
         SaslgateResult::Ok,
         SaslgateResult::BadCredentials,
         SaslgateResult::Disabled,
@@ -55,6 +57,8 @@ impl SaslgateResult {
         SaslgateResult::Config,
         SaslgateResult::InvalidArgument,
         SaslgateResult::Internal,
+        SaslgateResult::Blocked,
+        SaslgateResult::TlsRequired,
     ];
 
     /// The code of a refusal.
@@ -66,6 +70,8 @@ impl SaslgateResult {
             RefuseReason::Throttled => SaslgateResult::Throttled,
             RefuseReason::BadInput => SaslgateResult::BadInput,
             RefuseReason::NoSuchAccount => SaslgateResult::NoSuchAccount,
+            RefuseReason::Blocked => SaslgateResult::Blocked,
+            RefuseReason::TlsRequired => SaslgateResult::TlsRequired,
         }
     }
 
@@ -117,6 +123,8 @@ impl SaslgateResult {
                 "invalid argument (NULL handle or required argument)"
             }
             SaslgateResult::Internal => INTERNAL_TEXT,
+            SaslgateResult::Blocked => RefuseReason::Blocked.public_text(),
+            SaslgateResult::TlsRequired => RefuseReason::TlsRequired.public_text(),
         }
     }
 }
@@ -304,6 +312,7 @@ pub unsafe extern "C" fn saslgate_verify(
             realm,
             client_addr: addr,
             local_addr: None,
+            secure: None,
         };
         SaslgateResult::from_decision(&h.gate.decide(&req))
     });
@@ -346,6 +355,7 @@ pub unsafe extern "C" fn saslgate_check_account(
             realm,
             client_addr: addr,
             local_addr: None,
+            secure: None,
         };
         SaslgateResult::from_decision(&h.gate.check_account(&req))
     });
@@ -464,6 +474,8 @@ mod tests {
             RefuseReason::Throttled,
             RefuseReason::BadInput,
             RefuseReason::NoSuchAccount,
+            RefuseReason::Blocked,
+            RefuseReason::TlsRequired,
         ] {
             let refused = Decision::Refused {
                 reason,

@@ -11,6 +11,7 @@ pub const SASL_BADPARAM: i32 = -7;
 pub const SASL_TRYAGAIN: i32 = -8;
 pub const SASL_BADAUTH: i32 = -13;
 pub const SASL_NOAUTHZ: i32 = -14;
+pub const SASL_ENCRYPT: i32 = -16;
 pub const SASL_DISABLED: i32 = -19;
 pub const SASL_NOUSER: i32 = -20;
 pub const SASL_BADVERS: i32 = -23;

@@ -1,6 +1,7 @@
 //! Operator changes. Every change runs in one transaction and bumps the generation
 //! counter, which invalidates every positive cache entry in every process.
 
+use super::aliases::{AliasInfo, BlockInfo};
 use super::login::{app_lookup, code_lookup, split_list, AccountRow, AppPasswordRow};
 use super::{AdminStore, LoginStore, Store};
 use crate::crypto;
@@ -27,6 +28,8 @@ pub struct AccountInfo {
     /// The account's own backends for the `auth_http` face: (protocol,
     /// `IP:PORT`); other protocols use `[http.backends]`.
     pub backends: Vec<(String, String)>,
+    /// Login aliases of the account, sorted.
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +127,12 @@ impl AdminStore for Store {
                     "plan {plan} (create it with `saslgate plan set`)"
                 )));
             }
+            if Store::is_alias(tx, &name)? {
+                return Err(rules::namespace_clash(
+                    Error::Storage("saslgate: an alias has this name".into()),
+                    &name,
+                ));
+            }
             let n = tx.execute(
                 "INSERT OR IGNORE INTO accounts (name, plan, created) VALUES (?1, ?2, ?3)",
                 params![name, plan, now()],
@@ -131,8 +140,33 @@ impl AdminStore for Store {
             if n == 0 {
                 return Err(Error::Exists(format!("account {name}")));
             }
-            Ok(name)
+            Ok(name.clone())
         })
+        .map_err(|e| rules::namespace_clash(e, &name))
+    }
+
+    fn add_alias(&mut self, account: &str, alias: &str) -> Result<String> {
+        self.insert_alias(account, alias)
+    }
+
+    fn remove_alias(&mut self, alias: &str) -> Result<()> {
+        self.delete_alias(alias)
+    }
+
+    fn list_aliases(&self, account: Option<&str>) -> Result<Vec<AliasInfo>> {
+        self.alias_list(account)
+    }
+
+    fn add_block(&mut self, network: &str, note: Option<&str>) -> Result<String> {
+        self.insert_block(network, note)
+    }
+
+    fn remove_block(&mut self, network: &str) -> Result<String> {
+        self.delete_block(network)
+    }
+
+    fn list_blocks(&self) -> Result<Vec<BlockInfo>> {
+        self.block_list()
     }
 
     fn list_accounts(&self) -> Result<Vec<AccountInfo>> {
@@ -166,6 +200,7 @@ impl AdminStore for Store {
                     last_login: r.get(8)?,
                     overrides: Vec::new(),
                     backends: Vec::new(),
+                    aliases: Vec::new(),
                 })
             },
         )?;
@@ -175,6 +210,7 @@ impl AdminStore for Store {
             .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<std::result::Result<_, _>>()?;
         info.backends = super::RoutingAdmin::account_backends(self, &info.name)?;
+        info.aliases = self.aliases_of(id)?;
         Ok(info)
     }
 

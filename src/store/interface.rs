@@ -13,6 +13,7 @@
 //!   default value.
 
 use super::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
+use super::aliases::{AliasInfo, BlockInfo};
 use super::dump::{Dump, DumpCounts};
 use super::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use super::pg::PgStore;
@@ -89,6 +90,14 @@ pub trait LoginStore: ThrottleStore + RoutingReads + Send {
 
     fn find_account(&self, name: &str) -> Result<Option<AccountRow>>;
 
+    /// The account a login alias belongs to (aliases and account names share
+    /// one namespace, so a name is at most one of the two).
+    fn find_alias(&self, alias: &str) -> Result<Option<AccountRow>>;
+
+    /// The block list's networks (`ADDRESS/LEN`); the engine keeps them in
+    /// memory per generation.
+    fn blocked_networks(&self) -> Result<Vec<String>>;
+
     /// O(1): a unique index on the keyed hash.
     fn find_app_password(
         &self,
@@ -151,6 +160,24 @@ pub trait AdminStore: LoginStore + RoutingAdmin {
     fn delete_account(&mut self, name: &str) -> Result<()>;
 
     fn set_plan(&mut self, name: &str, plan: &str) -> Result<()>;
+
+    /// Adds a login alias of an account; returns it as stored. An alias named
+    /// like an account (or an existing alias) is `Error::Exists`.
+    fn add_alias(&mut self, account: &str, alias: &str) -> Result<String>;
+
+    fn remove_alias(&mut self, alias: &str) -> Result<()>;
+
+    /// Every alias, or one account's (`Error::NotFound` for an unknown account).
+    fn list_aliases(&self, account: Option<&str>) -> Result<Vec<AliasInfo>>;
+
+    /// Blocks an address or network; returns it as stored (`ADDRESS/LEN`,
+    /// host bits cleared).
+    fn add_block(&mut self, network: &str, note: Option<&str>) -> Result<String>;
+
+    /// Removes a block (given as added, or as stored); returns it as stored.
+    fn remove_block(&mut self, network: &str) -> Result<String>;
+
+    fn list_blocks(&self) -> Result<Vec<BlockInfo>>;
 
     /// Sets the master password (bcrypt at the configured cost). With
     /// `revoke_app_passwords`, every app password of the account is revoked too

@@ -178,6 +178,14 @@ impl LoginStore for Store {
             .optional()?)
     }
 
+    fn find_alias(&self, alias: &str) -> Result<Option<AccountRow>> {
+        self.alias_account(alias)
+    }
+
+    fn blocked_networks(&self) -> Result<Vec<String>> {
+        self.block_networks()
+    }
+
     /// O(1): a unique index on the keyed hash.
     fn find_app_password(
         &self,

@@ -3,6 +3,7 @@
 //!
 //! - [`schema`]: the migrations.
 //! - [`admin`]: operator changes (each bumps the generation counter).
+//! - [`aliases`]: login aliases and the address block list.
 //! - [`login`]: the reads and writes of the login path.
 //! - `throttle`: the throttle's rows.
 //! - [`pg`]: the PostgreSQL backend (the same traits; `db = "postgresql://..."`).
@@ -12,6 +13,7 @@
 //! a second backend is another implementation of those two traits.
 
 pub mod admin;
+pub mod aliases;
 pub mod dump;
 mod dump_sqlite;
 mod interface;

@@ -64,6 +64,35 @@ pub(crate) fn plan_name(plan: &str) -> Result<&str> {
     Ok(plan)
 }
 
+/// A login alias as stored: the account-name rules (one namespace with them).
+pub(crate) fn alias_name(alias: &str) -> Result<String> {
+    names::account_name(alias).map_err(|e| Error::Usage(format!("{e}: {alias:?}")))
+}
+
+/// A block-list entry as stored: `ADDRESS/LEN` with the host bits cleared.
+pub(crate) fn block_network(text: &str) -> Result<String> {
+    let network = names::Network::parse(text).map_err(Error::Usage)?;
+    Ok(network.masked().to_string())
+}
+
+/// The namespace triggers' refusals (an alias named like an account, an
+/// account named like an alias; possibly from a concurrent writer the Rust
+/// check could not see) as the clear error they are; any other error as is.
+pub(crate) fn namespace_clash(e: Error, name: &str) -> Error {
+    let text = e.to_string();
+    if text.contains("saslgate: an account has this name") {
+        Error::Exists(format!(
+            "{name} is an account's name (an alias cannot shadow it)"
+        ))
+    } else if text.contains("saslgate: an alias has this name") {
+        Error::Exists(format!(
+            "{name} is a login alias (remove it with `saslgate alias remove {name}` first)"
+        ))
+    } else {
+        e
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

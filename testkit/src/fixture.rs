@@ -138,6 +138,7 @@ pub fn req<'a>(login: &'a str, password: &'a str, service: &'a str) -> Request<'
         realm: None,
         client_addr: None,
         local_addr: None,
+        secure: None,
     }
 }
 

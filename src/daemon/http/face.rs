@@ -63,6 +63,8 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
         realm: None,
         client_addr: addr,
         local_addr: None,
+        // nginx sends `Auth-SSL: on` for a client on TLS (direct or after STARTTLS).
+        secure: Some(req.ssl),
     };
     // Routing first: a login that must wait or cannot be routed is answered
     // before any hashing, and a waiting two-step login keeps its code.

@@ -46,11 +46,19 @@ impl Answer {
     /// (at least the daemon's `--fail-delay`); nginx holds the client that
     /// long (whole seconds, at least 1) before showing the refusal.
     pub fn refused(reason: RefuseReason, protocol: &str, delay: Duration, attempt: u32) -> Answer {
-        if reason == RefuseReason::Throttled {
+        // No Auth-Wait: nginx sends the error and closes; waiting and
+        // retrying cannot help these.
+        let final_code = match reason {
+            RefuseReason::Throttled => Some("454 4.7.0"),
+            RefuseReason::Blocked => Some("554 5.7.1"),
+            RefuseReason::TlsRequired => Some("538 5.7.11"),
+            _ => None,
+        };
+        if let Some(code) = final_code {
             return Answer {
                 status: reason.public_text(),
                 wait: None,
-                error_code: smtp(protocol, "454 4.7.0"),
+                error_code: smtp(protocol, code),
                 accepted: None,
             };
         }
@@ -195,6 +203,18 @@ mod tests {
         assert!(text(&u).contains("Auth-Error-Code: 451 4.3.0\r\n"));
         assert_eq!(Answer::unavailable("imap").error_code, None);
         assert!(text(&Answer::unsupported_method("pop3")).contains("not supported"));
+    }
+
+    #[test]
+    fn blocked_and_plain_connections_close_at_once() {
+        let b = Answer::refused(RefuseReason::Blocked, "smtp", Duration::from_secs(3), 1);
+        assert_eq!((b.wait, b.error_code), (None, Some("554 5.7.1")));
+        assert!(text(&b).contains("Auth-Status: access denied\r\n"));
+        let t = Answer::refused(RefuseReason::TlsRequired, "smtp", Duration::from_secs(3), 1);
+        assert_eq!((t.wait, t.error_code), (None, Some("538 5.7.11")));
+        let imap = Answer::refused(RefuseReason::TlsRequired, "imap", Duration::ZERO, 1);
+        assert_eq!((imap.wait, imap.error_code), (None, None));
+        assert!(text(&imap).contains("Auth-Status: encryption required\r\n"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Answer
         realm: req.realm.as_deref(),
         client_addr: req.client_addr.as_deref(),
         local_addr: None,
+        secure: None,
     };
     let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.decide(&request)))
         .unwrap_or_else(|_| Decision::Unavailable {

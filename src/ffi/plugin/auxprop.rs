@@ -113,6 +113,7 @@ pub(super) unsafe extern "C" fn auxprop_lookup(
                 realm: None,
                 client_addr: step.client_addr(),
                 local_addr: None,
+                secure: None,
             };
             let which = if flags & sys::SASL_AUXPROP_AUTHZID as c_uint != 0 {
                 "authzid"

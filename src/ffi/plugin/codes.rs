@@ -34,6 +34,10 @@ pub fn refuse_code(reason: RefuseReason) -> c_int {
         RefuseReason::Throttled => sys::SASL_TRYAGAIN,
         RefuseReason::BadInput => sys::SASL_BADPROT,
         RefuseReason::NoSuchAccount => sys::SASL_NOUSER,
+        // Permanent for this client: the admin blocked its address.
+        RefuseReason::Blocked => sys::SASL_NOAUTHZ,
+        // "Encryption is needed to use this mechanism": start TLS first.
+        RefuseReason::TlsRequired => sys::SASL_ENCRYPT,
     }
 }
 
@@ -77,6 +81,8 @@ mod tests {
             (RefuseReason::Throttled, sys::SASL_TRYAGAIN),
             (RefuseReason::BadInput, sys::SASL_BADPROT),
             (RefuseReason::NoSuchAccount, sys::SASL_NOUSER),
+            (RefuseReason::Blocked, sys::SASL_NOAUTHZ),
+            (RefuseReason::TlsRequired, sys::SASL_ENCRYPT),
         ] {
             assert_eq!(decision_code(&refused(reason)), code, "{reason:?}");
         }

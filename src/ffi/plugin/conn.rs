@@ -106,6 +106,13 @@ impl Step<'_> {
         unsafe { opt_bytes(self.sp.iplocalport, self.sp.iploclen) }.filter(|r| !r.is_empty())
     }
 
+    /// Whether the connection is encrypted under the login: the strength of
+    /// the external layer (TLS) the server told libsasl2 about
+    /// (`SASL_SSF_EXTERNAL`). PLAIN and LOGIN have no layer of their own.
+    pub(super) fn secure(&self) -> Option<bool> {
+        Some(self.sp.external_ssf > 0)
+    }
+
     /// Marks the exchange done, without a security layer (as stock PLAIN/LOGIN).
     pub(super) fn finish(op: &mut sys::sasl_out_params_t) -> c_int {
         op.doneflag = 1;

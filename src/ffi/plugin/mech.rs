@@ -418,6 +418,7 @@ impl Step<'_> {
             realm: self.realm(),
             client_addr: self.client_addr(),
             local_addr: self.local_addr(),
+            secure: self.secure(),
         };
         let decision = gate.decide(&req);
         let who = || {

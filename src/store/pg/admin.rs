@@ -7,6 +7,7 @@ use crate::crypto;
 use crate::error::{Error, Result};
 use crate::secret::SecretBytes;
 use crate::store::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
+use crate::store::aliases::{AliasInfo, BlockInfo};
 use crate::store::login::{app_lookup, code_lookup, split_list, AccountRow, AppPasswordRow};
 use crate::store::rules;
 use crate::store::{AdminStore, LoginStore};
@@ -38,6 +39,12 @@ impl AdminStore for PgStore {
                     "plan {plan} (create it with `saslgate plan set`)"
                 )));
             }
+            if s.is_alias(&name)? {
+                return Err(rules::namespace_clash(
+                    Error::Storage("saslgate: an alias has this name".into()),
+                    &name,
+                ));
+            }
             let n = s.execute(
                 "INSERT INTO accounts (name, plan, created) VALUES ($1, $2, $3)
                  ON CONFLICT (name) DO NOTHING",
@@ -46,8 +53,33 @@ impl AdminStore for PgStore {
             if n == 0 {
                 return Err(Error::Exists(format!("account {name}")));
             }
-            Ok(name)
+            Ok(name.clone())
         })
+        .map_err(|e| rules::namespace_clash(e, &name))
+    }
+
+    fn add_alias(&mut self, account: &str, alias: &str) -> Result<String> {
+        self.insert_alias(account, alias)
+    }
+
+    fn remove_alias(&mut self, alias: &str) -> Result<()> {
+        self.delete_alias(alias)
+    }
+
+    fn list_aliases(&self, account: Option<&str>) -> Result<Vec<AliasInfo>> {
+        self.alias_list(account)
+    }
+
+    fn add_block(&mut self, network: &str, note: Option<&str>) -> Result<String> {
+        self.insert_block(network, note)
+    }
+
+    fn remove_block(&mut self, network: &str) -> Result<String> {
+        self.delete_block(network)
+    }
+
+    fn list_blocks(&self) -> Result<Vec<BlockInfo>> {
+        self.block_list()
     }
 
     fn list_accounts(&self) -> Result<Vec<AccountInfo>> {
@@ -89,6 +121,7 @@ impl AdminStore for PgStore {
             last_login: get(&r, 8)?,
             overrides,
             backends: crate::store::RoutingAdmin::account_backends(self, name)?,
+            aliases: self.aliases_of(id)?,
         })
     }
 

@@ -125,6 +125,14 @@ impl LoginStore for PgStore {
             .transpose()
     }
 
+    fn find_alias(&self, alias: &str) -> Result<Option<AccountRow>> {
+        self.alias_account(alias)
+    }
+
+    fn blocked_networks(&self) -> Result<Vec<String>> {
+        self.block_networks()
+    }
+
     fn find_app_password(
         &self,
         account_id: i64,

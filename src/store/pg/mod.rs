@@ -15,6 +15,7 @@
 //! The server applies the same `statement_timeout` itself, so it gives up too.
 
 mod admin;
+mod aliases;
 mod dump;
 mod login;
 mod routing;
