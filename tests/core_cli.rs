@@ -344,3 +344,121 @@ fn unsafe_free_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+/// `saslgate alias`, `saslgate block` and `verify --tls/--plain`, with
+/// their errors and exit codes.
+#[test]
+fn aliases_blocks_and_tls_required_through_the_cli() {
+    let c = Cli::new();
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&c.conf)
+        .unwrap();
+    writeln!(conf, "tls_required = [\"imap\"]").unwrap();
+    for name in ["alice@example.org", "bob"] {
+        c.ok(&["user", "add", name]);
+        c.run(&["passwd", name, "--stdin"], &format!("pw-{name}"));
+    }
+    let verify = |args: &[&str], pw: &str| -> (i32, String) {
+        let mut all = vec!["--json", "verify"];
+        all.extend_from_slice(args);
+        let o = c.run(&all, pw);
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+
+    // Aliases: added (normalised), listed, shown, logged in as the account.
+    let o = c.run(&["alias", "add", "alice@example.org", "Al"], "");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("al now logs in as alice@example.org"));
+    c.ok(&["alias", "add", "alice@example.org", "asmith"]);
+    let list = c.ok(&["alias", "list"]);
+    assert!(
+        list.contains("al ") && list.contains("asmith") && list.contains("-> alice@example.org")
+    );
+    assert_eq!(c.ok(&["alias", "list", "bob"]), "");
+    let json: serde_json::Value =
+        serde_json::from_str(&c.ok(&["--json", "alias", "list", "alice@example.org"])).unwrap();
+    assert_eq!(json[0]["alias"], "al");
+    assert_eq!(json[0]["account"], "alice@example.org");
+    assert!(c
+        .ok(&["user", "show", "alice@example.org"])
+        .contains("aliases:        al asmith"));
+    let (code, out) = verify(&["al", "--service", "smtp"], "pw-alice@example.org");
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["account"], "alice@example.org");
+    // Errors: shadowing both ways and duplicates (1), bad names (2), unknown (1).
+    let o = c.run(&["alias", "add", "alice@example.org", "bob"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("account's name"));
+    let o = c.run(&["user", "add", "asmith"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("alias remove asmith"));
+    assert_eq!(c.code(&["alias", "add", "bob", "al"], ""), 1);
+    assert_eq!(c.code(&["alias", "add", "nobody", "x"], ""), 1);
+    assert_eq!(c.code(&["alias", "add", "bob", "a b"], ""), 2);
+    assert_eq!(c.code(&["alias", "list", "nobody"], ""), 1);
+    assert_eq!(c.code(&["alias", "remove", "nothing"], ""), 1);
+    c.ok(&["alias", "remove", "al"]);
+    assert_eq!(
+        verify(&["al", "--service", "smtp"], "pw-alice@example.org").0,
+        1
+    );
+
+    // Blocks: stored as the network, listed with the note, refused, lifted.
+    let o = c.run(&["block", "add", "192.0.2.77/24", "--note", "scanner"], "");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("blocked 192.0.2.0/24"));
+    c.ok(&["block", "add", "2001:db8::1"]);
+    let list = c.ok(&["block", "list"]);
+    assert!(
+        list.contains("192.0.2.0/24") && list.contains("scanner"),
+        "{list}"
+    );
+    assert!(list.contains("2001:db8::1/128"), "{list}");
+    assert_eq!(c.code(&["block", "add", "192.0.2.1/24"], ""), 1);
+    assert_eq!(c.code(&["block", "add", "192.0.2.0/40"], ""), 2);
+    assert_eq!(c.code(&["block", "add", "mail.example.org"], ""), 2);
+    let (code, out) = verify(&["bob", "--service", "smtp", "--ip", "192.0.2.5"], "pw-bob");
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("\"reason\": \"blocked\"") && out.contains("access denied"),
+        "{out}"
+    );
+    assert_eq!(
+        verify(&["bob", "--service", "smtp", "--ip", "192.0.3.5"], "pw-bob").0,
+        0
+    );
+    c.ok(&["block", "remove", "192.0.2.0/24"]);
+    assert_eq!(c.code(&["block", "remove", "192.0.2.0/24"], ""), 1);
+    assert_eq!(
+        verify(&["bob", "--service", "smtp", "--ip", "192.0.2.5"], "pw-bob").0,
+        0
+    );
+
+    // tls_required = ["imap"]: --plain refused, --tls and unknown accepted.
+    let (code, out) = verify(&["bob", "--service", "imaps", "--plain"], "pw-bob");
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("tls-required") && out.contains("encryption required"),
+        "{out}"
+    );
+    assert_eq!(
+        verify(&["bob", "--service", "imap", "--tls"], "pw-bob").0,
+        0
+    );
+    assert_eq!(verify(&["bob", "--service", "imap"], "pw-bob").0, 0);
+    assert_eq!(
+        verify(&["bob", "--service", "smtp", "--plain"], "pw-bob").0,
+        0
+    );
+    assert_eq!(
+        c.code(
+            &["verify", "bob", "--service", "imap", "--tls", "--plain"],
+            "pw-bob"
+        ),
+        2
+    );
+}

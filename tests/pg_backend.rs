@@ -835,3 +835,43 @@ fn saslgated_starts_before_postgresql_and_serves_when_it_comes() {
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }
+
+/// Two hosts add the same name at once, one as an account, the other as an
+/// alias: exactly one wins, the other gets a clear "exists" (the schema's
+/// trigger serialises the namespace check; READ COMMITTED alone would let
+/// each miss the other's uncommitted row).
+#[test]
+fn an_account_and_an_alias_racing_for_one_name_never_both_win() {
+    let Some(db) = Db::start() else { return };
+    db.user("alice", "pw-alice");
+    let rounds = 12;
+    let mut account_won = 0;
+    for round in 0..rounds {
+        let name = format!("bob{round}");
+        let barrier = Arc::new(Barrier::new(2));
+        let (mut s1, mut s2) = (db.admin(), db.admin());
+        let (b1, b2) = (barrier.clone(), barrier);
+        let n1 = name.clone();
+        let as_account = std::thread::spawn(move || {
+            b1.wait();
+            s1.add_account(&n1, "default").map(|_| ())
+        });
+        let n2 = name.clone();
+        let as_alias = std::thread::spawn(move || {
+            b2.wait();
+            s2.add_alias("alice", &n2).map(|_| ())
+        });
+        let (a, b) = (as_account.join().unwrap(), as_alias.join().unwrap());
+        match (&a, &b) {
+            (Ok(()), Err(saslgate::Error::Exists(_))) => account_won += 1,
+            (Err(saslgate::Error::Exists(_)), Ok(())) => {}
+            _ => panic!("{name}: account {a:?}, alias {b:?}: exactly one must win"),
+        }
+        let both = db.sql(&format!(
+            "SELECT (SELECT count(*) FROM accounts WHERE name = '{name}') \
+                  + (SELECT count(*) FROM aliases WHERE alias = '{name}')"
+        ));
+        assert_eq!(both, "1", "{name}");
+    }
+    eprintln!("namespace race: the account won {account_won} of {rounds} rounds");
+}

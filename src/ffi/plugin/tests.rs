@@ -397,6 +397,61 @@ fn plain_parser_matches_rfc4616_and_stock() {
     assert!(parse_plain(b"\0a\0p\0").is_err());
 }
 
+/// The plugin's share of issue 14: an alias logs in as (and is canonicalised
+/// to) its account, a blocked client address is refused, and a
+/// `tls_required` service needs an external security layer (TLS).
+#[test]
+fn aliases_blocks_and_tls_required_in_the_plugin() {
+    use crate::store::{AdminStore, Store};
+    let (dir, db) = test_db();
+    let conf = dir.path().join("saslgate.conf");
+    std::fs::write(
+        &conf,
+        format!("db = {db:?}\nbcrypt_cost = 4\ntls_required = [\"imap\"]\n"),
+    )
+    .unwrap();
+    let cfg = crate::Config::load(&conf).unwrap();
+    Store::open(&cfg)
+        .unwrap()
+        .add_alias("alice", "ally")
+        .unwrap();
+    reset_fake(&[("saslgate_config", conf.to_str().unwrap())]);
+    let plugs = Plugs::init();
+    // imap over TLS (external SSF, as Cyrus sets after STARTTLS).
+    let mut conn = Conn::new("imap");
+    conn.sparams.external_ssf = 256;
+    let o = run(&plugs, &mut conn, 0, &[b"\0Ally\0alice pw"]);
+    assert_eq!(
+        (o.rc, o.user.as_str()),
+        (sys::SASL_OK, "alice"),
+        "canonical name"
+    );
+    let o = run(&plugs, &mut conn, 1, &[b"ally", b"alice pw"]);
+    assert_eq!((o.rc, o.user.as_str()), (sys::SASL_OK, "alice"));
+    // imap in the clear: refused before any check, with SASL_ENCRYPT.
+    let mut plain = Conn::new("imap");
+    plain.sparams.external_ssf = 0;
+    let o = run(&plugs, &mut plain, 0, &[b"\0alice\0alice pw"]);
+    assert_eq!(o.rc, sys::SASL_ENCRYPT);
+    assert!(with_fake(|f| f
+        .errors
+        .contains(&"encryption required".to_string())));
+    // Another service in the clear is fine.
+    let mut smtp = Conn::new("smtp");
+    let o = run(&plugs, &mut smtp, 0, &[b"\0ally\0alice pw"]);
+    assert_eq!((o.rc, o.user.as_str()), (sys::SASL_OK, "alice"));
+    // The fake client is 192.0.2.7: block its network.
+    Store::open(&cfg)
+        .unwrap()
+        .add_block("192.0.2.0/24", None)
+        .unwrap();
+    let o = run(&plugs, &mut smtp, 0, &[b"\0alice\0alice pw"]);
+    assert_eq!(o.rc, sys::SASL_NOAUTHZ);
+    assert!(with_fake(|f| f
+        .errors
+        .contains(&"access denied".to_string())));
+}
+
 /// A database with alice (password "alice pw") and carol (disabled).
 fn test_db() -> (tempfile::TempDir, String) {
     use crate::store::{AdminStore, Store};
