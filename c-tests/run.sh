@@ -72,6 +72,7 @@ SGC() { "$SG" --config "$T/sg.conf" "$@"; }
     SGC init &&
     SGC plan set imaponly --services imap &&
     SGC user add alice && printf '%s' 'alice master pw' | SGC passwd alice --stdin &&
+    SGC alias add alice alice.liddell &&
     SGC user add bob && printf '%s' 'bob master pw' | SGC passwd bob --stdin &&
     SGC user add bob2 && printf '%s' 'bob master pw' | SGC passwd bob2 --stdin &&
     SGC user add carol && printf '%s' 'carol master pw' | SGC passwd carol --stdin &&

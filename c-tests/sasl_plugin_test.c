@@ -278,6 +278,17 @@ static void test_saslgate_plain(void)
     EXPECT(o, SASL_OK, "PLAIN login name case-folded");
     CHECK(!strcmp(o.user, "alice"), "canonical account name: %s", o.user);
 
+    /* a login alias (saslgate alias add alice alice.liddell): libsasl2 is told
+     * the canonical account, so the server opens alice's mailbox */
+    o = plain("imap", "Alice.Liddell", app);
+    EXPECT(o, SASL_OK, "PLAIN by login alias");
+    CHECK(!strcmp(o.user, "alice"), "alias canonicalised to the account: %s", o.user);
+    o = login("imap", "alice.liddell", alice, 0);
+    EXPECT(o, SASL_OK, "LOGIN by login alias");
+    CHECK(!strcmp(o.user, "alice"), "LOGIN alias canonicalised to the account: %s", o.user);
+    o = plain("imap", "alice.liddell", "wrong password");
+    EXPECT(o, SASL_BADAUTH, "PLAIN by login alias, wrong password");
+
     o = plain("smtp", "alice", app);
     EXPECT(o, SASL_NOAUTHZ, "PLAIN app password on another service (smtp)");
     CHECK(strstr(o.detail, "not allowed") != NULL, "reason says not allowed: %s", o.detail);

@@ -74,11 +74,19 @@ fn conf_text(db: &Path, http: &str, imap_port: u16) -> String {
 /// A database with alice (master password) and an smtp-only app password,
 /// and saslgated answering `auth_http` on `listen`.
 fn start(http_section: &str, listen: &str) -> (Daemon, String) {
+    start_with("", http_section, listen)
+}
+
+/// [`start`] with top-level configuration lines (`top`) first.
+fn start_with(top: &str, http_section: &str, listen: &str) -> (Daemon, String) {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("saslgate.conf");
     std::fs::write(
         &conf,
-        conf_text(&dir.path().join("sg.db"), http_section, 10143),
+        format!(
+            "{top}\n{}",
+            conf_text(&dir.path().join("sg.db"), http_section, 10143)
+        ),
     )
     .unwrap();
     cli(&conf, &["init"], None);
@@ -665,4 +673,63 @@ fn a_hold_older_than_max_hold_is_a_temporary_failure() {
     let a = ask();
     assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
     assert_eq!(header(&a, "Auth-Server"), Some("127.0.0.6"));
+}
+
+/// Issue 14 through the face: an alias answered as its account (`Auth-User`),
+/// a blocked `Client-IP` and a plain connection (no `Auth-SSL: on`) to a
+/// `tls_required` service refused with no `Auth-Wait`, so nginx closes.
+#[test]
+fn aliases_blocks_and_tls_required() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (d, _app) = start_with("tls_required = [\"imap\"]", "", &addr.to_string());
+    assert!(
+        log_of(&d).contains("tls_required (imap) is not enforced on the saslauthd socket"),
+        "{}",
+        log_of(&d)
+    );
+    cli(
+        &d.conf,
+        &["alias", "add", "alice", "Al.Ias@Example.org"],
+        None,
+    );
+    let ask = |u: &str, proto: &str, ip: &str, ssl: bool| {
+        let mut req = nginx_request("plain", u, ALICE_PW, proto, 1, ip);
+        if ssl {
+            let at = req.len() - 2;
+            req.splice(at..at, b"Auth-SSL: on\r\n".iter().copied());
+        }
+        exchange_tcp(addr, &req)
+    };
+    let a = ask("al.ias@example.org", "imap", "192.0.2.60", true);
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-User"), Some("alice"), "{a}");
+    let a = ask("alice", "imap", "192.0.2.60", false);
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("encryption required"),
+        "{a}"
+    );
+    assert_eq!(header(&a, "Auth-Wait"), None, "{a}");
+    assert!(log_of(&d).contains("reason=tls-required"), "{}", log_of(&d));
+    let a = ask("al.ias@example.org", "smtp", "192.0.2.60", false);
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-User"), Some("alice"), "{a}");
+
+    cli(
+        &d.conf,
+        &["block", "add", "192.0.2.0/24", "--note", "test"],
+        None,
+    );
+    let a = ask("alice", "imap", "192.0.2.61", true);
+    assert_eq!(header(&a, "Auth-Status"), Some("access denied"), "{a}");
+    assert_eq!(header(&a, "Auth-Wait"), None, "{a}");
+    let a = ask("alice", "smtp", "192.0.2.61", false);
+    assert_eq!(header(&a, "Auth-Status"), Some("access denied"), "{a}");
+    assert_eq!(header(&a, "Auth-Error-Code"), Some("554 5.7.1"), "{a}");
+    assert!(log_of(&d).contains("reason=blocked"), "{}", log_of(&d));
+    let a = ask("alice", "imap", "198.51.100.61", true);
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    cli(&d.conf, &["block", "remove", "192.0.2.0/24"], None);
+    let a = ask("alice", "imap", "192.0.2.61", true);
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
 }

@@ -476,3 +476,73 @@ fn libsasl2_wire_fields() {
         ]
     );
 }
+
+/// A login alias through saslgated, asked by the real libsasl2
+/// (`sasl_checkpass`, which sends `robert@example.org` as `robert` + realm
+/// `example.org`) and by the stock `testsaslauthd`: accepted with the
+/// account's password, and logged and audited as the account. The answer is
+/// only OK/NO: the mail server keeps the alias as the user name (what it
+/// cannot do is documented in doc/saslgated.md).
+#[test]
+fn a_login_alias_through_saslgated() {
+    let fx = Fixture::new();
+    cli(
+        &fx.conf,
+        &["alias", "add", "bob@example.org", "robert@example.org"],
+        None,
+    );
+    cli(&fx.conf, &["alias", "add", "alice", "ally"], None);
+    let bin = checkpass_bin(fx.dir.path());
+    let d = start_daemon(&fx, &fx.conf, "run", &[]);
+    let s = d.socket();
+    let cp = |user: &str, pass: &str| checkpass(&bin, &s, user, pass, None);
+    assert!(
+        cp("robert@example.org", PW_A),
+        "alias + the account's password"
+    );
+    assert!(
+        !cp("robert@example.org", PW_B),
+        "alias + another account's password"
+    );
+    assert!(cp("Robert@Example.org", &fx.app_domain_bob));
+    assert!(cp("ally", PW_C));
+    assert!(testsaslauthd(&s, "robert", PW_A, Some("example.org")));
+    assert!(testsaslauthd(&s, "robert@example.org", PW_A, None));
+    assert!(!testsaslauthd(&s, "robert@example.org", PW_C, None));
+    assert!(testsaslauthd(&s, "ally", PW_C, None));
+    // Not an alias in another realm.
+    assert!(!testsaslauthd(&s, "robert", PW_A, Some("example.net")));
+    cli(&fx.conf, &["alias", "remove", "ally"], None);
+    assert!(!testsaslauthd(&s, "ally", PW_C, None), "a removed alias");
+    let log = stop(d);
+    assert_eq!(
+        accepted_accounts(&log),
+        [
+            "bob@example.org",
+            "bob@example.org",
+            "alice",
+            "bob@example.org",
+            "bob@example.org",
+            "alice"
+        ],
+        "{log}"
+    );
+    let audit = fx.audit();
+    // Audited under the account; an alias name only for the refusals of
+    // names that were no alias then (the removed one, another realm).
+    assert!(
+        !audit
+            .iter()
+            .any(|(a, o)| (a == "ally" || a.starts_with("robert")) && o == "accepted"),
+        "{audit:?}"
+    );
+    assert!(audit.iter().any(|(a, o)| a == "ally" && o == "refused"));
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|(a, o)| a == "bob@example.org" && o == "accepted")
+            .count(),
+        4,
+        "{audit:?}"
+    );
+}
