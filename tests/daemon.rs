@@ -1244,3 +1244,35 @@ fn connection_cap_holds_and_queued_clients_are_served_after() {
     let (st, log) = d.stop();
     assert!(st.success(), "{log}");
 }
+
+/// The block list on the saslauthd socket: a 5-field request (with the
+/// client address) from a blocked network is answered "NO access denied";
+/// 4-field requests, which Debian 12's clients (testsaslauthd, libsasl2's
+/// sasl_checkpass) send, carry no address and cannot be blocked.
+#[test]
+fn blocked_addresses_on_the_saslauthd_socket() {
+    let fx = fixture();
+    cli(&fx.conf, &["block", "add", "192.0.2.0/24"], None);
+    let d = start_daemon(&fx, "run", &["--fail-delay", "0"]);
+    let s = d.socket();
+    let pw = ALICE_PW.as_bytes();
+    let a = raw(
+        &s,
+        &frame(&[b"alice", pw, b"imap", b"", b"192.0.2.7;40000"]),
+    );
+    assert_eq!(a.as_deref(), Some("NO access denied"));
+    assert!(is_ok(&raw(
+        &s,
+        &frame(&[b"alice", pw, b"imap", b"", b"198.51.100.7;40000"])
+    )));
+    assert!(is_ok(&raw(&s, &frame(&[b"alice", pw, b"imap", b""]))));
+    assert!(testsaslauthd(&s, "alice", ALICE_PW, "imap", None));
+    cli(&fx.conf, &["block", "remove", "192.0.2.0/24"], None);
+    assert!(is_ok(&raw(
+        &s,
+        &frame(&[b"alice", pw, b"imap", b"", b"192.0.2.7;40000"])
+    )));
+    let (st, log) = d.stop();
+    assert!(st.success());
+    assert!(log.contains("reason=blocked"), "{log}");
+}
