@@ -200,6 +200,14 @@ fn blocked_addresses_are_refused_before_any_check() {
         let d = g.check_account(&from("erin", "", ip));
         assert_eq!(refused(&d), Some(RefuseReason::Blocked), "{ip}: {d:?}");
     }
+    // Malformed requests too (not counted against the address: refused anyway).
+    for _ in 0..3 {
+        let d = g.decide(&Request {
+            login: b"er\0in",
+            ..from("erin", "pw-erin", "198.51.100.7")
+        });
+        assert_eq!(refused(&d), Some(RefuseReason::Blocked), "{d:?}");
+    }
     // No hash, no fast accept, no failure counted (the address is not throttled
     // after its block is lifted).
     let after = g.stats();

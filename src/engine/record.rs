@@ -37,6 +37,29 @@ impl Gate {
             credential: None,
         };
         let result = self.with_connection(|store| {
+            // A blocked client is refused as such, malformed or not (and its
+            // malformed requests are not counted: it is refused anyway).
+            if let Some(ip) = addr {
+                let blocked = in_read(store, |s| {
+                    let generation = s.generation()?;
+                    self.is_blocked(s, generation, ip)
+                })?;
+                if blocked {
+                    let reason = RefuseReason::Blocked;
+                    if wants && self.admit_cheap(reason, addr, None, now) {
+                        store.write_batch(&[record(reason)], &[])?;
+                    }
+                    self.flush_if_due(store, now)?;
+                    return Ok(Decision::Refused {
+                        reason,
+                        detail: format!(
+                            "malformed request ({detail}) from {ip}, on the block list"
+                        ),
+                        retry_after: None,
+                        delay: Duration::ZERO,
+                    });
+                }
+            }
             if let Some(keys) = &keys {
                 let state = in_read(store, |s| s.throttle_state(keys, now))?;
                 if let throttle::State::Blocked { retry_after } = state {
