@@ -109,6 +109,11 @@ pub struct Config {
     pub local_realms: Option<Vec<String>>,
     /// `[http]`: saslgated's nginx `auth_http` face (src/daemon/http/).
     pub http: crate::http_config::HttpConfig,
+    /// The `IP:PORT`s at which this host's mail servers receive logins
+    /// proxied by nginx: a proxy ticket issued for one of them is accepted
+    /// here (besides the plugin's connection's own local address). Empty: the
+    /// saslauthd face accepts no ticket (its requests carry no local address).
+    pub proxy_ticket_backends: Vec<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -158,6 +163,7 @@ impl Default for Config {
             db_group: String::new(),
             local_realms: None,
             http: Default::default(),
+            proxy_ticket_backends: Vec::new(),
         }
     }
 }
@@ -185,6 +191,7 @@ struct ConfigFile {
     tls_required: Option<Vec<String>>,
     throttle: Option<ThrottleFile>,
     http: Option<crate::http_config::HttpFile>,
+    proxy_ticket_backends: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +391,14 @@ impl Config {
         if let Some(h) = file.http {
             c.http = h.resolve()?;
         }
+        for b in file.proxy_ticket_backends.unwrap_or_default() {
+            let addr = b.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                Error::Config(format!(
+                    "proxy_ticket_backends: {b:?} is not IP-address:port (as nginx's Auth-Server and Auth-Port name it)"
+                ))
+            })?;
+            c.proxy_ticket_backends.push(addr);
+        }
         if let Some(t) = file.throttle {
             if let Some(n) = t.address_failures {
                 c.throttle_address.failures = n;
@@ -534,6 +549,24 @@ mod tests {
             Err(Error::Config(_))
         ));
         assert!(matches!(Config::parse("db = "), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn proxy_ticket_backends() {
+        assert!(Config::default().proxy_ticket_backends.is_empty());
+        let c =
+            Config::parse(r#"proxy_ticket_backends = ["127.0.0.1:10143", "[::1]:110"]"#).unwrap();
+        assert_eq!(
+            c.proxy_ticket_backends,
+            vec![
+                "127.0.0.1:10143".parse().unwrap(),
+                "[::1]:110".parse().unwrap()
+            ]
+        );
+        for bad in ["localhost:143", "127.0.0.1", "127.0.0.1;143", ""] {
+            let text = format!("proxy_ticket_backends = [{bad:?}]");
+            assert!(Config::parse(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct HttpConfig {
     /// (`Auth-Status: WAIT`) before they get a temporary failure instead, so
     /// that nobody waits forever on a hold that was forgotten.
     pub max_hold: Duration,
+    /// How long a proxy ticket (`Auth-Pass` after a two-step login) stays
+    /// valid: nginx uses it at once, so seconds are plenty.
+    pub ticket_lifetime: Duration,
 }
 
 /// `[http] max_hold` unless set.
@@ -104,6 +107,7 @@ impl Default for HttpConfig {
                 .collect(),
             backends: BTreeMap::new(),
             max_hold: DEFAULT_MAX_HOLD,
+            ticket_lifetime: Duration::from_secs(60),
         }
     }
 }
@@ -161,6 +165,7 @@ pub struct HttpFile {
     trusted_peers: Option<Vec<String>>,
     backends: Option<BTreeMap<String, String>>,
     max_hold: Option<String>,
+    ticket_lifetime: Option<String>,
 }
 
 impl HttpFile {
@@ -181,6 +186,15 @@ impl HttpFile {
         }
         if let Some(text) = self.max_hold {
             c.max_hold = hold_duration(&text).map_err(|e| bad(format!("max_hold: {e}")))?;
+        }
+        if let Some(text) = self.ticket_lifetime {
+            let d = hold_duration(&text).map_err(|e| bad(format!("ticket_lifetime: {e}")))?;
+            if d > Duration::from_secs(3600) {
+                return Err(bad(format!(
+                    "ticket_lifetime: {text:?} is outside 1s..1h (nginx uses a ticket at once)"
+                )));
+            }
+            c.ticket_lifetime = d;
         }
         for (proto, target) in self.backends.unwrap_or_default() {
             if !PROTOCOLS.contains(&proto.as_str()) {
@@ -238,6 +252,9 @@ mod tests {
         let d = HttpConfig::default();
         assert!(d.trusts("127.0.0.9".parse().unwrap()) && d.trusts("::1".parse().unwrap()));
         assert!(!d.trusts("192.0.2.1".parse().unwrap()));
+        assert_eq!(d.ticket_lifetime, Duration::from_secs(60));
+        let t = parse(r#"ticket_lifetime = "15s""#).unwrap();
+        assert_eq!(t.ticket_lifetime, Duration::from_secs(15));
         assert_eq!(
             parse(r#"listen = "/run/saslgate/http.sock""#)
                 .unwrap()
@@ -268,5 +285,8 @@ mod tests {
         assert!(backend_address("mail.example.org:143")
             .unwrap_err()
             .contains("not a host name"));
+        assert!(parse(r#"ticket_lifetime = "0s""#).is_err());
+        assert!(parse(r#"ticket_lifetime = "2h""#).is_err());
+        assert!(parse(r#"ticket_lifetime = "soon""#).is_err());
     }
 }

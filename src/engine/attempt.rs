@@ -6,6 +6,7 @@
 
 use super::credentials::CredentialCheck;
 use super::policy::{policy_denial, policy_rule};
+use super::tickets::{self, Binding};
 use super::Gate;
 use crate::audit;
 use crate::config::Config;
@@ -28,6 +29,8 @@ pub(super) struct Input {
     pub(super) addr: Option<std::net::IpAddr>,
     /// A `tls_required` service over a connection the face knows is plain.
     pub(super) tls_missing: bool,
+    /// Where the mail server received the connection (proxy tickets).
+    pub(super) local: Option<std::net::SocketAddr>,
 }
 
 impl Input {
@@ -43,11 +46,13 @@ impl Input {
         let candidates = names::login_candidates(login, realm, |r| config.is_local_realm(r))?;
         let addr = req.client_addr.and_then(names::parse_client_addr);
         let tls_missing = req.secure == Some(false) && config.requires_tls(&service);
+        let local = req.local_addr.and_then(tickets::parse_backend);
         Ok(Input {
             candidates,
             service,
             addr,
             tls_missing,
+            local,
         })
     }
 }
@@ -174,8 +179,12 @@ impl Attempt<'_> {
         }
 
         // 3-5. Credentials: at most one slow hash.
-        let check =
-            gate.check_credential(store, admitted.account.as_ref(), self.password, self.now)?;
+        let account = admitted.account.as_ref();
+        let binding = Binding {
+            service: &self.input.service,
+            local: self.input.local,
+        };
+        let check = gate.check_credential(store, account, &binding, self.password, self.now)?;
         let (credential, app, cacheable) = match check {
             CredentialCheck::Bad { detail } => {
                 return self.refuse_credential(store, &admitted, detail)

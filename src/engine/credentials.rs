@@ -1,7 +1,9 @@
-//! Steps 3 to 5: which credential the password is (unknown account, app
-//! password, master password alone or followed by a TOTP or one-time code), at
-//! most one slow hash per attempt, and the rehash of weak master hashes.
+//! Steps 3 to 5: which credential the password is (unknown account, proxy
+//! ticket, app password, master password alone or followed by a TOTP or
+//! one-time code), at most one slow hash per attempt, and the rehash of weak
+//! master hashes.
 
+use super::tickets::{Binding, TicketCheck};
 use super::Gate;
 use crate::crypto::{
     bcrypt_verify, bcrypt_verify_padded, canonical_generated, APP_PASSWORD_LEN, CODE_LEN,
@@ -74,6 +76,7 @@ impl Gate {
         &self,
         store: &mut dyn LoginStore,
         account: Option<&AccountRow>,
+        binding: &Binding<'_>,
         password: &[u8],
         now: i64,
     ) -> crate::Result<CredentialCheck> {
@@ -82,6 +85,18 @@ impl Gate {
                 detail: detail.to_string(),
             })
         };
+        // 4a. Proxy ticket: used up first, even for an unknown account.
+        match self.check_ticket(store, account, binding, password, now)? {
+            Some(TicketCheck::Good) => {
+                return Ok(CredentialCheck::Good {
+                    credential: Credential::ProxyTicket,
+                    app: None,
+                    cacheable: false,
+                })
+            }
+            Some(TicketCheck::Bad(detail)) => return Ok(CredentialCheck::Bad { detail }),
+            None => {}
+        }
         let Some(acct) = account else {
             self.dummy_verify(store, password)?;
             return bad("unknown account");

@@ -9,7 +9,8 @@
 //! - `blocks`: the address block list, in memory per generation;
 //! - `credentials`: steps 3-5, at most one slow hash;
 //! - `policy`: step 6;
-//! - `record`: step 7, the audit buffer and the refusals that cost no hash.
+//! - `record`: step 7, the audit buffer and the refusals that cost no hash;
+//! - `tickets`: proxy tickets (issued by the `auth_http` face, used once).
 //!
 //! The engine does not catch panics: each face has one panic boundary that
 //! logs the message and its location through that face's log and answers
@@ -22,9 +23,11 @@ mod fresh;
 mod policy;
 mod pool;
 mod record;
+mod tickets;
 
 pub use crate::decision::{Credential, Decision, RefuseReason, Request, Stats};
 pub use policy::policy_denial;
+pub use tickets::{is_ticket_shaped, parse_backend, TICKET_LEN};
 
 use crate::audit;
 use crate::cache::PositiveCache;

@@ -18,6 +18,7 @@ use super::dump::{Dump, DumpCounts};
 use super::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use super::pg::PgStore;
 use super::routing::{RoutingAdmin, RoutingReads};
+use super::tickets::TicketStore;
 use super::ChangeStamp;
 use super::Store;
 use crate::config::{Config, Database};
@@ -67,7 +68,7 @@ pub trait ThrottleStore {
 }
 
 /// The login path's reads and writes.
-pub trait LoginStore: ThrottleStore + RoutingReads + Send {
+pub trait LoginStore: ThrottleStore + RoutingReads + TicketStore + Send {
     fn config(&self) -> &Config;
 
     /// The generation: a new (random) value after every admin change.
@@ -141,7 +142,8 @@ pub trait LoginStore: ThrottleStore + RoutingReads + Send {
     fn write_batch(&mut self, audit: &[AuditRecord], last_use: &[(LastUse, i64)]) -> Result<()>;
 
     /// Deletes audit records older than `audit_retention` or past
-    /// `audit_max_rows` (the oldest first), and expired throttle rows. At most
+    /// `audit_max_rows` (the oldest first), expired throttle rows and expired
+    /// proxy tickets. At most
     /// `PRUNE_CHUNK` records per transaction: one huge delete would grow the
     /// write-ahead log by as much.
     fn prune(&mut self, now: i64) -> Result<()>;

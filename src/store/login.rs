@@ -1,6 +1,7 @@
 //! Reads and writes of the login path. Prepared statements are cached on the
 //! connection, so a decision costs a handful of index lookups.
 
+use super::tickets::TicketStore;
 use super::{LoginStore, Store};
 use crate::config::Config;
 use crate::crypto::keyed_hash;
@@ -352,6 +353,7 @@ impl LoginStore for Store {
             .execute(params![now - longest, now])?;
             Ok(())
         })?;
+        self.prune_tickets(now)?;
         loop {
             let n = self.write(|tx| {
                 Ok(tx

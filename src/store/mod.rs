@@ -23,11 +23,13 @@ pub mod routing;
 mod rules;
 pub mod schema;
 mod throttle;
+pub mod tickets;
 #[allow(unsafe_code)] // SQLite's mapping of the WAL-index: every block has a SAFETY comment
 mod wal_index;
 
 pub use interface::{create, open_admin, open_login, AdminStore, LoginStore, ThrottleStore};
 pub use routing::{BackendInfo, RoutingAdmin, RoutingReads};
+pub use tickets::{TicketRow, TicketStore};
 pub use wal_index::ChangeStamp;
 
 use crate::config::Config;

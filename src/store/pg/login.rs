@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::secret::SecretBytes;
 use crate::store::login::{app_lookup, code_lookup, split_list, AccountRow, AppPasswordRow};
 use crate::store::login::{AuditRecord, LastUse, PRUNE_CHUNK};
-use crate::store::LoginStore;
+use crate::store::{LoginStore, TicketStore};
 use tokio_postgres::Row;
 
 fn app_row(r: &Row) -> Result<AppPasswordRow> {
@@ -273,6 +273,7 @@ impl LoginStore for PgStore {
             "DELETE FROM throttle WHERE window_start < $1 AND blocked_until < $2",
             &[&(now - longest), &now],
         )?;
+        self.prune_tickets(now)?;
         if !self.may_prune_audit {
             return Ok(());
         }

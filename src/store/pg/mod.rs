@@ -21,6 +21,7 @@ mod login;
 mod routing;
 pub mod schema;
 mod throttle;
+mod tickets;
 
 use crate::config::Config;
 use crate::error::{Error, Result};

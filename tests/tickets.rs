@@ -1,0 +1,357 @@
+//! Proxy tickets in the engine, on SQLite and again on PostgreSQL (the same
+//! definitions): issued by `Gate::issue_ticket` (what the `auth_http` face
+//! does after a two-step login), accepted exactly once for the account,
+//! service and backend they were issued for, burnt by any other use, never
+//! cached, never on the fast path. The faces: tests/http_face.rs
+//! (auth_http → saslauthd socket), tests/daemon.rs-style real libsasl2
+//! below, the plugin's local address in src/ffi/plugin/tests.rs.
+
+use saslgate::engine::Credential;
+use saslgate::{Decision, Gate, RefuseReason, Request};
+use saslgate_testkit::{oathtool, refused, req, Fixture, TOTP_SECRET_B32};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const BACKEND: &str = "127.0.0.1:10143";
+
+fn backend() -> SocketAddr {
+    BACKEND.parse().unwrap()
+}
+
+/// dave: master password + TOTP; erin: master password only. This host
+/// serves BACKEND.
+fn ticket_fixture(tweak: impl FnOnce(&mut saslgate::Config)) -> Fixture {
+    let f = Fixture::with(|c| {
+        c.proxy_ticket_backends = vec![backend()];
+        tweak(c)
+    });
+    f.user("dave", "pw-dave");
+    f.user("erin", "pw-erin");
+    f.admin()
+        .enable_totp(
+            "dave",
+            &saslgate::totp::decode_secret(TOTP_SECRET_B32).unwrap(),
+        )
+        .unwrap();
+    f
+}
+
+fn text(t: &saslgate::secret::SecretBytes) -> String {
+    String::from_utf8(t.as_bytes().to_vec()).unwrap()
+}
+
+fn ticket_login(d: &Decision) -> bool {
+    matches!(
+        d,
+        Decision::Accepted {
+            credential: Credential::ProxyTicket,
+            ..
+        }
+    )
+}
+
+fn detail(d: &Decision) -> String {
+    match d {
+        Decision::Refused { detail, .. } => detail.clone(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn accepted_once_then_refused() {
+    let f = ticket_fixture(|_| {});
+    let g = f.gate();
+    let t = g.issue_ticket("dave", "imap", backend()).unwrap();
+    let ticket = text(&t);
+    assert!(saslgate::engine::is_ticket_shaped(t.as_bytes()), "{ticket}");
+    assert_eq!(ticket.len(), saslgate::engine::TICKET_LEN);
+    // Only the keyed hash is stored.
+    assert_eq!(f.sql("SELECT count(*) FROM proxy_tickets").trim(), "1");
+    let before = g.stats().slow_hashes;
+    let d = g.decide(&req("dave", &ticket, "imap"));
+    assert_eq!(
+        d,
+        Decision::Accepted {
+            account: "dave".into(),
+            credential: Credential::ProxyTicket
+        }
+    );
+    assert_eq!(g.stats().slow_hashes, before, "a ticket costs no slow hash");
+    // Used up: the same ticket again, by this gate or another, is refused.
+    let again = g.decide(&req("dave", &ticket, "imap"));
+    assert_eq!(refused(&again), Some(RefuseReason::BadCredentials));
+    let other = f.gate();
+    assert_eq!(
+        refused(&other.decide(&req("dave", &ticket, "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
+    // Two tickets are never the same; a second one works once too.
+    let t2 = g.issue_ticket("dave", "imap", backend()).unwrap();
+    assert_ne!(text(&t2), ticket);
+    assert!(ticket_login(&g.decide(&req("dave", &text(&t2), "imap"))));
+    // The service goes through the aliases: a ticket for pop3 is one for pop.
+    let t3 = g.issue_ticket("dave", "pop3", backend()).unwrap();
+    assert!(ticket_login(&g.decide(&req("dave", &text(&t3), "pop"))));
+    g.flush();
+    // Neither the audit trail nor the table holds a ticket.
+    let audit = f.sql("SELECT account, credential, detail FROM audit");
+    assert!(audit.contains("proxy-ticket"), "{audit}");
+    for t in [&ticket, &text(&t2), &text(&t3)] {
+        assert!(!audit.contains(t.as_str()), "ticket in the audit trail");
+        assert!(!f.sql("SELECT * FROM proxy_tickets").contains(t.as_str()));
+    }
+    if f.pg.is_none() {
+        // Nor any byte of the SQLite files.
+        for file in ["saslgate.db", "saslgate.db-wal"] {
+            let bytes = std::fs::read(f.path(file)).unwrap_or_default();
+            assert!(
+                !bytes.windows(ticket.len()).any(|w| w == ticket.as_bytes()),
+                "ticket stored in {file}"
+            );
+        }
+    }
+}
+
+fn expired_ticket_is_refused_and_pruned() {
+    let f = ticket_fixture(|_| {});
+    let g = f.gate();
+    let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    f.sql("UPDATE proxy_tickets SET expires = 1000");
+    let d = g.decide(&req("dave", &ticket, "imap"));
+    assert_eq!(refused(&d), Some(RefuseReason::BadCredentials));
+    // Issued tickets live [http] ticket_lifetime.
+    let now = saslgate::timefmt::now();
+    let _fresh = g.issue_ticket("erin", "imap", backend()).unwrap();
+    let expires: i64 = f
+        .sql("SELECT max(expires) FROM proxy_tickets")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((now + 59..=now + 61).contains(&expires), "{expires} {now}");
+    // The prune pass deletes expired tickets, used or not, and keeps the rest.
+    f.admin().prune(now).unwrap();
+    assert_eq!(f.sql("SELECT count(*) FROM proxy_tickets").trim(), "1");
+}
+
+fn wrong_account_service_or_backend_refused_and_burnt() {
+    let f = ticket_fixture(|_| {});
+    let g = f.gate();
+    let other_backend: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+    let cases: [(&str, &str, SocketAddr, &str, &str, &str); 4] = [
+        // issued for (account, service, backend), then used as (login, service)
+        ("dave", "imap", backend(), "erin", "imap", "account"),
+        ("dave", "imap", backend(), "dave", "pop", "service imap"),
+        (
+            "dave",
+            "imap",
+            other_backend,
+            "dave",
+            "imap",
+            "backend 127.0.0.1:9999",
+        ),
+        (
+            "dave",
+            "imap",
+            backend(),
+            "nobody",
+            "imap",
+            "unknown account",
+        ),
+    ];
+    for (account, service, at, login, used_for, why) in cases {
+        let ticket = text(&g.issue_ticket(account, service, at).unwrap());
+        let d = g.decide(&req(login, &ticket, used_for));
+        assert_eq!(refused(&d), Some(RefuseReason::BadCredentials), "{why}");
+        assert!(detail(&d).contains(why), "{why}: {}", detail(&d));
+        // Burnt: not even the right use works now.
+        let right = g.decide(&req(account, &ticket, service));
+        assert_eq!(refused(&right), Some(RefuseReason::BadCredentials), "{why}");
+    }
+    // A ticket for an account that does not exist is not issued.
+    assert!(g.issue_ticket("nobody", "imap", backend()).is_err());
+}
+
+fn local_address_or_configured_backend_is_needed() {
+    // No proxy_ticket_backends: only a face that reports its local address
+    // (the plugin) can accept, and only a ticket for that address.
+    let f = ticket_fixture(|c| c.proxy_ticket_backends.clear());
+    let g = f.gate();
+    let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    let d = g.decide(&req("dave", &ticket, "imap"));
+    assert!(
+        detail(&d).contains("proxy_ticket_backends is empty"),
+        "{d:?}"
+    );
+    let at = |t: &str, local: &'static [u8]| {
+        g.decide(&Request {
+            local_addr: Some(local),
+            ..req("dave", t, "imap")
+        })
+    };
+    let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    let d = at(&ticket, b"127.0.0.1;10144");
+    assert!(detail(&d).contains("not one this host serves"), "{d:?}");
+    let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    assert!(ticket_login(&at(&ticket, b"127.0.0.1;10143")));
+    let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    assert!(ticket_login(&at(&ticket, b"::ffff:127.0.0.1;10143")));
+}
+
+fn ticket_shaped_master_password_still_works() {
+    let f = ticket_fixture(|_| {});
+    let shaped = "sgt.ThisIsMyOwnMasterPasswordOk_0123";
+    assert!(saslgate::engine::is_ticket_shaped(shaped.as_bytes()));
+    f.user("tess", shaped);
+    let g = f.gate();
+    let d = g.decide(&req("tess", shaped, "imap"));
+    assert_eq!(
+        d,
+        Decision::Accepted {
+            account: "tess".into(),
+            credential: Credential::Master
+        }
+    );
+    // A ticket-shaped wrong password is an ordinary failure (one slow hash).
+    let before = g.stats().slow_hashes;
+    let d = g.decide(&req("tess", "sgt.ThisIsMyOwnMasterPasswordOk_0124", "imap"));
+    assert_eq!(refused(&d), Some(RefuseReason::BadCredentials));
+    assert_eq!(g.stats().slow_hashes, before + 1);
+    // Two-step accounts: password + code still works beside tickets.
+    let totp = oathtool(TOTP_SECRET_B32);
+    let d = g.decide(&req("dave", &format!("pw-dave{totp}"), "imap"));
+    assert!(d.is_accepted(), "{d:?}");
+}
+
+fn cache_and_fast_path_never_serve_a_ticket() {
+    let f = ticket_fixture(|c| c.cache_ttl = Duration::from_secs(60));
+    let g = f.gate();
+    // erin has no two-step login: her logins are cacheable.
+    let ticket = text(&g.issue_ticket("erin", "imap", backend()).unwrap());
+    assert!(ticket_login(&g.decide(&req("erin", &ticket, "imap"))));
+    assert_eq!(
+        refused(&g.decide(&req("erin", &ticket, "imap"))),
+        Some(RefuseReason::BadCredentials)
+    );
+    // The cache still works for her password; an app password takes the
+    // fast path; neither ever answered a ticket.
+    let app = f.app_password("erin", &["imap"], false, None);
+    for _ in 0..2 {
+        assert!(g.decide(&req("erin", "pw-erin", "imap")).is_accepted());
+        assert!(g.decide(&req("erin", &app, "imap")).is_accepted());
+    }
+    let s = g.stats();
+    assert!(s.cache_hits >= 1 && s.fast_accepts >= 1, "{s:?}");
+    let ticket = text(&g.issue_ticket("erin", "imap", backend()).unwrap());
+    let (hits, fast) = (s.cache_hits, s.fast_accepts);
+    assert!(ticket_login(&g.decide(&req("erin", &ticket, "imap"))));
+    assert!(!g.decide(&req("erin", &ticket, "imap")).is_accepted());
+    assert_eq!((g.stats().cache_hits, g.stats().fast_accepts), (hits, fast));
+}
+
+fn policy_and_throttle_apply() {
+    let f = ticket_fixture(|c| c.throttle_address.failures = 2);
+    let g = f.gate();
+    // Not allowed for the service: refused as such (after the ticket checked).
+    f.admin()
+        .set_service_override("dave", "pop", Some(false))
+        .unwrap();
+    let ticket = text(&g.issue_ticket("dave", "pop", backend()).unwrap());
+    assert_eq!(
+        refused(&g.decide(&req("dave", &ticket, "pop"))),
+        Some(RefuseReason::NotAllowed)
+    );
+    // Disabled.
+    let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    f.admin().set_disabled("dave", true).unwrap();
+    assert_eq!(
+        refused(&g.decide(&req("dave", &ticket, "imap"))),
+        Some(RefuseReason::Disabled)
+    );
+    f.admin().set_disabled("dave", false).unwrap();
+    // A throttled address is refused before the ticket is looked at: the
+    // ticket stays good for another address.
+    let from = |t: &str, ip: &'static [u8]| {
+        g.decide(&Request {
+            client_addr: Some(ip),
+            ..req("dave", t, "imap")
+        })
+    };
+    for i in 0..3 {
+        from(&format!("wrong {i}"), b"192.0.2.9");
+    }
+    let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    assert_eq!(
+        refused(&from(&ticket, b"192.0.2.9")),
+        Some(RefuseReason::Throttled)
+    );
+    assert!(ticket_login(&from(&ticket, b"192.0.2.10")));
+}
+
+/// 32 threads, on two gates (on PostgreSQL: two connections pools, as two
+/// hosts would), race on one ticket: exactly one login is accepted.
+fn ticket_race_between_32_threads() {
+    let f = ticket_fixture(|_| {});
+    let gates = [f.gate(), f.gate()];
+    for round in 0..3 {
+        let ticket = text(&gates[0].issue_ticket("dave", "imap", backend()).unwrap());
+        let barrier = std::sync::Barrier::new(32);
+        let accepted: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..32)
+                .map(|i| {
+                    let (g, t, b) = (&gates[i % 2], &ticket, &barrier);
+                    s.spawn(move || {
+                        b.wait();
+                        ticket_login(&g.decide(&req("dave", t, "imap")))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(accepted, 1, "round {round}");
+    }
+}
+
+/// Issuing fails closed: without a database there is no ticket.
+#[test]
+fn issuing_without_a_database_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gate::new(saslgate::Config {
+        db: dir.path().join("missing.db"),
+        ..saslgate::Config::default()
+    });
+    assert!(g.issue_ticket("dave", "imap", backend()).is_err());
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                super::$name();
+            }
+        )*
+        mod on_postgresql {
+            $(
+                #[test]
+                fn $name() {
+                    saslgate_testkit::on_postgresql(super::super::$name);
+                }
+            )*
+        }
+    };
+}
+
+mod on_sqlite {
+    both_backends!(
+        accepted_once_then_refused,
+        expired_ticket_is_refused_and_pruned,
+        wrong_account_service_or_backend_refused_and_burnt,
+        local_address_or_configured_backend_is_needed,
+        ticket_shaped_master_password_still_works,
+        cache_and_fast_path_never_serve_a_ticket,
+        policy_and_throttle_apply,
+        ticket_race_between_32_threads,
+    );
+}
