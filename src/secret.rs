@@ -39,6 +39,15 @@ impl std::fmt::Debug for SecretBytes {
     }
 }
 
+impl PartialEq for SecretBytes {
+    /// In constant time (for equal lengths).
+    fn eq(&self, other: &Self) -> bool {
+        ct_eq(self.as_bytes(), other.as_bytes())
+    }
+}
+
+impl Eq for SecretBytes {}
+
 /// Constant-time equality (length is not secret).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))

@@ -733,3 +733,115 @@ fn aliases_blocks_and_tls_required() {
     let a = ask("alice", "imap", "192.0.2.61", true);
     assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
 }
+
+/// Proxy tickets: a two-step login over auth_http answers `Auth-Pass` with a
+/// ticket (never the password or the code), which the backend's saslgated
+/// (its saslauthd socket, asked by Debian's real `testsaslauthd` and by a
+/// raw client) accepts exactly once; an app password gets no `Auth-Pass`.
+#[test]
+fn two_step_login_hands_nginx_a_single_use_ticket() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (d, _app) = start_with(
+        "proxy_ticket_backends = [\"127.0.0.1:10143\"]",
+        "",
+        &addr.to_string(),
+    );
+    cli(
+        &d.conf,
+        &["totp", "enable", "alice", "--secret", TOTP_B32],
+        None,
+    );
+    let imap_app = cli(
+        &d.conf,
+        &[
+            "app-password",
+            "add",
+            "alice",
+            "--label",
+            "phone",
+            "--services",
+            "imap",
+        ],
+        None,
+    )
+    .trim()
+    .to_string();
+    let ask = |pass: &str, proto: &str| {
+        exchange_tcp(
+            addr,
+            &nginx_request("plain", "alice", pass, proto, 1, "192.0.2.70"),
+        )
+    };
+    // An app password: OK without Auth-Pass (nginx sends the original).
+    let a = ask(&imap_app, "imap");
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-Pass"), None, "{a}");
+    // Password + TOTP code: OK with a ticket.
+    let code = oathtool_code();
+    let a = ask(&format!("{ALICE_PW}{code}"), "imap");
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    let ticket = header(&a, "Auth-Pass").expect("Auth-Pass").to_string();
+    assert!(ticket.starts_with("sgt.") && ticket.len() == 36, "{ticket}");
+    assert!(!ticket.contains(&code) && !ticket.contains("alice pw"));
+    let log = log_of(&d);
+    assert!(log.contains("ticket=issued"), "{log}");
+    assert!(!log.contains(&ticket), "ticket in the log: {log}");
+
+    // The backend's saslgated accepts it once on its saslauthd socket.
+    let sock = d.dir.path().join("run").join("mux");
+    let raw = |pw: &str| {
+        saslgate_testkit::ask(
+            &sock,
+            &saslgate_testkit::frame(&[b"alice", pw.as_bytes(), b"imap", b""]),
+        )
+        .unwrap()
+    };
+    let testsaslauthd = Path::new("/usr/sbin/testsaslauthd");
+    if testsaslauthd.exists() {
+        let out = Command::new(testsaslauthd)
+            .args(["-u", "alice", "-p", &ticket, "-s", "imap", "-f"])
+            .arg(&sock)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(said.contains("0: OK"), "testsaslauthd: {said}");
+    } else {
+        println!(
+            "SKIP: testsaslauthd (package sasl2-bin) missing; the raw client checks the ticket"
+        );
+        assert_eq!(raw(&ticket), "OK");
+    }
+    assert_eq!(raw(&ticket), "NO authentication failed", "used twice");
+    assert!(
+        log_of(&d).contains("credential=\"proxy-ticket\""),
+        "{}",
+        log_of(&d)
+    );
+
+    // POP3 gets a ticket for the pop service; SMTP none (XCLIENT, no password).
+    cli(
+        &d.conf,
+        &["user", "set-backend", "alice", "pop3", "127.0.0.1:10143"],
+        None,
+    );
+    let codes = cli(
+        &d.conf,
+        &["codes", "generate", "alice", "--count", "2"],
+        None,
+    );
+    let mut codes = codes.lines().map(str::trim).filter(|l| !l.is_empty());
+    let a = ask(&format!("{ALICE_PW}{}", codes.next().unwrap()), "pop3");
+    let pop_ticket = header(&a, "Auth-Pass").expect("pop3 Auth-Pass").to_string();
+    assert_eq!(
+        saslgate_testkit::ask(
+            &sock,
+            &saslgate_testkit::frame(&[b"alice", pop_ticket.as_bytes(), b"imap", b""]),
+        )
+        .unwrap(),
+        "NO authentication failed",
+        "a pop ticket is no imap login"
+    );
+    let a = ask(&format!("{ALICE_PW}{}", codes.next().unwrap()), "smtp");
+    assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    assert_eq!(header(&a, "Auth-Pass"), None, "{a}");
+}

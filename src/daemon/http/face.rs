@@ -6,6 +6,7 @@
 use super::request::{AuthRequest, Method};
 use super::response::{header_safe, Answer};
 use super::route::{self, Before, Route};
+use super::ticket;
 use crate::daemon::log::{text_into, value_into, Logger};
 use crate::engine::{Decision, Gate, Request};
 use crate::http_config::PROTOCOLS;
@@ -137,18 +138,25 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
                 }
                 Err(e) => return unavailable(&e.to_string(), Some(&account)),
             };
-            // Proxy tickets (helper "tickets"): the one call that turns an
-            // acceptance into `Auth-Pass` goes here, with `account`,
-            // `protocol` and `route.backend`.
+            // After a two-step login nginx gets a single-use ticket for the
+            // backend (Auth-Pass), not the password and code just used.
+            let pass = match ticket::pass_for(gate, &account, &credential, protocol, route.backend)
+            {
+                Ok(pass) => pass,
+                Err(cause) => return unavailable(&cause, Some(&account)),
+            };
             let mut line = String::from("face=http result=OK");
             value_into(&mut line, "account", account.as_bytes());
             text_into(&mut line, "credential", &credential.to_string());
             text_into(&mut line, "backend", &route.backend.to_string());
             line.push_str(" route=");
             line.push_str(route.source.name());
+            if pass.is_some() {
+                line.push_str(" ticket=issued");
+            }
             line_end(&mut line);
             log.info(&line);
-            Answer::accepted(route.backend, account)
+            Answer::accepted(route.backend, account).with_pass(pass)
         }
         Decision::Refused {
             reason,
@@ -217,5 +225,6 @@ fn held(
         wait: Some(1),
         error_code: None,
         accepted: None,
+        pass: None,
     }
 }

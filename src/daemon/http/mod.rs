@@ -8,6 +8,7 @@
 //!   `%XX` escaping undone
 //! - [`face`]: request → engine → answer, and the log line
 //! - [`response`]: `Auth-Status`, `Auth-Wait`, `Auth-Error-Code`, `Auth-Server`...
+//! - [`ticket`]: `Auth-Pass` with a proxy ticket after a two-step login
 //! - [`route`]: the account's backend (its own or `[http.backends]`) and
 //!   backend holds, kept per database generation
 //! - [`listener`]: TCP or UNIX socket, peers, bounds, timeouts, threads
@@ -20,6 +21,7 @@ pub mod reaper;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod ticket;
 
 pub use config::{HttpConfig, Listen};
 pub use listener::{FaceSettings, HttpFace};

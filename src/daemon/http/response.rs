@@ -4,6 +4,7 @@
 //! nginx drop the client with an internal-error text).
 
 use crate::decision::RefuseReason;
+use crate::secret::SecretBytes;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,6 +27,9 @@ pub struct Answer {
     pub error_code: Option<&'static str>,
     /// `Auth-Server` + `Auth-Port`, and `Auth-User` (the canonical account).
     pub accepted: Option<(SocketAddr, String)>,
+    /// `Auth-Pass`: a proxy ticket nginx logs in to the backend with (after a
+    /// two-step login); without it nginx sends the client's own password.
+    pub pass: Option<SecretBytes>,
 }
 
 fn smtp(protocol: &str, code: &'static str) -> Option<&'static str> {
@@ -39,7 +43,14 @@ impl Answer {
             wait: None,
             error_code: None,
             accepted: Some((backend, account)),
+            pass: None,
         }
+    }
+
+    /// With `Auth-Pass` (a proxy ticket: `sgt.` and base64url, header-safe).
+    pub fn with_pass(mut self, pass: Option<SecretBytes>) -> Answer {
+        self.pass = pass;
+        self
     }
 
     /// A refusal the engine decided. `delay` is the engine's suggested delay
@@ -60,6 +71,7 @@ impl Answer {
                 wait: None,
                 error_code: smtp(protocol, code),
                 accepted: None,
+                pass: None,
             };
         }
         let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
@@ -68,6 +80,7 @@ impl Answer {
             wait: (attempt <= LAST_WAITED_ATTEMPT).then_some(secs.max(1)),
             error_code: smtp(protocol, "535 5.7.8"),
             accepted: None,
+            pass: None,
         }
     }
 
@@ -77,6 +90,7 @@ impl Answer {
             wait: None,
             error_code: smtp(protocol, "451 4.3.0"),
             accepted: None,
+            pass: None,
         }
     }
 
@@ -87,6 +101,7 @@ impl Answer {
             wait: None,
             error_code: smtp(protocol, "504 5.5.4"),
             accepted: None,
+            pass: None,
         }
     }
 
@@ -97,12 +112,15 @@ impl Answer {
             wait: None,
             error_code: smtp(protocol, "501 5.5.2"),
             accepted: None,
+            pass: None,
         }
     }
 
     /// The whole HTTP/1.0 response; the connection closes after it.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = String::with_capacity(192);
+        // Room for the longest answer (under nginx's 1024 bytes): a ticket is
+        // never left behind in a smaller buffer that grew.
+        let mut out = String::with_capacity(1024);
         out.push_str("HTTP/1.0 200 OK\r\nAuth-Status: ");
         out.push_str(self.status);
         out.push_str("\r\n");
@@ -112,6 +130,11 @@ impl Answer {
                 backend.ip(),
                 backend.port()
             ));
+        }
+        if let Some(pass) = &self.pass {
+            out.push_str("Auth-Pass: ");
+            out.push_str(&String::from_utf8_lossy(pass.as_bytes()));
+            out.push_str("\r\n");
         }
         if let Some(w) = self.wait {
             out.push_str(&format!("Auth-Wait: {w}\r\n"));
@@ -163,6 +186,18 @@ mod tests {
         assert!(!t.contains("Auth-Wait"));
         let v6 = Answer::accepted("[::1]:25".parse().unwrap(), "a".into());
         assert!(text(&v6).contains("Auth-Server: ::1\r\nAuth-Port: 25\r\n"));
+    }
+
+    #[test]
+    fn a_ticket_goes_out_as_auth_pass() {
+        let backend = "127.0.0.1:1143".parse().unwrap();
+        let plain = Answer::accepted(backend, "bob".into());
+        assert!(!text(&plain).contains("Auth-Pass"));
+        let ticket = SecretBytes::from_slice(b"sgt.AbCdEfGhIjKlMnOpQrStUvWxYz012-_9");
+        let t = text(&plain.with_pass(Some(ticket)));
+        assert!(
+            t.contains("\r\nAuth-User: bob\r\nAuth-Pass: sgt.AbCdEfGhIjKlMnOpQrStUvWxYz012-_9\r\n")
+        );
     }
 
     #[test]
