@@ -452,6 +452,46 @@ fn aliases_blocks_and_tls_required_in_the_plugin() {
         .contains(&"access denied".to_string())));
 }
 
+/// A proxy ticket is accepted once when it was issued for the address the
+/// connection arrived on (libsasl2's iplocalport), with no
+/// proxy_ticket_backends configured; one for another address is refused.
+#[test]
+fn a_proxy_ticket_for_the_connections_local_address() {
+    let (dir, db) = test_db();
+    let conf = dir.path().join("saslgate.conf");
+    std::fs::write(&conf, format!("db = {db:?}\nbcrypt_cost = 4\n")).unwrap();
+    let gate = crate::Gate::open(crate::Config::load(&conf).unwrap()).unwrap();
+    let issue = |at: &str| {
+        let t = gate
+            .issue_ticket("alice", "imap", at.parse().unwrap())
+            .unwrap();
+        [&b"\0alice\0"[..], t.as_bytes()].concat()
+    };
+    let (here, other, third) = (
+        issue("127.0.0.1:10143"),
+        issue("127.0.0.1:10144"),
+        issue("127.0.0.1:10143"),
+    );
+    reset_fake(&[("saslgate_config", conf.to_str().unwrap())]);
+    let plugs = Plugs::init();
+    let local = CString::new("127.0.0.1;10143").unwrap();
+    let mut conn = Conn::new("imap");
+    conn.sparams.iplocalport = local.as_ptr();
+    conn.sparams.iploclen = local.as_bytes().len() as std::ffi::c_uint;
+    let o = run(&plugs, &mut conn, 0, &[&here]);
+    assert_eq!((o.rc, o.user.as_str()), (sys::SASL_OK, "alice"));
+    // Used up.
+    assert_eq!(run(&plugs, &mut conn, 0, &[&here]).rc, sys::SASL_BADAUTH);
+    // Issued for another backend than this connection's.
+    assert_eq!(run(&plugs, &mut conn, 0, &[&other]).rc, sys::SASL_BADAUTH);
+    // A connection whose local address the server did not tell: none accepted.
+    let mut unknown = Conn::new("imap");
+    assert_eq!(
+        run(&plugs, &mut unknown, 0, &[&third]).rc,
+        sys::SASL_BADAUTH
+    );
+}
+
 /// A database with alice (password "alice pw") and carol (disabled).
 fn test_db() -> (tempfile::TempDir, String) {
     use crate::store::{AdminStore, Store};
