@@ -1025,6 +1025,53 @@ fn libsasl2_checkpass_through_saslauthd() {
     assert!(log.contains("result=OK"), "{log}");
 }
 
+/// A proxy ticket (what the auth_http face hands nginx after a two-step
+/// login) through libsasl2's real `sasl_checkpass` and saslgated's saslauthd
+/// face, on a host with `proxy_ticket_backends`: accepted once.
+#[test]
+fn libsasl2_checkpass_accepts_a_proxy_ticket_once() {
+    let fx = fixture();
+    let bin = compile_sasl_program("tests/daemon_checkpass.c", &fx.dir.path().join("checkpass"));
+    let conf = fx.dir.path().join("backend.conf");
+    let text = std::fs::read_to_string(&fx.conf).unwrap();
+    std::fs::write(
+        &conf,
+        format!("proxy_ticket_backends = [\"127.0.0.1:10143\"]\n{text}"),
+    )
+    .unwrap();
+    let gate = saslgate::Gate::open(saslgate::Config::load(&conf).unwrap()).unwrap();
+    let issue = |service: &str| {
+        let t = gate
+            .issue_ticket("bob", service, "127.0.0.1:10143".parse().unwrap())
+            .unwrap();
+        String::from_utf8(t.as_bytes().to_vec()).unwrap()
+    };
+    let d = start_daemon_conf(&fx, &conf, "tickets", &["--fail-delay", "0"]);
+    let check = |user: &str, pass: &str, service: &str| -> bool {
+        let out = Command::new(&bin)
+            .arg(d.socket())
+            .args([service, user, pass])
+            .output()
+            .unwrap();
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            other => panic!("checkpass {other:?}"),
+        }
+    };
+    let ticket = issue("imap");
+    assert!(check("bob", &ticket, "imap"), "ticket refused");
+    assert!(!check("bob", &ticket, "imap"), "ticket accepted twice");
+    // Bound to its service: a pop3 ticket is no imap login (and is burnt).
+    let pop = issue("pop3");
+    assert!(!check("bob", &pop, "imap"));
+    assert!(!check("bob", &pop, "pop"));
+    let (st, log) = d.stop();
+    assert!(st.success());
+    assert!(log.contains("credential=\"proxy-ticket\""), "{log}");
+    assert!(!log.contains(&ticket), "ticket in the log");
+}
+
 #[test]
 fn socket_group_and_modes() {
     use std::os::unix::fs::MetadataExt;
