@@ -26,6 +26,8 @@ SELF="$ROOT/tests/e2e/nginx.sh"
 . "$ROOT/scripts/lib/check.sh"
 # snippet, private Postfix and Cyrus, smtp, pid bookkeeping, host undo list
 . "$ROOT/tests/e2e/lib/servers.sh"
+# checks_tls, checks_block, checks_alias, checks_ticket, checks_hold
+. "$ROOT/tests/e2e/lib/nginx_policy.sh"
 DOC="$ROOT/debian/saslgate.README.Debian"
 PKGCONF="$ROOT/debian/saslgate.conf"
 ADDR_FAILURES=4 # [throttle] address_failures in the test config
@@ -34,12 +36,12 @@ PW_MASTER='pass word 100% sûr' # space, % and UTF-8: nginx %-escapes the first 
 
 log() { echo "e2e-nginx: $*" >&2; }
 
-# login_via imap|pop3 PORT login|plain USER PASSWORD SOURCE: logs in through
+# login_via imap|pop3|pop3s PORT login|plain USER PASSWORD SOURCE: logs in through
 # nginx from SOURCE; prints "OK SECONDS" (logged in, INBOX selected / STAT
 # answered), "NO SECONDS TEXT" or "ERR SECONDS TEXT".
 login_via() {
     timeout 60 python3 - "$@" 2>>"$LOGS/clients.log" <<'EOF'
-import imaplib, poplib, socket, sys, time
+import imaplib, poplib, socket, ssl, sys, time
 proto, port, how, user, pw, src = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 
 class IMAP(imaplib.IMAP4):
@@ -49,6 +51,17 @@ class IMAP(imaplib.IMAP4):
 class POP(poplib.POP3):
     def _create_socket(self, timeout):
         return socket.create_connection((self.host, self.port), timeout, source_address=(src, 0))
+
+class POPS(poplib.POP3_SSL):
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout, source_address=(src, 0))
+        return self.context.wrap_socket(sock, server_hostname="localhost")
+
+def unverified():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
+    return ctx
 
 def out(word, text=""):
     print(("%s %.1f %s" % (word, time.monotonic() - t0, text)).strip())
@@ -70,7 +83,10 @@ try:
         out("OK" if typ == "OK" else "SELECT-" + typ)
         m.logout()
     else:
-        m = POP("127.0.0.1", port, timeout=30)
+        if proto == "pop3s":
+            m = POPS("127.0.0.1", port, timeout=30, context=unverified())
+        else:
+            m = POP("127.0.0.1", port, timeout=30)
         t0 = time.monotonic()
         try:
             m.user(user)
@@ -102,8 +118,8 @@ inner() {
     postfix_private_spool || return 1
 
     # ---- ports: nginx in front, Cyrus and Postfix behind
-    N_IMAP=$(free_port) N_POP=$(free_port) N_SMTP=$(free_port)
-    C_IMAP=$(free_port) C_POP=$(free_port) P_XCLIENT=$(free_port)
+    N_IMAP=$(free_port) N_POP=$(free_port) N_SMTP=$(free_port) N_POPS=$(free_port)
+    C_IMAP=$(free_port) C_POP=$(free_port) P_XCLIENT=$(free_port) C_IMAP2=$(free_port)
 
     # ---- the documented blocks, in the other documents too
     local name f
@@ -122,12 +138,16 @@ inner() {
     # ---- saslgate: the packaged file, bcrypt cost 4, small budget, the [http] block
     CONF=/etc/saslgate/saslgate.conf
     {
+        # POP3 only over TLS (nginx's Auth-SSL); the IMAP and POP3 backends take
+        # proxy tickets; a hold turns into a temporary failure after 3 s.
+        echo 'tls_required = ["pop3"]'
+        echo "proxy_ticket_backends = [\"127.0.0.1:$C_IMAP\", \"127.0.0.1:$C_IMAP2\", \"127.0.0.1:$C_POP\"]"
         sed -e 's/^#bcrypt_cost = .*/bcrypt_cost = 4/' \
             -e "s/^#address_failures = .*/address_failures = $ADDR_FAILURES/" \
             -e 's/^db_group = .*/db_group = ""/' "$PKGCONF"
         echo
         sed -e "s/:10143\"/:$C_IMAP\"/" -e "s/:10110\"/:$C_POP\"/" -e "s/:10025\"/:$P_XCLIENT\"/" \
-            "$T/block-saslgate-http"
+            -e 's/^listen = .*/&\nmax_hold = "3s"/' "$T/block-saslgate-http"
     } >"$CONF"
     expect "test config: bcrypt cost, budget and the three backends" 5 \
         "$(grep -cE "^(bcrypt_cost = 4|address_failures = $ADDR_FAILURES|(imap|pop3|smtp) = \"127\.0\.0\.1:($C_IMAP|$C_POP|$P_XCLIENT)\")\$" "$CONF")"
@@ -144,6 +164,7 @@ inner() {
     SG user add n-throttled 2>>"$err" && printf '%s' 'master n-throttled' | SG passwd n-throttled --stdin 2>>"$err" ||
         bad "user n-throttled"
     [ -n "$APP_IMAP" ] && [ -n "$APP_POP" ] && [ -n "$APP_SMTP" ] || bad "app passwords not printed (see $err)"
+    policy_users
 
     # ---- saslgated: saslauthd socket for Cyrus, auth_http socket for nginx,
     # both group mail (cyrus's group; nginx's workers run as www-data:mail).
@@ -164,6 +185,7 @@ START {
 }
 SERVICES {
   imap cmd="imapd -C $CY/imapd.conf" listen="127.0.0.1:$C_IMAP" prefork=0 maxchild=10
+  imap2 cmd="imapd -C $CY/imapd.conf" listen="127.0.0.1:$C_IMAP2" prefork=0 maxchild=10
   pop3 cmd="pop3d -C $CY/imapd.conf" listen="127.0.0.1:$C_POP" prefork=0 maxchild=10
 }
 EVENTS {
@@ -193,10 +215,20 @@ EOF
         echo "pid $NG/nginx.pid;"
         echo "error_log $LOGS/nginx-error.log info;"
         echo "events { worker_connections 256; }"
+        # The documented block, and a POP3-over-TLS server before its closing brace.
         sed -e "s/^\( *listen\) 143;/\1 127.0.0.1:$N_IMAP;/" -e "s/^\( *listen\) 110;/\1 127.0.0.1:$N_POP;/" \
-            -e "s/^\( *listen\) 587;/\1 127.0.0.1:$N_SMTP;/" "$T/block-nginx-mail"
+            -e "s/^\( *listen\) 587;/\1 127.0.0.1:$N_SMTP;/" -e '$d' "$T/block-nginx-mail"
+        echo "    server {"
+        echo "        listen 127.0.0.1:$N_POPS ssl;"
+        echo "        protocol pop3;"
+        echo "        ssl_certificate $NG/cert.pem;"
+        echo "        ssl_certificate_key $NG/key.pem;"
+        echo "    }"
+        echo "}"
     } >"$NG/nginx.conf"
-    expect "nginx config: the three listen ports replaced" 3 "$(grep -c 'listen 127\.0\.0\.1:' "$NG/nginx.conf")"
+    openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 2 \
+        -keyout "$NG/key.pem" -out "$NG/cert.pem" >"$LOGS/openssl.log" 2>&1 || bad "openssl req (test certificate)"
+    expect "nginx config: the three listen ports replaced" 3 "$(grep -c 'listen 127\.0\.0\.1:[0-9]*;' "$NG/nginx.conf")"
     if ! nginx -t -p "$NG/" -c "$NG/nginx.conf" -e "$LOGS/nginx-error.log" >"$LOGS/nginx-t.log" 2>&1; then
         bad "nginx -t ($(tail -n3 "$LOGS/nginx-t.log"))"
         return 1
@@ -205,7 +237,7 @@ EOF
         { bad "nginx did not start ($(tail -n3 "$LOGS/nginx-error.log"))"; return 1; }
     wait_file "$NG/nginx.pid" && record_pid "$(cat "$NG/nginx.pid")" nginx
     local port
-    for port in $C_IMAP $C_POP $P_XCLIENT $N_IMAP $N_POP $N_SMTP; do
+    for port in $C_IMAP $C_IMAP2 $C_POP $P_XCLIENT $N_IMAP $N_POP $N_SMTP $N_POPS; do
         wait_port "$port" || bad "nothing listens on 127.0.0.1:$port"
     done
     echo "--- nginx $(nginx -v 2>&1 | sed 's|.*/||') on 127.0.0.1:$N_IMAP (imap) :$N_POP (pop3) :$N_SMTP (smtp) -> Cyrus :$C_IMAP :$C_POP, Postfix $(postconf -h mail_version) :$P_XCLIENT (XCLIENT)"
@@ -249,11 +281,8 @@ checks() {
         bad "nginx imap: the NO came after $(secs_of "$got") s, not after Auth-Wait 1"
     fi
 
-    # ---- POP3
-    got=$(login_via pop3 "$N_POP" login n-app "$APP_POP" 127.0.0.1)
-    expect "nginx pop3: USER/PASS pop app password + STAT" OK "$(word_of "$got")"
-    got=$(login_via pop3 "$N_POP" login n-app "$APP_IMAP" 127.0.0.5)
-    expect "nginx pop3: imap-only app password refused" NO "$(word_of "$got")"
+    # ---- POP3, a TLS-required service in this config
+    checks_tls
 
     # ---- SMTP: nginx answers AUTH, Postfix gets XCLIENT LOGIN=
     expect "nginx smtp: AUTH PLAIN smtp app password 235 (XCLIENT to Postfix accepted)" 235 \
@@ -288,6 +317,12 @@ checks() {
     got=$(login_via imap "$N_IMAP" login n-throttled 'master n-throttled' 127.0.0.1)
     expect "nginx imap: right password from 127.0.0.1 still accepted" OK "$(word_of "$got")"
 
+    # ---- block list, aliases, proxy tickets, backend holds
+    checks_block
+    checks_alias
+    checks_ticket
+    checks_hold
+
     # ---- what saslgated logged
     grep 'face=http' "$LOGS/saslgated.log" >"$LOGS/http-lines.log"
     expect "saslgated: throttled refusal logged with client 127.0.0.3" yes \
@@ -318,9 +353,9 @@ outer() {
     fi
     local started c f
     started=$(date +%s)
-    install_missing nginx libnginx-mod-mail postfix cyrus-imapd cyrus-pop3d swaks python3 ||
+    install_missing nginx libnginx-mod-mail postfix cyrus-imapd cyrus-pop3d swaks python3 oathtool openssl ||
         { bad "apt-get install"; summary e2e-nginx; exit 1; }
-    for c in unshare nginx postfix cyrmaster swaks python3; do
+    for c in unshare nginx postfix cyrmaster swaks python3 oathtool openssl; do
         command -v "$c" >/dev/null || PATH=$PATH:/usr/sbin:/sbin
         command -v "$c" >/dev/null || { bad "missing $c"; summary e2e-nginx; exit 1; }
     done
