@@ -238,6 +238,17 @@ EOF
     else
         bad "saslgate log e-pp does not show a throttled refusal from 127.0.0.2 (see $LOGS/log-e-pp.txt)"
     fi
+    # ---- the block list through the plugin: refused before any password check
+    SG block add 127.0.0.9 2>>"$LOGS/cli.log" || bad "saslgate block add 127.0.0.9"
+    got=$(smtp "$P_PLUGIN" PLAIN e-pp 'master e-pp' 127.0.0.9)
+    case $got in
+        535|554) ok "postfix plugin: right password from the blocked 127.0.0.9 refused ($got)" ;;
+        *) bad "postfix plugin: right password from the blocked 127.0.0.9 not refused (got $got)" ;;
+    esac
+    expect "postfix plugin: the refusal is audited as blocked" yes \
+        "$(SG log e-pp 2>&1 | grep '127\.0\.0\.9' | grep -qi 'blocked' && echo yes || echo no)"
+    SG block remove 127.0.0.9 2>>"$LOGS/cli.log" || bad "saslgate block remove 127.0.0.9"
+    expect "postfix plugin: 127.0.0.9 unblocked, 235" 235 "$(smtp "$P_PLUGIN" PLAIN e-pp 'master e-pp' 127.0.0.9)"
     # After the throttling checks: these refusals from 127.0.0.1 must not eat
     # into the address budget those checks count on.
     postfix_domains plugin "$P_PLUGIN"
@@ -246,6 +257,13 @@ EOF
     expect "cyrus plugin: no saslgated on /run/saslgate/mux yet" absent "$( [ -S /run/saslgate/mux ] && echo present || echo absent)"
     expect "cyrus plugin: AUTHENTICATE PLAIN imap app password + SELECT INBOX" OK "$(imap "$C_PLUGIN" plain a-cp "${APP_IMAP[cp]}")"
     expect "cyrus plugin: AUTHENTICATE PLAIN smtp-only app password refused" NO "$(imap "$C_PLUGIN" plain a-cp "${APP_SMTP[cp]}")"
+    # A login alias: the plugin gives libsasl2 the canonical name, so Cyrus opens a-cp's mailbox.
+    SG alias add a-cp a-cp-alias 2>>"$LOGS/cli.log" || bad "saslgate alias add a-cp a-cp-alias"
+    expect "cyrus plugin: AUTHENTICATE PLAIN by alias + SELECT INBOX" OK "$(imap "$C_PLUGIN" plain a-cp-alias "${APP_IMAP[cp]}")"
+    expect "cyrus plugin: the alias login opened user.a-cp, not user.a-cp-alias" "yes no" "$(
+        m=$(su cyrus -s /bin/sh -c "/usr/lib/cyrus/bin/ctl_mboxlist -d -C $CY/imapd-plugin.conf" 2>&1)
+        grep -qE 'user\.a-cp([^-a-z]|$)' <<<"$m" && echo -n yes || echo -n no
+        grep -q 'user\.a-cp-alias' <<<"$m" && echo ' yes' || echo ' no')"
     expect "cyrus plugin: AUTHENTICATE PLAIN plan without imap refused" NO "$(imap "$C_PLUGIN" plain p-cp 'master p-cp')"
     expect "cyrus plugin: LOGIN (needs saslgated) refused while it is down" NO "$(imap "$C_PLUGIN" login a-cp "${APP_IMAP[cp]}")"
 
