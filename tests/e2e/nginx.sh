@@ -123,7 +123,7 @@ inner() {
 
     # ---- the documented blocks, in the other documents too
     local name f
-    for name in saslgate-http nginx-mail postfix-xclient; do
+    for name in saslgate-http saslgate-tickets nginx-mail postfix-xclient; do
         snippet "$name" >"$T/block-$name" || { bad "README.Debian has no block $name"; return 1; }
         for f in README.md doc/saslgated.md; do
             if python3 -c 'import sys; sys.exit(open(sys.argv[1]).read() not in open(sys.argv[2]).read())' \
@@ -138,10 +138,12 @@ inner() {
     # ---- saslgate: the packaged file, bcrypt cost 4, small budget, the [http] block
     CONF=/etc/saslgate/saslgate.conf
     {
-        # POP3 only over TLS (nginx's Auth-SSL); the IMAP and POP3 backends take
-        # proxy tickets; a hold turns into a temporary failure after 3 s.
+        # POP3 only over TLS (nginx's Auth-SSL); the documented proxy-ticket
+        # backends (both IMAP ports here); a hold turns into a temporary
+        # failure after 3 s.
         echo 'tls_required = ["pop3"]'
-        echo "proxy_ticket_backends = [\"127.0.0.1:$C_IMAP\", \"127.0.0.1:$C_IMAP2\", \"127.0.0.1:$C_POP\"]"
+        sed -e "s/\"127\.0\.0\.1:10143\"/\"127.0.0.1:$C_IMAP\", \"127.0.0.1:$C_IMAP2\"/" \
+            -e "s/:10110\"/:$C_POP\"/" "$T/block-saslgate-tickets"
         sed -e 's/^#bcrypt_cost = .*/bcrypt_cost = 4/' \
             -e "s/^#address_failures = .*/address_failures = $ADDR_FAILURES/" \
             -e 's/^db_group = .*/db_group = ""/' "$PKGCONF"
