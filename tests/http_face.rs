@@ -729,6 +729,16 @@ fn aliases_blocks_and_tls_required() {
     assert!(log_of(&d).contains("reason=blocked"), "{}", log_of(&d));
     let a = ask("alice", "imap", "198.51.100.61", true);
     assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+    // A held backend does not make a blocked client, or a plain connection
+    // to a TLS-only service, wait: they are refused at once.
+    cli(&d.conf, &["backend", "hold", "127.0.0.1:10143"], None);
+    let a = ask("alice", "imap", "192.0.2.61", true);
+    assert_eq!(header(&a, "Auth-Status"), Some("access denied"), "{a}");
+    let a = ask("alice", "imap", "198.51.100.61", false);
+    assert_eq!(header(&a, "Auth-Status"), Some("encryption required"), "{a}");
+    let a = ask("alice", "imap", "198.51.100.61", true);
+    assert_eq!(header(&a, "Auth-Status"), Some("WAIT"), "{a}");
+    cli(&d.conf, &["backend", "release", "127.0.0.1:10143"], None);
     cli(&d.conf, &["block", "remove", "192.0.2.0/24"], None);
     let a = ask("alice", "imap", "192.0.2.61", true);
     assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");

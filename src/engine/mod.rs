@@ -187,6 +187,31 @@ impl Gate {
         Ok(resolved.account.map(|a| a.name))
     }
 
+    /// Whether the decision will refuse `req` before looking at its name: a
+    /// blocked client address, or a plain connection to a `tls_required`
+    /// service (malformed requests too). For a face that would otherwise make
+    /// the client wait first (a held backend): those get their refusal at once.
+    pub fn refused_before_name(
+        &self,
+        store: &dyn crate::store::LoginStore,
+        req: &Request<'_>,
+    ) -> crate::Result<bool> {
+        let probe = Request {
+            password: b"-",
+            ..*req
+        };
+        let Ok(input) = Input::parse(&probe, &self.config) else {
+            return Ok(true);
+        };
+        if input.tls_missing {
+            return Ok(true);
+        }
+        match input.addr {
+            Some(ip) => self.is_blocked(store, store.generation()?, ip),
+            None => Ok(false),
+        }
+    }
+
     /// Account-level policy only, no credential (the auxprop gate for mechanisms
     /// saslgate does not verify itself: GSSAPI, EXTERNAL, SCRAM...). Refuses unknown
     /// (`NoSuchAccount`) and disabled accounts, services the account may not use and

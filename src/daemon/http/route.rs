@@ -188,6 +188,11 @@ pub fn before_decision(gate: &Gate, req: &Request<'_>, protocol: &'static str) -
         if view.holds.is_empty() && config.backends.contains_key(protocol) {
             return Ok(Before::Decide(view));
         }
+        // A blocked client or a plain connection to a TLS-only service is
+        // refused by the decision at once, never made to wait on a hold.
+        if gate.refused_before_name(store, req)? {
+            return Ok(Before::Decide(view));
+        }
         // A name that is no account (or malformed) goes where an account
         // without a backend of its own would: held or unroutable alike, so
         // that a hold does not tell which names are accounts.
