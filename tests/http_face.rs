@@ -735,7 +735,11 @@ fn aliases_blocks_and_tls_required() {
     let a = ask("alice", "imap", "192.0.2.61", true);
     assert_eq!(header(&a, "Auth-Status"), Some("access denied"), "{a}");
     let a = ask("alice", "imap", "198.51.100.61", false);
-    assert_eq!(header(&a, "Auth-Status"), Some("encryption required"), "{a}");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("encryption required"),
+        "{a}"
+    );
     let a = ask("alice", "imap", "198.51.100.61", true);
     assert_eq!(header(&a, "Auth-Status"), Some("WAIT"), "{a}");
     cli(&d.conf, &["backend", "release", "127.0.0.1:10143"], None);

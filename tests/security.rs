@@ -158,7 +158,11 @@ fn restore_replaces_the_live_database_safely() {
 }
 
 /// Finding 4, other means: a backup copied over the live file in place (the
-/// inode stays) is noticed; the running gate never serves what it read before.
+/// inode stays) is noticed; the running gate never serves what it read before
+/// (its fast-path snapshot held the app password added after the backup).
+/// The log is checkpointed first: copying over a file whose write-ahead log
+/// still holds frames makes SQLite read those frames over the copy, which is
+/// not detected (SECURITY.md finding 4; `saslgate restore` is the safe way).
 #[test]
 fn a_file_copied_over_in_place_is_not_served_stale() {
     let f = Fixture::new();
@@ -170,6 +174,11 @@ fn a_file_copied_over_in_place_is_not_served_stale() {
     let app = f.app_password("emil", &[], false, None);
     assert!(g.decide(&req("emil", &app, "imap")).is_accepted());
     assert!(g.decide(&req("emil", &app, "imap")).is_accepted());
+    let busy: i64 = rusqlite::Connection::open(&f.config.db)
+        .unwrap()
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(busy, 0, "the log could not be checkpointed");
     std::fs::copy(&backup, &f.config.db).unwrap();
     std::thread::sleep(Duration::from_millis(150));
     let d = g.decide(&req("emil", &app, "imap"));
