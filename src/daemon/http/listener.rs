@@ -267,12 +267,14 @@ fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings, reaper: &Reap
     };
     buf[..used].zeroize();
     match out {
-        Some(out) => {
+        Some(mut out) => {
             if !matches!(sys::send_nowait(fd, &out), Ok(n) if n == out.len()) {
                 shared
                     .log
                     .debug("http: dropping a client that did not take its answer");
             }
+            // It may carry a proxy ticket (Auth-Pass).
+            out.zeroize();
         }
         None => shared
             .log
