@@ -170,9 +170,15 @@ fn wrong_account_service_or_backend_refused_and_burnt() {
     assert!(g.issue_ticket("nobody", "imap", backend()).is_err());
 }
 
-fn local_address_or_configured_backend_is_needed() {
-    // No proxy_ticket_backends: only a face that reports its local address
-    // (the plugin) can accept, and only a ticket for that address.
+fn configured_backend_is_needed_and_the_local_address_must_match() {
+    let at = |g: &saslgate::Gate, t: &str, local: &'static [u8]| {
+        g.decide(&Request {
+            local_addr: Some(local),
+            ..req("dave", t, "imap")
+        })
+    };
+    // No proxy_ticket_backends: no ticket is accepted on this host, not even
+    // one for the face's own local address (opt-in per host).
     let f = ticket_fixture(|c| c.proxy_ticket_backends.clear());
     let g = f.gate();
     let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
@@ -181,19 +187,23 @@ fn local_address_or_configured_backend_is_needed() {
         detail(&d).contains("proxy_ticket_backends is empty"),
         "{d:?}"
     );
-    let at = |t: &str, local: &'static [u8]| {
-        g.decide(&Request {
-            local_addr: Some(local),
-            ..req("dave", t, "imap")
-        })
-    };
     let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
-    let d = at(&ticket, b"127.0.0.1;10144");
+    let d = at(&g, &ticket, b"127.0.0.1;10143");
+    assert!(
+        detail(&d).contains("proxy_ticket_backends is empty"),
+        "{d:?}"
+    );
+    // Configured: where the face knows its local address, the ticket must
+    // also have been issued for that address.
+    let f = ticket_fixture(|_| {});
+    let g = f.gate();
+    let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    let d = at(&g, &ticket, b"127.0.0.1;10144");
     assert!(detail(&d).contains("not one this host serves"), "{d:?}");
     let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
-    assert!(ticket_login(&at(&ticket, b"127.0.0.1;10143")));
+    assert!(ticket_login(&at(&g, &ticket, b"127.0.0.1;10143")));
     let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
-    assert!(ticket_login(&at(&ticket, b"::ffff:127.0.0.1;10143")));
+    assert!(ticket_login(&at(&g, &ticket, b"::ffff:127.0.0.1;10143")));
 }
 
 fn ticket_shaped_master_password_still_works() {
@@ -348,7 +358,7 @@ mod on_sqlite {
         accepted_once_then_refused,
         expired_ticket_is_refused_and_pruned,
         wrong_account_service_or_backend_refused_and_burnt,
-        local_address_or_configured_backend_is_needed,
+        configured_backend_is_needed_and_the_local_address_must_match,
         ticket_shaped_master_password_still_works,
         cache_and_fast_path_never_serve_a_ticket,
         policy_and_throttle_apply,

@@ -155,18 +155,22 @@ impl Gate {
                 ticket.service
             ));
         }
+        // Opt-in per host: a database role that can insert tickets (the
+        // PostgreSQL login role) must not be able to log in anywhere with one.
         let served = &self.config.proxy_ticket_backends;
-        if served.is_empty() && input.local.is_none() {
+        if served.is_empty() {
             return Some(
-                "proxy ticket refused and used up: no backend to check it against \
-                 (proxy_ticket_backends is empty and this face passes no local address)"
+                "proxy ticket refused and used up: this host accepts none \
+                 (proxy_ticket_backends is empty)"
                     .into(),
             );
         }
         let issued_for = parse_backend(ticket.backend.as_bytes());
-        let ours = issued_for
-            .is_some_and(|b| input.local == Some(b) || served.iter().any(|&s| unmapped(s) == b));
-        if !ours {
+        let listed = issued_for.is_some_and(|b| served.iter().any(|&s| unmapped(s) == b));
+        // Where the face knows the address the connection arrived on (the
+        // plugin), the ticket must also have been issued for that address.
+        let here = input.local.is_none_or(|l| issued_for == Some(l));
+        if !(listed && here) {
             return Some(format!(
                 "proxy ticket issued for backend {}, not one this host serves, used up",
                 ticket.backend
