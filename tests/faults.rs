@@ -422,7 +422,9 @@ fn database_locked_by_long_writer() {
             let stdin = child.stdin.as_mut().unwrap();
             stdin
                 .write_all(
-                    b"BEGIN IMMEDIATE;\nUPDATE meta SET value = value WHERE key = 'nothing';\n",
+                    // `.timeout`: the daemon under load writes too; without it
+                    // the CLI gives up at once if it meets one of those writes.
+                    b".timeout 5000\nBEGIN IMMEDIATE;\nUPDATE meta SET value = value WHERE key = 'nothing';\n",
                 )
                 .unwrap();
             stdin.flush().unwrap();
