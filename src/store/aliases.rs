@@ -7,7 +7,6 @@ use super::login::AccountRow;
 use super::rules;
 use super::Store;
 use crate::error::{Error, Result};
-use crate::secret::SecretBytes;
 use crate::timefmt::now;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
@@ -39,18 +38,7 @@ impl Store {
     pub(super) fn alias_account(&self, alias: &str) -> Result<Option<AccountRow>> {
         let mut st = self.conn.prepare_cached(FIND_BY_ALIAS)?;
         Ok(st
-            .query_row([alias], |r| {
-                Ok(AccountRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    plan: r.get(2)?,
-                    disabled: r.get(3)?,
-                    password_hash: r.get(4)?,
-                    totp_secret: r.get::<_, Option<Vec<u8>>>(5)?.map(SecretBytes::new),
-                    totp_last_step: r.get(6)?,
-                    has_codes: r.get(7)?,
-                })
-            })
+            .query_row([alias], super::login::account_row)
             .optional()?)
     }
 

@@ -163,20 +163,7 @@ impl LoginStore for Store {
                     EXISTS (SELECT 1 FROM one_time_codes c WHERE c.account_id = a.id)
              FROM accounts a WHERE name = ?1",
         )?;
-        Ok(st
-            .query_row([name], |r| {
-                Ok(AccountRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    plan: r.get(2)?,
-                    disabled: r.get(3)?,
-                    password_hash: r.get(4)?,
-                    totp_secret: r.get::<_, Option<Vec<u8>>>(5)?.map(SecretBytes::new),
-                    totp_last_step: r.get(6)?,
-                    has_codes: r.get(7)?,
-                })
-            })
-            .optional()?)
+        Ok(st.query_row([name], account_row).optional()?)
     }
 
     fn find_alias(&self, alias: &str) -> Result<Option<AccountRow>> {
@@ -448,6 +435,22 @@ fn bind_audit(st: &mut rusqlite::Statement<'_>, at: usize, a: &AuditRecord) -> R
     st.raw_bind_parameter(at + 7, &a.detail)?;
     st.raw_bind_parameter(at + 8, &a.credential)?;
     Ok(())
+}
+
+/// An [`AccountRow`] from the columns `id, name, plan, disabled,
+/// password_hash, totp_secret, totp_last_step, has_codes` (in that order):
+/// shared by the lookups by name and by alias.
+pub(super) fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        plan: r.get(2)?,
+        disabled: r.get(3)?,
+        password_hash: r.get(4)?,
+        totp_secret: r.get::<_, Option<Vec<u8>>>(5)?.map(SecretBytes::new),
+        totp_last_step: r.get(6)?,
+        has_codes: r.get(7)?,
+    })
 }
 
 #[cfg(test)]
