@@ -472,6 +472,34 @@ fn audit_trail_records_and_prunes() {
     );
 }
 
+/// Schema 4 prunes by id order (no index on ts): everything before the first
+/// record young enough to keep goes, in chunks, and nothing after it.
+#[test]
+fn audit_retention_prunes_the_oldest_ids_in_chunks() {
+    let f = Fixture::new();
+    f.user("kate", "pw-kate");
+    let old = "strftime('%s','now') - 40 * 86400";
+    // More old rows than one prune chunk (10 000), then a young one, then old
+    // rows written after it (a batch that waited): those stay until it goes.
+    f.sql(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25000)
+         INSERT INTO audit (ts, account, outcome) SELECT {old}, 'old', 'accepted' FROM n;
+         INSERT INTO audit (ts, account, outcome) VALUES (strftime('%s','now') - 60, 'young', 'accepted');
+         INSERT INTO audit (ts, account, outcome) VALUES ({old}, 'late', 'accepted'), ({old}, 'late', 'accepted');"
+    ));
+    let g = f.gate();
+    g.decide(&req("kate", "pw-kate", "imap"));
+    g.flush();
+    let left: Vec<String> = f
+        .admin()
+        .audit_entries(None, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.account.unwrap_or_default())
+        .collect();
+    assert_eq!(left, ["young", "late", "late", "kate"]);
+}
+
 #[test]
 fn bad_input_is_refused_never_accepted() {
     let f = Fixture::new();

@@ -1,14 +1,27 @@
 //! Logging: syslog (facility auth) through the `/dev/log` datagram socket, or
 //! stderr under `-d`. One line per decision; callers never pass secrets.
+//!
+//! While the daemon serves (not under `-d`), lines are batched: a decision
+//! appends its line to a buffer and the audit-flush thread sends the buffer
+//! every 100 ms with one system call (`sendmmsg` to syslog, one `write` to
+//! stderr), or the thread whose line fills it does. A system call per line was
+//! a sixth of the syscalls of every login (issue 15), and a slow syslog daemon
+//! now holds up the flusher, not the logins. The cost: a line reaches the log
+//! up to 100 ms after its decision (the audit trail has the same delay).
 
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 const RETRY: Duration = Duration::from_secs(5);
 
 const FACILITY_AUTH: u8 = 4;
+
+/// `<PRI>` of facility auth at each level, indexed by the level's number.
+const PRIORITY: [&str; 8] = [
+    "<32>", "<33>", "<34>", "<35>", "<36>", "<37>", "<38>", "<39>",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -29,6 +42,8 @@ struct Syslog {
     /// pay two failing syscalls per line. Atomic: checked on every line.
     failed_at: AtomicU64,
     base: Instant,
+    /// `/dev/log`, or a test's socket.
+    path: std::path::PathBuf,
 }
 
 pub struct Logger {
@@ -37,7 +52,33 @@ pub struct Logger {
     debug: bool,
     /// `saslgated[PID]: `, the start of every line.
     tag: String,
+    /// Set while lines are batched ([`Logger::start_batching`]).
+    batching: AtomicBool,
+    /// Lines waiting for the next flush.
+    pending: Mutex<Pending>,
+    /// Held while a batch is sent: batches go out whole and in order.
+    sending: Mutex<()>,
+    /// Lines lost because the batch was at its limit.
+    dropped: AtomicU64,
 }
+
+/// A batch of lines, each `tag message\n`, with its level.
+#[derive(Default)]
+struct Pending {
+    text: Vec<u8>,
+    /// Where each line ends in `text` (after its newline), and its level.
+    lines: Vec<(usize, Level)>,
+}
+
+/// A batch this big is sent by the thread that filled it, without waiting
+/// for the flusher (about 300 decision lines).
+const BATCH_BYTES: usize = 64 * 1024;
+/// A batch this big (the log cannot keep up) takes no more lines until it is
+/// sent: lines are dropped and counted rather than memory grown without end.
+const BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// `sendmmsg` takes at most this many datagrams per call (Linux's UIO_MAXIOV
+/// is 1024).
+const DATAGRAMS_PER_CALL: usize = 256;
 
 const DEV_LOG: &str = "/dev/log";
 
@@ -62,14 +103,20 @@ impl Logger {
     /// `stderr`: log to stderr (with debug lines when `debug`); otherwise to
     /// syslog, falling back to stderr when no syslog daemon listens.
     pub fn new(stderr: bool, debug: bool) -> Logger {
+        Logger::with_syslog_path(stderr, debug, DEV_LOG.as_ref())
+    }
+
+    /// [`Logger::new`] with another syslog socket than `/dev/log` (tests).
+    fn with_syslog_path(stderr: bool, debug: bool, path: &std::path::Path) -> Logger {
         let syslog = if stderr {
             None
         } else {
-            let sock = connect();
+            let sock = connect(path);
             let syslog = Syslog {
                 failed_at: AtomicU64::new(0),
                 base: Instant::now(),
                 sock: RwLock::new(None),
+                path: path.to_owned(),
             };
             if sock.is_none() {
                 syslog.mark_failed();
@@ -81,7 +128,127 @@ impl Logger {
             syslog,
             debug,
             tag: format!("saslgated[{}]: ", std::process::id()),
+            batching: AtomicBool::new(false),
+            pending: Mutex::new(Pending::default()),
+            sending: Mutex::new(()),
+            dropped: AtomicU64::new(0),
         }
+    }
+
+    /// From now on lines wait for [`Logger::flush`] (the daemon's flusher
+    /// calls it every 100 ms). Not under `-d`: there each line is written as
+    /// it comes, for the admin watching.
+    pub fn start_batching(&self) {
+        if !self.debug {
+            self.batching.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Back to one write per line, after sending what waits.
+    pub fn stop_batching(&self) {
+        self.batching.store(false, Ordering::SeqCst);
+        self.flush();
+    }
+
+    /// Sends the lines waiting in the batch.
+    pub fn flush(&self) {
+        self.flush_locked(self.sending.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn flush_locked(&self, _sending: std::sync::MutexGuard<'_, ()>) {
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let line =
+                format!("{dropped} log lines dropped: the log did not take them fast enough");
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.text.extend_from_slice(self.tag.as_bytes());
+            pending.text.extend_from_slice(line.as_bytes());
+            pending.text.push(b'\n');
+            let end = pending.text.len();
+            pending.lines.push((end, Level::Warning));
+        }
+        let mut batch =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.lines.is_empty() {
+            return;
+        }
+        self.send_batch(&batch);
+        // Give the buffers back for the next batch (no allocation per flush).
+        batch.text.clear();
+        batch.lines.clear();
+        if batch.text.capacity() <= 2 * BATCH_BYTES {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.lines.is_empty() && pending.text.capacity() < batch.text.capacity() {
+                *pending = batch;
+            }
+        }
+    }
+
+    /// Appends a line to the batch; sends the batch when it is full. False
+    /// when not batching.
+    fn batch_line(&self, level: Level, msg: &str) -> bool {
+        if !self.batching.load(Ordering::Relaxed) {
+            return false;
+        }
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.text.len() >= BATCH_MAX_BYTES {
+                // The log is stuck: this line is lost, and said so later.
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            pending.text.extend_from_slice(self.tag.as_bytes());
+            pending.text.extend_from_slice(msg.as_bytes());
+            pending.text.push(b'\n');
+            let end = pending.text.len();
+            pending.lines.push((end, level));
+            end >= BATCH_BYTES
+        };
+        // Sent here only if no other thread is sending (a slow syslog daemon
+        // must not hold up decisions): otherwise the next flush takes it.
+        if full {
+            if let Ok(sending) = self.sending.try_lock() {
+                self.flush_locked(sending);
+            }
+        }
+        true
+    }
+
+    /// One batch to syslog (a datagram per line, many per system call), or
+    /// what syslog does not take to stderr in one write.
+    fn send_batch(&self, batch: &Pending) {
+        let mut first = 0; // the first line not yet sent
+        if let Some(syslog) = &self.syslog {
+            let mut start = 0; // where line `first` starts in `text`
+            while first < batch.lines.len() && syslog.available() {
+                let upto = (first + DATAGRAMS_PER_CALL).min(batch.lines.len());
+                let mut msgs = Vec::with_capacity(upto - first);
+                let mut from = start;
+                for &(end, level) in &batch.lines[first..upto] {
+                    // Without the newline: one datagram is one message.
+                    msgs.push([
+                        std::io::IoSlice::new(PRIORITY[level as usize].as_bytes()),
+                        std::io::IoSlice::new(&batch.text[from..end - 1]),
+                    ]);
+                    from = end;
+                }
+                let sent = syslog.send_many(&msgs);
+                if sent == 0 {
+                    break;
+                }
+                first += sent;
+                start = batch.lines[first - 1].0;
+            }
+            if first == batch.lines.len() {
+                return;
+            }
+        }
+        let start = if first == 0 {
+            0
+        } else {
+            batch.lines[first - 1].0
+        };
+        write_stderr(&batch.text[start..]);
     }
 
     pub fn debug_enabled(&self) -> bool {
@@ -90,6 +257,9 @@ impl Logger {
 
     pub fn log(&self, level: Level, msg: &str) {
         if level == Level::Debug && !self.debug {
+            return;
+        }
+        if self.batch_line(level, msg) {
             return;
         }
         // Built in a buffer each thread keeps: no allocation on the path of
@@ -162,6 +332,12 @@ impl Logger {
     }
 }
 
+impl Drop for Logger {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 impl Syslog {
     /// Whether a line may get through (connected, or time to retry): saves
     /// building a syslog line on a host without a syslog daemon.
@@ -187,7 +363,7 @@ impl Syslog {
             }
         }
         let mut sock = self.sock.write().unwrap_or_else(|p| p.into_inner());
-        *sock = connect();
+        *sock = connect(&self.path);
         if let Some(s) = sock.as_ref() {
             if s.send(line).is_ok() {
                 self.failed_at.store(0, Ordering::Relaxed);
@@ -197,6 +373,36 @@ impl Syslog {
         *sock = None;
         self.mark_failed();
         false
+    }
+
+    /// Sends datagrams, as many as one `sendmmsg` takes; reconnects once when
+    /// the syslog daemon went away. Returns how many were sent (0: none, the
+    /// caller falls back to stderr).
+    fn send_many(&self, msgs: &[[std::io::IoSlice<'_>; 2]]) -> usize {
+        {
+            let sock = self.sock.read().unwrap_or_else(|p| p.into_inner());
+            match sock.as_ref() {
+                Some(s) => match super::sys::send_datagrams(s, msgs) {
+                    Ok(n) if n > 0 => return n,
+                    _ => {} // syslog daemon restarted: reconnect below
+                },
+                None if self.failed_recently() => return 0,
+                None => {}
+            }
+        }
+        let mut sock = self.sock.write().unwrap_or_else(|p| p.into_inner());
+        *sock = connect(&self.path);
+        if let Some(s) = sock.as_ref() {
+            if let Ok(n) = super::sys::send_datagrams(s, msgs) {
+                if n > 0 {
+                    self.failed_at.store(0, Ordering::Relaxed);
+                    return n;
+                }
+            }
+        }
+        *sock = None;
+        self.mark_failed();
+        0
     }
 
     fn now_ms(&self) -> u64 {
@@ -213,9 +419,9 @@ impl Syslog {
     }
 }
 
-fn connect() -> Option<UnixDatagram> {
+fn connect(path: &std::path::Path) -> Option<UnixDatagram> {
     let sock = UnixDatagram::unbound().ok()?;
-    sock.connect(DEV_LOG).ok()?;
+    sock.connect(path).ok()?;
     Some(sock)
 }
 
@@ -326,6 +532,106 @@ fn escape_into(out: &mut String, bytes: &[u8], max: usize, keep_spaces: bool) {
 
 #[cfg(test)]
 mod tests {
+    use super::{Level, Logger};
+    use std::os::unix::net::UnixDatagram;
+
+    /// A fake syslog daemon: what the logger sends, one datagram a message.
+    fn fake_syslog() -> (tempfile::TempDir, UnixDatagram) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = UnixDatagram::bind(dir.path().join("log")).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        (dir, sock)
+    }
+
+    fn received(sock: &UnixDatagram) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn batched_lines_wait_for_the_flush_and_keep_order_and_level() {
+        let (dir, syslog) = fake_syslog();
+        let log = Logger::with_syslog_path(false, false, &dir.path().join("log"));
+        log.info("before batching");
+        assert_eq!(received(&syslog).len(), 1, "unbatched: sent at once");
+        log.start_batching();
+        log.info("result=OK one");
+        log.notice("result=NO two");
+        log.err("three");
+        log.debug("not shown without -d");
+        assert!(
+            received(&syslog).is_empty(),
+            "batched: nothing before the flush"
+        );
+        log.flush();
+        let got = received(&syslog);
+        let tag = format!("saslgated[{}]: ", std::process::id());
+        assert_eq!(
+            got,
+            vec![
+                format!("<38>{tag}result=OK one"),
+                format!("<37>{tag}result=NO two"),
+                format!("<35>{tag}three"),
+            ]
+        );
+        log.warn("last");
+        log.stop_batching();
+        assert_eq!(received(&syslog), vec![format!("<36>{tag}last")]);
+        log.info("after");
+        assert_eq!(received(&syslog).len(), 1, "unbatched again");
+    }
+
+    #[test]
+    fn a_full_batch_is_sent_without_waiting_for_the_flusher() {
+        let (dir, syslog) = fake_syslog();
+        let log = Logger::with_syslog_path(false, false, &dir.path().join("log"));
+        log.start_batching();
+        let line = "x".repeat(1000);
+        // The line that brings the batch to BATCH_BYTES sends it.
+        let per_line = format!("saslgated[{}]: ", std::process::id()).len() + line.len() + 1;
+        let want = super::BATCH_BYTES.div_ceil(per_line);
+        // A datagram socket queues only a few messages: read while sending.
+        syslog.set_nonblocking(false).unwrap();
+        syslog
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            while got.len() < want {
+                match syslog.recv(&mut buf) {
+                    Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(_) => break,
+                }
+            }
+            got
+        });
+        for _ in 0..want {
+            log.info(&line);
+        }
+        // No flush called: the line that filled the batch sent it, more
+        // lines than one sendmmsg call carries, in order.
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), want);
+        assert!(got
+            .iter()
+            .all(|l| l.ends_with(&line) && l.starts_with("<38>")));
+    }
+
+    #[test]
+    fn debug_mode_is_never_batched() {
+        let (dir, syslog) = fake_syslog();
+        let log = Logger::with_syslog_path(false, true, &dir.path().join("log"));
+        log.start_batching();
+        log.info("at once");
+        assert_eq!(received(&syslog).len(), 1);
+        let _ = Level::Info;
+    }
+
     #[test]
     fn clean_escapes() {
         assert_eq!(super::clean(b"ali\nce\""), "ali\\x0ace\\x22");

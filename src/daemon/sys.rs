@@ -145,3 +145,25 @@ pub fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 pub fn recv_peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     socket::recv(fd, buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT).map_err(os)
 }
+
+/// Sends each message (its two parts joined) as one datagram on a connected
+/// socket, as many as one `sendmmsg` call takes. Returns how many were sent.
+pub fn send_datagrams(
+    sock: &std::os::unix::net::UnixDatagram,
+    msgs: &[[std::io::IoSlice<'_>; 2]],
+) -> io::Result<usize> {
+    use std::os::unix::io::AsRawFd;
+    let mut headers = socket::MultiHeaders::<socket::UnixAddr>::preallocate(msgs.len(), None);
+    // Connected: no address per message.
+    let addrs = vec![None; msgs.len()];
+    let sent = socket::sendmmsg(
+        sock.as_raw_fd(),
+        &mut headers,
+        msgs,
+        &addrs,
+        [],
+        MsgFlags::MSG_NOSIGNAL,
+    )
+    .map_err(os)?;
+    Ok(sent.count())
+}

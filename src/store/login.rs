@@ -342,11 +342,18 @@ impl LoginStore for Store {
         })?;
         self.prune_tickets(now)?;
         loop {
+            // The table has no index on ts (schema 4): the oldest ids are the
+            // oldest records, so delete ids below the first record young enough
+            // to keep; finding it reads only the rows being deleted. (Processes
+            // batch their records, so ts is not strictly in id order: a record
+            // may outlive the retention by as long as a batch waits, seconds.)
             let n = self.write(|tx| {
                 Ok(tx
                     .prepare_cached(
-                        "DELETE FROM audit WHERE id IN
-                         (SELECT id FROM audit WHERE ts < ?1 LIMIT ?2)",
+                        "DELETE FROM audit WHERE id < min(
+                           coalesce((SELECT id FROM audit WHERE ts >= ?1 ORDER BY id LIMIT 1),
+                                    (SELECT max(id) + 1 FROM audit)),
+                           (SELECT min(id) FROM audit) + ?2)",
                     )?
                     .execute(params![cutoff, PRUNE_CHUNK])?)
             })?;

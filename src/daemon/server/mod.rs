@@ -51,7 +51,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
-/// How often the audit-flush thread writes the gate's batched records.
+/// How often the audit-flush thread writes the gate's batched records and
+/// sends the batched log lines.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How long a blocked `accept4` sleeps before looking at the stop flag and
 /// for a reloaded configuration (`SO_RCVTIMEO` on the listener).
@@ -116,13 +117,17 @@ impl Server {
         threads.push(("reactor".into(), Box::new(move || reactor.run())));
         // The gate is made `with_background_flush` (mod.rs): audit batches are
         // written here, not while a client waits.
+        // Log lines are batched too (log.rs): sent from here, one system
+        // call per batch instead of one per decision.
         let shared = self.shared.clone();
         let flusher = move || {
             while !shared.stop.load(Ordering::SeqCst) {
                 std::thread::sleep(FLUSH_EVERY);
+                shared.log.flush();
                 shared.gate().flush();
             }
         };
+        self.shared.log.start_batching();
         threads.push(("audit-flush".into(), Box::new(flusher)));
         let mut handles = Vec::new();
         for (name, body) in threads {
@@ -170,5 +175,6 @@ impl Running {
             }
         }
         self.shared.gate().flush();
+        self.shared.log.stop_batching();
     }
 }
