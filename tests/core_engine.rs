@@ -341,8 +341,11 @@ fn throttle_window_passes() {
     f.user("gina", "pw-gina");
     let mut cfg = f.config.clone();
     cfg.throttle_address.failures = 1;
-    cfg.throttle_address.block = Duration::from_secs(1);
-    cfg.throttle_address.window = Duration::from_secs(1);
+    // Timestamps are whole seconds: a block of 3 s lasts at least 2 s of real
+    // time, so the check right after the failure is inside it even on a slow
+    // machine that crosses a second boundary between the two (1 s was flaky).
+    cfg.throttle_address.block = Duration::from_secs(3);
+    cfg.throttle_address.window = Duration::from_secs(3);
     let g = Gate::open(cfg).unwrap();
     let at = |pw: &'static str| Request {
         client_addr: Some(b"192.0.2.1"),
@@ -354,7 +357,7 @@ fn throttle_window_passes() {
         refused(&g.decide(&at("pw-gina"))),
         Some(RefuseReason::Throttled)
     );
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(4100));
     assert!(g.decide(&at("pw-gina")).is_accepted());
 }
 
