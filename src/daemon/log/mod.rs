@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 
 const RETRY: Duration = Duration::from_secs(5);
 
-const FACILITY_AUTH: u8 = 4;
-
-/// `<PRI>` of facility auth at each level, indexed by the level's number.
+/// `<PRI>` of facility auth (4) at each level, indexed by the level's number:
+/// 4 × 8 + level.
 const PRIORITY: [&str; 8] = [
     "<32>", "<33>", "<34>", "<35>", "<36>", "<37>", "<38>", "<39>",
 ];
@@ -271,48 +270,30 @@ impl Logger {
         thread_local! {
             static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        LINE.with(|line| {
-            let Ok(mut line) = line.try_borrow_mut() else {
-                return self.log_uncached(level, msg);
-            };
-            line.clear();
-            if let Some(syslog) = &self.syslog {
-                if syslog.available() {
-                    line.push('<');
-                    push_u8(&mut line, FACILITY_AUTH * 8 + level as u8);
-                    line.push('>');
-                    line.push_str(&self.tag);
-                    line.push_str(msg);
-                    if syslog.send(line.as_bytes()) {
-                        return;
-                    }
-                    line.clear();
-                }
-            }
-            // One write per line: stderr is unbuffered, and a line written in
-            // pieces costs a syscall per piece and can interleave with another
-            // thread's.
-            line.push_str(&self.tag);
-            line.push_str(msg);
-            line.push('\n');
-            write_stderr(line.as_bytes());
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => self.send_now(&mut line, level, msg),
+            // Logging while logging (a panic inside): a buffer of its own.
+            Err(_) => self.send_now(&mut String::new(), level, msg),
         });
     }
 
-    /// [`Logger::log`] without the thread's buffer (a panic while logging).
-    fn log_uncached(&self, level: Level, msg: &str) {
-        let mut line = String::new();
+    /// Sends one line at once, built in `line`: to syslog, else to stderr.
+    fn send_now(&self, line: &mut String, level: Level, msg: &str) {
+        line.clear();
         if let Some(syslog) = &self.syslog {
-            line.push('<');
-            push_u8(&mut line, FACILITY_AUTH * 8 + level as u8);
-            line.push('>');
-            line.push_str(&self.tag);
-            line.push_str(msg);
-            if syslog.available() && syslog.send(line.as_bytes()) {
-                return;
+            if syslog.available() {
+                line.push_str(PRIORITY[level as usize]);
+                line.push_str(&self.tag);
+                line.push_str(msg);
+                if syslog.send(line.as_bytes()) {
+                    return;
+                }
+                line.clear();
             }
-            line.clear();
         }
+        // One write per line: stderr is unbuffered, and a line written in
+        // pieces costs a syscall per piece and can interleave with another
+        // thread's.
         line.push_str(&self.tag);
         line.push_str(msg);
         line.push('\n');
@@ -429,16 +410,6 @@ fn connect(path: &std::path::Path) -> Option<UnixDatagram> {
     Some(sock)
 }
 
-fn push_u8(out: &mut String, n: u8) {
-    if n >= 100 {
-        out.push(char::from(b'0' + n / 100));
-    }
-    if n >= 10 {
-        out.push(char::from(b'0' + n / 10 % 10));
-    }
-    out.push(char::from(b'0' + n % 10));
-}
-
 #[cfg(test)]
 mod tests {
     use super::{Level, Logger};
@@ -532,12 +503,26 @@ mod tests {
     }
 
     #[test]
+    fn priorities_are_facility_auth_at_each_level() {
+        for level in [
+            Level::Err,
+            Level::Warning,
+            Level::Notice,
+            Level::Info,
+            Level::Debug,
+        ] {
+            const FACILITY_AUTH: u8 = 4;
+            let pri = FACILITY_AUTH * 8 + level as u8;
+            assert_eq!(super::PRIORITY[level as usize], format!("<{pri}>"));
+        }
+    }
+
+    #[test]
     fn debug_mode_is_never_batched() {
         let (dir, syslog) = fake_syslog();
         let log = Logger::with_syslog_path(false, true, &dir.path().join("log"));
         log.start_batching();
         log.info("at once");
         assert_eq!(received(&syslog).len(), 1);
-        let _ = Level::Info;
     }
 }

@@ -117,7 +117,7 @@ impl Server {
         threads.push(("reactor".into(), Box::new(move || reactor.run())));
         // The gate is made `with_background_flush` (mod.rs): audit batches are
         // written here, not while a client waits.
-        // Log lines are batched too (log.rs): sent from here, one system
+        // Log lines are batched too (log/mod.rs): sent from here, one system
         // call per batch instead of one per decision.
         let shared = self.shared.clone();
         let flusher = move || {
@@ -139,6 +139,8 @@ impl Server {
                     for h in handles {
                         let _ = h.join();
                     }
+                    // No flusher: the caller's lines go out as they come.
+                    self.shared.log.stop_batching();
                     return Err(e);
                 }
             }
