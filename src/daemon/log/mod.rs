@@ -85,10 +85,11 @@ const DATAGRAMS_PER_CALL: usize = 256;
 
 const DEV_LOG: &str = "/dev/log";
 
-/// Writes a whole line to fd 2 without `Stderr`'s lock: acceptors logging at
+/// Writes whole lines to fd 2 without `Stderr`'s lock: acceptors logging at
 /// the same moment waited on that lock (a futex call every other request
-/// under load). One `write` per line, as before: a line of at most
-/// `PIPE_BUF` bytes is not interleaved with another thread's.
+/// under load). One `write` per line, or per batch (batches are sent one at a
+/// time): a write of at most `PIPE_BUF` bytes is not interleaved with another
+/// thread's, and lines written at once (`-d`) are short.
 fn write_stderr(mut bytes: &[u8]) {
     use std::os::fd::AsFd;
     let stderr = std::io::stderr();
