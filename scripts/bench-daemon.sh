@@ -19,6 +19,7 @@
 # Needs: root (the stock daemon always reads /etc/sasldb2, so it runs under
 # `unshare -m` with a private file bind-mounted over it), sasl2-bin.
 # Env: BENCH_SECONDS (default 3) per measurement, BENCH_ROUNDS (3), BCRYPT_COST (10),
+# BENCH_GATED_N=N runs saslgated with -n N (default: its own default),
 # BENCH_BEFORE=PATH a saslgated binary of an earlier build: adds its row
 # ("saslgated (before)", same database, cache off) to the alternation.
 # Only UNIX sockets under a temp dir; kills only what it started.
@@ -32,6 +33,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release --bin saslgate --bin saslgated >&2
 BIN=$TARGET/release
 CORES=$(nproc)
+GATED_N=${BENCH_GATED_N:-}
+if [ -n "$GATED_N" ]; then GATED_LABEL="saslgated -n $GATED_N"; else GATED_LABEL="saslgated (default: 4 acceptors per core)"; fi
 
 STOCK=yes
 if [ "$(id -u)" != 0 ]; then
@@ -106,7 +109,8 @@ start_stock() { # start_stock DIR [flags] -> pid in STOCK_PID
 }
 start_gated() { # start_gated DIR [flags] -> pid in GATED_PID
     local dir=$1; shift
-    ${GATED_BIN:-$BIN/saslgated} -a saslgate -f -m "$dir" --config "$CONF" -n "$CORES" --fail-delay 0 "$@" 2>/dev/null &
+    # As a new user runs it: the default acceptor count unless BENCH_GATED_N is set.
+    ${GATED_BIN:-$BIN/saslgated} -a saslgate -f -m "$dir" --config "$CONF" ${GATED_N:+-n "$GATED_N"} --fail-delay 0 "$@" 2>/dev/null &
     GATED_PID=$!
     PIDS+=("$GATED_PID")
     wait_socket "$dir/mux"
@@ -134,7 +138,7 @@ RSS=()
 if [ $STOCK = yes ]; then
     RSS+=("| saslauthd -a sasldb -n 5 (all processes) | idle | $(( $(rss_kb "$(cut -d'|' -f5 <<<"${SERVERS[0]}")") / 1024 )) MiB |")
 fi
-RSS+=("| saslgated -n $CORES | idle | $(( $(rss_kb $GATED_MAIN) / 1024 )) MiB |")
+RSS+=("| $GATED_LABEL | idle | $(( $(rss_kb $GATED_MAIN) / 1024 )) MiB |")
 
 cpu_ticks() { # user+system clock ticks of a pid and its children (all threads)
     local total=0 p
@@ -186,7 +190,7 @@ done
 if [ $STOCK = yes ]; then
     RSS+=("| saslauthd -a sasldb -n 5 (all processes) | under load (peak, c=32) | $(( ${PEAKS[saslauthd -a sasldb]} / 1024 )) MiB |")
 fi
-RSS+=("| saslgated -n $CORES | under load (peak, c=32) | $(( ${PEAKS[saslgated]} / 1024 )) MiB |")
+RSS+=("| $GATED_LABEL | under load (peak, c=32) | $(( ${PEAKS[saslgated]} / 1024 )) MiB |")
 
 BC=()
 for c in 1 $CORES 8; do

@@ -40,9 +40,9 @@ impl Slot {
     fn summary(self) -> Option<AuditRecord> {
         (self.suppressed > 0).then(|| AuditRecord {
             ts: self.last,
-            account: self.account,
+            account: self.account.map(Into::into),
             service: None,
-            client_addr: self.client.clone(),
+            client_addr: self.client.as_deref().map(Into::into),
             outcome: "refused",
             reason: Some(self.reason),
             detail: Some(format!(

@@ -6,6 +6,7 @@ use crate::secret::SecretBytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::sync::atomic::{AtomicU64, Ordering};
+use zeroize::Zeroize;
 
 /// Alphabet of generated secrets: 32 symbols, no look-alikes (0/o, 1/l).
 pub const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
@@ -185,30 +186,58 @@ const IN_ALPHABET: [bool; 256] = {
     t
 };
 
-/// Canonical form of typed input that may be a generated secret of `len` symbols:
-/// spaces and dashes dropped, lower-cased. `None` if it cannot be one.
-pub fn canonical_generated(input: &[u8], len: usize) -> Option<SecretBytes> {
-    let mut out = Vec::with_capacity(len);
+/// The longest generated secret [`canonical_generated`] takes.
+const GENERATED_MAX: usize = if APP_PASSWORD_LEN > CODE_LEN {
+    APP_PASSWORD_LEN
+} else {
+    CODE_LEN
+};
+
+/// A generated secret in canonical form, on the stack (no allocation per
+/// login); wiped when dropped.
+pub struct Canonical {
+    buf: [u8; GENERATED_MAX],
+    len: usize,
+}
+
+impl Canonical {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Canonical {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
+}
+
+/// Canonical form of typed input that may be a generated secret of `len` symbols
+/// (at most the longest kind): spaces and dashes dropped, lower-cased. `None` if
+/// it cannot be one.
+pub fn canonical_generated(input: &[u8], len: usize) -> Option<Canonical> {
+    let mut out = Canonical {
+        buf: [0; GENERATED_MAX],
+        len: 0,
+    };
+    if len > GENERATED_MAX {
+        return None;
+    }
     for &b in input {
         match b {
             b' ' | b'-' => continue,
             _ => {
                 let c = b.to_ascii_lowercase();
-                if !IN_ALPHABET[usize::from(c)] || out.len() == len {
-                    // Wipe what was copied so far before giving up.
-                    drop(SecretBytes::new(out));
+                // `out` wipes what was copied so far when it drops.
+                if !IN_ALPHABET[usize::from(c)] || out.len == len {
                     return None;
                 }
-                out.push(c);
+                out.buf[out.len] = c;
+                out.len += 1;
             }
         }
     }
-    if out.len() == len {
-        Some(SecretBytes::new(out))
-    } else {
-        drop(SecretBytes::new(out));
-        None
-    }
+    (out.len == len).then_some(out)
 }
 
 #[cfg(test)]

@@ -28,13 +28,21 @@ use std::time::Duration;
 /// The client as the throttle counts it: an IPv4 address, or an IPv6 address
 /// cut to `ipv6_prefix` bits (`2001:db8:1:2::/64`; the bare address at 128).
 pub fn client_group(ip: IpAddr, ipv6_prefix: u8) -> String {
-    match ip {
+    let mut out = String::with_capacity(48);
+    push_client_group(&mut out, ip, ipv6_prefix);
+    out
+}
+
+/// [`client_group`], appended to `out` (no string of its own per login).
+fn push_client_group(out: &mut String, ip: IpAddr, ipv6_prefix: u8) {
+    use std::fmt::Write as _;
+    let _ = match ip {
         IpAddr::V6(v6) if ipv6_prefix < 128 => {
             let net = std::net::Ipv6Addr::from(mask(u128::from(v6), 128, ipv6_prefix));
-            format!("{net}/{ipv6_prefix}")
+            write!(out, "{net}/{ipv6_prefix}")
         }
-        other => other.to_string(),
-    }
+        other => write!(out, "{other}"),
+    };
 }
 
 /// Whether `ip` is in `[throttle] trusted_networks`.
@@ -53,18 +61,37 @@ impl Keys {
     pub fn new(account: &str, addr: Option<IpAddr>, config: &Config) -> Keys {
         match addr {
             Some(ip) => {
-                let group = client_group(ip, config.ipv6_prefix);
+                // `p:{account}|{group}`, then `a:{group}` from its tail: one
+                // formatting of the address, no string grown per login.
+                let mut pair = String::with_capacity(3 + account.len() + 48);
+                pair.push_str("p:");
+                pair.push_str(account);
+                pair.push('|');
+                let group_at = pair.len();
+                push_client_group(&mut pair, ip, config.ipv6_prefix);
+                let address = (!is_trusted(config, ip)).then(|| {
+                    let group = &pair[group_at..];
+                    let mut a = String::with_capacity(2 + group.len());
+                    a.push_str("a:");
+                    a.push_str(group);
+                    a
+                });
                 Keys {
-                    address: (!is_trusted(config, ip)).then(|| format!("a:{group}")),
-                    pair: Some(format!("p:{account}|{group}")),
+                    address,
+                    pair: Some(pair),
                     slow: None,
                 }
             }
-            None => Keys {
-                address: None,
-                pair: None,
-                slow: Some(format!("s:{account}")),
-            },
+            None => {
+                let mut slow = String::with_capacity(2 + account.len());
+                slow.push_str("s:");
+                slow.push_str(account);
+                Keys {
+                    address: None,
+                    pair: None,
+                    slow: Some(slow),
+                }
+            }
         }
     }
 

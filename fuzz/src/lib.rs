@@ -9,6 +9,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use saslgate::config::{parse_duration, Config};
+use saslgate::crypto::Canonical;
 use saslgate::daemon::protocol::{self, Parse};
 use saslgate::engine::Credential;
 use saslgate::secret::SecretBytes;
@@ -112,24 +113,18 @@ pub fn check_frame(data: &[u8]) {
         }
         Parse::Complete(r) => {
             assert!(r.fields == 4 || r.fields == 5);
-            let realm = r.realm.clone().unwrap_or_default();
-            let addr = r.client_addr.clone().unwrap_or_default();
-            for f in [
-                &r.login[..],
-                r.password.as_bytes(),
-                &r.service,
-                &realm,
-                &addr,
-            ] {
+            let realm = r.realm.unwrap_or_default();
+            let addr = r.client_addr.unwrap_or_default();
+            for f in [r.login, r.password, r.service, realm, addr] {
                 assert!(f.len() <= limit, "field over the limit accepted");
                 assert!(!f.contains(&0), "NUL byte accepted");
             }
             assert!(!matches!(&r.realm, Some(x) if x.is_empty()));
             assert!(!matches!(&r.client_addr, Some(x) if x.is_empty()));
             // Re-encoding gives back exactly the bytes received.
-            let mut fields: Vec<&[u8]> = vec![&r.login, r.password.as_bytes(), &r.service, &realm];
+            let mut fields: Vec<&[u8]> = vec![r.login, r.password, r.service, realm];
             if r.fields == 5 {
-                fields.push(&addr);
+                fields.push(addr);
             }
             assert_eq!(protocol::encode_request(&fields), buf, "round trip");
             assert!(buf.len() <= protocol::max_frame(limit));
@@ -382,7 +377,7 @@ pub fn check_accepted(f: &Fixture, login: &[u8], password: &[u8], service: &str,
         return;
     };
     let canon = |len| saslgate::crypto::canonical_generated(password, len);
-    let same_code = |a: &SecretBytes, b: &SecretBytes| a.as_bytes() == b.as_bytes();
+    let same_code = |a: &Canonical, b: &Canonical| a.as_bytes() == b.as_bytes();
     match credential {
         Credential::Master => {
             let ok = (account == "alice" && password == ALICE_PW)
@@ -440,7 +435,7 @@ pub fn check_accepted(f: &Fixture, login: &[u8], password: &[u8], service: &str,
     let _ = login;
 }
 
-fn canonical_app(s: &SecretBytes) -> SecretBytes {
+fn canonical_app(s: &SecretBytes) -> Canonical {
     saslgate::crypto::canonical_generated(s.as_bytes(), saslgate::crypto::APP_PASSWORD_LEN)
         .expect("fixture app password")
 }

@@ -184,7 +184,7 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
             return 1;
         }
     };
-    let http = match start_http(opts, &shared, workers) {
+    let http = match start_http(opts, &shared, opts.workers_or_cores()) {
         Ok(h) => h,
         Err(e) => {
             shared.log.err(&format!("cannot start: {e}"));

@@ -10,23 +10,39 @@
 //! are complete: the caller reads until the socket would block, and only then
 //! asks [`parse`] with everything it has. No timing guesses.
 
-use crate::secret::SecretBytes;
-
 /// Default longest field accepted (bytes). saslauthd 2.1.28 stops at 256.
 pub const DEFAULT_FIELD_LIMIT: usize = 1024;
 
-/// One complete request. The password wipes itself when dropped.
-#[derive(Debug)]
-pub struct WireRequest {
-    pub login: Vec<u8>,
-    pub password: SecretBytes,
-    pub service: Vec<u8>,
+/// One complete request: views into the caller's buffer, which holds the
+/// password and is the caller's to wipe once the request is decided (no copy
+/// of the password, no allocation per request).
+pub struct WireRequest<'a> {
+    pub login: &'a [u8],
+    pub password: &'a [u8],
+    pub service: &'a [u8],
     /// Empty realm on the wire = no realm.
-    pub realm: Option<Vec<u8>>,
+    pub realm: Option<&'a [u8]>,
     /// Present only in 5-field requests (and then non-empty).
-    pub client_addr: Option<Vec<u8>>,
+    pub client_addr: Option<&'a [u8]>,
     /// 4 or 5.
     pub fields: u8,
+}
+
+/// Never shows the password (only its length).
+impl std::fmt::Debug for WireRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireRequest")
+            .field("login", &String::from_utf8_lossy(self.login))
+            .field("password", &format_args!("<{} bytes>", self.password.len()))
+            .field("service", &String::from_utf8_lossy(self.service))
+            .field("realm", &self.realm.map(String::from_utf8_lossy))
+            .field(
+                "client_addr",
+                &self.client_addr.map(String::from_utf8_lossy),
+            )
+            .field("fields", &self.fields)
+            .finish()
+    }
 }
 
 /// Why a frame is refused before it reaches the core. Never carries input bytes.
@@ -53,11 +69,11 @@ impl std::fmt::Display for FrameError {
 }
 
 #[derive(Debug)]
-pub enum Parse {
+pub enum Parse<'a> {
     /// Not a whole request yet: keep reading (until the deadline).
     NeedMore,
     Bad(FrameError),
-    Complete(WireRequest),
+    Complete(WireRequest<'a>),
 }
 
 const NAMES: [&str; 5] = ["login", "password", "service", "realm", "client address"];
@@ -71,7 +87,7 @@ pub fn max_frame(limit: usize) -> usize {
 /// until the socket would block or reached end of file). Four complete fields
 /// and nothing more is a 4-field request; anything more must be a complete
 /// fifth field.
-pub fn parse(buf: &[u8], limit: usize) -> Parse {
+pub fn parse(buf: &[u8], limit: usize) -> Parse<'_> {
     let mut spans: [(usize, usize); 5] = [(0, 0); 5];
     let mut pos = 0usize;
     let mut count = 0usize;
@@ -118,11 +134,11 @@ pub fn parse(buf: &[u8], limit: usize) -> Parse {
     let realm = field(3);
     let client = if count == 5 { Some(field(4)) } else { None };
     Parse::Complete(WireRequest {
-        login: field(0).to_vec(),
-        password: SecretBytes::from_slice(field(1)),
-        service: field(2).to_vec(),
-        realm: (!realm.is_empty()).then(|| realm.to_vec()),
-        client_addr: client.filter(|c| !c.is_empty()).map(<[u8]>::to_vec),
+        login: field(0),
+        password: field(1),
+        service: field(2),
+        realm: (!realm.is_empty()).then_some(realm),
+        client_addr: client.filter(|c| !c.is_empty()),
         fields: count as u8,
     })
 }
@@ -151,7 +167,7 @@ pub fn encode_request(fields: &[&[u8]]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn complete(p: Parse) -> WireRequest {
+    fn complete(p: Parse<'_>) -> WireRequest<'_> {
         match p {
             Parse::Complete(r) => r,
             other => panic!("expected a request, got {other:?}"),
@@ -164,14 +180,18 @@ mod tests {
         let r = complete(parse(&four, 1024));
         assert_eq!(r.fields, 4);
         assert_eq!(r.login, b"alice");
-        assert_eq!(r.password.as_bytes(), b"pw");
+        assert_eq!(r.password, b"pw");
+        assert!(
+            !format!("{r:?}").contains("pw\""),
+            "Debug hides the password"
+        );
         assert_eq!(r.realm, None);
         assert_eq!(r.client_addr, None);
         let five = encode_request(&[b"alice", b"pw", b"imap", b"example.org", b"127.0.0.1;4242"]);
         let r = complete(parse(&five, 1024));
         assert_eq!(r.fields, 5);
-        assert_eq!(r.realm.as_deref(), Some(&b"example.org"[..]));
-        assert_eq!(r.client_addr.as_deref(), Some(&b"127.0.0.1;4242"[..]));
+        assert_eq!(r.realm, Some(&b"example.org"[..]));
+        assert_eq!(r.client_addr, Some(&b"127.0.0.1;4242"[..]));
     }
 
     #[test]

@@ -140,6 +140,14 @@ pub fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     socket::send(fd, buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL).map_err(os)
 }
 
+/// Accepts one connection (close-on-exec), without asking for the peer's
+/// address: nobody uses it, and fetching it costs the kernel a copy per
+/// connection. Blocks as the listener does (its `SO_RCVTIMEO` included).
+pub fn accept_stream(listener: &UnixListener) -> io::Result<std::os::unix::net::UnixStream> {
+    let fd = socket::accept4(listener, socket::SockFlag::SOCK_CLOEXEC).map_err(os)?;
+    Ok(std::os::unix::net::UnixStream::from(fd))
+}
+
 /// Copies what a socket has queued into `buf` without consuming it
 /// (`MSG_PEEK`), never blocking. Returns the number of bytes copied.
 pub fn recv_peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

@@ -14,9 +14,10 @@ use crate::crypto::{canonical_generated, APP_PASSWORD_LEN};
 use crate::decision::{Credential, Decision, RefuseReason, Request};
 use crate::names;
 use crate::snapshot::AccountView;
-use crate::store::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
+use crate::store::login::{AccountRow, AppPasswordRow, AuditRecord, AuditText, LastUse};
 use crate::store::LoginStore;
 use crate::throttle::{self, Keys};
+use compact_str::ToCompactString;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -402,9 +403,9 @@ impl Attempt<'_> {
     fn record(&self, account: &str, outcome: &'static str) -> AuditRecord {
         AuditRecord {
             ts: self.now,
-            account: Some(account.to_string()),
-            service: Some(self.input.service.clone()),
-            client_addr: self.input.addr.map(|a| a.to_string()),
+            account: Some(account.into()),
+            service: Some(self.input.service.as_str().into()),
+            client_addr: self.input.addr.map(|a| a.to_compact_string()),
             outcome,
             reason: None,
             detail: None,
@@ -434,7 +435,7 @@ impl Attempt<'_> {
                 let mut r = self.record(account, "refused");
                 r.reason = Some(reason.name());
                 r.detail = Some(detail.clone());
-                r.credential = credential.map(|c| c.to_string());
+                r.credential = credential.map(|c| c.to_compact_string());
                 store.write_batch(&[r], &[])?;
             }
             if cheap {
@@ -493,9 +494,9 @@ impl Attempt<'_> {
 
 /// The credential as the audit trail shows it (its `Display` text), built
 /// without the formatting machinery: it runs for every success.
-fn credential_text(credential: &Credential) -> String {
+fn credential_text(credential: &Credential) -> AuditText {
     let Credential::AppPassword { id, label } = credential else {
-        return credential.to_string();
+        return credential.to_compact_string();
     };
     let mut digits = [0u8; 20];
     let mut start = digits.len();
@@ -508,7 +509,7 @@ fn credential_text(credential: &Credential) -> String {
             break;
         }
     }
-    let mut out = String::with_capacity(16 + digits.len() - start + label.len());
+    let mut out = AuditText::with_capacity(16 + digits.len() - start + label.len());
     out.push_str("app-password ");
     if *id < 0 {
         out.push('-');

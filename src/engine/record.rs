@@ -28,9 +28,9 @@ impl Gate {
         let wants = audit::wants(&self.config.audit_level, false);
         let record = |reason: RefuseReason| AuditRecord {
             ts: now,
-            account: Some(lossy_short(req.login)),
-            service: Some(lossy_short(req.service)),
-            client_addr: req.client_addr.map(lossy_short),
+            account: Some(lossy_short(req.login).into()),
+            service: Some(lossy_short(req.service).into()),
+            client_addr: req.client_addr.map(|c| lossy_short(c).into()),
             outcome: "refused",
             reason: Some(reason.name()),
             detail: Some(detail.to_string()),

@@ -41,17 +41,22 @@ pub struct AppPasswordRow {
     pub revoked: Option<i64>,
 }
 
+/// A short text of an audit record: kept inline up to 24 bytes (an account,
+/// a service, an address, a credential's name), so buffering a success costs
+/// no allocation in the common case.
+pub type AuditText = compact_str::CompactString;
+
 /// One audit record.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
     pub ts: i64,
-    pub account: Option<String>,
-    pub service: Option<String>,
-    pub client_addr: Option<String>,
+    pub account: Option<AuditText>,
+    pub service: Option<AuditText>,
+    pub client_addr: Option<AuditText>,
     pub outcome: &'static str,
     pub reason: Option<&'static str>,
     pub detail: Option<String>,
-    pub credential: Option<String>,
+    pub credential: Option<AuditText>,
 }
 
 /// A credential's last successful use, written in batches.
@@ -434,13 +439,13 @@ static AUDIT_INSERT_CHUNK: std::sync::LazyLock<String> = std::sync::LazyLock::ne
 /// Binds one record's columns at parameters `at + 1 ..= at + 8`.
 fn bind_audit(st: &mut rusqlite::Statement<'_>, at: usize, a: &AuditRecord) -> Result<()> {
     st.raw_bind_parameter(at + 1, a.ts)?;
-    st.raw_bind_parameter(at + 2, &a.account)?;
-    st.raw_bind_parameter(at + 3, &a.service)?;
-    st.raw_bind_parameter(at + 4, &a.client_addr)?;
+    st.raw_bind_parameter(at + 2, a.account.as_deref())?;
+    st.raw_bind_parameter(at + 3, a.service.as_deref())?;
+    st.raw_bind_parameter(at + 4, a.client_addr.as_deref())?;
     st.raw_bind_parameter(at + 5, a.outcome)?;
     st.raw_bind_parameter(at + 6, a.reason)?;
     st.raw_bind_parameter(at + 7, &a.detail)?;
-    st.raw_bind_parameter(at + 8, &a.credential)?;
+    st.raw_bind_parameter(at + 8, a.credential.as_deref())?;
     Ok(())
 }
 
@@ -496,13 +501,13 @@ mod tests {
             let batch: Vec<AuditRecord> = (0..n)
                 .map(|i| AuditRecord {
                     ts: (written + i) as i64,
-                    account: Some(format!("a{i}")),
-                    service: (i % 2 == 0).then(|| "imap".to_string()),
-                    client_addr: (i % 3 == 0).then(|| "192.0.2.1".to_string()),
+                    account: Some(format!("a{i}").into()),
+                    service: (i % 2 == 0).then(|| "imap".into()),
+                    client_addr: (i % 3 == 0).then(|| "192.0.2.1".into()),
                     outcome: "accepted",
                     reason: (i % 5 == 0).then_some("bad-credentials"),
                     detail: Some(format!("d{i}")),
-                    credential: Some(format!("c{i}")),
+                    credential: Some(format!("c{i}").into()),
                 })
                 .collect();
             store.write_batch(&batch, &[]).unwrap();
@@ -519,11 +524,11 @@ mod tests {
             for (i, a) in batch.iter().enumerate() {
                 let row = &rows[written - n + i];
                 assert_eq!(row.0, a.ts);
-                assert_eq!(Some(&row.1), a.account.as_ref());
-                assert_eq!(row.2, a.service);
-                assert_eq!(row.3, a.client_addr);
+                assert_eq!(Some(row.1.as_str()), a.account.as_deref());
+                assert_eq!(row.2.as_deref(), a.service.as_deref());
+                assert_eq!(row.3.as_deref(), a.client_addr.as_deref());
                 assert_eq!(row.4.as_deref(), a.reason);
-                assert_eq!(Some(&row.5), a.credential.as_ref());
+                assert_eq!(Some(row.5.as_str()), a.credential.as_deref());
             }
         }
     }

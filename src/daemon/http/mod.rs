@@ -26,7 +26,7 @@ pub mod ticket;
 pub use config::{HttpConfig, Listen};
 pub use listener::{FaceSettings, HttpFace};
 
-/// Threads of the face for saslgated's `-n` workers: each serves one
+/// Threads of the face for saslgated's `-n` (else the cores): each serves one
 /// connection at a time, so this is also the face's connection cap. Four per
 /// worker: a thread may wait for a slow client's head (idle, not hashing),
 /// and hashing stays bounded by the machine's cores anyway.

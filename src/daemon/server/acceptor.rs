@@ -1,7 +1,7 @@
 //! The fast path: acceptor threads blocking in `accept4`, answering complete
 //! requests on the same thread and handing everything else to the reactor.
 
-use super::answer::{decide, OK};
+use super::answer::{decide, Verdict, OK};
 use super::conn::{consume, Answer, State, WipeBuf, FAST_BUF};
 use super::shared::{Handoff, Shared, Slot};
 use crate::daemon::protocol::{self, Parse, WireRequest};
@@ -53,11 +53,13 @@ pub(super) fn accept_loop(shared: &Arc<Shared>, listener: &StdListener) {
             shared.wait_below_cap();
             continue;
         }
-        match listener.accept() {
-            Ok((stream, _)) => {
+        match sys::accept_stream(listener) {
+            Ok(stream) => {
                 // A reload may have come while this acceptor slept in accept.
                 gate.refresh(shared);
-                serve(shared, &gate.gate, stream)
+                shared.serving.fetch_add(1, Ordering::Relaxed);
+                serve(shared, &gate.gate, stream);
+                shared.serving.fetch_sub(1, Ordering::Relaxed);
             }
             Err(e) => {
                 shared.release();
@@ -89,6 +91,7 @@ fn serve(shared: &Arc<Shared>, gate: &Arc<Gate>, stream: StdStream) {
     let limit = shared.settings.field_limit;
     let mut buf = [0u8; FAST_BUF];
     let mut waited = false;
+    let mut yielded = false;
     let to_reactor = |stream: StdStream, state: State, deadline: Instant, unread: usize| {
         let slot = Slot::adopt(shared);
         shared.hand_off(Handoff {
@@ -109,20 +112,21 @@ fn serve(shared: &Arc<Shared>, gate: &Arc<Gate>, stream: StdStream) {
             // End of file before a whole request: nothing to answer.
             Ok(0) => break,
             Ok(n) if n < buf.len() => {
-                let parsed = protocol::parse(&buf[..n], limit);
-                buf[..n].zeroize();
-                match parsed {
+                let incomplete = match protocol::parse(&buf[..n], limit) {
                     Parse::Complete(req) => {
-                        answer_fast(shared, gate, stream, accepted, req, n);
-                        return;
+                        answer_fast(shared, gate, stream, accepted, &req, n);
+                        None
                     }
+                    _ => Some(stream),
+                };
+                // The request (and its password) was read from here.
+                buf[..n].zeroize();
+                if let Some(stream) = incomplete {
                     // Part of a request, or a bad one: the reactor reads it
                     // (consuming) and answers or drops it as before.
-                    _ => {
-                        to_reactor(stream, reading(), read_deadline, 0);
-                        return;
-                    }
+                    to_reactor(stream, reading(), read_deadline, 0);
                 }
+                return;
             }
             // As big as the buffer: maybe more behind it.
             Ok(_) => {
@@ -136,6 +140,17 @@ fn serve(shared: &Arc<Shared>, gate: &Arc<Gate>, stream: StdStream) {
                     to_reactor(stream, reading(), read_deadline, 0);
                     return;
                 }
+                // `accept4` returns at the client's `connect`, often a moment
+                // before its request. With no other connection in progress,
+                // let the client run first (it is often waiting for this very
+                // CPU): that usually spares the poll below and a sleep and
+                // wake-up of this thread. Under load a yield would let other
+                // requests' work run first, which showed in their p99.
+                if !yielded && shared.serving.load(Ordering::Relaxed) <= 1 {
+                    yielded = true;
+                    std::thread::yield_now();
+                    continue;
+                }
                 waited = true;
                 let _ = sys::wait_readable(fd, FIRST_BYTES_WAIT);
             }
@@ -148,25 +163,33 @@ fn serve(shared: &Arc<Shared>, gate: &Arc<Gate>, stream: StdStream) {
 
 /// Decides a complete request on the acceptor and answers it, unless the
 /// answer must wait (failure delay) or does not fit: then the reactor does.
+/// The log line is written after the answer is sent: the client does not
+/// wait for it.
 fn answer_fast(
     shared: &Arc<Shared>,
     gate: &Gate,
     stream: StdStream,
     accepted: Instant,
-    req: WireRequest,
+    req: &WireRequest<'_>,
     unread: usize,
 ) {
-    let (out, delay) = if shared.settings.noop {
-        (Answer::Borrowed(OK), Duration::ZERO)
+    let (out, delay, verdict) = if shared.settings.noop {
+        (Answer::Borrowed(OK), Duration::ZERO, None)
     } else {
-        decide(shared, gate, &req)
+        let (out, delay, verdict) = decide(shared, gate, req);
+        (out, delay, Some(verdict))
     };
-    drop(req); // wipes the password
+    let log = |verdict: Option<Verdict>| {
+        if let Some(v) = verdict {
+            v.log(shared, req);
+        }
+    };
     let fd = stream.as_raw_fd();
     if !delay.is_zero() && !shared.stop.load(Ordering::Relaxed) {
         // The delay counts from the connection's start, decision time included.
         let due = accepted + delay;
         if due > Instant::now() {
+            log(verdict);
             let slot = Slot::adopt(shared);
             shared.hand_off(Handoff {
                 stream,
@@ -179,7 +202,9 @@ fn answer_fast(
             return;
         }
     }
-    match sys::send_nowait(fd, &out) {
+    let sent = sys::send_nowait(fd, &out);
+    log(verdict);
+    match sent {
         Ok(n) if n == out.len() => {}
         Ok(n) => {
             let slot = Slot::adopt(shared);

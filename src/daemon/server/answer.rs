@@ -10,17 +10,26 @@ use std::time::Duration;
 /// `OK`, encoded (a counted string).
 pub(super) const OK: &[u8] = b"\x00\x02OK";
 
-/// Runs the core on one request; returns the answer and how long to hold it.
-pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Answer, Duration) {
+/// A decision whose log line is not written yet: the acceptor writes it after
+/// the answer is sent, so the line's cost is not part of the client's wait.
+pub(super) struct Verdict(Decision);
+
+/// Runs the core on one request; returns the answer, how long to hold it,
+/// and the decision to log (with [`Verdict::log`]).
+pub(super) fn decide(
+    shared: &Shared,
+    gate: &Gate,
+    req: &WireRequest<'_>,
+) -> (Answer, Duration, Verdict) {
     // The realm always goes to the core, which decides what it means
     // (`login@realm`, plain `login` only for its configured local realms):
     // dropping it here would let `alice` + realm `other.org` log in as `alice`.
     let request = Request {
-        login: &req.login,
-        password: req.password.as_bytes(),
-        service: &req.service,
-        realm: req.realm.as_deref(),
-        client_addr: req.client_addr.as_deref(),
+        login: req.login,
+        password: req.password,
+        service: req.service,
+        realm: req.realm,
+        client_addr: req.client_addr,
         local_addr: None,
         secure: None,
     };
@@ -28,64 +37,68 @@ pub(super) fn decide(shared: &Shared, gate: &Gate, req: &WireRequest) -> (Answer
         .unwrap_or_else(|_| Decision::Unavailable {
             cause: "internal error (panic in the decision)".into(),
         });
-    match decision {
-        Decision::Accepted {
-            account,
-            credential,
-        } => {
-            // Fixed fields first, then what the client sent, each quoted and
-            // escaped (log.rs): no value can end its field or start another.
-            // Built in a buffer the thread keeps: no allocation per success.
-            thread_local! {
-                static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-            }
-            LINE.with(|cell| {
-                let mut fresh = String::new();
-                let mut kept = cell.try_borrow_mut();
-                let line = match &mut kept {
-                    Ok(l) => &mut **l,
-                    Err(_) => &mut fresh,
-                };
-                line.clear();
-                line.push_str("result=OK");
-                value_into(line, "account", account.as_bytes());
-                credential_into(line, &credential);
-                request_fields(line, req);
-                shared.log.info(line);
-                // A hostile login can make a line long: do not keep that.
-                if line.capacity() > 4096 {
-                    *line = String::new();
+    let (out, delay) = match &decision {
+        Decision::Accepted { .. } => (Answer::Borrowed(OK), Duration::ZERO),
+        Decision::Refused { reason, delay, .. } => (
+            Answer::Owned(encode_answer(&format!("NO {}", reason.public_text()))),
+            (*delay).max(shared.settings.fail_delay),
+        ),
+        Decision::Unavailable { .. } => (
+            Answer::Owned(encode_answer("NO unavailable")),
+            Duration::ZERO,
+        ),
+    };
+    (out, delay, Verdict(decision))
+}
+
+impl Verdict {
+    /// Writes the decision's log line.
+    pub(super) fn log(self, shared: &Shared, req: &WireRequest<'_>) {
+        match self.0 {
+            Decision::Accepted {
+                account,
+                credential,
+            } => {
+                // Fixed fields first, then what the client sent, each quoted and
+                // escaped (log.rs): no value can end its field or start another.
+                // Built in a buffer the thread keeps: no allocation per success.
+                thread_local! {
+                    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
                 }
-            });
-            (Answer::Borrowed(OK), Duration::ZERO)
-        }
-        Decision::Refused {
-            reason,
-            detail,
-            delay,
-            ..
-        } => {
-            let mut line = String::with_capacity(224);
-            line.push_str("result=NO reason=");
-            line.push_str(reason.name());
-            text_into(&mut line, "detail", &detail);
-            request_fields(&mut line, req);
-            shared.log.notice(&line);
-            (
-                Answer::Owned(encode_answer(&format!("NO {}", reason.public_text()))),
-                delay.max(shared.settings.fail_delay),
-            )
-        }
-        Decision::Unavailable { cause } => {
-            let mut line = String::with_capacity(224);
-            line.push_str("result=NO reason=unavailable");
-            text_into(&mut line, "cause", &cause);
-            request_fields(&mut line, req);
-            shared.log.err(&line);
-            (
-                Answer::Owned(encode_answer("NO unavailable")),
-                Duration::ZERO,
-            )
+                LINE.with(|cell| {
+                    let mut fresh = String::new();
+                    let mut kept = cell.try_borrow_mut();
+                    let line = match &mut kept {
+                        Ok(l) => &mut **l,
+                        Err(_) => &mut fresh,
+                    };
+                    line.clear();
+                    line.push_str("result=OK");
+                    value_into(line, "account", account.as_bytes());
+                    credential_into(line, &credential);
+                    request_fields(line, req);
+                    shared.log.info(line);
+                    // A hostile login can make a line long: do not keep that.
+                    if line.capacity() > 4096 {
+                        *line = String::new();
+                    }
+                });
+            }
+            Decision::Refused { reason, detail, .. } => {
+                let mut line = String::with_capacity(224);
+                line.push_str("result=NO reason=");
+                line.push_str(reason.name());
+                text_into(&mut line, "detail", &detail);
+                request_fields(&mut line, req);
+                shared.log.notice(&line);
+            }
+            Decision::Unavailable { cause } => {
+                let mut line = String::with_capacity(224);
+                line.push_str("result=NO reason=unavailable");
+                text_into(&mut line, "cause", &cause);
+                request_fields(&mut line, req);
+                shared.log.err(&line);
+            }
         }
     }
 }
@@ -136,13 +149,9 @@ fn push_i64(line: &mut String, n: i64) {
 
 /// The request's own fields, after the fixed ones; the login, the most
 /// likely to be hostile, last.
-fn request_fields(line: &mut String, req: &WireRequest) {
-    value_into(line, "service", &req.service);
-    value_into(line, "realm", req.realm.as_deref().unwrap_or_default());
-    value_into(
-        line,
-        "client",
-        req.client_addr.as_deref().unwrap_or_default(),
-    );
-    value_into(line, "login", &req.login);
+fn request_fields(line: &mut String, req: &WireRequest<'_>) {
+    value_into(line, "service", req.service);
+    value_into(line, "realm", req.realm.unwrap_or_default());
+    value_into(line, "client", req.client_addr.unwrap_or_default());
+    value_into(line, "login", req.login);
 }

@@ -243,16 +243,17 @@ impl Reactor {
                 self.answer(t, out, due);
             }
             Parse::Complete(req) => {
-                // Clear the read buffer now: the request owns the password.
-                *buf = WipeBuf::new();
                 let accepted = entry.accepted;
                 let (out, delay) = if self.shared.settings.noop {
                     (Answer::Borrowed(OK), Duration::ZERO)
                 } else {
-                    decide(&self.shared, &self.shared.gate(), &req)
+                    let (out, delay, verdict) = decide(&self.shared, &self.shared.gate(), &req);
+                    verdict.log(&self.shared, &req);
+                    (out, delay)
                 };
-                drop(req); // wipes the password
-                           // The delay counts from the connection's start, decision time included.
+                // The request (and its password) was read from the buffer: wipe it.
+                *buf = WipeBuf::new();
+                // The delay counts from the connection's start, decision time included.
                 self.answer(t, out, accepted + delay);
             }
         }
