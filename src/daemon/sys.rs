@@ -106,7 +106,8 @@ pub fn open_fds() -> usize {
 }
 
 /// Sets `SO_RCVTIMEO` on `fd`. On a listening socket it bounds a blocking
-/// `accept` (EAGAIN when it expires): std offers no way to set it there.
+/// `accept`, on a connection a blocking `recv` (EAGAIN when it expires): std
+/// offers no way to set it on a listener, nor on a raw descriptor.
 pub fn set_recv_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
     let tv = nix::sys::time::TimeVal::new(
         timeout.as_secs() as nix::libc::time_t,
@@ -152,6 +153,13 @@ pub fn accept_stream(listener: &UnixListener) -> io::Result<std::os::unix::net::
 /// (`MSG_PEEK`), never blocking. Returns the number of bytes copied.
 pub fn recv_peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     socket::recv(fd, buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT).map_err(os)
+}
+
+/// Like [`recv_peek`] but blocking until something is queued, at most the
+/// socket's `SO_RCVTIMEO` (then EAGAIN): set it first, or this may block for
+/// ever. One system call that sleeps only when the request is not there yet.
+pub fn recv_peek_wait(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    socket::recv(fd, buf, MsgFlags::MSG_PEEK).map_err(os)
 }
 
 /// Sends each message (its two parts joined) as one datagram on a connected

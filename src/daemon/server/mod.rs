@@ -84,7 +84,6 @@ impl Server {
             settings,
             open: AtomicUsize::new(0),
             slow: AtomicUsize::new(0),
-            serving: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             acceptors_done: AtomicBool::new(false),
             below_cap: (Mutex::new(()), Condvar::new()),

@@ -35,8 +35,6 @@ pub struct Shared {
     pub(super) open: AtomicUsize,
     /// Connections handed to the reactor and not yet closed.
     pub(super) slow: AtomicUsize,
-    /// Acceptors between `accept4` and the end of their connection.
-    pub(super) serving: AtomicUsize,
     pub(super) stop: AtomicBool,
     /// Set once the acceptors have returned: the reactor may finish.
     pub(super) acceptors_done: AtomicBool,
