@@ -70,10 +70,19 @@ const FLUSH_AT: usize = 256;
 /// With a background flusher (`Gate::with_background_flush`): past this many
 /// waiting records a login writes the batch itself.
 pub const BACKGROUND_MAX: usize = 4096;
+/// Records waiting at which a background flusher is woken before its timer:
+/// batches stay small, so a busy daemon neither grows the buffer (copies under
+/// its lock) nor reaches [`BACKGROUND_MAX`] and writes on a client's time.
+pub const BATCH: usize = 512;
 
 #[derive(Debug, Default)]
 pub struct Buffer {
     records: Vec<AuditRecord>,
+    /// The emptied vector of the last batch, reused for the next one: pushes
+    /// then rarely grow (copy) the vector while the lock is held.
+    spare: Vec<AuditRecord>,
+    /// A flusher was already told that this batch is ready.
+    batch_announced: bool,
     last_use: HashMap<LastUse, i64>,
     limiter: HashMap<String, Slot>,
     pub last_flush: i64,
@@ -188,6 +197,13 @@ impl Buffer {
         }
     }
 
+    /// Whether a batch became ready with the last push: true once per batch.
+    pub fn batch_ready(&mut self) -> bool {
+        let ready = !self.batch_announced && self.records.len() >= BATCH;
+        self.batch_announced |= ready;
+        ready
+    }
+
     pub fn due(&self, now: i64, interval_secs: i64) -> bool {
         let waiting = !self.records.is_empty() || !self.last_use.is_empty();
         waiting && (now - self.last_flush >= interval_secs || self.records.len() >= FLUSH_AT)
@@ -207,10 +223,21 @@ impl Buffer {
     /// Takes everything out for writing (with the summaries of ended windows).
     pub fn take(&mut self) -> (Vec<AuditRecord>, Vec<(LastUse, i64)>) {
         self.sweep(crate::timefmt::now(), false);
+        self.batch_announced = false;
+        let spare = std::mem::take(&mut self.spare);
         (
-            std::mem::take(&mut self.records),
+            std::mem::replace(&mut self.records, spare),
             self.last_use.drain().collect(),
         )
+    }
+
+    /// Gives back a written batch's vector, emptied (its records dropped by
+    /// the caller, outside the lock), for the next batch.
+    pub fn recycle(&mut self, emptied: Vec<AuditRecord>) {
+        debug_assert!(emptied.is_empty());
+        if emptied.capacity() > self.spare.capacity() && emptied.capacity() <= MAX_BUFFERED {
+            self.spare = emptied;
+        }
     }
 
     /// Puts back what could not be written (so a passing lock loses nothing).
@@ -288,5 +315,44 @@ mod tests {
         }
         assert!(admit(&mut b, "later", 5 + LIMIT_WINDOW));
         assert!(b.limiter.len() <= 1);
+    }
+
+    fn accepted(ts: i64) -> AuditRecord {
+        AuditRecord {
+            ts,
+            account: Some("a".into()),
+            service: None,
+            client_addr: None,
+            outcome: "accepted",
+            reason: None,
+            detail: None,
+            credential: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_announced_once_and_its_vector_reused() {
+        let mut b = Buffer::new(0);
+        for i in 0..BATCH - 1 {
+            b.push(Some(accepted(i as i64)), None, 0);
+            assert!(!b.batch_ready(), "not ready at {}", i + 1);
+        }
+        b.push(Some(accepted(0)), None, 0);
+        assert!(b.batch_ready());
+        b.push(Some(accepted(0)), None, 0);
+        assert!(!b.batch_ready(), "announced once per batch");
+        let (mut records, _) = b.take();
+        assert_eq!(records.len(), BATCH + 1);
+        let capacity = records.capacity();
+        records.clear();
+        b.recycle(records);
+        // The next batch fills the written batch's vector: no growth.
+        let (next, _) = b.take();
+        assert!(next.is_empty());
+        for _ in 0..BATCH {
+            b.push(Some(accepted(1)), None, 1);
+        }
+        assert!(b.batch_ready(), "announced again for the next batch");
+        assert_eq!(b.records.capacity(), capacity);
     }
 }

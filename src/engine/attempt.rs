@@ -469,12 +469,15 @@ impl Attempt<'_> {
             r.credential = Some(credential_text(&credential));
             r
         });
-        let (due, waiting) = {
+        let (due, waiting, batch_ready) = {
             let mut buf = gate.lock_buffer();
             buf.push(record, used, now);
             let due = buf.due(now, gate.config.flush_interval.as_secs() as i64);
-            (due, buf.len())
+            (due, buf.len(), gate.background_flush && buf.batch_ready())
         };
+        if batch_ready {
+            gate.announce_batch();
+        }
         // With a background flusher the login does not wait for the batch write,
         // unless the flusher's last write failed or it has fallen behind.
         let leave_to_flusher = gate.background_flush

@@ -38,7 +38,7 @@ use crate::timefmt::now;
 use attempt::{Attempt, Input};
 use pool::{in_read, Pool};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 /// The decision engine over one database. `Send + Sync`: share it across threads
 /// (it keeps a small pool of SQLite connections). Fork-safe: a child process never
@@ -65,6 +65,9 @@ pub struct Gate {
     background_flush: bool,
     /// The last [`Gate::flush`] failed.
     flush_failed: AtomicBool,
+    /// Set (and signalled) when a batch of audit records is ready for the
+    /// background flusher (see [`Gate::wait_for_batch`]).
+    batch_ready: (Mutex<bool>, Condvar),
 }
 
 impl Gate {
@@ -87,6 +90,7 @@ impl Gate {
             fork_checks: true,
             background_flush: false,
             flush_failed: AtomicBool::new(false),
+            batch_ready: (Mutex::new(false), Condvar::new()),
         }
     }
 

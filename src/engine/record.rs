@@ -156,6 +156,9 @@ impl Gate {
             self.lock_buffer().restore(records, used);
             return Err(e);
         }
+        let mut emptied = records;
+        emptied.clear();
+        self.lock_buffer().recycle(emptied);
         if prune {
             store.prune(now)?;
         }
@@ -167,6 +170,24 @@ impl Gate {
     pub fn flush_final(&self) {
         self.lock_buffer().end_windows(now());
         self.flush();
+    }
+
+    /// For the background flusher: returns when a batch of audit records is
+    /// ready (see `audit::BATCH`) or after `timeout`, whichever comes first.
+    pub fn wait_for_batch(&self, timeout: Duration) {
+        let (ready, signal) = &self.batch_ready;
+        let guard = ready.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut guard, _) = signal
+            .wait_timeout_while(guard, timeout, |ready| !*ready)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard = false;
+    }
+
+    /// Wakes the background flusher early: a batch is ready. Once per batch.
+    pub(super) fn announce_batch(&self) {
+        let (ready, signal) = &self.batch_ready;
+        *ready.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        signal.notify_one();
     }
 
     /// Writes buffered audit records and last-use stamps now (also done on drop).

@@ -122,7 +122,9 @@ impl Server {
         let shared = self.shared.clone();
         let flusher = move || {
             while !shared.stop.load(Ordering::SeqCst) {
-                std::thread::sleep(FLUSH_EVERY);
+                // Every FLUSH_EVERY, or sooner when a batch of audit records
+                // is ready (a busy daemon writes small batches often).
+                shared.gate().wait_for_batch(FLUSH_EVERY);
                 shared.log.flush();
                 shared.gate().flush();
             }
