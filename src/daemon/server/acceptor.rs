@@ -94,10 +94,10 @@ fn serve(shared: &Arc<Shared>, gate: &Arc<Gate>, stream: StdStream) {
     let limit = shared.settings.field_limit;
     let mut buf = [0u8; FAST_BUF];
     // Wait for the first bytes only while few idle connections are about
-    // (else someone is opening them on purpose: straight to the reactor), and
-    // only if the wait can be bounded.
-    let wait_first = shared.slow.load(Ordering::Relaxed) < SLOW_WAIT_LIMIT
-        && sys::set_recv_timeout(fd, FIRST_BYTES_WAIT).is_ok();
+    // (else someone is opening them on purpose: straight to the reactor).
+    let may_wait = shared.slow.load(Ordering::Relaxed) < SLOW_WAIT_LIMIT;
+    // Set once the bound is set (`SO_RCVTIMEO`): from then on peeks block.
+    let mut waiting = false;
     let to_reactor = |stream: StdStream, state: State, deadline: Instant, unread: usize| {
         let slot = Slot::adopt(shared);
         shared.hand_off(Handoff {
@@ -114,7 +114,7 @@ fn serve(shared: &Arc<Shared>, gate: &Arc<Gate>, stream: StdStream) {
     };
     let read_deadline = accepted + shared.settings.timeout;
     loop {
-        let peeked = if wait_first {
+        let peeked = if waiting {
             sys::recv_peek_wait(fd, &mut buf)
         } else {
             sys::recv_peek(fd, &mut buf)
@@ -145,12 +145,23 @@ fn serve(shared: &Arc<Shared>, gate: &Arc<Gate>, stream: StdStream) {
                 to_reactor(stream, reading(), read_deadline, 0);
                 return;
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !waiting => {}
             // A signal: wait on, but not past the first-bytes bound.
             Err(e)
                 if e.kind() == io::ErrorKind::Interrupted
                     && accepted.elapsed() < FIRST_BYTES_WAIT => {}
-            // Nothing yet (or the wait was cut short): the reactor waits on
-            // with the connection's full timeout.
+            // Not there yet: wait, bounded (set only now, as under load the
+            // request is nearly always there at the first look).
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && !waiting
+                    && may_wait
+                    && sys::set_recv_timeout(fd, FIRST_BYTES_WAIT).is_ok() =>
+            {
+                waiting = true;
+            }
+            // Nothing within the bound (or no waiting now): the reactor waits
+            // on with the connection's full timeout.
             Err(e)
                 if matches!(
                     e.kind(),
