@@ -414,12 +414,10 @@ fn login_role_logs_in_but_cannot_plant_or_rewind_credentials() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        // A command that fails on its arguments exits before reading stdin.
+        if let Err(e) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stderr).to_string();
         (out.status.success(), text)

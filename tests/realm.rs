@@ -41,12 +41,15 @@ fn run_cli(conf: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Out
         .stderr(Stdio::piped())
         .spawn()
         .expect("run saslgate");
-    child
+    // A command that fails on its arguments exits before reading stdin.
+    if let Err(e) = child
         .stdin
         .take()
         .unwrap()
         .write_all(stdin.unwrap_or("").as_bytes())
-        .unwrap();
+    {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     child.wait_with_output().unwrap()
 }
 
