@@ -152,5 +152,8 @@ pub struct Stats {
     pub cache_hits: u64,
     /// App passwords accepted by the fast path (account data from the snapshot).
     pub fast_accepts: u64,
+    /// Statements the fast path ran for the generation and throttle rows
+    /// (what was not known current without one, see `engine::fresh`).
+    pub state_reads: u64,
     pub decisions: u64,
 }

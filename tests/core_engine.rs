@@ -845,6 +845,53 @@ fn fast_path_sees_failures_counted_by_another_process() {
     );
 }
 
+/// The gate's own audit batches change nothing the fast path knows (the
+/// generation, throttle rows): their commits carry its knowledge across
+/// instead of making every login after a batch read the database again. Any
+/// other commit still makes the next login read.
+#[test]
+fn own_audit_batches_keep_the_fast_path_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::create(dir.path(), "audit_level = \"all\"", "", 0);
+    let mut config = s.config.clone();
+    config.flush_interval = Duration::ZERO; // a commit after every login
+    let g = Gate::open(config).unwrap();
+    let login = Request {
+        client_addr: Some(b"192.0.2.7"),
+        ..req("alice", &s.app_imap, "imap")
+    };
+    let audit_rows = || {
+        let store = Store::open(&s.config).unwrap();
+        store.audit_entries(None, None, 1000).unwrap().len()
+    };
+    assert!(g.decide(&login).is_accepted()); // full path, loads the snapshot
+    assert!(g.decide(&login).is_accepted());
+    let first = g.stats();
+    assert_eq!(first.fast_accepts, 1);
+    assert_eq!(first.state_reads, 1, "the first fast login reads");
+    let rows = audit_rows();
+    for _ in 0..5 {
+        assert!(g.decide(&login).is_accepted());
+    }
+    assert_eq!(
+        audit_rows(),
+        rows + 5,
+        "every login was written in its own batch"
+    );
+    assert_eq!(g.stats().fast_accepts, 6);
+    assert_eq!(g.stats().state_reads, 1, "own batches: nothing read again");
+    // Another process's commit, even one that changes nothing a login is
+    // decided on: read again.
+    sql(
+        &s.db,
+        "UPDATE accounts SET last_login = 1 WHERE name = 'alice'",
+    );
+    assert!(g.decide(&login).is_accepted());
+    assert_eq!(g.stats().state_reads, 2);
+    assert!(g.decide(&login).is_accepted());
+    assert_eq!(g.stats().state_reads, 2);
+}
+
 // ---- realms (issue 11, findings 1 and 2): a login with a realm is `login@realm`;
 // the fallback to a plain account only for the configured local realms.
 

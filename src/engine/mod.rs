@@ -112,6 +112,7 @@ impl Gate {
             hashes_created: self.counter.creates.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             fast_accepts: self.fast_accepts.load(Ordering::Relaxed),
+            state_reads: self.fresh.reads(),
             decisions: self.decisions.load(Ordering::Relaxed),
         }
     }

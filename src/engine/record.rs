@@ -152,9 +152,15 @@ impl Gate {
             }
             (r, u, prune)
         };
-        if let Err(e) = store.write_batch(&records, &used) {
-            self.lock_buffer().restore(records, used);
-            return Err(e);
+        match store.write_batch(&records, &used) {
+            Err(e) => {
+                self.lock_buffer().restore(records, used);
+                return Err(e);
+            }
+            // The fast path's knowledge is still current: a busy server's
+            // acceptors do not all read the database again after each batch.
+            Ok(Some(quiet)) => self.fresh.carry(&quiet),
+            Ok(None) => {}
         }
         let mut emptied = records;
         emptied.clear();

@@ -27,6 +27,16 @@ use crate::secret::SecretBytes;
 use crate::throttle::{KeyRows, Keys, State};
 use std::time::Duration;
 
+/// A commit that changed no login data and no throttle row (audit records,
+/// last-use stamps), and was the only commit between two change stamps: what
+/// was known current at `before` is current at `after` (the engine's fast
+/// path carries its knowledge across, instead of reading again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietCommit {
+    pub before: ChangeStamp,
+    pub after: ChangeStamp,
+}
+
 /// The throttle's rows (shared by every process and host using the store).
 pub trait ThrottleStore {
     /// Reads the throttle state for a request's keys (no writes).
@@ -138,8 +148,14 @@ pub trait LoginStore: ThrottleStore + RoutingReads + TicketStore + Send {
     /// Replaces a master password hash made at a lower cost (only if unchanged since read).
     fn upgrade_hash(&self, account_id: i64, old: &str, new: &str) -> Result<()>;
 
-    /// Writes audit records and last-use stamps in one transaction.
-    fn write_batch(&mut self, audit: &[AuditRecord], last_use: &[(LastUse, i64)]) -> Result<()>;
+    /// Writes audit records and last-use stamps in one transaction. Returns
+    /// the stamps around its commit when it was the only one in between
+    /// (backends without change stamps: `None`).
+    fn write_batch(
+        &mut self,
+        audit: &[AuditRecord],
+        last_use: &[(LastUse, i64)],
+    ) -> Result<Option<QuietCommit>>;
 
     /// Deletes audit records older than `audit_retention` or past
     /// `audit_max_rows` (the oldest first), expired throttle rows and expired

@@ -2,7 +2,7 @@
 //! connection, so a decision costs a handful of index lookups.
 
 use super::tickets::TicketStore;
-use super::{LoginStore, Store};
+use super::{LoginStore, QuietCommit, Store};
 use crate::config::Config;
 use crate::crypto::keyed_hash;
 use crate::error::Result;
@@ -300,11 +300,17 @@ impl LoginStore for Store {
     }
 
     /// Writes audit records and last-use stamps in one transaction.
-    fn write_batch(&mut self, audit: &[AuditRecord], last_use: &[(LastUse, i64)]) -> Result<()> {
+    /// Quiet: `last_login` and `last_used` are left out of the generation
+    /// triggers, and no throttle row is touched.
+    fn write_batch(
+        &mut self,
+        audit: &[AuditRecord],
+        last_use: &[(LastUse, i64)],
+    ) -> Result<Option<QuietCommit>> {
         if audit.is_empty() && last_use.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        self.write(|tx| {
+        let ((), quiet) = self.write_quiet(|tx| {
             insert_audit(tx, audit)?;
             for (what, ts) in last_use {
                 match what {
@@ -317,7 +323,8 @@ impl LoginStore for Store {
                 };
             }
             Ok(())
-        })
+        })?;
+        Ok(quiet)
     }
 
     /// Deletes audit records older than `audit_retention` or past

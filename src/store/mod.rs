@@ -27,7 +27,9 @@ pub mod tickets;
 #[allow(unsafe_code)] // SQLite's mapping of the WAL-index: every block has a SAFETY comment
 mod wal_index;
 
-pub use interface::{create, open_admin, open_login, AdminStore, LoginStore, ThrottleStore};
+pub use interface::{
+    create, open_admin, open_login, AdminStore, LoginStore, QuietCommit, ThrottleStore,
+};
 pub use routing::{BackendInfo, RoutingAdmin, RoutingReads};
 pub use tickets::{TicketRow, TicketStore};
 pub use wal_index::ChangeStamp;
@@ -36,6 +38,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
+use wal_index::WalIndex;
 
 /// The write-ahead log's size bound, in bytes (see `Store::bound_wal`). The
 /// log can pass it by what is written between two checkpoint attempts.
@@ -202,6 +205,40 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::write`], for a transaction that changes no login data and
+    /// no throttle row; also says whether its commit was the only one between
+    /// the change stamp it read under the write lock and the one after (then
+    /// what was known at the first is known at the second, see
+    /// [`QuietCommit`]).
+    ///
+    /// Why it is exact: under the write lock no other connection can commit,
+    /// so the stamp read there is the state this transaction starts from.
+    /// After the commit, `PRAGMA data_version` (per connection) is unchanged
+    /// only if no other connection committed since this one's read began, and
+    /// a stamp equal just before and just after that pragma is the state the
+    /// pragma's read transaction saw.
+    pub(crate) fn write_quiet<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<(T, Option<QuietCommit>)> {
+        self.end_read()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        let index = self.wal_index.get_or_init(|| WalIndex::of(&tx)).as_ref();
+        let before = index.and_then(|i| Some((i.stamp()?, data_version(&tx)?)));
+        tx.commit()?;
+        let quiet = before.and_then(|(before, version)| {
+            let index = index?;
+            let after = index.stamp()?;
+            let unchanged = data_version(&self.conn)? == version && index.stamp()? == after;
+            unchanged.then_some(QuietCommit { before, after })
+        });
+        self.bound_wal();
+        Ok((out, quiet))
+    }
+
     /// Keeps the write-ahead log near [`WAL_LIMIT_BYTES`].
     ///
     /// SQLite's automatic checkpoint after a commit is PASSIVE: it never waits
@@ -248,6 +285,15 @@ impl Store {
             RETRY_AT_MS.store(now_ms + WAL_RETRY_MS, Ordering::Relaxed);
         }
     }
+}
+
+/// `PRAGMA data_version` of a connection: moves when another connection's
+/// commit becomes visible to it, never with its own. `None` on any error
+/// (the caller then assumes the worst).
+fn data_version(conn: &Connection) -> Option<i64> {
+    conn.prepare_cached("PRAGMA data_version")
+        .and_then(|mut q| q.query_row([], |r| r.get(0)))
+        .ok()
 }
 
 /// Copies the database to `dest` with `VACUUM INTO` (a consistent snapshot taken

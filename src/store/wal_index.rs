@@ -190,6 +190,50 @@ mod tests {
         assert!(![s0, s1, s2].contains(&s3));
     }
 
+    /// A quiet commit names the stamps around it; what tells it apart from
+    /// another connection's commit is `PRAGMA data_version`, which moves
+    /// with theirs and never with its own.
+    #[test]
+    fn a_quiet_commit_carries_only_its_own_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            db: dir.path().join("sg.db"),
+            ..Config::default()
+        };
+        let mut a = Store::create(&cfg).unwrap();
+        let b = Store::open(&cfg).unwrap();
+        let s0 = stamp(&a);
+        let ((), quiet) = a
+            .write_quiet(|tx| {
+                tx.execute("INSERT INTO meta (key, value) VALUES ('x', '1')", [])?;
+                Ok(())
+            })
+            .unwrap();
+        let quiet = quiet.expect("alone: quiet");
+        assert_eq!(quiet.before, s0);
+        assert_eq!(quiet.after, stamp(&b));
+        assert_ne!(quiet.before, quiet.after);
+        let version = super::super::data_version(&a.conn).unwrap();
+        a.write(|tx| {
+            tx.execute("UPDATE meta SET value = '2' WHERE key = 'x'", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            super::super::data_version(&a.conn),
+            Some(version),
+            "own commit"
+        );
+        b.conn
+            .execute("UPDATE meta SET value = '3' WHERE key = 'x'", [])
+            .unwrap();
+        assert_ne!(
+            super::super::data_version(&a.conn),
+            Some(version),
+            "another's"
+        );
+    }
+
     /// No WAL, no stamp (the caller reads the database every time).
     #[test]
     fn no_stamp_without_wal() {

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::secret::SecretBytes;
 use crate::store::login::{app_lookup, code_lookup, split_list, AccountRow, AppPasswordRow};
 use crate::store::login::{AuditRecord, LastUse, PRUNE_CHUNK};
-use crate::store::{LoginStore, TicketStore};
+use crate::store::{LoginStore, QuietCommit, TicketStore};
 use tokio_postgres::Row;
 
 fn app_row(r: &Row) -> Result<AppPasswordRow> {
@@ -230,9 +230,13 @@ impl LoginStore for PgStore {
         Ok(())
     }
 
-    fn write_batch(&mut self, audit: &[AuditRecord], last_use: &[(LastUse, i64)]) -> Result<()> {
+    fn write_batch(
+        &mut self,
+        audit: &[AuditRecord],
+        last_use: &[(LastUse, i64)],
+    ) -> Result<Option<QuietCommit>> {
         if audit.is_empty() && last_use.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         self.write(|s| {
             insert_audit(s, audit)?;
@@ -249,7 +253,9 @@ impl LoginStore for PgStore {
                 };
             }
             Ok(())
-        })
+        })?;
+        // No change stamp here: the fast path reads on every login anyway.
+        Ok(None)
     }
 
     /// Expired throttle rows always; audit records only for a role that may
