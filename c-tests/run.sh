@@ -66,6 +66,14 @@ bcrypt_cost = 4
 address_failures = 3
 account_address_failures = 1000
 EOF
+cat >"$T/sg-tls.conf" <<EOF
+db = "$T/sg.db"
+bcrypt_cost = 4
+tls_required = ["sieve"]
+[throttle]
+address_failures = 1000
+account_address_failures = 1000
+EOF
 echo 'bcrypt_cots = 4' >"$T/bad.conf"
 SGC() { "$SG" --config "$T/sg.conf" "$@"; }
 {
@@ -115,7 +123,7 @@ check "build capi_test" \
     cc $CFLAGS -I include -o "$T/capi_test" c-tests/capi_test.c -L"$LIBDIR" -lsaslgate \
     -Wl,-rpath,"$LIBDIR" -lpthread
 
-export PLUGDIR=$T/plugins SASLDB=$T/sasldb2 SG_CONF=$T/sg.conf SG_CONF_THROTTLE=$T/sg-throttle.conf
+export PLUGDIR=$T/plugins SASLDB=$T/sasldb2 SG_CONF=$T/sg.conf SG_CONF_THROTTLE=$T/sg-throttle.conf SG_CONF_TLS=$T/sg-tls.conf
 export SG_DB=$T/sg.db SG_BAD_CONF=$T/bad.conf APP_IMAP APP_SMTP
 export ALICE_PW='alice master pw' BOB_PW='bob master pw' CAROL_PW='carol master pw'
 export DAVE_PW='dave pw' ERIN_PW='erin new pw' SG_SASL_LOG=$T/sasl.log

@@ -5,6 +5,7 @@
  * Services (per-connection getopt callbacks):
  *   imap, smtp  saslgate_config: $SG_CONF          (saslgate decides)
  *   pop         saslgate_config: $SG_CONF_THROTTLE (same DB, tiny failure budget)
+ *   sieve       saslgate_config: $SG_CONF_TLS (same DB, tls_required = ["sieve"])
  *   stock       no saslgate option: must behave like stock PLAIN/LOGIN + sasldb
  * Global options: mech_list "PLAIN LOGIN", pwcheck_method auxprop,
  * auxprop_plugin "sasldb saslgate", sasldb_path $SASLDB.
@@ -21,7 +22,7 @@
 
 #include "check.h"
 
-static const char *plugdir, *sasldb, *sg_conf, *sg_conf_throttle;
+static const char *plugdir, *sasldb, *sg_conf, *sg_conf_throttle, *sg_conf_tls;
 static FILE *logfile;
 
 /* ---- callbacks ---- */
@@ -96,6 +97,7 @@ static const char *service_config(const char *service)
 {
     if (!strcmp(service, "imap") || !strcmp(service, "smtp")) return sg_conf;
     if (!strcmp(service, "pop")) return sg_conf_throttle;
+    if (!strcmp(service, "sieve")) return sg_conf_tls;
     return NULL; /* "stock" and anything else: saslgate not enabled */
 }
 
@@ -227,6 +229,19 @@ static int user_exists(const char *service, const char *ip, const char *user)
     int rc = conn_open(&c, service, ip, 0);
     if (rc != SASL_OK) return rc;
     rc = sasl_user_exists(c.conn, NULL, NULL, user);
+    conn_close(&c);
+    return rc;
+}
+
+/* sasl_user_exists on a connection whose external security layer (TLS, as a
+ * server sets it after STARTTLS) has strength `ssf`. */
+static int user_exists_ssf(const char *service, const char *user, sasl_ssf_t ssf)
+{
+    struct conn c;
+    int rc = conn_open(&c, service, NULL, 0);
+    if (rc != SASL_OK) return rc;
+    rc = sasl_setprop(c.conn, SASL_SSF_EXTERNAL, &ssf);
+    if (rc == SASL_OK) rc = sasl_user_exists(c.conn, NULL, NULL, user);
     conn_close(&c);
     return rc;
 }
@@ -437,6 +452,10 @@ static void test_auxprop_gate(void)
     EXPECT_RC(user_exists("imap", NULL, "frank"), SASL_OK, "auxprop gate: allowed service");
     EXPECT_RC(user_exists("stock", NULL, "carol"), SASL_NOUSER,
               "stock service: the auxprop gate stays out (sasldb does not know carol)");
+    EXPECT_RC(user_exists_ssf("sieve", "alice", 0), SASL_ENCRYPT,
+              "auxprop gate: tls_required service without TLS");
+    EXPECT_RC(user_exists_ssf("sieve", "alice", 256), SASL_OK,
+              "auxprop gate: tls_required service over TLS");
     if (erin && *erin) {
         o = plain("imap", "erin", erin);
         EXPECT(o, SASL_OK, "master password set through saslpasswd2 (auxprop store)");
@@ -533,6 +552,7 @@ int main(int argc, char **argv)
     sasldb = need_env("SASLDB");
     sg_conf = need_env("SG_CONF");
     sg_conf_throttle = need_env("SG_CONF_THROTTLE");
+    sg_conf_tls = need_env("SG_CONF_TLS");
     if (logpath) logfile = fopen(logpath, "a");
 
     if (init() != SASL_OK) return check_report("sasl_plugin_test");

@@ -215,16 +215,17 @@ for c in 1 8 32; do
     done
 done
 echo
-echo "| concurrency | saslgated ÷ C no-op | saslgated ÷ stock | saslgated -c ÷ stock -c | saslgated --bench-noop ÷ C no-op | p99 saslgated / stock (ms) |"
-echo "|---|---|---|---|---|---|"
+echo "| concurrency | saslgated ÷ C no-op | saslgated ÷ stock | saslgated -c ÷ stock -c | saslgated --bench-noop ÷ C no-op | p99 saslgated / stock (ms) | p99 saslgated -c / stock -c (ms) |"
+echo "|---|---|---|---|---|---|---|"
 for c in 1 8 32; do
     g=$(med "${RPS[saslgated,$c]}"); gc=$(med "${RPS[saslgated -c,$c]}"); gn=$(med "${RPS[saslgated --bench-noop,$c]}")
     cn=$(med "${RPS[C no-op (5 threads, blocking accept),$c]}")
     s=$(med "${RPS[saslauthd -a sasldb,$c]:-0}"); sc=$(med "${RPS[saslauthd -a sasldb -c,$c]:-0}")
     gp=$(med "${P99[saslgated,$c]}"); sp=$(med "${P99[saslauthd -a sasldb,$c]:-0}")
-    awk -v c="$c" -v g="$g" -v gc="$gc" -v gn="$gn" -v cn="$cn" -v s="$s" -v sc="$sc" -v gp="$gp" -v sp="$sp" 'BEGIN {
-        printf("| %d | %.2f | %s | %s | %.2f | %s / %s |\n", c, g / cn, (s > 0 ? sprintf("%.2f", g / s) : "-"),
-               (sc > 0 ? sprintf("%.2f", gc / sc) : "-"), gn / cn, gp, (sp > 0 ? sp : "-")) }'
+    gcp=$(med "${P99[saslgated -c,$c]}"); scp=$(med "${P99[saslauthd -a sasldb -c,$c]:-0}")
+    awk -v c="$c" -v g="$g" -v gc="$gc" -v gn="$gn" -v cn="$cn" -v s="$s" -v sc="$sc" -v gp="$gp" -v sp="$sp" -v gcp="$gcp" -v scp="$scp" 'BEGIN {
+        printf("| %d | %.2f | %s | %s | %.2f | %s / %s | %s / %s |\n", c, g / cn, (s > 0 ? sprintf("%.2f", g / s) : "-"),
+               (sc > 0 ? sprintf("%.2f", gc / sc) : "-"), gn / cn, gp, (sp > 0 ? sp : "-"), gcp, (scp > 0 ? scp : "-")) }'
 done
 echo
 echo "| daemon | credential | concurrency | req/s | p50 ms | p99 ms |"

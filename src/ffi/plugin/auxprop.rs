@@ -113,7 +113,11 @@ pub(super) unsafe extern "C" fn auxprop_lookup(
                 realm: None,
                 client_addr: step.client_addr(),
                 local_addr: None,
-                secure: None,
+                // TLS under the connection, as for saslgate's own PLAIN and
+                // LOGIN: a `tls_required` service refuses the other
+                // mechanisms in the clear too (their own layers, if any,
+                // are not negotiated yet when names are looked up).
+                secure: step.secure(),
             };
             let which = if flags & sys::SASL_AUXPROP_AUTHZID as c_uint != 0 {
                 "authzid"

@@ -452,6 +452,50 @@ fn aliases_blocks_and_tls_required_in_the_plugin() {
         .contains(&"access denied".to_string())));
 }
 
+/// The auxprop gate (other mechanisms) applies `tls_required` as saslgate's
+/// own PLAIN and LOGIN do: a name looked up for a listed service on a
+/// connection without an external security layer is refused with
+/// `SASL_ENCRYPT`; with TLS, or for another service, it is not.
+#[test]
+fn the_auxprop_gate_applies_tls_required() {
+    let (dir, db) = test_db();
+    let conf = dir.path().join("saslgate.conf");
+    std::fs::write(
+        &conf,
+        format!("db = {db:?}\nbcrypt_cost = 4\ntls_required = [\"imap\"]\n"),
+    )
+    .unwrap();
+    let utils: sys::sasl_utils_t = Default::default();
+    let (mut ver, mut aux) = (0, ptr::null_mut());
+    // SAFETY: valid out-pointers.
+    let rc = unsafe { sasl_auxprop_plug_init(&utils, 8, &mut ver, &mut aux, ptr::null()) };
+    assert_eq!(rc, sys::SASL_OK);
+    // SAFETY: aux was just set by the entry point.
+    let plug = unsafe { *aux };
+    let lookup = |conn: &mut Conn, user: &str| {
+        let c = CString::new(user).unwrap();
+        // SAFETY: as libsasl2 calls it.
+        unsafe {
+            (plug.auxprop_lookup.unwrap())(plug.glob_context, &mut *conn.sparams, 0, c.as_ptr(), 0)
+        }
+    };
+    reset_fake(&[("saslgate_config", conf.to_str().unwrap())]);
+    let mut clear = Conn::new("imap");
+    clear.sparams.external_ssf = 0;
+    assert_eq!(lookup(&mut clear, "alice"), sys::SASL_ENCRYPT);
+    assert!(with_fake(|f| f
+        .errors
+        .contains(&"encryption required".to_string())));
+    let mut tls = Conn::new("imap");
+    tls.sparams.external_ssf = 256;
+    assert_eq!(lookup(&mut tls, "alice"), sys::SASL_OK);
+    let mut smtp = Conn::new("smtp");
+    smtp.sparams.external_ssf = 0;
+    assert_eq!(lookup(&mut smtp, "alice"), sys::SASL_OK);
+    // SAFETY: once, as libsasl2 does at sasl_done.
+    unsafe { (plug.auxprop_free.unwrap())(plug.glob_context, ptr::null()) };
+}
+
 /// A proxy ticket is accepted once when it was issued for a backend this host
 /// serves (proxy_ticket_backends) and, where libsasl2 tells the address the
 /// connection arrived on (iplocalport), for that address; others are refused.
