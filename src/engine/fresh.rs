@@ -15,8 +15,8 @@
 //! One exception, also exact: a commit of this process's audit batch changes
 //! neither the generation nor a throttle row, and when it was the only commit
 //! between two stamps (`QuietCommit`) the knowledge is carried to the new
-//! stamp. Without it every acceptor of a busy saslgated ran the statement
-//! again after each batch, all at once, behind the batch's own commit.
+//! stamp. Without it a busy saslgated read every throttle key in use again
+//! after each batch (every few milliseconds).
 //!
 //! Backends without a stamp (PostgreSQL) read the database on every login,
 //! as before. The cost of a miss is the one statement the fast path always

@@ -157,8 +157,8 @@ impl Gate {
                 self.lock_buffer().restore(records, used);
                 return Err(e);
             }
-            // The fast path's knowledge is still current: a busy server's
-            // acceptors do not all read the database again after each batch.
+            // The fast path's knowledge is still current: a busy server does
+            // not read every throttle key in use again after each batch.
             Ok(Some(quiet)) => self.fresh.carry(&quiet),
             Ok(None) => {}
         }
