@@ -892,6 +892,47 @@ fn own_audit_batches_keep_the_fast_path_in_memory() {
     assert_eq!(g.stats().state_reads, 2);
 }
 
+/// saslgated checkpoints from its own thread (`Gate::with_background_checkpoints`):
+/// no commit of the gate copies the write-ahead log into the database (the log
+/// grows past SQLite's automatic 1,000 frames and past the 4 MiB bound), then
+/// `Gate::checkpoint` copies and truncates it. The file's new size and times are
+/// the gate's own doing, not a replaced file: the fast path's snapshot survives.
+#[test]
+fn background_checkpoints_leave_commits_alone_and_the_snapshot_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::create(dir.path(), "audit_level = \"all\"", "", 0);
+    let mut config = s.config.clone();
+    config.flush_interval = Duration::ZERO; // a commit after every login
+    let g = Gate::open(config).unwrap().with_background_checkpoints();
+    let login = req("alice", &s.app_imap, "imap");
+    let wal = dir.path().join("saslgate.db-wal");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let frames_bytes = |n: u64| n * (4096 + 24);
+    let mut logins = 0;
+    while size(&wal) <= frames_bytes(1200) {
+        assert!(g.decide(&login).is_accepted());
+        logins += 1;
+        assert!(
+            logins < 20_000,
+            "the log does not grow: {} bytes",
+            size(&wal)
+        );
+    }
+    let fast = g.stats().fast_accepts;
+    assert_eq!(fast, logins - 1, "all but the first on the fast path");
+    let db_before = std::fs::metadata(&s.db).unwrap();
+    g.checkpoint();
+    assert_eq!(size(&wal), 0, "copied into the database and truncated");
+    let db_after = std::fs::metadata(&s.db).unwrap();
+    assert!(
+        db_after.len() != db_before.len()
+            || db_after.modified().unwrap() != db_before.modified().unwrap()
+    );
+    std::thread::sleep(Duration::from_millis(150)); // past the file watch's interval
+    assert!(g.decide(&login).is_accepted());
+    assert_eq!(g.stats().fast_accepts, fast + 1, "the snapshot was kept");
+}
+
 // ---- realms (issue 11, findings 1 and 2): a login with a realm is `login@realm`;
 // the fallback to a plain account only for the configured local realms.
 

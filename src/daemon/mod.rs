@@ -138,7 +138,10 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
     }
     // Opened after detaching, and saslgated never forks again.
     let gate = match open_gate(cfg, |w| log.warn(w)) {
-        Ok(g) => g.single_process().with_background_flush(),
+        Ok(g) => g
+            .single_process()
+            .with_background_flush()
+            .with_background_checkpoints(),
         Err(e) => {
             log.err(&format!("cannot start: {e}"));
             remove_socket();
@@ -302,7 +305,11 @@ fn reload(opts: &Options, shared: &Arc<server::Shared>) {
     socket::sd_notify("RELOADING=1");
     match opts.load_config().and_then(Gate::open) {
         Ok(gate) => {
-            shared.replace_gate(gate.single_process().with_background_flush());
+            shared.replace_gate(
+                gate.single_process()
+                    .with_background_flush()
+                    .with_background_checkpoints(),
+            );
             shared.log.notice(&format!(
                 "SIGHUP: configuration reloaded from {}",
                 path.display()

@@ -55,6 +55,8 @@ pub struct Gate {
     /// The address block list of the current generation.
     blocks: blocks::BlockCache,
     buffer: Mutex<audit::Buffer>,
+    /// Held while a batch of the buffer is written (`Gate::flush_into`).
+    batch_write: Mutex<()>,
     dummy_hash: OnceLock<Option<String>>,
     decisions: AtomicU64,
     cache_hits: AtomicU64,
@@ -63,6 +65,10 @@ pub struct Gate {
     fork_checks: bool,
     /// See [`Gate::with_background_flush`].
     background_flush: bool,
+    /// See [`Gate::with_background_checkpoints`].
+    background_checkpoints: bool,
+    /// A [`Gate::checkpoint`] is writing the database file.
+    checkpointing: AtomicBool,
     /// The last [`Gate::flush`] failed.
     flush_failed: AtomicBool,
     /// Set (and signalled) when a batch of audit records is ready for the
@@ -83,12 +89,15 @@ impl Gate {
             fresh: fresh::Fresh::default(),
             blocks: Default::default(),
             buffer: Mutex::new(audit::Buffer::new(now())),
+            batch_write: Mutex::new(()),
             dummy_hash: OnceLock::new(),
             decisions: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             fast_accepts: AtomicU64::new(0),
             fork_checks: true,
             background_flush: false,
+            background_checkpoints: false,
+            checkpointing: AtomicBool::new(false),
             flush_failed: AtomicBool::new(false),
             batch_ready: (Mutex::new(false), Condvar::new()),
         }
@@ -134,6 +143,22 @@ impl Gate {
     /// "unavailable" if it cannot.
     pub fn with_background_flush(mut self) -> Gate {
         self.background_flush = true;
+        self
+    }
+
+    /// Leaves the database's checkpoints (copying the write-ahead log into the
+    /// file, with an `fsync`) to the owner's own thread, which must then call
+    /// [`Gate::checkpoint`] regularly (saslgated: every 50 ms). Without it a
+    /// checkpoint runs inside whichever commit fills the log: the audit
+    /// flusher's, or a login's. SQLite only.
+    pub fn with_background_checkpoints(mut self) -> Gate {
+        self.background_checkpoints = true;
+        // Connections opened before (`Gate::open` checks one) would still
+        // checkpoint on commit: the next use opens them in this mode.
+        self.pool
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .close_idle();
         self
     }
 

@@ -29,6 +29,11 @@ pub(super) struct Pool {
 }
 
 impl Pool {
+    /// Closes the idle connections (the next use opens new ones).
+    pub(super) fn close_idle(&mut self) {
+        self.idle.clear();
+    }
+
     pub(super) fn new() -> Pool {
         Pool {
             pid: std::process::id(),
@@ -120,7 +125,13 @@ impl Gate {
             let now = Instant::now();
             // A PostgreSQL database has no file here to watch.
             let watch = matches!(self.config.database(), Database::Sqlite(_));
+            // While this process's own checkpoint writes the file, its size
+            // and times move for no one's replacing it: look after it (see
+            // `Gate::checkpoint`).
             if watch
+                && !self
+                    .checkpointing
+                    .load(std::sync::atomic::Ordering::Acquire)
                 && pool
                     .checked_at
                     .is_none_or(|t| now.duration_since(t) >= FILE_CHECK_INTERVAL)
@@ -158,7 +169,13 @@ impl Gate {
         };
         let mut store = match taken {
             Some(s) => s,
-            None => crate::store::open_login(&self.config)?,
+            None => {
+                let mut store = crate::store::open_login(&self.config)?;
+                if self.background_checkpoints {
+                    store.checkpoint_in_background()?;
+                }
+                store
+            }
         };
         let out = f(&mut *store);
         if out.is_ok() {
@@ -169,6 +186,33 @@ impl Gate {
             }
         }
         out
+    }
+}
+
+impl Gate {
+    /// The checkpoint of [`Gate::with_background_checkpoints`]: copies the log
+    /// into the database when it holds enough frames, and keeps its file
+    /// bounded. The file's size and times change with it; the file watch does
+    /// not look meanwhile, and takes the file as it is after, if it was as
+    /// the watch last saw it before and keeps its inode (without this, each
+    /// checkpoint of a busy daemon dropped every connection, the snapshot and
+    /// the cache). A copy over the file in place during the checkpoint goes
+    /// unnoticed; it would mix the checkpoint's pages into the copy anyway.
+    /// Errors are left to the logins, which report them.
+    pub fn checkpoint(&self) {
+        use std::sync::atomic::Ordering;
+        let watch = matches!(self.config.database(), Database::Sqlite(_));
+        self.checkpointing.store(true, Ordering::Release);
+        let before = watch.then(|| file_state(&self.config.db)).flatten();
+        let _ = self.with_connection(|store| store.checkpoint());
+        if let Some(before) = before {
+            let after = file_state(&self.config.db);
+            let mut pool = self.lock_pool();
+            if pool.file == Some(before) && after.is_some_and(|a| a.inode == before.inode) {
+                pool.file = after;
+            }
+        }
+        self.checkpointing.store(false, Ordering::Release);
     }
 }
 

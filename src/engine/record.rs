@@ -142,6 +142,16 @@ impl Gate {
     }
 
     pub(super) fn flush_into(&self, store: &mut dyn LoginStore, now: i64) -> crate::Result<()> {
+        // One batch write at a time in this process: a login that finds the
+        // buffer over `BACKGROUND_MAX` while the flusher writes waits here
+        // (woken when it is done) and then writes what is left, often
+        // nothing, instead of polling SQLite's write lock in its busy handler
+        // (sleeps of 1, 2, 5, 10 ms... while the flusher, polling too, waited
+        // on it). Only with a background flusher (saslgated, which does not
+        // fork): a lock held this long must not be inherited held by a child.
+        let _writing = self
+            .background_flush
+            .then(|| self.batch_write.lock().unwrap_or_else(|e| e.into_inner()));
         let (records, used, prune) = {
             let mut buf = self.lock_buffer();
             let (r, u) = buf.take();

@@ -163,6 +163,17 @@ pub trait LoginStore: ThrottleStore + RoutingReads + TicketStore + Send {
     /// `PRUNE_CHUNK` records per transaction: one huge delete would grow the
     /// write-ahead log by as much.
     fn prune(&mut self, now: i64) -> Result<()>;
+
+    /// Leaves checkpoints to [`LoginStore::checkpoint`], called by another
+    /// thread (SQLite; a no-op elsewhere).
+    fn checkpoint_in_background(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The background checkpoint (see `checkpoint_in_background`).
+    fn checkpoint(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Operator changes and listings (each change moves the generation).

@@ -327,6 +327,14 @@ impl LoginStore for Store {
         Ok(quiet)
     }
 
+    fn checkpoint_in_background(&mut self) -> Result<()> {
+        self.set_background_checkpoints()
+    }
+
+    fn checkpoint(&mut self) -> Result<()> {
+        self.checkpoint_if_due()
+    }
+
     /// Deletes audit records older than `audit_retention` or past
     /// `audit_max_rows` (the oldest first), and expired throttle rows. At most
     /// [`PRUNE_CHUNK`] records per transaction: one huge delete would grow the

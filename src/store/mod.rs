@@ -48,6 +48,11 @@ pub const WAL_LIMIT_BYTES: u64 = 4 << 20;
 const WAL_RETRY_MS: u64 = 1000;
 /// How long a checkpoint waits for the writer lock and for readers.
 const WAL_CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// Frames in the log at which a connection in background-checkpoint mode
+/// copies them into the database (`Store::checkpoint_if_due`). Below SQLite's
+/// automatic 1,000, so that the log restarts before it reaches
+/// [`WAL_LIMIT_BYTES`] and a truncating checkpoint is seldom needed.
+const BACKGROUND_CHECKPOINT_FRAMES: u32 = 500;
 
 /// An open saslgate database.
 pub struct Store {
@@ -59,6 +64,9 @@ pub struct Store {
     pub(crate) keyed: crate::crypto::KeyedHasher,
     /// The connection's WAL-index, found at the first `change_stamp`.
     pub(crate) wal_index: std::cell::OnceCell<Option<wal_index::WalIndex>>,
+    /// Checkpoints are left to another thread (`set_background_checkpoints`):
+    /// no automatic checkpoint and no log bound after this connection's commits.
+    pub(crate) background_checkpoints: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -186,6 +194,7 @@ impl Store {
             keyed: crate::crypto::KeyedHasher::new(&hmac_key),
             hmac_key,
             wal_index: std::cell::OnceCell::new(),
+            background_checkpoints: false,
         })
     }
 
@@ -201,7 +210,7 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
-        self.bound_wal();
+        self.bound_wal_after_commit();
         Ok(out)
     }
 
@@ -235,8 +244,48 @@ impl Store {
             let unchanged = data_version(&self.conn)? == version && index.stamp()? == after;
             unchanged.then_some(QuietCommit { before, after })
         });
-        self.bound_wal();
+        self.bound_wal_after_commit();
         Ok((out, quiet))
+    }
+
+    /// Leaves this connection's checkpoints to a thread that calls
+    /// [`Store::checkpoint_if_due`] (saslgated): a checkpoint `fsync`s the
+    /// database (tens of milliseconds on a busy disk), which must not happen
+    /// inside the audit flusher's or a login's commit.
+    pub(crate) fn set_background_checkpoints(&mut self) -> Result<()> {
+        self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        self.background_checkpoints = true;
+        Ok(())
+    }
+
+    /// For the checkpoint thread: copies the log into the database once it
+    /// holds [`BACKGROUND_CHECKPOINT_FRAMES`] frames (PASSIVE: writers go on,
+    /// readers are not waited for), and bounds the log's file as commits do
+    /// otherwise (`bound_wal`).
+    pub(crate) fn checkpoint_if_due(&self) -> Result<()> {
+        // A read transaction of this connection would hold the checkpoint
+        // back to its snapshot.
+        LoginStore::end_read(self)?;
+        // The frames in the log: the WAL-index header's mxFrame. Unknown:
+        // checkpoint anyway (a PASSIVE checkpoint of an empty log is cheap).
+        let frames = self
+            .wal_index
+            .get_or_init(|| WalIndex::of(&self.conn))
+            .as_ref()
+            .and_then(WalIndex::stamp)
+            .map_or(u32::MAX, |stamp| stamp[wal_index::MX_FRAME_WORD]);
+        if frames >= BACKGROUND_CHECKPOINT_FRAMES {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        }
+        self.bound_wal();
+        Ok(())
+    }
+
+    fn bound_wal_after_commit(&self) {
+        if !self.background_checkpoints {
+            self.bound_wal();
+        }
     }
 
     /// Keeps the write-ahead log near [`WAL_LIMIT_BYTES`].

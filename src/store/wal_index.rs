@@ -37,6 +37,9 @@ use std::sync::atomic::{fence, AtomicU32, Ordering};
 pub type ChangeStamp = [u32; HEADER_WORDS];
 
 const HEADER_WORDS: usize = 12;
+/// `mxFrame`, the frames in the log, in the header (after iVersion, unused,
+/// iChange and the word of isInit/bigEndCksum/szPage).
+pub(crate) const MX_FRAME_WORD: usize = 4;
 /// `WALINDEX_MAX_VERSION`: the only header layout this reads.
 const WALINDEX_VERSION: u32 = 3_007_000;
 /// `WALINDEX_PGSZ`: the size of one region of the `-shm` file.

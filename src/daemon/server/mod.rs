@@ -54,6 +54,9 @@ use std::time::Duration;
 /// How often the audit-flush thread writes the gate's batched records and
 /// sends the batched log lines.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How often the checkpoint thread looks at the write-ahead log (the gate is
+/// made `with_background_checkpoints`: no commit of the daemon checkpoints).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// How long a blocked `accept4` sleeps before looking at the stop flag and
 /// for a reloaded configuration (`SO_RCVTIMEO` on the listener).
 const ACCEPT_TICK: Duration = Duration::from_millis(200);
@@ -131,6 +134,17 @@ impl Server {
         };
         self.shared.log.start_batching();
         threads.push(("audit-flush".into(), Box::new(flusher)));
+        // Checkpoints `fsync` the database: here, not in the flusher's commits
+        // (which would let the audit buffer fill and logins write it) nor in
+        // a login's.
+        let shared = self.shared.clone();
+        let checkpointer = move || {
+            while !shared.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                shared.gate().checkpoint();
+            }
+        };
+        threads.push(("checkpoint".into(), Box::new(checkpointer)));
         let mut handles = Vec::new();
         for (name, body) in threads {
             match std::thread::Builder::new().name(name).spawn(body) {
