@@ -147,17 +147,23 @@ mod tests {
         WalIndex::of(&s.conn).unwrap().stamp().unwrap()
     }
 
-    /// Unchanged by reads; changed by any commit, from this connection or
-    /// another one (another process writes the same shared memory).
-    #[test]
-    fn every_commit_moves_the_stamp() {
+    /// A new database and two connections to it.
+    fn two_connections() -> (tempfile::TempDir, Store, Store) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config {
             db: dir.path().join("sg.db"),
             ..Config::default()
         };
-        let mut a = Store::create(&cfg).unwrap();
+        let a = Store::create(&cfg).unwrap();
         let b = Store::open(&cfg).unwrap();
+        (dir, a, b)
+    }
+
+    /// Unchanged by reads; changed by any commit, from this connection or
+    /// another one (another process writes the same shared memory).
+    #[test]
+    fn every_commit_moves_the_stamp() {
+        let (_dir, mut a, b) = two_connections();
         let index = WalIndex::of(&a.conn).unwrap();
         let s0 = index.stamp().unwrap();
         assert_eq!(stamp(&b), s0);
@@ -198,13 +204,7 @@ mod tests {
     /// with theirs and never with its own.
     #[test]
     fn a_quiet_commit_carries_only_its_own_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = Config {
-            db: dir.path().join("sg.db"),
-            ..Config::default()
-        };
-        let mut a = Store::create(&cfg).unwrap();
-        let b = Store::open(&cfg).unwrap();
+        let (_dir, mut a, b) = two_connections();
         let s0 = stamp(&a);
         let ((), quiet) = a
             .write_quiet(|tx| {

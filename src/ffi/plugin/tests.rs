@@ -299,51 +299,61 @@ fn has_location(line: &str, file: &str) -> bool {
         })
 }
 
+/// The auxprop plugin as libsasl2 gets it from `sasl_auxprop_plug_init`,
+/// freed on drop as at `sasl_done`.
+struct AuxPlugin {
+    plug: sys::sasl_auxprop_plug_t,
+}
+
+impl AuxPlugin {
+    fn init() -> AuxPlugin {
+        let utils: sys::sasl_utils_t = Default::default();
+        let (mut ver, mut aux) = (0, ptr::null_mut());
+        // SAFETY: valid out-pointers; `utils` is read during the call only.
+        let rc = unsafe { sasl_auxprop_plug_init(&utils, 8, &mut ver, &mut aux, ptr::null()) };
+        assert_eq!(rc, sys::SASL_OK);
+        // SAFETY: aux was just set by the entry point.
+        let plug = unsafe { *aux };
+        AuxPlugin { plug }
+    }
+
+    /// `auxprop_lookup` of `user` (the authentication identity) on `conn`.
+    fn lookup(&self, conn: &mut Conn, user: &str) -> c_int {
+        let c = CString::new(user).unwrap();
+        let p = &self.plug;
+        // SAFETY: as libsasl2 calls it.
+        unsafe { (p.auxprop_lookup.unwrap())(p.glob_context, &mut *conn.sparams, 0, c.as_ptr(), 0) }
+    }
+}
+
+impl Drop for AuxPlugin {
+    fn drop(&mut self) {
+        // SAFETY: once, as libsasl2 does at sasl_done.
+        unsafe { (self.plug.auxprop_free.unwrap())(self.plug.glob_context, ptr::null()) };
+    }
+}
+
 #[test]
 fn a_panic_in_the_auxprop_gate_is_logged_with_its_location() {
     let (_dir, db) = test_db();
-    let utils: sys::sasl_utils_t = Default::default();
-    let (mut ver, mut aux) = (0, ptr::null_mut());
-    // SAFETY: valid out-pointers.
-    let rc = unsafe { sasl_auxprop_plug_init(&utils, 8, &mut ver, &mut aux, ptr::null()) };
-    assert_eq!(rc, sys::SASL_OK);
-    // SAFETY: aux was just set by the entry point.
-    let plug = unsafe { *aux };
+    let aux = AuxPlugin::init();
     reset_fake(&[("saslgate_db", &db)]);
     let mut conn = Conn::new("imap");
-    let c = CString::new("alice").unwrap();
     inject::arm("auxprop_lookup");
-    // SAFETY: as libsasl2 calls it.
-    let rc = unsafe {
-        (plug.auxprop_lookup.unwrap())(plug.glob_context, &mut *conn.sparams, 0, c.as_ptr(), 0)
-    };
-    assert_eq!(rc, sys::SASL_UNAVAIL);
+    assert_eq!(aux.lookup(&mut conn, "alice"), sys::SASL_UNAVAIL);
     assert!(with_fake(|f| f.logs.iter().any(|l| l
         .contains("internal error in auxprop_lookup: injected panic")
         && has_location(l, "src/ffi/plugin/auxprop.rs"))));
-    // SAFETY: once, as libsasl2 does at sasl_done.
-    unsafe { (plug.auxprop_free.unwrap())(plug.glob_context, ptr::null()) };
 }
 
 #[test]
 fn auxprop_gate() {
     let (_dir, db) = test_db();
-    let utils: sys::sasl_utils_t = Default::default();
-    let (mut ver, mut aux) = (0, ptr::null_mut());
-    // SAFETY: valid out-pointers.
-    let rc = unsafe { sasl_auxprop_plug_init(&utils, 8, &mut ver, &mut aux, ptr::null()) };
-    assert_eq!(rc, sys::SASL_OK);
-    // SAFETY: aux was just set by the entry point.
-    let plug = unsafe { *aux };
+    let aux = AuxPlugin::init();
+    let plug = aux.plug;
     // SAFETY: static name.
     assert_eq!(unsafe { CStr::from_ptr(plug.name) }.to_bytes(), b"saslgate");
-    let lookup = |conn: &mut Conn, user: &str| {
-        let c = CString::new(user).unwrap();
-        // SAFETY: as libsasl2 calls it.
-        unsafe {
-            (plug.auxprop_lookup.unwrap())(plug.glob_context, &mut *conn.sparams, 0, c.as_ptr(), 0)
-        }
-    };
+    let lookup = |conn: &mut Conn, user: &str| aux.lookup(conn, user);
 
     reset_fake(&[]);
     let mut conn = Conn::new("imap");
@@ -379,8 +389,6 @@ fn auxprop_gate() {
     assert_eq!(o.rc, sys::SASL_OK);
     use_auxprop(ptr::null());
     drop(plugs);
-    // SAFETY: once, as libsasl2 does at sasl_done.
-    unsafe { (plug.auxprop_free.unwrap())(plug.glob_context, ptr::null()) };
 }
 
 #[test]
@@ -465,20 +473,8 @@ fn the_auxprop_gate_applies_tls_required() {
         format!("db = {db:?}\nbcrypt_cost = 4\ntls_required = [\"imap\"]\n"),
     )
     .unwrap();
-    let utils: sys::sasl_utils_t = Default::default();
-    let (mut ver, mut aux) = (0, ptr::null_mut());
-    // SAFETY: valid out-pointers.
-    let rc = unsafe { sasl_auxprop_plug_init(&utils, 8, &mut ver, &mut aux, ptr::null()) };
-    assert_eq!(rc, sys::SASL_OK);
-    // SAFETY: aux was just set by the entry point.
-    let plug = unsafe { *aux };
-    let lookup = |conn: &mut Conn, user: &str| {
-        let c = CString::new(user).unwrap();
-        // SAFETY: as libsasl2 calls it.
-        unsafe {
-            (plug.auxprop_lookup.unwrap())(plug.glob_context, &mut *conn.sparams, 0, c.as_ptr(), 0)
-        }
-    };
+    let aux = AuxPlugin::init();
+    let lookup = |conn: &mut Conn, user: &str| aux.lookup(conn, user);
     reset_fake(&[("saslgate_config", conf.to_str().unwrap())]);
     let mut clear = Conn::new("imap");
     clear.sparams.external_ssf = 0;
@@ -492,8 +488,6 @@ fn the_auxprop_gate_applies_tls_required() {
     let mut smtp = Conn::new("smtp");
     smtp.sparams.external_ssf = 0;
     assert_eq!(lookup(&mut smtp, "alice"), sys::SASL_OK);
-    // SAFETY: once, as libsasl2 does at sasl_done.
-    unsafe { (plug.auxprop_free.unwrap())(plug.glob_context, ptr::null()) };
 }
 
 /// A proxy ticket is accepted once when it was issued for a backend this host
