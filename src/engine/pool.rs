@@ -201,9 +201,11 @@ impl Gate {
     /// Errors are left to the logins, which report them.
     pub fn checkpoint(&self) {
         use std::sync::atomic::Ordering;
-        let watch = matches!(self.config.database(), Database::Sqlite(_));
+        if !matches!(self.config.database(), Database::Sqlite(_)) {
+            return; // PostgreSQL checkpoints by itself
+        }
         self.checkpointing.store(true, Ordering::Release);
-        let before = watch.then(|| file_state(&self.config.db)).flatten();
+        let before = file_state(&self.config.db);
         let _ = self.with_connection(|store| store.checkpoint());
         if let Some(before) = before {
             let after = file_state(&self.config.db);
