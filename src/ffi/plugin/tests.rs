@@ -411,13 +411,7 @@ fn plain_parser_matches_rfc4616_and_stock() {
 #[test]
 fn aliases_blocks_and_tls_required_in_the_plugin() {
     use crate::store::{AdminStore, Store};
-    let (dir, db) = test_db();
-    let conf = dir.path().join("saslgate.conf");
-    std::fs::write(
-        &conf,
-        format!("db = {db:?}\nbcrypt_cost = 4\ntls_required = [\"imap\"]\n"),
-    )
-    .unwrap();
+    let (_dir, conf) = test_db_requiring_tls_for_imap();
     let cfg = crate::Config::load(&conf).unwrap();
     Store::open(&cfg)
         .unwrap()
@@ -466,13 +460,7 @@ fn aliases_blocks_and_tls_required_in_the_plugin() {
 /// `SASL_ENCRYPT`; with TLS, or for another service, it is not.
 #[test]
 fn the_auxprop_gate_applies_tls_required() {
-    let (dir, db) = test_db();
-    let conf = dir.path().join("saslgate.conf");
-    std::fs::write(
-        &conf,
-        format!("db = {db:?}\nbcrypt_cost = 4\ntls_required = [\"imap\"]\n"),
-    )
-    .unwrap();
+    let (_dir, conf) = test_db_requiring_tls_for_imap();
     let aux = AuxPlugin::init();
     let lookup = |conn: &mut Conn, user: &str| aux.lookup(conn, user);
     reset_fake(&[("saslgate_config", conf.to_str().unwrap())]);
@@ -537,6 +525,18 @@ fn a_proxy_ticket_for_the_connections_local_address() {
 }
 
 /// A database with alice (password "alice pw") and carol (disabled).
+/// [`test_db`] and a config file for it with `tls_required = ["imap"]`.
+fn test_db_requiring_tls_for_imap() -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, db) = test_db();
+    let conf = dir.path().join("saslgate.conf");
+    std::fs::write(
+        &conf,
+        format!("db = {db:?}\nbcrypt_cost = 4\ntls_required = [\"imap\"]\n"),
+    )
+    .unwrap();
+    (dir, conf)
+}
+
 fn test_db() -> (tempfile::TempDir, String) {
     use crate::store::{AdminStore, Store};
     use crate::{Config, SecretBytes};
