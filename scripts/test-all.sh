@@ -7,6 +7,8 @@
 # e.g. without root, prints a loud SKIP line instead of passing silently):
 #   fmt       cargo fmt --check
 #   layout    no src file over 650 lines, no import cycle   (scripts/check-layout.py)
+#   doc-refs  every test name and file path in backticks in the docs exists
+#             (scripts/check-doc-refs.py)
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings (the [lints] of Cargo.toml)
 #   doc       cargo doc --no-deps with warnings denied
 #   cargo     cargo test --release: unit tests, core (library + CLI) on SQLite and on a
@@ -71,6 +73,7 @@ optional() { # optional SCRIPT args...: a suite script that may not exist yet
 
 suite fmt cargo fmt --all -- --check
 suite layout python3 scripts/check-layout.py
+suite doc-refs python3 scripts/check-doc-refs.py
 suite clippy cargo clippy --release --workspace --all-targets -- -D warnings
 suite doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release
 suite cargo cargo test --release --workspace
