@@ -461,3 +461,95 @@ fn aliases_blocks_and_tls_required_through_the_cli() {
         2
     );
 }
+
+/// A service name the site does not know is a typo: refused with exit 2 and a
+/// message naming the known ones, where an operator grants or limits a service.
+/// The plans' services, the targets of `service_aliases` (an alias is
+/// accepted as its target) and `restricted_services` are known; `*` too where a
+/// list is given.
+#[test]
+fn unknown_service_names_are_refused_with_the_known_ones() {
+    let c = Cli::new();
+    c.ok(&["plan", "set", "mail", "--services", "imap,smtp"]);
+    c.ok(&["user", "add", "bob", "--plan", "mail"]);
+    for args in [
+        &["service", "allow", "bob", "bogus"][..],
+        &["service", "deny", "bob", "imapp"][..],
+        &[
+            "app-password",
+            "add",
+            "bob",
+            "--label",
+            "x",
+            "--services",
+            "imap,bogus",
+        ][..],
+        &["explain", "bob", "--service", "bogus"][..],
+    ] {
+        let o = c.run(args, "");
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("unknown service"), "{args:?}: {err}");
+        assert!(err.contains("imap, smtp"), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}: nothing created");
+    }
+    assert!(!c.ok(&["app-password", "list", "bob"]).contains(" x "));
+    // Known names, an alias of one, and a plan's new service are accepted.
+    c.ok(&["service", "deny", "bob", "imap"]);
+    c.ok(&["service", "allow", "bob", "pop3"]);
+    c.ok(&["plan", "set", "sieve-only", "--services", "sieve"]);
+    c.ok(&["service", "allow", "bob", "sieve"]);
+    c.ok(&["service", "clear", "bob", "sieve"]);
+    c.ok(&[
+        "app-password",
+        "add",
+        "bob",
+        "--label",
+        "y",
+        "--services",
+        "smtp",
+    ]);
+}
+
+/// Every subcommand says what it does in `--help` (no bare names).
+#[test]
+fn every_subcommand_has_a_help_line() {
+    let c = Cli::new();
+    let mut bare = Vec::new();
+    let groups = [
+        "user",
+        "app-password",
+        "totp",
+        "codes",
+        "backend",
+        "service",
+        "plan",
+        "alias",
+        "block",
+    ];
+    for group in std::iter::once("").chain(groups) {
+        let args: Vec<&str> = [group, "--help"]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        let text = c.ok(&args);
+        let mut in_commands = false;
+        for line in text.lines() {
+            if line.starts_with("Commands:") {
+                in_commands = true;
+                continue;
+            }
+            if in_commands {
+                if line.trim().is_empty() {
+                    break;
+                }
+                let mut words = line.split_whitespace();
+                let cmd = words.next().unwrap_or_default();
+                if words.next().is_none() {
+                    bare.push(format!("{group} {cmd}"));
+                }
+            }
+        }
+    }
+    assert!(bare.is_empty(), "subcommands without a help line: {bare:?}");
+}
