@@ -11,17 +11,11 @@ use clap::Subcommand;
 pub(super) enum AliasCmd {
     /// Let ACCOUNT also log in as ALIAS (it logs in, is throttled and
     /// audited as ACCOUNT; never the name of another account).
-    Add {
-        account: String,
-        alias: String,
-    },
+    Add { account: String, alias: String },
     /// Every alias, or one account's.
-    List {
-        account: Option<String>,
-    },
-    Remove {
-        alias: String,
-    },
+    List { account: Option<String> },
+    /// Remove an alias (the account keeps its own name).
+    Remove { alias: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -34,9 +28,9 @@ pub(super) enum BlockCmd {
         #[arg(long)]
         note: Option<String>,
     },
-    Remove {
-        network: String,
-    },
+    /// Remove an address or network from the block list.
+    Remove { network: String },
+    /// Every blocked address or network, with its reason.
     List,
 }
 

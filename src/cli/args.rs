@@ -117,29 +117,25 @@ pub(super) enum Command {
 
 #[derive(Subcommand, Debug)]
 pub(super) enum UserCmd {
+    /// Create an account (no password yet: set one with `saslgate passwd`).
     Add {
         name: String,
         #[arg(long, default_value = "default")]
         plan: String,
     },
+    /// Every account with its plan and state.
     List,
-    Show {
-        name: String,
-    },
-    Disable {
-        name: String,
-    },
-    Enable {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
+    /// One account: plan, overrides, credentials, two-step state, last login.
+    Show { name: String },
+    /// Refuse every login of the account (credentials are kept).
+    Disable { name: String },
+    /// Let a disabled account log in again.
+    Enable { name: String },
+    /// Delete the account and all its credentials (its audit records stay).
+    Delete { name: String },
+    /// Move the account to another plan.
     #[command(name = "set-plan")]
-    SetPlan {
-        name: String,
-        plan: String,
-    },
+    SetPlan { name: String, plan: String },
     /// Route the account's logins through nginx's auth_http face for one
     /// protocol to its own backend (instead of `[http.backends]`).
     #[command(name = "set-backend")]
@@ -191,13 +187,10 @@ pub(super) enum AppCmd {
         #[arg(long)]
         expires: Option<String>,
     },
-    List {
-        name: String,
-    },
-    Revoke {
-        name: String,
-        id: i64,
-    },
+    /// The account's app passwords (never the secrets).
+    List { name: String },
+    /// Revoke an app password by its id (from `app-password list`).
+    Revoke { name: String, id: i64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,9 +202,8 @@ pub(super) enum TotpCmd {
         #[arg(long)]
         secret: Option<String>,
     },
-    Disable {
-        name: String,
-    },
+    /// Turn TOTP off (the secret is deleted).
+    Disable { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -226,19 +218,24 @@ pub(super) enum CodesCmd {
 
 #[derive(Subcommand, Debug)]
 pub(super) enum ServiceCmd {
+    /// Let the account use a service its plan does not give it.
     Allow { name: String, service: String },
+    /// Refuse a service to the account whatever its plan says.
     Deny { name: String, service: String },
+    /// Remove the account's override: its plan decides again.
     Clear { name: String, service: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub(super) enum PlanCmd {
+    /// Create a plan or replace its services.
     Set {
         plan: String,
         /// Comma-separated services; `*` for every service.
         #[arg(long)]
         services: String,
     },
+    /// Every plan with its services and number of accounts.
     List,
 }
 

@@ -10,6 +10,7 @@ mod aliases;
 mod args;
 mod copy;
 mod routing;
+mod services;
 
 use crate::config::{self, Config};
 use crate::engine::{policy_denial, Decision, Gate, Request};
@@ -62,15 +63,6 @@ fn out(text: &str) -> Result<()> {
 
 fn json<T: serde::Serialize>(value: &T) -> Result<()> {
     out(&serde_json::to_string_pretty(value).map_err(|e| Error::Io(e.to_string()))?)
-}
-
-fn services_arg(cfg: &Config, raw: &str) -> Result<Vec<String>> {
-    let list =
-        names::service_list(raw, &cfg.service_aliases).map_err(|e| Error::Usage(e.to_string()))?;
-    if list.is_empty() {
-        return Err(Error::Usage("empty service list".into()));
-    }
-    Ok(list)
 }
 
 fn opt_text(text: Option<&str>) -> &str {
@@ -202,13 +194,19 @@ fn run(cli: Cli) -> Result<i32> {
                 ServiceCmd::Deny { name, service } => (name, service, Some(false)),
                 ServiceCmd::Clear { name, service } => (name, service, None),
             };
+            // Clearing takes any name, so that an override set before names
+            // were checked can still be removed.
+            let service = match allow {
+                Some(_) => services::known_one(&cfg, &*store, &service)?,
+                None => service,
+            };
             store.set_service_override(&name, &service, allow)?;
         }
         Command::Plan(PlanCmd::Set { plan, services }) => {
             let list = if services.trim() == "*" {
                 vec!["*".to_string()]
             } else {
-                services_arg(&cfg, &services)?
+                services::list(&cfg, &services)?
             };
             store.set_plan_services(&plan, &list)?;
         }
@@ -364,7 +362,7 @@ fn app_password(
             expires,
         } => {
             let services = match services {
-                Some(s) => services_arg(cfg, &s)?,
+                Some(s) => services::known_list(cfg, &*store, &s)?,
                 None => Vec::new(),
             };
             let expires = expires
@@ -479,8 +477,7 @@ fn explain(
     service: &str,
     as_json: bool,
 ) -> Result<i32> {
-    let service = names::service_name(service, &cfg.service_aliases)
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let service = services::known_one(cfg, store, service)?;
     let (acct, apps) = store.explain_rows(name)?;
     let now = timefmt::now();
     let mut lines: Vec<(String, Option<String>)> = Vec::new();
