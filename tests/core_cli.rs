@@ -554,3 +554,42 @@ fn every_subcommand_has_a_help_line() {
     }
     assert!(bare.is_empty(), "subcommands without a help line: {bare:?}");
 }
+
+/// `db_group` is looked up through NSS (getgrnam), not by reading /etc/group,
+/// so groups from sssd, LDAP or systemd work. libnss_wrapper (Debian's
+/// `libnss-wrapper`) stands in for such a source: its group exists only for
+/// getgrnam. Needs root (to give the file to another group).
+#[test]
+fn db_group_is_looked_up_through_nss() {
+    const WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
+    if !unsafe_free_is_root() {
+        println!("SKIP db_group_is_looked_up_through_nss: needs root");
+        return;
+    }
+    assert!(
+        Path::new(WRAPPER).exists(),
+        "{WRAPPER} is missing: apt-get install libnss-wrapper"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let group = dir.path().join("group");
+    std::fs::write(&group, "root:x:0:\nsaslgate-nss-only:x:48123:\n").unwrap();
+    let db = dir.path().join("g.db");
+    let conf = dir.path().join("saslgate.conf");
+    std::fs::write(
+        &conf,
+        format!("db = {db:?}\ndb_group = \"saslgate-nss-only\"\n"),
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["--config", conf.to_str().unwrap(), "init"])
+        .env("LD_PRELOAD", WRAPPER)
+        .env("NSS_WRAPPER_PASSWD", "/etc/passwd")
+        .env("NSS_WRAPPER_GROUP", &group)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&db).unwrap();
+    assert_eq!(meta.gid(), 48123);
+    assert_eq!(meta.mode() & 0o777, 0o660);
+}
