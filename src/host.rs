@@ -1,7 +1,8 @@
 //! The host's own names, as libsasl2 finds them when a server passes no realm
 //! (`gethostname`, then the canonical name from `getaddrinfo` with
 //! `AI_CANONNAME`). They are the default `local_realms`: a login whose realm is
-//! one of them may fall back to a plain account name.
+//! one of them may fall back to a plain account name. Also the host's groups,
+//! as NSS knows them.
 
 use std::ffi::{c_char, CStr};
 
@@ -58,6 +59,18 @@ fn canonical_name(host: &str) -> Option<String> {
         name
     };
     name.filter(|n| !n.is_empty())
+}
+
+/// A group name (or a number) as a gid, looked up through NSS (`getgrnam_r`), so
+/// groups from sssd, LDAP or systemd resolve as they do for `chgrp`.
+/// `Ok(None)`: no such group.
+pub fn group_id(name: &str) -> std::io::Result<Option<u32>> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(Some(gid));
+    }
+    nix::unistd::Group::from_name(name)
+        .map(|g| g.map(|g| g.gid.as_raw()))
+        .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

@@ -6,23 +6,11 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-/// Resolves a group name (or number) to a gid from /etc/group.
+/// Resolves a group name (or number) to a gid (through NSS).
 pub fn lookup_group(name: &str) -> Result<u32, String> {
-    if let Ok(gid) = name.parse::<u32>() {
-        return Ok(gid);
-    }
-    let text =
-        fs::read_to_string("/etc/group").map_err(|e| format!("cannot read /etc/group: {e}"))?;
-    text.lines()
-        .filter_map(|l| {
-            let mut parts = l.split(':');
-            let n = parts.next()?;
-            let _pw = parts.next()?;
-            let gid = parts.next()?.parse::<u32>().ok()?;
-            (n == name).then_some(gid)
-        })
-        .next()
-        .ok_or_else(|| format!("no group named {name:?} in /etc/group"))
+    crate::host::group_id(name)
+        .map_err(|e| format!("cannot look up group {name:?}: {e}"))?
+        .ok_or_else(|| format!("no group named {name:?}"))
 }
 
 /// Where the socket came from decides who removes it at exit.

@@ -474,17 +474,8 @@ pub fn restore(config: &Config, from: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Looks a group name up (for `db_group`).
+/// Looks a group name up (for `db_group`), through NSS.
 fn group_id(name: &str) -> Result<u32> {
-    // /etc/group is the source the Debian package writes to (addgroup --system).
-    let text = std::fs::read_to_string("/etc/group")?;
-    for line in text.lines() {
-        let mut f = line.split(':');
-        if f.next() == Some(name) {
-            if let Some(gid) = f.nth(1).and_then(|g| g.parse().ok()) {
-                return Ok(gid);
-            }
-        }
-    }
-    Err(Error::Config(format!("db_group: no group named {name:?}")))
+    crate::host::group_id(name)?
+        .ok_or_else(|| Error::Config(format!("db_group: no group named {name:?}")))
 }
