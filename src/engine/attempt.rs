@@ -112,9 +112,13 @@ impl Attempt<'_> {
         let Some(canonical) = canonical_generated(self.password, APP_PASSWORD_LEN) else {
             return Ok(None);
         };
-        let Some((generation, view)) = gate.snapshot.lookup(&input.candidates) else {
+        let Some(((open, generation), view)) = gate.snapshot.lookup(&input.candidates) else {
             return Ok(None);
         };
+        if open != self.open {
+            // Read on another open of the database (before a reopen).
+            return Ok(None);
+        }
         let lookup = store.app_lookup(view.id, canonical.as_bytes());
         let Some(app) = view.apps.get(&lookup) else {
             return Ok(None);
@@ -142,7 +146,7 @@ impl Attempt<'_> {
             .fresh
             .generation_and_throttle(store, self.open, &keys, self.now)?;
         if current != generation {
-            gate.snapshot.forget(generation);
+            gate.snapshot.forget((open, generation));
             return Ok(None);
         }
         // A blocked client (or a list not held for this generation) is the
@@ -188,7 +192,7 @@ impl Attempt<'_> {
         let cached = match (&gate.cache, &admitted.account) {
             (Some(cache), Some(a)) if !a.two_step() => {
                 let fp = cache.fingerprint(name, &self.input.service, self.password);
-                let generation = store.generation()?;
+                let generation = (self.open, store.generation()?);
                 Some((fp, generation, cache.get(&fp, generation)))
             }
             _ => None,
@@ -451,7 +455,7 @@ impl Attempt<'_> {
         };
         self.gate
             .snapshot
-            .remember(generation, &not_accounts, alias, view);
+            .remember((self.open, generation), &not_accounts, alias, view);
         Ok(())
     }
 

@@ -49,9 +49,11 @@ pub struct Gate {
     config: Config,
     pool: Mutex<Pool>,
     counter: HashCounter,
-    cache: Option<PositiveCache>,
-    /// Login data of recent accounts for the app-password fast path.
-    snapshot: Snapshot,
+    /// By the open and the generation the entries were verified at.
+    cache: Option<PositiveCache<(OpenId, i64)>>,
+    /// Login data of recent accounts for the app-password fast path, by the
+    /// open and the generation they were read at.
+    snapshot: Snapshot<(OpenId, i64)>,
     /// The generation and throttle rows known current (see `fresh`).
     fresh: fresh::Fresh,
     /// The address block list of the current generation.
