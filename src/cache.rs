@@ -2,7 +2,9 @@
 //! (account, service, password) under a random per-process key, so it never holds a
 //! password or anything that could be checked offline. Entries die with the TTL or
 //! when the database's generation counter moves (any admin change). Failures are
-//! never cached.
+//! never cached. The engine keys the generation with the open of the database
+//! (`PositiveCache<(OpenId, i64)>`): generations of two databases, or of a file
+//! before and after it was replaced, are not comparable.
 
 use crate::decision::Credential;
 use std::collections::HashMap;
@@ -12,21 +14,22 @@ use std::time::{Duration, Instant};
 /// Entries at most; the cache is emptied when full (simple, bounded, rare).
 const MAX_ENTRIES: usize = 50_000;
 
-struct Entry {
+struct Entry<G> {
     expires: Instant,
-    generation: i64,
+    generation: G,
     account: String,
     credential: Credential,
 }
 
-pub struct PositiveCache {
+/// The cache, by the generation (`G`) its entries were verified at.
+pub struct PositiveCache<G = i64> {
     key: Vec<u8>,
     ttl: Duration,
-    map: Mutex<HashMap<[u8; 32], Entry>>,
+    map: Mutex<HashMap<[u8; 32], Entry<G>>>,
 }
 
-impl PositiveCache {
-    pub fn new(ttl: Duration) -> Option<PositiveCache> {
+impl<G: Copy + Eq> PositiveCache<G> {
+    pub fn new(ttl: Duration) -> Option<PositiveCache<G>> {
         if ttl.is_zero() {
             return None;
         }
@@ -45,7 +48,7 @@ impl PositiveCache {
         )
     }
 
-    pub fn get(&self, fp: &[u8; 32], generation: i64) -> Option<(String, Credential)> {
+    pub fn get(&self, fp: &[u8; 32], generation: G) -> Option<(String, Credential)> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let hit = match map.get(fp) {
             Some(e) if e.generation == generation && e.expires > Instant::now() => {
@@ -69,7 +72,7 @@ impl PositiveCache {
     pub fn put(
         &self,
         fp: [u8; 32],
-        generation: i64,
+        generation: G,
         account: String,
         credential: Credential,
         valid_for: Option<Duration>,
@@ -111,6 +114,6 @@ mod tests {
             Some(Duration::ZERO),
         );
         assert!(c.get(&fp, 5).is_none());
-        assert!(PositiveCache::new(Duration::ZERO).is_none());
+        assert!(PositiveCache::<i64>::new(Duration::ZERO).is_none());
     }
 }

@@ -11,6 +11,10 @@
 //! sets a new generation (store/admin.rs). What logins change themselves (TOTP
 //! steps, one-time codes, hash upgrades, last-use stamps) is not kept here.
 //!
+//! The engine keys it by the open of the database as well as the generation
+//! (`Snapshot<(OpenId, i64)>`): generations of two databases, or of a file
+//! before and after it was replaced, are not comparable.
+//!
 //! Not a credential cache: no verification result is kept; the app password is
 //! checked against its stored keyed hash on every request, and refusals always
 //! take the full path.
@@ -38,9 +42,8 @@ pub struct AccountView {
     pub apps: HashMap<[u8; 32], AppPasswordRow>,
 }
 
-#[derive(Default)]
-struct Inner {
-    generation: Option<i64>,
+struct Inner<G> {
+    generation: Option<G>,
     /// App passwords held in all the views.
     app_passwords: usize,
     /// Login names: `Some` an account, `None` known not to be one (so that
@@ -48,24 +51,36 @@ struct Inner {
     by_name: HashMap<String, Option<Arc<AccountView>>>,
 }
 
-#[derive(Default)]
-pub struct Snapshot {
-    inner: RwLock<Inner>,
+/// The snapshot, by the generation (`G`) its views were read at.
+pub struct Snapshot<G = i64> {
+    inner: RwLock<Inner<G>>,
 }
 
-impl Snapshot {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+impl<G> Default for Snapshot<G> {
+    fn default() -> Self {
+        Snapshot {
+            inner: RwLock::new(Inner {
+                generation: None,
+                app_passwords: 0,
+                by_name: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<G: Copy + Eq> Snapshot<G> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner<G>> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner<G>> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The account the first known candidate name resolves to, with the
     /// generation it was read at. `None` when a candidate is not known here
     /// (only the database can say).
-    pub fn lookup(&self, candidates: &[String]) -> Option<(i64, Arc<AccountView>)> {
+    pub fn lookup(&self, candidates: &[String]) -> Option<(G, Arc<AccountView>)> {
         let inner = self.read();
         let generation = inner.generation?;
         for name in candidates {
@@ -82,7 +97,7 @@ impl Snapshot {
     /// different generation replaces everything.
     pub fn remember(
         &self,
-        generation: i64,
+        generation: G,
         not_accounts: &[String],
         alias: Option<&str>,
         view: AccountView,
@@ -110,7 +125,7 @@ impl Snapshot {
     }
 
     /// Drops everything read at `generation` (the database has moved on).
-    pub fn forget(&self, generation: i64) {
+    pub fn forget(&self, generation: G) {
         let mut inner = self.write();
         if inner.generation == Some(generation) {
             inner.by_name.clear();

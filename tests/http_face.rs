@@ -523,11 +523,13 @@ fn routes_per_account_then_default_and_refuses_without_one() {
         log.contains("no pop3 backend for the account") && log.contains("account=\"alice\""),
         "{log}"
     );
-    // An unknown name is answered alike (no account enumeration).
+    // An unknown name is refused as a wrong password is, after the
+    // (dummy) hash: only a verified credential learns there is no route
+    // (round 3, finding 5; tests/holds_and_views.rs).
     let a = ask("nobody", "pop3", "192.0.2.50");
     assert_eq!(
         header(&a, "Auth-Status"),
-        Some("Temporary server problem, try again later"),
+        Some("authentication failed"),
         "{a}"
     );
 
@@ -593,12 +595,17 @@ fn a_held_backend_makes_nginx_wait_without_using_the_code() {
         assert_eq!(header(&a, "Auth-Server"), None);
         assert_eq!(header(&a, "Auth-Error-Code"), None);
     }
-    // An unknown name routed to the held default waits alike.
+    // An unknown name routed to the held default is refused as a wrong
+    // password is: only a verified credential waits (round 3, finding 5).
     let a = exchange_tcp(
         addr,
         &nginx_request("plain", "nobody", "x", "imap", 1, "192.0.2.61"),
     );
-    assert_eq!(header(&a, "Auth-Status"), Some("WAIT"), "{a}");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("authentication failed"),
+        "{a}"
+    );
     let log = log_of(&d);
     assert!(
         log.contains("result=WAIT reason=backend-held account=\"alice\"")

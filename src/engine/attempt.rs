@@ -6,6 +6,7 @@
 
 use super::credentials::CredentialCheck;
 use super::policy::{policy_denial, policy_rule};
+use super::pool::OpenId;
 use super::tickets::{self, Binding};
 use super::Gate;
 use crate::audit;
@@ -58,6 +59,13 @@ impl Input {
     }
 }
 
+/// A face's last word on a verified login, asked after the block list, the
+/// throttle, the credential check and the account's policy, before anything
+/// is used up or recorded: with the connection, its open and the canonical
+/// account name; `true` stops the login there (the face answers it, e.g.
+/// "wait": the backend is on hold). See [`Gate::decide_routed`].
+pub type Stop<'a> = &'a dyn Fn(&dyn LoginStore, OpenId, &str) -> crate::Result<bool>;
+
 /// One attempt in flight.
 pub(super) struct Attempt<'a> {
     pub(super) gate: &'a Gate,
@@ -66,6 +74,12 @@ pub(super) struct Attempt<'a> {
     /// policy-only check.
     pub(super) password: &'a [u8],
     pub(super) now: i64,
+    /// The open of the connection the attempt runs on.
+    pub(super) open: OpenId,
+    /// The face's stop, if it has one.
+    pub(super) stop: Option<Stop<'a>>,
+    /// Set when `stop` stopped the login: the canonical account name.
+    pub(super) stopped: std::cell::RefCell<Option<String>>,
 }
 
 /// Steps 1b and 2, shared by logins and the policy-only check: the account the
@@ -98,9 +112,13 @@ impl Attempt<'_> {
         let Some(canonical) = canonical_generated(self.password, APP_PASSWORD_LEN) else {
             return Ok(None);
         };
-        let Some((generation, view)) = gate.snapshot.lookup(&input.candidates) else {
+        let Some(((open, generation), view)) = gate.snapshot.lookup(&input.candidates) else {
             return Ok(None);
         };
+        if open != self.open {
+            // Read on another open of the database (before a reopen).
+            return Ok(None);
+        }
         let lookup = store.app_lookup(view.id, canonical.as_bytes());
         let Some(app) = view.apps.get(&lookup) else {
             return Ok(None);
@@ -124,15 +142,17 @@ impl Attempt<'_> {
             return Ok(None);
         }
         let keys = Keys::new(&view.name, input.addr, &gate.config);
-        let (current, throttle) = gate.fresh.generation_and_throttle(store, &keys, self.now)?;
+        let (current, throttle) = gate
+            .fresh
+            .generation_and_throttle(store, self.open, &keys, self.now)?;
         if current != generation {
-            gate.snapshot.forget(generation);
+            gate.snapshot.forget((open, generation));
             return Ok(None);
         }
         // A blocked client (or a list not held for this generation) is the
         // full path's to refuse.
         if let Some(ip) = input.addr {
-            if gate.blocked_in_memory(generation, ip) != Some(false) {
+            if gate.blocked_in_memory(self.open, generation, ip) != Some(false) {
                 return Ok(None);
             }
         }
@@ -150,6 +170,9 @@ impl Attempt<'_> {
             id: app.id,
             label: app.label.clone(),
         };
+        if self.stops(store, &view.name)? {
+            return Ok(Some(self.stopped_decision()));
+        }
         let used = Some(LastUse::AppPassword(app.id));
         let decision = self.accept(store, admitted, credential, used)?;
         gate.fast_accepts.fetch_add(1, Ordering::Relaxed);
@@ -169,13 +192,16 @@ impl Attempt<'_> {
         let cached = match (&gate.cache, &admitted.account) {
             (Some(cache), Some(a)) if !a.two_step() => {
                 let fp = cache.fingerprint(name, &self.input.service, self.password);
-                let generation = store.generation()?;
+                let generation = (self.open, store.generation()?);
                 Some((fp, generation, cache.get(&fp, generation)))
             }
             _ => None,
         };
         if let Some((_, _, Some((_, credential)))) = &cached {
             gate.cache_hits.fetch_add(1, Ordering::Relaxed);
+            if self.stops(store, name)? {
+                return Ok(self.stopped_decision());
+            }
             return self.accept(store, admitted, credential.clone(), None);
         }
 
@@ -186,7 +212,7 @@ impl Attempt<'_> {
             local: self.input.local,
         };
         let check = gate.check_credential(store, account, &binding, self.password, self.now)?;
-        let (credential, app, cacheable) = match check {
+        let (credential, app, cacheable, pending) = match check {
             CredentialCheck::Bad { detail } => {
                 return self.refuse_credential(store, &admitted, detail)
             }
@@ -194,7 +220,8 @@ impl Attempt<'_> {
                 credential,
                 app,
                 cacheable,
-            } => (credential, app, cacheable),
+                pending,
+            } => (credential, app, cacheable, pending),
         };
         let Some(acct) = &admitted.account else {
             return Err(crate::Error::Storage("credential without account".into()));
@@ -203,6 +230,17 @@ impl Attempt<'_> {
         // 6. Account state and policy.
         if let Some(refusal) = self.account_gate(store, acct, name, app.as_ref(), &credential)? {
             return Ok(refusal);
+        }
+
+        // The face's word, then what the credential uses up (a waiting
+        // login keeps its code for the next try).
+        if self.stops(store, name)? {
+            return Ok(self.stopped_decision());
+        }
+        if let Some(pending) = pending {
+            if let Some(detail) = gate.use_credential(store, pending, self.password, self.now)? {
+                return self.refuse_credential(store, &admitted, detail);
+            }
         }
 
         if app.is_some() {
@@ -259,7 +297,7 @@ impl Attempt<'_> {
         let policy_only = self.password.is_empty().then_some(&Credential::PolicyOnly);
         if let Some(ip) = self.input.addr {
             let generation = store.generation()?;
-            if self.gate.is_blocked(store, generation, ip)? {
+            if self.gate.is_blocked(store, self.open, generation, ip)? {
                 let detail = format!("client address {ip} is on the block list");
                 let name = &self.input.candidates[0];
                 let refusal = self.refuse_now(
@@ -316,6 +354,27 @@ impl Attempt<'_> {
                 keys,
                 has_account_rows,
             })),
+        }
+    }
+
+    /// Asks the face's stop (if any) about the verified login of `account`;
+    /// `true`: stopped (nothing used up, nothing recorded).
+    fn stops(&self, store: &dyn LoginStore, account: &str) -> crate::Result<bool> {
+        let Some(stop) = self.stop else {
+            return Ok(false);
+        };
+        let stopped = stop(store, self.open, account)?;
+        if stopped {
+            *self.stopped.borrow_mut() = Some(account.to_string());
+        }
+        Ok(stopped)
+    }
+
+    /// What a stopped login returns inside the engine: "unavailable" (fail
+    /// closed), replaced by `Routed::Stopped` in [`Gate::decide_routed`].
+    fn stopped_decision(&self) -> Decision {
+        Decision::Unavailable {
+            cause: "stopped by the face after verification".into(),
         }
     }
 
@@ -396,7 +455,7 @@ impl Attempt<'_> {
         };
         self.gate
             .snapshot
-            .remember(generation, &not_accounts, alias, view);
+            .remember((self.open, generation), &not_accounts, alias, view);
         Ok(())
     }
 
@@ -439,7 +498,7 @@ impl Attempt<'_> {
                 store.write_batch(&[r], &[])?;
             }
             if cheap {
-                gate.flush_if_due(store, self.now)?;
+                gate.flush_if_due(store, self.open, self.now)?;
             }
         }
         Ok(Decision::Refused {
@@ -486,7 +545,7 @@ impl Attempt<'_> {
             && waiting < audit::BACKGROUND_MAX;
         if due && !leave_to_flusher {
             // Fail closed: if the trail cannot be written, this login is not accepted.
-            gate.flush_into(store, now)?;
+            gate.flush_into(store, self.open, now)?;
         }
         Ok(Decision::Accepted {
             account: admitted.name,

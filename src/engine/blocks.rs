@@ -1,8 +1,12 @@
 //! The admin's address block list (`saslgate block add`), held in memory per
 //! database generation: the `blocks` table moves the generation, so the list
-//! read at the current generation is the list. A blocked client is refused
+//! read at the current generation is the list. Generations of two databases
+//! (or of one file before and after it was replaced) are not comparable: the
+//! list is also tagged with the open it was read on (`pool::OpenId`), and
+//! one of another open is never used. A blocked client is refused
 //! before the login name is looked up, before the throttle and before any hash.
 
+use super::pool::OpenId;
 use super::Gate;
 use crate::error::{Error, Result};
 use crate::names::{Network, NetworkSet};
@@ -10,23 +14,23 @@ use crate::store::LoginStore;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-/// The list as last read, and the generation it was read at.
+/// The list as last read, and the open and generation it was read at.
 #[derive(Default)]
 pub(super) struct BlockCache {
-    held: RwLock<Option<(i64, Arc<NetworkSet>)>>,
+    held: RwLock<Option<(OpenId, i64, Arc<NetworkSet>)>>,
 }
 
 impl BlockCache {
-    fn get(&self, generation: i64) -> Option<Arc<NetworkSet>> {
+    fn get(&self, open: OpenId, generation: i64) -> Option<Arc<NetworkSet>> {
         let held = self.held.read().unwrap_or_else(|p| p.into_inner());
         match &*held {
-            Some((g, set)) if *g == generation => Some(set.clone()),
+            Some((o, g, set)) if *o == open && *g == generation => Some(set.clone()),
             _ => None,
         }
     }
 
-    fn put(&self, generation: i64, set: Arc<NetworkSet>) {
-        *self.held.write().unwrap_or_else(|p| p.into_inner()) = Some((generation, set));
+    fn put(&self, open: OpenId, generation: i64, set: Arc<NetworkSet>) {
+        *self.held.write().unwrap_or_else(|p| p.into_inner()) = Some((open, generation, set));
     }
 
     /// Drops the list (database file replaced, process forked).
@@ -39,20 +43,29 @@ impl Gate {
     /// From memory only: whether `ip` is blocked at `generation`, `None` when
     /// the list of that generation is not held (the fast path then leaves the
     /// request to the full path, which reads it).
-    pub(super) fn blocked_in_memory(&self, generation: i64, ip: IpAddr) -> Option<bool> {
-        self.blocks.get(generation).map(|set| set.contains(ip))
+    pub(super) fn blocked_in_memory(
+        &self,
+        open: OpenId,
+        generation: i64,
+        ip: IpAddr,
+    ) -> Option<bool> {
+        self.blocks
+            .get(open, generation)
+            .map(|set| set.contains(ip))
     }
 
     /// Whether `ip` is blocked at `generation` (the store's current one, read
-    /// in the caller's transaction), reading the list if it is not held.
+    /// in the caller's transaction on a connection of `open`), reading the
+    /// list if it is not held.
     /// A stored entry that does not parse fails closed (an error: unavailable).
     pub(super) fn is_blocked(
         &self,
         store: &dyn LoginStore,
+        open: OpenId,
         generation: i64,
         ip: IpAddr,
     ) -> Result<bool> {
-        if let Some(set) = self.blocks.get(generation) {
+        if let Some(set) = self.blocks.get(open, generation) {
             return Ok(set.contains(ip));
         }
         let networks = store
@@ -65,7 +78,7 @@ impl Gate {
             .collect::<Result<Vec<_>>>()?;
         let set = Arc::new(NetworkSet::new(&networks));
         let blocked = set.contains(ip);
-        self.blocks.put(generation, set);
+        self.blocks.put(open, generation, set);
         Ok(blocked)
     }
 }

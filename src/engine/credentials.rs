@@ -2,6 +2,12 @@
 //! ticket, app password, master password alone or followed by a TOTP or
 //! one-time code), at most one slow hash per attempt, and the rehash of weak
 //! master hashes.
+//!
+//! Checking does not use anything up (except a proxy ticket, used up first,
+//! see `tickets`): a right password followed by a valid code is `Good` with
+//! the code still to use ([`Pending`]); the caller uses it
+//! ([`Gate::use_credential`]) only once nothing else stops the login (a face
+//! that makes a verified login wait keeps the code for the next try).
 
 use super::tickets::{Binding, TicketCheck};
 use super::Gate;
@@ -19,10 +25,21 @@ pub(super) enum CredentialCheck {
         credential: Credential,
         app: Option<AppPasswordRow>,
         cacheable: bool,
+        /// What accepting it uses up, not used yet.
+        pending: Option<Pending>,
     },
     Bad {
         detail: String,
     },
+}
+
+/// A verified master password's second step, to use up at acceptance, and
+/// the password part (for the rehash of a weak hash, done then too).
+pub(super) struct Pending {
+    step: SecondStep,
+    account_id: i64,
+    prefix_len: usize,
+    hash: String,
 }
 
 enum SecondStep {
@@ -92,6 +109,7 @@ impl Gate {
                     credential: Credential::ProxyTicket,
                     app: None,
                     cacheable: false,
+                    pending: None,
                 })
             }
             Some(TicketCheck::Bad(detail)) => return Ok(CredentialCheck::Bad { detail }),
@@ -122,6 +140,7 @@ impl Gate {
                     credential,
                     app: Some(app),
                     cacheable: true,
+                    pending: None,
                 });
             }
         }
@@ -136,11 +155,12 @@ impl Gate {
             if !self.slow_verify(store, password, hash)? {
                 return bad("wrong password");
             }
-            self.upgrade_hash_if_weak(store, acct, password, hash);
+            self.upgrade_hash_if_weak(store, acct.id, password, hash);
             return Ok(CredentialCheck::Good {
                 credential: Credential::Master,
                 app: None,
                 cacheable: true,
+                pending: None,
             });
         }
 
@@ -151,23 +171,20 @@ impl Gate {
                 if !self.slow_verify(store, prefix, hash)? {
                     return bad("wrong password (with a valid code)");
                 }
-                let (consumed, credential) = match step {
-                    SecondStep::Totp(s) => (
-                        store.consume_totp_step(acct.id, s)?,
-                        Credential::MasterAndTotp,
-                    ),
-                    SecondStep::Code(id) => {
-                        (store.consume_code(id, now)?, Credential::MasterAndCode)
-                    }
+                let credential = match step {
+                    SecondStep::Totp(_) => Credential::MasterAndTotp,
+                    SecondStep::Code(_) => Credential::MasterAndCode,
                 };
-                if !consumed {
-                    return bad("code already used");
-                }
-                self.upgrade_hash_if_weak(store, acct, prefix, hash);
                 Ok(CredentialCheck::Good {
                     credential,
                     app: None,
                     cacheable: false,
+                    pending: Some(Pending {
+                        step,
+                        account_id: acct.id,
+                        prefix_len,
+                        hash: hash.to_string(),
+                    }),
                 })
             }
             None => {
@@ -178,6 +195,28 @@ impl Gate {
                 }
             }
         }
+    }
+
+    /// Uses up what a `Good` check left pending (the TOTP step or the
+    /// one-time code), then rehashes a weak master hash. `Some(detail)`: the
+    /// code was used by another login meanwhile (a wrong credential now).
+    pub(super) fn use_credential(
+        &self,
+        store: &dyn LoginStore,
+        pending: Pending,
+        password: &[u8],
+        now: i64,
+    ) -> crate::Result<Option<String>> {
+        let consumed = match pending.step {
+            SecondStep::Totp(s) => store.consume_totp_step(pending.account_id, s)?,
+            SecondStep::Code(id) => store.consume_code(id, now)?,
+        };
+        if !consumed {
+            return Ok(Some("code already used".into()));
+        }
+        let prefix = &password[..pending.prefix_len.min(password.len())];
+        self.upgrade_hash_if_weak(store, pending.account_id, prefix, &pending.hash);
+        Ok(None)
     }
 
     /// Looks for a valid TOTP code or unused one-time code at the end of `password`.
@@ -223,7 +262,7 @@ impl Gate {
     fn upgrade_hash_if_weak(
         &self,
         store: &dyn LoginStore,
-        acct: &AccountRow,
+        account_id: i64,
         password: &[u8],
         hash: &str,
     ) {
@@ -233,7 +272,7 @@ impl Gate {
             if let Ok(new) =
                 crate::crypto::bcrypt_hash(&self.counter, password, self.config.bcrypt_cost)
             {
-                let _ = store.upgrade_hash(acct.id, hash, &new);
+                let _ = store.upgrade_hash(account_id, hash, &new);
             }
         }
     }

@@ -1,7 +1,11 @@
 //! What the fast path knows to be current without a statement: the database
 //! generation and the throttle rows of recently read keys, as of one change
 //! stamp of the database (`LoginStore::change_stamp`: on SQLite the WAL-index
-//! header, moved by every commit of any process).
+//! header, moved by every commit of any process, and the file it belongs to)
+//! read on a connection of one open of the database (`pool::ViewStamp`). A
+//! stamp of another open (a reload's new gate, the file watch's reopen, a
+//! forked child) is never equal, and an empty log gives no stamp (its header
+//! is the same bytes after every open of any database, see `wal_index`).
 //!
 //! Exact, not a cache with an expiry: an entry is used only while the stamp
 //! is the one it was read under, i.e. while nothing at all has been
@@ -23,7 +27,8 @@
 //! ran; the misses come with refusals, admin changes and other processes'
 //! commits.
 
-use crate::store::{ChangeStamp, LoginStore, QuietCommit};
+use super::pool::{OpenId, ViewStamp};
+use crate::store::{LoginStore, QuietCommit};
 use crate::throttle::{state_of_rows, KeyRows, Keys, RowState, State};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +39,7 @@ const MAX_KEYS: usize = 10_000;
 
 #[derive(Default)]
 struct Known {
-    stamp: Option<ChangeStamp>,
+    stamp: Option<ViewStamp>,
     generation: i64,
     /// Throttle key → its row (`None`: no row) in the state of `stamp`.
     rows: HashMap<String, Option<RowState>>,
@@ -53,10 +58,11 @@ impl Fresh {
     pub(super) fn generation_and_throttle(
         &self,
         store: &dyn LoginStore,
+        open: OpenId,
         keys: &Keys,
         now: i64,
     ) -> crate::Result<(i64, State)> {
-        let stamp = store.change_stamp();
+        let stamp = open.stamp(store);
         if let Some(stamp) = &stamp {
             if let Some((generation, rows)) = self.lookup(stamp, keys) {
                 return Ok((generation, state_of_rows(keys, &rows, now)));
@@ -65,7 +71,7 @@ impl Fresh {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let (generation, rows) = store.generation_and_throttle(keys)?;
         if let Some(stamp) = stamp {
-            if store.change_stamp() == Some(stamp) {
+            if open.stamp(store) == Some(stamp) {
                 self.remember(stamp, generation, keys, &rows);
             }
         }
@@ -76,7 +82,7 @@ impl Fresh {
         self.reads.load(Ordering::Relaxed)
     }
 
-    fn lookup(&self, stamp: &ChangeStamp, keys: &Keys) -> Option<(i64, KeyRows)> {
+    fn lookup(&self, stamp: &ViewStamp, keys: &Keys) -> Option<(i64, KeyRows)> {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         if known.stamp.as_ref() != Some(stamp) {
             return None;
@@ -90,7 +96,7 @@ impl Fresh {
         Some((known.generation, rows))
     }
 
-    fn remember(&self, stamp: ChangeStamp, generation: i64, keys: &Keys, rows: &KeyRows) {
+    fn remember(&self, stamp: ViewStamp, generation: i64, keys: &Keys, rows: &KeyRows) {
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         if known.stamp != Some(stamp) || known.rows.len() >= MAX_KEYS {
             known.rows.clear();
@@ -104,12 +110,16 @@ impl Fresh {
         }
     }
 
-    /// After a commit that changed nothing this knows of, and was the only
-    /// commit since `quiet.before`: what was known then is known now.
-    pub(super) fn carry(&self, quiet: &QuietCommit) {
+    /// After a commit (on a connection of `open`) that changed nothing this
+    /// knows of, and was the only commit since `quiet.before`: what was known
+    /// then is known now.
+    pub(super) fn carry(&self, open: OpenId, quiet: &QuietCommit) {
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
-        if known.stamp == Some(quiet.before) {
-            known.stamp = Some(quiet.after);
+        if let Some(stamp) = known
+            .stamp
+            .filter(|s| *s == ViewStamp::of(open, quiet.before))
+        {
+            known.stamp = Some(stamp.with_change(quiet.after));
         }
     }
 

@@ -26,7 +26,9 @@ mod record;
 mod tickets;
 
 pub use crate::decision::{Credential, Decision, RefuseReason, Request, Stats};
+pub use attempt::Stop;
 pub use policy::policy_denial;
+pub use pool::{OpenId, ViewStamp};
 pub use tickets::{is_ticket_shaped, parse_backend, TICKET_LEN};
 
 use crate::audit;
@@ -47,13 +49,17 @@ pub struct Gate {
     config: Config,
     pool: Mutex<Pool>,
     counter: HashCounter,
-    cache: Option<PositiveCache>,
-    /// Login data of recent accounts for the app-password fast path.
-    snapshot: Snapshot,
+    /// By the open and the generation the entries were verified at.
+    cache: Option<PositiveCache<(OpenId, i64)>>,
+    /// Login data of recent accounts for the app-password fast path, by the
+    /// open and the generation they were read at.
+    snapshot: Snapshot<(OpenId, i64)>,
     /// The generation and throttle rows known current (see `fresh`).
     fresh: fresh::Fresh,
     /// The address block list of the current generation.
     blocks: blocks::BlockCache,
+    /// What a face keeps with the gate (see [`Gate::face_memo`]).
+    face_memo: FaceMemo,
     buffer: Mutex<audit::Buffer>,
     /// Held while a batch of the buffer is written (`Gate::flush_into`).
     batch_write: Mutex<()>,
@@ -88,6 +94,7 @@ impl Gate {
             snapshot: Snapshot::default(),
             fresh: fresh::Fresh::default(),
             blocks: Default::default(),
+            face_memo: Default::default(),
             buffer: Mutex::new(audit::Buffer::new(now())),
             batch_write: Mutex::new(()),
             dummy_hash: OnceLock::new(),
@@ -165,24 +172,58 @@ impl Gate {
     /// Decides one login attempt. Any storage or internal error gives
     /// `Decision::Unavailable`.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
+        match self.decide_with(req, None) {
+            Routed::Decided(d) => d,
+            // Without a stop nothing stops; fail closed all the same.
+            Routed::Stopped { .. } => Decision::Unavailable {
+                cause: "internal error (stopped without a stop)".into(),
+            },
+        }
+    }
+
+    /// [`Gate::decide`] for a face that may still have to stop a verified
+    /// login (the `auth_http` face: backend on hold, no route). Everything
+    /// before comes first and answers as usual: the block list, the
+    /// throttle, the credential (one slow hash; the dummy one for an unknown
+    /// name) and the account's policy; a wrong credential is the ordinary
+    /// refusal. Only then is `stop` asked; if it stops the login, nothing is
+    /// used up (TOTP step, one-time code), recorded or cached, and the face
+    /// answers it (`Routed::Stopped`). A proxy ticket is still used up at
+    /// the check (tickets are for backends, not for a routing face).
+    pub fn decide_routed(&self, req: &Request<'_>, stop: Stop<'_>) -> Routed {
+        self.decide_with(req, Some(stop))
+    }
+
+    fn decide_with(&self, req: &Request<'_>, stop: Option<Stop<'_>>) -> Routed {
         self.decisions.fetch_add(1, Ordering::Relaxed);
         let now = now();
         let input = match Input::parse(req, &self.config) {
             Ok(i) => i,
-            Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
+            Err(e) => return Routed::Decided(self.refuse_bad_input(req, &e.to_string(), now)),
         };
-        let attempt = Attempt {
-            gate: self,
-            input: &input,
-            password: req.password,
-            now,
-        };
-        let result = self.with_connection(|store| match attempt.fast_accept(store)? {
-            Some(d) => Ok(d),
-            None => in_read(store, |s| attempt.full_path(s)),
+        let result = self.with_open_connection(|store, open| {
+            let attempt = Attempt {
+                gate: self,
+                input: &input,
+                password: req.password,
+                now,
+                open,
+                stop,
+                stopped: Default::default(),
+            };
+            let decision = match attempt.fast_accept(store)? {
+                Some(d) => d,
+                None => in_read(store, |s| attempt.full_path(s))?,
+            };
+            Ok(match attempt.stopped.into_inner() {
+                Some(account) => Routed::Stopped { account },
+                None => Routed::Decided(decision),
+            })
         });
-        result.unwrap_or_else(|e| Decision::Unavailable {
-            cause: e.to_string(),
+        result.unwrap_or_else(|e| {
+            Routed::Decided(Decision::Unavailable {
+                cause: e.to_string(),
+            })
         })
     }
 
@@ -196,50 +237,28 @@ impl Gate {
         self.with_connection(|store| f(store))
     }
 
-    /// The canonical name of the account `req`'s login resolves to, by the
-    /// same resolver as [`Gate::decide`] (realms, local realms, aliases), without
-    /// throttling, audit or hashing: for a face that must route before the
-    /// decision. `None`: malformed, or no such account (the decision refuses
-    /// those). `req.password` is ignored.
-    pub fn resolve_login(
-        &self,
-        store: &dyn crate::store::LoginStore,
-        req: &Request<'_>,
-    ) -> crate::Result<Option<String>> {
-        let probe = Request {
-            password: b"-",
-            ..*req
-        };
-        let Ok(input) = Input::parse(&probe, &self.config) else {
-            return Ok(None);
-        };
-        let resolved = attempt::resolve_account(store, &input.candidates)?;
-        Ok(resolved.account.map(|a| a.name))
+    /// What a face keeps in memory with this gate (the `auth_http` face's
+    /// route view), as it last set it. It goes with the gate (a reload opens
+    /// a new one) and is dropped with the engine's own views when the file
+    /// watch reopens the database or the process forks; the face tags it
+    /// with the [`OpenId`] it read it on all the same.
+    pub fn face_memo<T: std::any::Any + Send + Sync>(&self) -> Option<std::sync::Arc<T>> {
+        self.face_memo.get()?.downcast::<T>().ok()
     }
 
-    /// Whether the decision will refuse `req` before looking at its name: a
-    /// blocked client address, or a plain connection to a `tls_required`
-    /// service (malformed requests too). For a face that would otherwise make
-    /// the client wait first (a held backend): those get their refusal at once.
-    pub fn refused_before_name(
+    /// Replaces what [`Gate::face_memo`] gives.
+    pub fn set_face_memo<T: std::any::Any + Send + Sync>(&self, memo: std::sync::Arc<T>) {
+        self.face_memo.set(Some(memo));
+    }
+
+    /// [`Gate::read`], also telling `f` the open of the connection: what a
+    /// face keeps in memory from the read is tagged with it (see
+    /// [`OpenId`]), and never used with another.
+    pub fn read_open<T>(
         &self,
-        store: &dyn crate::store::LoginStore,
-        req: &Request<'_>,
-    ) -> crate::Result<bool> {
-        let probe = Request {
-            password: b"-",
-            ..*req
-        };
-        let Ok(input) = Input::parse(&probe, &self.config) else {
-            return Ok(true);
-        };
-        if input.tls_missing {
-            return Ok(true);
-        }
-        match input.addr {
-            Some(ip) => self.is_blocked(store, store.generation()?, ip),
-            None => Ok(false),
-        }
+        f: impl FnOnce(&dyn crate::store::LoginStore, OpenId) -> crate::Result<T>,
+    ) -> crate::Result<T> {
+        self.with_open_connection(|store, open| f(store, open))
     }
 
     /// Account-level policy only, no credential (the auxprop gate for mechanisms
@@ -257,17 +276,51 @@ impl Gate {
             Ok(i) => i,
             Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
         };
-        let attempt = Attempt {
-            gate: self,
-            input: &input,
-            password: b"",
-            now,
-        };
-        self.with_store(|store| attempt.policy_only(store))
-            .unwrap_or_else(|e| Decision::Unavailable {
-                cause: e.to_string(),
-            })
+        self.with_open_connection(|store, open| {
+            let attempt = Attempt {
+                gate: self,
+                input: &input,
+                password: b"",
+                now,
+                open,
+                stop: None,
+                stopped: Default::default(),
+            };
+            in_read(store, |s| attempt.policy_only(s))
+        })
+        .unwrap_or_else(|e| Decision::Unavailable {
+            cause: e.to_string(),
+        })
     }
+}
+
+/// One value of any type a face keeps with the gate.
+#[derive(Default)]
+struct FaceMemo(Mutex<Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>>);
+
+impl FaceMemo {
+    fn get(&self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, memo: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = memo;
+    }
+
+    /// Drops it (database file replaced, process forked).
+    fn clear(&self) {
+        self.set(None);
+    }
+}
+
+/// What [`Gate::decide_routed`] found.
+#[derive(Debug)]
+pub enum Routed {
+    /// The decision, as [`Gate::decide`] makes it.
+    Decided(Decision),
+    /// The credential of `account` (canonical name) verified and the face's
+    /// stop stopped it: the face answers; nothing was used up.
+    Stopped { account: String },
 }
 
 impl Drop for Gate {

@@ -5,8 +5,55 @@
 
 use super::Gate;
 use crate::config::Database;
-use crate::store::LoginStore;
+use crate::store::{ChangeStamp, LoginStore};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
+
+/// Opens counted across the process: every gate's first open, every reopen
+/// after the file watch saw the file change, and a forked child's first use.
+static OPENS: AtomicU64 = AtomicU64::new(0);
+
+/// One open of the database by one gate in this process: its connections,
+/// until a fork or the file watch drops them (a new gate, as at a reload,
+/// is a new open). Unique in the process; every view kept in memory (the
+/// fast path's rows, the block list, the face's routes) is tagged with it,
+/// and one of another open is never used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpenId(u64);
+
+impl OpenId {
+    fn next() -> OpenId {
+        OpenId(OPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+    }
+
+    /// `store`'s change stamp (a connection of this open), tagged with the
+    /// open: `None` without a stamp (see `LoginStore::change_stamp`).
+    pub fn stamp(self, store: &dyn LoginStore) -> Option<ViewStamp> {
+        store
+            .change_stamp()
+            .map(|change| ViewStamp { open: self, change })
+    }
+}
+
+/// What a view kept in memory is known current under: the database's change
+/// stamp (which names the file), read on a connection of `open`. Equal
+/// view stamps: the same open, nothing committed in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ViewStamp {
+    open: OpenId,
+    change: ChangeStamp,
+}
+
+impl ViewStamp {
+    pub(super) fn of(open: OpenId, change: ChangeStamp) -> ViewStamp {
+        ViewStamp { open, change }
+    }
+
+    /// The same open at another change stamp (see `Fresh::carry`).
+    pub(super) fn with_change(self, change: ChangeStamp) -> ViewStamp {
+        ViewStamp { change, ..self }
+    }
+}
 
 /// Idle connections, owned by the process that opened them.
 pub(super) struct Pool {
@@ -24,8 +71,9 @@ pub(super) struct Pool {
     stale_wal: bool,
     /// When `file` was last compared with the path.
     checked_at: Option<Instant>,
-    /// Bumped when the file changed: a connection taken before goes unpooled.
-    epoch: u64,
+    /// The current open: a new one when the file changed (a connection
+    /// taken before goes unpooled) or the process forked.
+    open: OpenId,
 }
 
 impl Pool {
@@ -42,7 +90,7 @@ impl Pool {
             known_inode: None,
             stale_wal: false,
             checked_at: None,
-            epoch: 0,
+            open: OpenId::next(),
         }
     }
 }
@@ -106,9 +154,18 @@ impl Gate {
         &self,
         f: impl FnOnce(&mut dyn LoginStore) -> crate::Result<T>,
     ) -> crate::Result<T> {
+        self.with_open_connection(|store, _| f(store))
+    }
+
+    /// [`Gate::with_connection`], also telling `f` the open the connection
+    /// belongs to (what views read on it are tagged with).
+    pub(super) fn with_open_connection<T>(
+        &self,
+        f: impl FnOnce(&mut dyn LoginStore, OpenId) -> crate::Result<T>,
+    ) -> crate::Result<T> {
         // Fork safety costs a getpid() per use; see `Gate::single_process`.
         let pid = self.fork_checks.then(std::process::id);
-        let (taken, epoch) = {
+        let (taken, open) = {
             let mut pool = self.lock_pool();
             if let Some(pid) = pid.filter(|p| *p != pool.pid) {
                 // Forked: the parent's connections (and its buffered records) are not ours.
@@ -117,10 +174,12 @@ impl Gate {
                     std::mem::forget(store);
                 }
                 pool.pid = pid;
+                pool.open = OpenId::next();
                 self.lock_buffer().forget();
                 self.snapshot.clear();
                 self.fresh.clear();
                 self.blocks.clear();
+                self.face_memo.clear();
             }
             let now = Instant::now();
             // A PostgreSQL database has no file here to watch.
@@ -141,10 +200,11 @@ impl Gate {
                 if pool.file != current {
                     pool.idle.clear();
                     pool.file = current;
-                    pool.epoch += 1;
+                    pool.open = OpenId::next();
                     self.snapshot.clear();
                     self.fresh.clear();
                     self.blocks.clear();
+                    self.face_memo.clear();
                     if let Some(cache) = &self.cache {
                         cache.clear();
                     }
@@ -165,7 +225,7 @@ impl Gate {
             if let Some(f) = pool.file {
                 pool.known_inode = Some(f.inode);
             }
-            (pool.idle.pop(), pool.epoch)
+            (pool.idle.pop(), pool.open)
         };
         let mut store = match taken {
             Some(s) => s,
@@ -177,11 +237,11 @@ impl Gate {
                 store
             }
         };
-        let out = f(&mut *store);
+        let out = f(&mut *store, open);
         if out.is_ok() {
             let mut pool = self.lock_pool();
             let same_process = pid.is_none_or(|p| p == pool.pid);
-            if same_process && pool.epoch == epoch && pool.idle.len() < MAX_IDLE {
+            if same_process && pool.open == open && pool.idle.len() < MAX_IDLE {
                 pool.idle.push(store);
             }
         }

@@ -2,7 +2,7 @@
 //! cost no hash (malformed requests; throttled clients), whose audit records are
 //! rate limited per client so a flood cannot grow the trail without bound.
 
-use super::pool::in_read;
+use super::pool::{in_read, OpenId};
 use super::Gate;
 use crate::audit;
 use crate::decision::{Decision, RefuseReason, Request};
@@ -36,20 +36,20 @@ impl Gate {
             detail: Some(detail.to_string()),
             credential: None,
         };
-        let result = self.with_connection(|store| {
+        let result = self.with_open_connection(|store, open| {
             // A blocked client is refused as such, malformed or not (and its
             // malformed requests are not counted: it is refused anyway).
             if let Some(ip) = addr {
                 let blocked = in_read(store, |s| {
                     let generation = s.generation()?;
-                    self.is_blocked(s, generation, ip)
+                    self.is_blocked(s, open, generation, ip)
                 })?;
                 if blocked {
                     let reason = RefuseReason::Blocked;
                     if wants && self.admit_cheap(reason, addr, None, now) {
                         store.write_batch(&[record(reason)], &[])?;
                     }
-                    self.flush_if_due(store, now)?;
+                    self.flush_if_due(store, open, now)?;
                     return Ok(Decision::Refused {
                         reason,
                         detail: format!(
@@ -71,7 +71,7 @@ impl Gate {
                         ));
                         store.write_batch(&[r], &[])?;
                     }
-                    self.flush_if_due(store, now)?;
+                    self.flush_if_due(store, open, now)?;
                     return Ok(Decision::Refused {
                         reason,
                         detail: format!(
@@ -92,7 +92,7 @@ impl Gate {
                     }
                 }
             }
-            self.flush_if_due(store, now)?;
+            self.flush_if_due(store, open, now)?;
             Ok(Decision::Refused {
                 reason,
                 detail: detail.to_string(),
@@ -131,17 +131,28 @@ impl Gate {
 
     /// Writes the buffered records if due (a summary of suppressed refusals
     /// waits there; a process that only refuses must write it too).
-    pub(super) fn flush_if_due(&self, store: &mut dyn LoginStore, now: i64) -> crate::Result<()> {
+    pub(super) fn flush_if_due(
+        &self,
+        store: &mut dyn LoginStore,
+        open: OpenId,
+        now: i64,
+    ) -> crate::Result<()> {
         let due = self
             .lock_buffer()
             .due(now, self.config.flush_interval.as_secs() as i64);
         if due {
-            self.flush_into(store, now)?;
+            self.flush_into(store, open, now)?;
         }
         Ok(())
     }
 
-    pub(super) fn flush_into(&self, store: &mut dyn LoginStore, now: i64) -> crate::Result<()> {
+    /// Writes the buffer on `store`, a connection of `open`.
+    pub(super) fn flush_into(
+        &self,
+        store: &mut dyn LoginStore,
+        open: OpenId,
+        now: i64,
+    ) -> crate::Result<()> {
         // One batch write at a time in this process: a login that finds the
         // buffer over `BACKGROUND_MAX` while the flusher writes waits here
         // (woken when it is done) and then writes what is left, often
@@ -169,7 +180,7 @@ impl Gate {
             }
             // The fast path's knowledge is still current: a busy server does
             // not read every throttle key in use again after each batch.
-            Ok(Some(quiet)) => self.fresh.carry(&quiet),
+            Ok(Some(quiet)) => self.fresh.carry(open, &quiet),
             Ok(None) => {}
         }
         let mut emptied = records;
@@ -211,7 +222,8 @@ impl Gate {
         if self.lock_buffer().is_empty() {
             return;
         }
-        let written = self.with_store(|s| self.flush_into(s, now()));
+        let written =
+            self.with_open_connection(|s, open| in_read(s, |s| self.flush_into(s, open, now())));
         self.flush_failed.store(written.is_err(), Ordering::Relaxed);
     }
 }

@@ -64,6 +64,9 @@ pub struct Store {
     pub(crate) keyed: crate::crypto::KeyedHasher,
     /// The connection's WAL-index, found at the first `change_stamp`.
     pub(crate) wal_index: std::cell::OnceCell<Option<wal_index::WalIndex>>,
+    /// The database file (device, inode) as this connection opened it: part
+    /// of every change stamp (`wal_index`).
+    pub(crate) file_id: Option<(u64, u64)>,
     /// Checkpoints are left to another thread (`set_background_checkpoints`):
     /// no automatic checkpoint and no log bound after this connection's commits.
     pub(crate) background_checkpoints: bool,
@@ -165,6 +168,10 @@ impl Store {
 
     fn setup(mut conn: Connection, config: &Config, creating: bool) -> Result<Store> {
         let path = config.db.as_path();
+        let file_id = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+        };
         conn.busy_timeout(config.busy_timeout)
             .map_err(storage(path))?;
         // Room for every statement of the login path and the flusher (the
@@ -194,6 +201,7 @@ impl Store {
             keyed: crate::crypto::KeyedHasher::new(&hmac_key),
             hmac_key,
             wal_index: std::cell::OnceCell::new(),
+            file_id,
             background_checkpoints: false,
         })
     }
@@ -235,7 +243,11 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
-        let index = self.wal_index.get_or_init(|| WalIndex::of(&tx)).as_ref();
+        let file = self.file_id;
+        let index = self
+            .wal_index
+            .get_or_init(|| WalIndex::of(&tx, file))
+            .as_ref();
         let before = index.and_then(|i| Some((i.stamp()?, data_version(&tx)?)));
         tx.commit()?;
         let quiet = before.and_then(|(before, version)| {
@@ -270,10 +282,10 @@ impl Store {
         // checkpoint anyway (a PASSIVE checkpoint of an empty log is cheap).
         let frames = self
             .wal_index
-            .get_or_init(|| WalIndex::of(&self.conn))
+            .get_or_init(|| WalIndex::of(&self.conn, self.file_id))
             .as_ref()
-            .and_then(WalIndex::stamp)
-            .map_or(u32::MAX, |stamp| stamp[wal_index::MX_FRAME_WORD]);
+            .and_then(WalIndex::frames)
+            .unwrap_or(u32::MAX);
         if frames >= BACKGROUND_CHECKPOINT_FRAMES {
             self.conn
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;

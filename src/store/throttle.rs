@@ -141,7 +141,7 @@ impl ThrottleStore for Store {
     /// connection, then a few memory reads.
     fn change_stamp(&self) -> Option<ChangeStamp> {
         self.wal_index
-            .get_or_init(|| WalIndex::of(&self.conn))
+            .get_or_init(|| WalIndex::of(&self.conn, self.file_id))
             .as_ref()?
             .stamp()
     }

@@ -21,6 +21,18 @@
 //!   initialised, another version) gives no stamp, and the caller asks the
 //!   database.
 //!
+//! What it is not: proof across opens. When the last connection of every
+//! process closes, SQLite checkpoints and deletes the log, and the next open
+//! rebuilds the header from an empty log: the same bytes (iChange 0, no
+//! frames, no salts) for every database, whatever its content. Two such
+//! headers, of two databases or of one database replaced or written while
+//! nobody had it open, say nothing about their content. So a header whose
+//! log is empty (`mxFrame` 0) is no stamp at all (the caller reads the
+//! database, until the next commit writes a frame and random salts), and a
+//! stamp names the file (device, inode) its connection opened; the engine
+//! adds the identity of its own open (`engine/pool.rs`, the open epoch), so
+//! that a stamp is never compared across a reopen of the file.
+//!
 //! Lifetime: the memory is the mapping of region 0 of the `-shm` file held by
 //! the connection's shared-memory node (`xShmMap` of SQLite's VFS, a public
 //! interface). It stays mapped while the connection is open in WAL mode; the
@@ -34,7 +46,16 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, Ordering};
 
 /// The WAL-index header: twelve 32-bit words (`WalIndexHdr` in SQLite).
-pub type ChangeStamp = [u32; HEADER_WORDS];
+pub type Header = [u32; HEADER_WORDS];
+
+/// A change stamp: a header whose log holds frames, and the file (device,
+/// inode) of the connection that read it. Equal stamps from connections of
+/// one open of the database mean the same content (see the module's text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChangeStamp {
+    file: (u64, u64),
+    header: Header,
+}
 
 const HEADER_WORDS: usize = 12;
 /// `mxFrame`, the frames in the log, in the header (after iVersion, unused,
@@ -48,6 +69,8 @@ const REGION_SIZE: i32 = 32 * 1024;
 /// The first region of a connection's WAL-index.
 pub(crate) struct WalIndex {
     header: NonNull<AtomicU32>,
+    /// The database file (device, inode) the connection opened.
+    file: (u64, u64),
 }
 
 // SAFETY: the pointer is into a shared mapping owned by the connection's
@@ -59,8 +82,10 @@ impl WalIndex {
     /// The WAL-index of `conn`, if the database is in WAL mode with a
     /// writable `-shm` file (anything else: `None`, and the caller reads the
     /// database every time). Call after the connection has read once (its
-    /// shared memory is then open).
-    pub(crate) fn of(conn: &rusqlite::Connection) -> Option<WalIndex> {
+    /// shared memory is then open). `file`: the database file's (device,
+    /// inode) as the connection opened it.
+    pub(crate) fn of(conn: &rusqlite::Connection, file_id: Option<(u64, u64)>) -> Option<WalIndex> {
+        let file_id = file_id?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .ok()?;
@@ -107,14 +132,31 @@ impl WalIndex {
         }
         let index = WalIndex {
             header: NonNull::new(region.cast::<AtomicU32>())?,
+            file: file_id,
         };
-        index.stamp()?;
+        index.header()?;
         Some(index)
+    }
+
+    /// The current stamp: `None` while the header is being written (or is
+    /// not one this code knows), and while the log is empty (a header that
+    /// every open of every database starts with).
+    pub(crate) fn stamp(&self) -> Option<ChangeStamp> {
+        let header = self.header()?;
+        (header[MX_FRAME_WORD] > 0).then_some(ChangeStamp {
+            file: self.file,
+            header,
+        })
+    }
+
+    /// The frames in the log (`mxFrame`), if the header reads.
+    pub(crate) fn frames(&self) -> Option<u32> {
+        Some(self.header()?[MX_FRAME_WORD])
     }
 
     /// The current header, or `None` while it is being written (or is not a
     /// header this code knows).
-    pub(crate) fn stamp(&self) -> Option<ChangeStamp> {
+    fn header(&self) -> Option<Header> {
         let word = |i: usize| {
             // SAFETY: region 0 is at least 32 KiB, mapped while the
             // connection (which owns `self`) is open; words 0..24 are the two
@@ -144,7 +186,7 @@ mod tests {
     use crate::store::Store;
 
     fn stamp(s: &Store) -> ChangeStamp {
-        WalIndex::of(&s.conn).unwrap().stamp().unwrap()
+        WalIndex::of(&s.conn, s.file_id).unwrap().stamp().unwrap()
     }
 
     /// A new database and two connections to it.
@@ -164,7 +206,7 @@ mod tests {
     #[test]
     fn every_commit_moves_the_stamp() {
         let (_dir, mut a, b) = two_connections();
-        let index = WalIndex::of(&a.conn).unwrap();
+        let index = WalIndex::of(&a.conn, a.file_id).unwrap();
         let s0 = index.stamp().unwrap();
         assert_eq!(stamp(&b), s0);
         let _: i64 = b
@@ -241,11 +283,11 @@ mod tests {
     #[test]
     fn no_stamp_without_wal() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        assert!(WalIndex::of(&conn).is_none());
+        assert!(WalIndex::of(&conn, Some((0, 0))).is_none());
         let dir = tempfile::tempdir().unwrap();
         let conn = rusqlite::Connection::open(dir.path().join("plain.db")).unwrap();
         conn.execute_batch("PRAGMA journal_mode = DELETE; CREATE TABLE t (x)")
             .unwrap();
-        assert!(WalIndex::of(&conn).is_none());
+        assert!(WalIndex::of(&conn, Some((0, 0))).is_none());
     }
 }

@@ -5,11 +5,12 @@
 
 use super::request::{AuthRequest, Method};
 use super::response::{header_safe, Answer};
-use super::route::{self, Before, Route};
+use super::route::{self, Route};
 use super::ticket;
 use crate::daemon::log::{text_into, value_into, Logger};
-use crate::engine::{Decision, Gate, Request};
+use crate::engine::{Decision, Gate, OpenId, Request, Routed};
 use crate::http_config::PROTOCOLS;
+use crate::store::LoginStore;
 use crate::timefmt::now;
 use std::time::Duration;
 
@@ -67,48 +68,54 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
         // nginx sends `Auth-SSL: on` for a client on TLS (direct or after STARTTLS).
         secure: Some(req.ssl),
     };
-    // Routing first: a login that must wait or cannot be routed is answered
-    // before any hashing, and a waiting two-step login keeps its code.
-    let before = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        route::before_decision(gate, &request, protocol)
+    // A hold or a missing route is told only to a verified credential: the
+    // engine decides first (block list, throttle, credential, policy) and
+    // asks the stop before a code is used (see route.rs).
+    let view = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route::view(gate)))
+        .unwrap_or_else(|_| {
+            Err(crate::Error::Storage(
+                "internal error (panic in routing)".into(),
+            ))
+        });
+    let view = match view {
+        Ok(view) => view,
+        Err(e) => return unavailable(&e.to_string(), None),
+    };
+    let no_route = || {
+        format!("no {protocol} backend for the account (none of its own, none in [http.backends])")
+    };
+    let word = std::cell::RefCell::new(None);
+    let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if !view.may_stop(&gate.config().http, protocol) {
+            return Routed::Decided(gate.decide(&request));
+        }
+        let stop = |store: &dyn LoginStore, open: OpenId, account: &str| {
+            let w = route::word(gate, store, open, account, protocol)?;
+            let stops = !matches!(w, route::Word::Go(_));
+            *word.borrow_mut() = Some(w);
+            Ok(stops)
+        };
+        gate.decide_routed(&request, &stop)
     }))
     .unwrap_or_else(|_| {
-        Err(crate::Error::Storage(
-            "internal error (panic in routing)".into(),
-        ))
+        Routed::Decided(Decision::Unavailable {
+            cause: "internal error (panic in the decision)".into(),
+        })
     });
-    let view = match before {
-        Err(e) => return unavailable(&e.to_string(), None),
-        Ok(Before::NoRoute { account }) => {
-            return unavailable(
-                &format!(
-                "no {protocol} backend for the account (none of its own, none in [http.backends])"
-            ),
-                account.as_deref(),
-            )
+    let (decision, checked) = match (decision, word.into_inner()) {
+        (Routed::Stopped { account }, Some(route::Word::Held { route, since })) => {
+            return held(gate, log, proto, Some(&account), route, since, &line_end)
         }
-        Ok(Before::Held {
-            account,
-            route,
-            since,
-        }) => {
-            return held(
-                gate,
-                log,
-                proto,
-                account.as_deref(),
-                route,
-                since,
-                &line_end,
-            )
+        (Routed::Stopped { account }, Some(route::Word::NoRoute)) => {
+            return unavailable(&no_route(), Some(&account))
         }
-        Ok(Before::Decide(view)) => view,
+        (Routed::Stopped { account }, _) => {
+            return unavailable("internal error (stopped without a word)", Some(&account))
+        }
+        (Routed::Decided(d), Some(route::Word::Go(route))) => (d, Some(route)),
+        (Routed::Decided(d), _) => (d, None),
     };
 
-    let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.decide(&request)))
-        .unwrap_or_else(|_| Decision::Unavailable {
-            cause: "internal error (panic in the decision)".into(),
-        });
     match decision {
         Decision::Accepted {
             account,
@@ -117,9 +124,11 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
             if !header_safe(&account) {
                 return unavailable("account name cannot be sent as Auth-User", Some(&account));
             }
-            // Routed by the account the engine verified (its canonical name).
-            let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                route::after_decision(gate, &view, &account, protocol)
+            // Routed by the account the engine verified (its canonical name):
+            // the stop's route, else the view's.
+            let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match checked {
+                Some(route) => Ok(Some(route)),
+                None => route::after_decision(gate, &view, &account, protocol),
             }))
             .unwrap_or_else(|_| {
                 Err(crate::Error::Storage(
@@ -128,14 +137,7 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
             });
             let route = match routed {
                 Ok(Some(route)) => route,
-                Ok(None) => {
-                    return unavailable(
-                        &format!(
-                            "no {protocol} backend for the account (none of its own, none in [http.backends])"
-                        ),
-                        Some(&account),
-                    )
-                }
+                Ok(None) => return unavailable(&no_route(), Some(&account)),
                 Err(e) => return unavailable(&e.to_string(), Some(&account)),
             };
             // After a two-step login nginx gets a single-use ticket for the

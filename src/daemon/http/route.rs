@@ -9,11 +9,23 @@
 //! commit; `LoginStore::change_stamp`) moved since it was last read, so with
 //! no hold anywhere (and a default backend) a login costs no statement here
 //! between commits; PostgreSQL (no stamp) reads it once per login.
+//!
+//! The view is kept with the gate ([`Gate::face_memo`]: a reload's new gate
+//! starts without one, the file watch drops it) and tagged with the open of
+//! the database it was read on ([`OpenId`]): generations and stamps of
+//! another database, or of the file before it was replaced, are never
+//! compared with it.
+//!
+//! A hold or a missing route is told only to a login whose credential
+//! verified: the face asks the engine to decide with a stop
+//! ([`Gate::decide_routed`]) that [`word`] answers once the block list, the
+//! throttle, the credential and the account's policy have passed, before a
+//! code is used. A wrong password, for any name, is the ordinary refusal.
 
-use crate::engine::{Gate, Request};
+use crate::engine::{Gate, OpenId, ViewStamp};
 use crate::error::{Error, Result};
 use crate::http_config::{backend_address, HttpConfig};
-use crate::store::{ChangeStamp, LoginStore};
+use crate::store::LoginStore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,9 +33,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Routes kept per generation at most; the map starts over when full.
 const MAX_ROUTES: usize = 100_000;
 
-/// What this process knows at one generation: the holds, and the accounts'
-/// own backends looked up so far.
+/// What this process knows at one generation of one open of the database:
+/// the holds, and the accounts' own backends looked up so far.
 pub struct RouteView {
+    open: OpenId,
     generation: i64,
     /// Held backends (as stored, `IP:PORT`) and the start of each hold.
     holds: HashMap<String, i64>,
@@ -31,18 +44,12 @@ pub struct RouteView {
     own: Mutex<HashMap<(String, &'static str), Option<String>>>,
 }
 
-/// The view, and the change stamp under which its generation was last read.
+/// The view, and the stamp under which its generation was last read (the
+/// gate's face memo).
 struct Current {
-    view: Option<Arc<RouteView>>,
-    stamp: Option<ChangeStamp>,
+    view: Arc<RouteView>,
+    stamp: Option<ViewStamp>,
 }
-
-/// One process has one database; a view of another generation (a change,
-/// or another database after a reload) is replaced at the next request.
-static CURRENT: Mutex<Current> = Mutex::new(Current {
-    view: None,
-    stamp: None,
-});
 
 /// Whose backend a route is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,59 +75,53 @@ pub struct Route {
     pub source: Source,
 }
 
-/// The routing word before the decision.
-pub enum Before {
-    /// Decide; route with this view afterwards.
-    Decide(Arc<RouteView>),
-    /// The account has no backend for the protocol: refuse, no hashing.
-    /// (`None`: the login names no account; answered alike, so that the
-    /// answer does not tell which names are accounts.)
-    NoRoute { account: Option<String> },
+/// The routing word on a verified login.
+pub enum Word {
+    /// Route it here.
+    Go(Route),
+    /// The account has no backend for the protocol.
+    NoRoute,
     /// The account's backend is on hold since `since` (seconds).
-    Held {
-        account: Option<String>,
-        route: Route,
-        since: i64,
-    },
+    Held { route: Route, since: i64 },
 }
 
-/// The view for the database's current generation.
+/// The view for the current generation of the database `store` is a
+/// connection of (`open`).
 ///
-/// The lock is never held across a statement (a slow database must not
-/// stall the other threads' cheap path); each (view, stamp) pair written is
-/// consistent on its own, so threads racing to write only cost a re-read.
-fn current(store: &dyn LoginStore) -> Result<Arc<RouteView>> {
-    let lock = || CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
-    let stamp = store.change_stamp();
-    if let Some(s) = &stamp {
-        let slot = lock();
-        if let (Some(view), Some(known)) = (&slot.view, &slot.stamp) {
-            if known == s {
-                // Nothing committed since the generation was read.
-                return Ok(view.clone());
-            }
+/// The memo's lock is never held across a statement (a slow database must
+/// not stall the other threads' cheap path); each (view, stamp) pair written
+/// is consistent on its own, so threads racing to write only cost a re-read.
+fn current(gate: &Gate, store: &dyn LoginStore, open: OpenId) -> Result<Arc<RouteView>> {
+    let stamp = open.stamp(store);
+    let known = gate.face_memo::<Current>();
+    if let (Some(s), Some(known)) = (&stamp, &known) {
+        if known.stamp.as_ref() == Some(s) {
+            // Same open, nothing committed since the generation was read.
+            return Ok(known.view.clone());
         }
     }
     let generation = store.generation()?;
     // The stamp vouches for the generation only if it did not move
     // across the read (a commit in between may or may not be seen).
-    let steady = stamp.filter(|s| store.change_stamp().as_ref() == Some(s));
-    {
-        let mut slot = lock();
-        if let Some(view) = slot.view.clone().filter(|v| v.generation == generation) {
-            slot.stamp = steady;
-            return Ok(view);
-        }
-    }
-    // Read after the generation: what is kept is never older than its tag.
-    let view = Arc::new(RouteView {
-        generation,
-        holds: store.backend_holds()?.into_iter().collect(),
-        own: Mutex::new(HashMap::new()),
+    let steady = stamp.filter(|s| open.stamp(store).as_ref() == Some(s));
+    let same = known.and_then(|k| {
+        let v = &k.view;
+        (v.open == open && v.generation == generation).then(|| v.clone())
     });
-    let mut slot = lock();
-    slot.view = Some(view.clone());
-    slot.stamp = steady;
+    let view = match same {
+        Some(view) => view,
+        // Read after the generation: what is kept is never older than its tag.
+        None => Arc::new(RouteView {
+            open,
+            generation,
+            holds: store.backend_holds()?.into_iter().collect(),
+            own: Mutex::new(HashMap::new()),
+        }),
+    };
+    gate.set_face_memo(Arc::new(Current {
+        view: view.clone(),
+        stamp: steady,
+    }));
     Ok(view)
 }
 
@@ -178,43 +179,42 @@ impl RouteView {
     }
 }
 
-/// Before the decision (so that a waiting login uses up no code): the
-/// account the login names, its route, and whether that is held. Without any
-/// hold, and with a default backend, this resolves nothing.
-pub fn before_decision(gate: &Gate, req: &Request<'_>, protocol: &'static str) -> Result<Before> {
-    gate.read(|store| {
-        let view = current(store)?;
-        let config = &gate.config().http;
-        if view.holds.is_empty() && config.backends.contains_key(protocol) {
-            return Ok(Before::Decide(view));
-        }
-        // A blocked client or a plain connection to a TLS-only service is
-        // refused by the decision at once, never made to wait on a hold.
-        if gate.refused_before_name(store, req)? {
-            return Ok(Before::Decide(view));
-        }
-        // A name that is no account (or malformed) goes where an account
-        // without a backend of its own would: held or unroutable alike, so
-        // that a hold does not tell which names are accounts.
-        let account = gate.resolve_login(store, req)?;
-        let route = match &account {
-            Some(a) => view.route(config, a, protocol, || store.account_backend(a, protocol))?,
-            None => config.backends.get(protocol).map(|&backend| Route {
-                backend,
-                source: Source::Default,
-            }),
-        };
-        Ok(match route {
-            None => Before::NoRoute { account },
-            Some(route) => match view.hold_of(&route) {
-                Some(since) => Before::Held {
-                    account,
-                    route,
-                    since,
-                },
-                None => Before::Decide(view),
-            },
-        })
+/// The current view, before the decision: whether the face must decide
+/// with a stop ([`RouteView::may_stop`]) and, if not, how to route after.
+pub fn view(gate: &Gate) -> Result<Arc<RouteView>> {
+    gate.read_open(|store, open| current(gate, store, open))
+}
+
+impl RouteView {
+    /// Whether a login for `protocol` might be held or unroutable: some hold
+    /// exists, or the protocol has no default backend. Otherwise every
+    /// login is decided plainly and routed after.
+    pub fn may_stop(&self, config: &HttpConfig, protocol: &'static str) -> bool {
+        !self.holds.is_empty() || !config.backends.contains_key(protocol)
+    }
+}
+
+/// The stop's answer for the verified login of `account` (canonical name),
+/// on the engine's connection `store` of `open`: its route, or that it must
+/// wait or has none.
+pub fn word(
+    gate: &Gate,
+    store: &dyn LoginStore,
+    open: OpenId,
+    account: &str,
+    protocol: &'static str,
+) -> Result<Word> {
+    let view = current(gate, store, open)?;
+    let config = &gate.config().http;
+    let route = view.route(config, account, protocol, || {
+        store.account_backend(account, protocol)
+    })?;
+    Ok(match route {
+        None => Word::NoRoute,
+        Some(route) => match view.hold_of(&route) {
+            Some(since) => Word::Held { route, since },
+            None => Word::Go(route),
+        },
     })
 }
 
