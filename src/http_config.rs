@@ -97,6 +97,10 @@ pub struct HttpConfig {
 /// `[http] max_hold` unless set.
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(300);
 
+/// The longest `[http] ticket_lifetime`: the store refuses a proxy ticket
+/// living longer (`store::TICKET_MAX_LIFETIME`, PostgreSQL's trigger).
+pub const MAX_TICKET_LIFETIME: Duration = Duration::from_secs(600);
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
@@ -189,9 +193,11 @@ impl HttpFile {
         }
         if let Some(text) = self.ticket_lifetime {
             let d = hold_duration(&text).map_err(|e| bad(format!("ticket_lifetime: {e}")))?;
-            if d > Duration::from_secs(3600) {
+            if d > MAX_TICKET_LIFETIME {
                 return Err(bad(format!(
-                    "ticket_lifetime: {text:?} is outside 1s..1h (nginx uses a ticket at once)"
+                    "ticket_lifetime: {text:?} is outside 1s..10m (nginx uses a ticket at \
+                     once; the database refuses a ticket living longer than {} s)",
+                    MAX_TICKET_LIFETIME.as_secs()
                 )));
             }
             c.ticket_lifetime = d;
@@ -287,6 +293,8 @@ mod tests {
             .contains("not a host name"));
         assert!(parse(r#"ticket_lifetime = "0s""#).is_err());
         assert!(parse(r#"ticket_lifetime = "2h""#).is_err());
+        assert!(parse(r#"ticket_lifetime = "11m""#).is_err());
+        assert!(parse(r#"ticket_lifetime = "10m""#).is_ok());
         assert!(parse(r#"ticket_lifetime = "soon""#).is_err());
     }
 }

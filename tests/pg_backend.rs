@@ -177,7 +177,10 @@ fn logins_and_admin_changes_on_postgresql() {
     db.sql("UPDATE saslgate_meta SET value = 99 WHERE key = 'schema_version'");
     let newer = saslgate::store::open_login(&db.config).err().unwrap();
     assert!(newer.to_string().contains("newer saslgate"), "{newer}");
-    db.sql("UPDATE saslgate_meta SET value = 2 WHERE key = 'schema_version'");
+    db.sql(&format!(
+        "UPDATE saslgate_meta SET value = {} WHERE key = 'schema_version'",
+        saslgate::store::pg::schema::SCHEMA_VERSION
+    ));
     // A database with other tables, and one never initialised, are refused.
     db.cluster.create_database("other").unwrap();
     db.cluster.psql("other", "CREATE TABLE t (x int)").unwrap();

@@ -269,12 +269,16 @@ fn policy_and_throttle_apply() {
         refused(&g.decide(&req("dave", &ticket, "pop"))),
         Some(RefuseReason::NotAllowed)
     );
-    // Disabled.
+    // Disabled: none is issued; one issued before is worthless (the
+    // generation moved), a failed login like any wrong password.
+    f.admin().set_disabled("dave", true).unwrap();
+    assert!(g.issue_ticket("dave", "imap", backend()).is_err());
+    f.admin().set_disabled("dave", false).unwrap();
     let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
     f.admin().set_disabled("dave", true).unwrap();
     assert_eq!(
         refused(&g.decide(&req("dave", &ticket, "imap"))),
-        Some(RefuseReason::Disabled)
+        Some(RefuseReason::BadCredentials)
     );
     f.admin().set_disabled("dave", false).unwrap();
     // A throttled address is refused before the ticket is looked at: the
@@ -449,7 +453,8 @@ fn a_change_makes_outstanding_tickets_worthless() {
     } else {
         "UPDATE meta SET value = value + 1 WHERE key = 'generation'"
     };
-    let changes: [(&str, Box<dyn Fn()>); 4] = [
+    type Change<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let changes: [Change; 4] = [
         (
             "password changed",
             Box::new(|| {
