@@ -916,7 +916,7 @@ fn ticket_insert(lookup: &[u8], account: &str, service: &str, valid_for: i64) ->
     format!(
         "INSERT INTO proxy_tickets (lookup, account_id, service, backend, expires)
          SELECT '\\x{}'::bytea, id, '{service}', '{BACKEND}',
-                extract(epoch FROM now())::bigint + {valid_for}
+                floor(extract(epoch FROM now()))::bigint + {valid_for}
          FROM accounts WHERE name = '{account}'",
         hex(lookup)
     )
@@ -925,7 +925,7 @@ fn ticket_insert(lookup: &[u8], account: &str, service: &str, valid_for: i64) ->
 fn ticket_mint(lookup: &[u8], account: &str, service: &str, valid_for: i64) -> String {
     format!(
         "SELECT saslgate_issue_ticket('\\x{}'::bytea, '{account}', '{service}', '{BACKEND}',
-                                      extract(epoch FROM now())::bigint + {valid_for})",
+                                      floor(extract(epoch FROM now()))::bigint + {valid_for})",
         hex(lookup)
     )
 }
@@ -1139,6 +1139,30 @@ fn proxy_role_mints_bounded_tickets_the_login_role_uses_up() {
         "f"
     );
     db.admin().set_disabled("alice", false).unwrap();
+    // A ticket the face minted is worthless after a password change.
+    let t = face.issue_ticket("alice", "imap", backend).unwrap();
+    let t = String::from_utf8(t.as_bytes().to_vec()).unwrap();
+    let pw = SecretBytes::from_slice(b"pw-alice-2");
+    db.admin().set_master_password("alice", &pw, false).unwrap();
+    assert!(!mail_host.decide(&req("alice", &t, None)).is_accepted());
+    // The login role can use outstanding tickets up or delete them (denial
+    // of service, nothing more).
+    let t8 = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA8";
+    let minted = psql_as(
+        &db,
+        "sg_proxy",
+        &ticket_mint(&lookup(t8), "bert", "imap", 60),
+    );
+    assert_eq!(minted.unwrap(), "t");
+    psql_as(
+        &db,
+        "sg_login",
+        "UPDATE proxy_tickets SET used = 1 WHERE used IS NULL",
+    )
+    .unwrap();
+    assert!(!mail_host.decide(&req("bert", t8, None)).is_accepted());
+    psql_as(&db, "sg_login", "DELETE FROM proxy_tickets").unwrap();
+    assert_eq!(db.sql("SELECT count(*) FROM proxy_tickets"), "0");
     // The login role cannot mint, not even through the function.
     let t7 = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7";
     let e = psql_as(
