@@ -325,12 +325,16 @@ pub(super) fn prepare(store: &mut PgStore, creating: bool) -> Result<()> {
         });
     }
     if found < SCHEMA_VERSION {
-        migrate(store).map_err(|e| {
-            Error::Storage(format!(
+        // A role that may not migrate (the login and proxy roles) is told
+        // who can; any other failure is reported as it is.
+        migrate(store).map_err(|e| match e {
+            Error::Storage(text) if text.contains("SQLSTATE 42501") => Error::Storage(format!(
                 "the schema is at version {found}, this saslgate's is {SCHEMA_VERSION}, and \
-                 migrating it failed ({e}); only the admin role (the schema's owner) can: \
-                 run `saslgate init` (or any saslgate command) with its configuration"
-            ))
+                 this role may not migrate it ({text}); only the admin role (the schema's \
+                 owner) can: run `saslgate init` (or any saslgate command) with its \
+                 configuration"
+            )),
+            other => other,
         })?;
     }
     let row = store.query_one(
