@@ -97,6 +97,12 @@ pub struct HttpConfig {
 /// `[http] max_hold` unless set.
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(300);
 
+/// The longest `[http] ticket_lifetime`: half of what the store accepts
+/// (`store::TICKET_MAX_LIFETIME`, 10 minutes, PostgreSQL's trigger), so
+/// that clocks of the face, the database and the backends may differ by
+/// minutes before a ticket is refused for living too long.
+pub const MAX_TICKET_LIFETIME: Duration = Duration::from_secs(300);
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
@@ -189,9 +195,10 @@ impl HttpFile {
         }
         if let Some(text) = self.ticket_lifetime {
             let d = hold_duration(&text).map_err(|e| bad(format!("ticket_lifetime: {e}")))?;
-            if d > Duration::from_secs(3600) {
+            if d > MAX_TICKET_LIFETIME {
                 return Err(bad(format!(
-                    "ticket_lifetime: {text:?} is outside 1s..1h (nginx uses a ticket at once)"
+                    "ticket_lifetime: {text:?} is outside 1s..5m (nginx uses a ticket at \
+                     once; the database refuses a ticket living longer than 10 minutes)"
                 )));
             }
             c.ticket_lifetime = d;
@@ -287,6 +294,8 @@ mod tests {
             .contains("not a host name"));
         assert!(parse(r#"ticket_lifetime = "0s""#).is_err());
         assert!(parse(r#"ticket_lifetime = "2h""#).is_err());
+        assert!(parse(r#"ticket_lifetime = "301s""#).is_err());
+        assert!(parse(r#"ticket_lifetime = "5m""#).is_ok());
         assert!(parse(r#"ticket_lifetime = "soon""#).is_err());
     }
 }

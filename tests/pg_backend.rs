@@ -177,7 +177,10 @@ fn logins_and_admin_changes_on_postgresql() {
     db.sql("UPDATE saslgate_meta SET value = 99 WHERE key = 'schema_version'");
     let newer = saslgate::store::open_login(&db.config).err().unwrap();
     assert!(newer.to_string().contains("newer saslgate"), "{newer}");
-    db.sql("UPDATE saslgate_meta SET value = 2 WHERE key = 'schema_version'");
+    db.sql(&format!(
+        "UPDATE saslgate_meta SET value = {} WHERE key = 'schema_version'",
+        saslgate::store::pg::schema::SCHEMA_VERSION
+    ));
     // A database with other tables, and one never initialised, are refused.
     db.cluster.create_database("other").unwrap();
     db.cluster.psql("other", "CREATE TABLE t (x int)").unwrap();
@@ -872,4 +875,354 @@ fn an_account_and_an_alias_racing_for_one_name_never_both_win() {
         assert_eq!(both, "1", "{name}");
     }
     eprintln!("namespace race: the account won {account_won} of {rounds} rounds");
+}
+
+/// Runs the `saslgate` CLI with `conf`; (exit code, stderr).
+fn cli(conf: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_saslgate"))
+        .arg("--config")
+        .arg(conf)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The configuration of a host connecting as `role` (given password
+/// `role-secret`), serving proxy tickets for BACKEND.
+fn role_config(db: &Db, role: &str) -> Config {
+    db.sql(&format!("ALTER ROLE {role} PASSWORD 'role-secret'"));
+    let pw = db.cluster.dir().join(format!("{role}.pw"));
+    std::fs::write(&pw, "role-secret\n").unwrap();
+    let mut c = db.config.clone();
+    c.db = db.cluster.url_as(role, None, &db.name).into();
+    c.db_password_file = Some(pw);
+    c.proxy_ticket_backends = vec![BACKEND.parse().unwrap()];
+    c
+}
+
+const BACKEND: &str = "127.0.0.1:10143";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a proxy ticket's row would be for `account`, written by SQL.
+fn ticket_insert(lookup: &[u8], account: &str, service: &str, valid_for: i64) -> String {
+    format!(
+        "INSERT INTO proxy_tickets (lookup, account_id, service, backend, expires)
+         SELECT '\\x{}'::bytea, id, '{service}', '{BACKEND}',
+                floor(extract(epoch FROM now()))::bigint + {valid_for}
+         FROM accounts WHERE name = '{account}'",
+        hex(lookup)
+    )
+}
+
+fn ticket_mint(lookup: &[u8], account: &str, service: &str, valid_for: i64) -> String {
+    format!(
+        "SELECT saslgate_issue_ticket('\\x{}'::bytea, '{account}', '{service}', '{BACKEND}',
+                                      floor(extract(epoch FROM now()))::bigint + {valid_for})",
+        hex(lookup)
+    )
+}
+
+fn is_ticket_login(d: &Decision) -> bool {
+    matches!(
+        d,
+        Decision::Accepted {
+            credential: Credential::ProxyTicket,
+            ..
+        }
+    )
+}
+
+/// Round 3, finding 2, reproduced: the login role (the mail hosts') minted a
+/// ticket for alice valid 10 years, which still logged in after an admin
+/// changed alice's password. Now `saslgate init --login-role` gives a role
+/// that cannot insert a ticket, by SQL or through saslgate (permission
+/// denied), nor call the minting function; and a ticket written anyway
+/// (here by the superuser) does not outlive a password change.
+#[test]
+fn login_role_cannot_mint_a_ticket() {
+    let Some(db) = Db::start() else { return };
+    db.user("alice", "pw-alice");
+    let admin_conf = write_config(&db.cluster, &db.config, "admin.conf");
+    let (code, text) = cli(&admin_conf, &["init", "--login-role", "sg_login"]);
+    assert_eq!(code, 0, "{text}");
+    let login = role_config(&db, "sg_login");
+    let mail_host = Gate::open(login).unwrap();
+    let lookup = |t: &str| db.admin().ticket_lookup(t.as_bytes());
+    let mut wrong = Vec::new();
+
+    let t1 = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA1";
+    let ten_years = 10 * 365 * 86400;
+    match psql_as(
+        &db,
+        "sg_login",
+        &ticket_insert(&lookup(t1), "alice", "imap", ten_years),
+    ) {
+        Ok(_) => wrong.push("the login role inserted a 10-year ticket by SQL".to_string()),
+        Err(e) if !e.contains("permission denied") => wrong.push(format!("insert: {e}")),
+        Err(_) => {}
+    }
+    let t2 = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA2";
+    match psql_as(
+        &db,
+        "sg_login",
+        &ticket_mint(&lookup(t2), "alice", "imap", 60),
+    ) {
+        Ok(_) => wrong.push("the login role minted a ticket by the function".to_string()),
+        Err(e) if !e.contains("permission denied") => wrong.push(format!("function: {e}")),
+        Err(_) => {}
+    }
+    match mail_host.issue_ticket("alice", "imap", BACKEND.parse().unwrap()) {
+        Ok(_) => wrong.push("a gate connected as the login role issued a ticket".to_string()),
+        Err(e) if !e.to_string().contains("permission denied") => {
+            wrong.push(format!("issue_ticket: {e}"))
+        }
+        Err(_) => {}
+    }
+    // A 10-year row the superuser writes for alice (refused by the trigger
+    // now; before, the login role could write it), then her password changes.
+    let t3 = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA3";
+    let _ = db.cluster.psql(
+        &db.name,
+        &ticket_insert(&lookup(t3), "alice", "imap", ten_years),
+    );
+    let pw = SecretBytes::from_slice(b"pw-alice-2");
+    db.admin().set_master_password("alice", &pw, false).unwrap();
+    for t in [t1, t2, t3] {
+        let d = mail_host.decide(&req("alice", t, None));
+        if is_ticket_login(&d) {
+            wrong.push(format!("{t} logged in after alice's password changed"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// The proxy role (`saslgate init --proxy-role`, the auth_http face's hosts)
+/// mints tickets through `saslgate_issue_ticket` only, within the bounds the
+/// database sets (10 minutes, imap and pop, the state of the moment); the
+/// login role uses them up. Each line of SECURITY.md's role table for the
+/// proxy role is tried here.
+#[test]
+fn proxy_role_mints_bounded_tickets_the_login_role_uses_up() {
+    let Some(db) = Db::start() else { return };
+    db.user("alice", "pw-alice");
+    db.user("bert", "pw-bert");
+    db.admin()
+        .enable_totp(
+            "alice",
+            &saslgate::totp::decode_secret(TOTP_SECRET).unwrap(),
+        )
+        .unwrap();
+    let admin_conf = write_config(&db.cluster, &db.config, "admin.conf");
+    // Twice: creating the roles, then re-granting (idempotent).
+    for _ in 0..2 {
+        let args = [
+            "init",
+            "--login-role",
+            "sg_login",
+            "--proxy-role",
+            "sg_proxy",
+        ];
+        let (code, text) = cli(&admin_conf, &args);
+        assert_eq!(code, 0, "{text}");
+    }
+    let args = ["init", "--login-role", "sg_same", "--proxy-role", "sg_same"];
+    let (code, text) = cli(&admin_conf, &args);
+    assert_eq!(code, 2, "one role for both is a usage error: {text}");
+    let face = Gate::open(role_config(&db, "sg_proxy")).unwrap();
+    let mail_host = Gate::open(role_config(&db, "sg_login")).unwrap();
+    let backend: std::net::SocketAddr = BACKEND.parse().unwrap();
+
+    // The face: a two-step login, then a ticket; the mail host uses it once.
+    let totp = oathtool(TOTP_SECRET);
+    assert!(face
+        .decide(&req("alice", &format!("pw-alice{totp}"), None))
+        .is_accepted());
+    let t = face.issue_ticket("alice", "imap", backend).unwrap();
+    let t = String::from_utf8(t.as_bytes().to_vec()).unwrap();
+    assert!(is_ticket_login(&mail_host.decide(&req("alice", &t, None))));
+    assert!(!mail_host.decide(&req("alice", &t, None)).is_accepted());
+    let generation = db.sql("SELECT generation FROM proxy_tickets");
+    assert_eq!(
+        generation,
+        db.sql("SELECT value FROM saslgate_meta WHERE key = 'generation'"),
+        "the ticket is stamped with the generation it was issued at"
+    );
+
+    // What the proxy role cannot do, by SQL typed by hand.
+    let lookup = |t: &str| db.admin().ticket_lookup(t.as_bytes());
+    let t5 = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA5";
+    for (sql, why) in [
+        (
+            ticket_insert(&lookup(t5), "bert", "imap", 60),
+            "permission denied",
+        ),
+        (
+            ticket_mint(&lookup(t5), "bert", "imap", 3600),
+            "saslgate: proxy ticket",
+        ),
+        (
+            ticket_mint(&lookup(t5), "bert", "imap", 10 * 365 * 86400),
+            "saslgate: proxy ticket",
+        ),
+        (
+            ticket_mint(&lookup(t5), "bert", "smtp", 60),
+            "saslgate: proxy ticket",
+        ),
+        (
+            ticket_mint(&lookup(t5), "bert", "sieve", 60),
+            "saslgate: proxy ticket",
+        ),
+        (
+            "UPDATE proxy_tickets SET expires = expires + 3600".into(),
+            "permission denied",
+        ),
+        (
+            "UPDATE proxy_tickets SET generation = 1".into(),
+            "permission denied",
+        ),
+        (
+            "UPDATE proxy_tickets SET used = NULL".into(),
+            "only moves forward",
+        ),
+        (
+            "INSERT INTO accounts (name, created) VALUES ('mallory', 0)".into(),
+            "permission denied",
+        ),
+        (
+            "UPDATE accounts SET password_hash = 'x'".into(),
+            "permission denied",
+        ),
+        ("UPDATE meta SET value = 'x'".into(), "permission denied"),
+        (
+            "UPDATE saslgate_meta SET value = 1".into(),
+            "permission denied",
+        ),
+        ("SELECT count(*) FROM audit".into(), "permission denied"),
+        (
+            "DROP TRIGGER tickets_bounded ON proxy_tickets".into(),
+            "must be owner",
+        ),
+    ] {
+        match psql_as(&db, "sg_proxy", &sql) {
+            Ok(out) => panic!("the proxy role could: {sql} ({out})"),
+            Err(e) => assert!(e.contains(why), "{sql}: {e}"),
+        }
+    }
+    // What it can: mint, for imap and pop, up to 10 minutes. A ticket for a
+    // disabled account is not minted.
+    assert_eq!(
+        psql_as(
+            &db,
+            "sg_proxy",
+            &ticket_mint(&lookup(t5), "bert", "pop", 600)
+        )
+        .unwrap(),
+        "t"
+    );
+    db.admin().set_disabled("alice", true).unwrap();
+    let t6 = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA6";
+    assert_eq!(
+        psql_as(
+            &db,
+            "sg_proxy",
+            &ticket_mint(&lookup(t6), "alice", "imap", 60)
+        )
+        .unwrap(),
+        "f"
+    );
+    db.admin().set_disabled("alice", false).unwrap();
+    // A ticket the face minted is worthless after a password change.
+    let t = face.issue_ticket("alice", "imap", backend).unwrap();
+    let t = String::from_utf8(t.as_bytes().to_vec()).unwrap();
+    let pw = SecretBytes::from_slice(b"pw-alice-2");
+    db.admin().set_master_password("alice", &pw, false).unwrap();
+    assert!(!mail_host.decide(&req("alice", &t, None)).is_accepted());
+    // The login role can use outstanding tickets up or delete them (denial
+    // of service, nothing more).
+    let t8 = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA8";
+    let minted = psql_as(
+        &db,
+        "sg_proxy",
+        &ticket_mint(&lookup(t8), "bert", "imap", 60),
+    );
+    assert_eq!(minted.unwrap(), "t");
+    psql_as(
+        &db,
+        "sg_login",
+        "UPDATE proxy_tickets SET used = 1 WHERE used IS NULL",
+    )
+    .unwrap();
+    assert!(!mail_host.decide(&req("bert", t8, None)).is_accepted());
+    psql_as(&db, "sg_login", "DELETE FROM proxy_tickets").unwrap();
+    assert_eq!(db.sql("SELECT count(*) FROM proxy_tickets"), "0");
+    // The login role cannot mint, not even through the function.
+    let t7 = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7";
+    let e = psql_as(
+        &db,
+        "sg_login",
+        &ticket_mint(&lookup(t7), "bert", "imap", 60),
+    )
+    .unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+    // Made a login role again, the proxy role loses the function.
+    let (code, text) = cli(&admin_conf, &["init", "--login-role", "sg_proxy"]);
+    assert_eq!(code, 0, "{text}");
+    let e = psql_as(
+        &db,
+        "sg_proxy",
+        &ticket_mint(&lookup(t7), "bert", "imap", 60),
+    )
+    .unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+}
+
+/// A database made before the proxy role (schema version 2), whose login
+/// role may insert tickets: the admin's next `saslgate` command migrates it,
+/// and the login role may not insert tickets any more. Until then, a host
+/// connecting as the login role says what to run.
+#[test]
+fn migration_takes_ticket_minting_from_the_login_role() {
+    let Some(db) = Db::start() else { return };
+    db.user("alice", "pw-alice");
+    let admin_conf = write_config(&db.cluster, &db.config, "admin.conf");
+    let (code, text) = cli(&admin_conf, &["init", "--login-role", "sg_login"]);
+    assert_eq!(code, 0, "{text}");
+    // Back to version 2 by hand: what migration 2 -> 3 adds, taken off, and
+    // the login role's grant of then.
+    db.sql(
+        "DROP TRIGGER IF EXISTS tickets_bounded ON proxy_tickets;
+         DROP FUNCTION IF EXISTS saslgate_bound_ticket();
+         DROP FUNCTION IF EXISTS saslgate_issue_ticket(bytea, text, text, text, bigint);
+         ALTER TABLE proxy_tickets DROP COLUMN IF EXISTS generation;
+         GRANT INSERT ON proxy_tickets TO sg_login;
+         UPDATE saslgate_meta SET value = 2 WHERE key = 'schema_version'",
+    );
+    let login = role_config(&db, "sg_login");
+    match saslgate::store::open_login(&login) {
+        Ok(_) => panic!("the login role opened a schema it cannot migrate"),
+        Err(e) => assert!(e.to_string().contains("saslgate init"), "{e}"),
+    }
+    // The admin's command migrates; the login role keeps consuming only.
+    let (code, text) = cli(&admin_conf, &["user", "list"]);
+    assert_eq!(code, 0, "{text}");
+    let version = db.sql("SELECT value FROM saslgate_meta WHERE key = 'schema_version'");
+    assert_eq!(version, "3");
+    let t = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA8";
+    let lookup = db.admin().ticket_lookup(t.as_bytes());
+    let e = psql_as(
+        &db,
+        "sg_login",
+        &ticket_insert(&lookup, "alice", "imap", 60),
+    )
+    .unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+    assert!(saslgate::store::open_login(&login).is_ok());
 }

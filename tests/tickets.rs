@@ -269,12 +269,16 @@ fn policy_and_throttle_apply() {
         refused(&g.decide(&req("dave", &ticket, "pop"))),
         Some(RefuseReason::NotAllowed)
     );
-    // Disabled.
+    // Disabled: none is issued; one issued before is worthless (the
+    // generation moved), a failed login like any wrong password.
+    f.admin().set_disabled("dave", true).unwrap();
+    assert!(g.issue_ticket("dave", "imap", backend()).is_err());
+    f.admin().set_disabled("dave", false).unwrap();
     let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
     f.admin().set_disabled("dave", true).unwrap();
     assert_eq!(
         refused(&g.decide(&req("dave", &ticket, "imap"))),
-        Some(RefuseReason::Disabled)
+        Some(RefuseReason::BadCredentials)
     );
     f.admin().set_disabled("dave", false).unwrap();
     // A throttled address is refused before the ticket is looked at: the
@@ -323,6 +327,174 @@ fn ticket_race_between_32_threads() {
     }
 }
 
+/// A ticket-shaped string that no gate issued (the tests write its row).
+fn raw_ticket(i: usize) -> String {
+    let t = format!("sgt.{i:A>32}");
+    assert!(saslgate::engine::is_ticket_shaped(t.as_bytes()), "{t}");
+    t
+}
+
+/// Writes a ticket row for dave by SQL typed by hand, as the most privileged
+/// writer there is (the SQLite file's owner; PostgreSQL's superuser).
+fn insert_by_hand(
+    f: &Fixture,
+    lookup: &[u8; 32],
+    service: &str,
+    expires: i64,
+) -> Result<(), String> {
+    let hex: String = lookup.iter().map(|b| format!("{b:02x}")).collect();
+    match &f.pg {
+        Some(cluster) => cluster
+            .psql(
+                "saslgate",
+                &format!(
+                    "INSERT INTO proxy_tickets (lookup, account_id, service, backend, expires)
+                     SELECT '\\x{hex}'::bytea, id, '{service}', '{BACKEND}', {expires}
+                     FROM accounts WHERE name = 'dave'"
+                ),
+            )
+            .map(|_| ()),
+        None => {
+            f.sql(&format!(
+                "INSERT INTO proxy_tickets (lookup, account_id, service, backend, expires)
+                 SELECT X'{hex}', id, '{service}', '{BACKEND}', {expires}
+                 FROM accounts WHERE name = 'dave'"
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// Round 3, finding 2: a ticket lives at most 10 minutes and exists only for
+/// the services the face issues tickets for (imap, pop). Out of bounds, it is
+/// refused by the store (both backends), by the database whoever writes the
+/// row (PostgreSQL's trigger, even for the superuser), and never logs in (the
+/// consuming statement checks too: on SQLite anyone who can write the file
+/// can write a row).
+fn tickets_out_of_bounds_are_never_stored_or_accepted() {
+    let f = ticket_fixture(|_| {});
+    let g = f.gate();
+    let now = saslgate::timefmt::now();
+    let cases = [
+        ("imap", now + 10 * 365 * 86400, "valid 10 years"),
+        ("imap", now + 660, "valid 11 minutes"),
+        ("smtp", now + 60, "for smtp"),
+        ("sieve", now + 60, "for sieve"),
+    ];
+    let mut store = f.admin();
+    let mut wrong = Vec::new();
+    for (i, (service, expires, what)) in cases.into_iter().enumerate() {
+        // Through the store (what Gate::issue_ticket uses).
+        let t = raw_ticket(i);
+        let stored = store.insert_ticket(t.as_bytes(), "dave", service, BACKEND, expires);
+        if stored.is_ok() {
+            wrong.push(format!("{what}: stored through the store ({stored:?})"));
+        }
+        let d = g.decide(&req("dave", &t, service));
+        if ticket_login(&d) {
+            wrong.push(format!("{what}: stored through the store, logged in"));
+        }
+        // By SQL typed by hand.
+        let t = raw_ticket(100 + i);
+        let written = insert_by_hand(&f, &store.ticket_lookup(t.as_bytes()), service, expires);
+        match (&f.pg, &written) {
+            (Some(_), Ok(())) => wrong.push(format!("{what}: PostgreSQL took the row")),
+            (Some(_), Err(e)) if !e.contains("saslgate:") => wrong.push(format!(
+                "{what}: refused, but not by saslgate's trigger: {e}"
+            )),
+            _ => {}
+        }
+        let d = g.decide(&req("dave", &t, service));
+        if ticket_login(&d) {
+            wrong.push(format!("{what}: written by hand, logged in"));
+        }
+    }
+    // The gate issues none for a service the face never asks one for.
+    for service in ["smtp", "sieve"] {
+        if g.issue_ticket("dave", service, backend()).is_ok() {
+            wrong.push(format!("Gate::issue_ticket issued one for {service}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // In bounds, a ticket still works.
+    let t = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    assert!(ticket_login(&g.decide(&req("dave", &t, "imap"))));
+}
+
+/// The consuming statement checks the same bound as the writer, against its
+/// own clock (`now`): a ticket that expires more than 10 minutes after the
+/// consumer's now is not used (nor used up); at the right time it is, once.
+fn consuming_rechecks_the_bound() {
+    let f = ticket_fixture(|_| {});
+    let mut s = f.admin();
+    let now = saslgate::timefmt::now();
+    let t = raw_ticket(7);
+    assert!(s
+        .insert_ticket(t.as_bytes(), "dave", "imap", BACKEND, now + 60)
+        .unwrap());
+    let early = s.consume_ticket(t.as_bytes(), now - 3600).unwrap();
+    assert_eq!(early, None, "used although it expires 61 minutes later");
+    let on_time = s.consume_ticket(t.as_bytes(), now).unwrap().unwrap();
+    assert_eq!(
+        (on_time.service.as_str(), on_time.backend.as_str()),
+        ("imap", BACKEND)
+    );
+    assert_eq!(s.consume_ticket(t.as_bytes(), now).unwrap(), None);
+}
+
+/// A ticket is bound to the database's state when it was issued: a password
+/// change, a disabled account (even enabled again) or any other change (the
+/// generation moves) makes every outstanding ticket worthless.
+fn a_change_makes_outstanding_tickets_worthless() {
+    let f = ticket_fixture(|_| {});
+    let g = f.gate();
+    let generation = if f.pg.is_some() {
+        "UPDATE saslgate_meta SET value = value + 1 WHERE key = 'generation'"
+    } else {
+        "UPDATE meta SET value = value + 1 WHERE key = 'generation'"
+    };
+    type Change<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let changes: [Change; 4] = [
+        (
+            "password changed",
+            Box::new(|| {
+                let pw = saslgate::secret::SecretBytes::from_slice(b"pw-dave-2");
+                f.admin().set_master_password("dave", &pw, false).unwrap();
+            }),
+        ),
+        (
+            "disabled and enabled again",
+            Box::new(|| {
+                f.admin().set_disabled("dave", true).unwrap();
+                f.admin().set_disabled("dave", false).unwrap();
+            }),
+        ),
+        (
+            "another account added",
+            Box::new(|| f.user("zed", "pw-zed")),
+        ),
+        (
+            "generation moved by hand",
+            Box::new(|| {
+                f.sql(generation);
+            }),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, change) in changes {
+        let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+        change();
+        let d = g.decide(&req("dave", &ticket, "imap"));
+        if ticket_login(&d) {
+            wrong.push(format!("{what}: the ticket issued before still logged in"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // Issued after the changes, a ticket works.
+    let ticket = text(&g.issue_ticket("dave", "imap", backend()).unwrap());
+    assert!(ticket_login(&g.decide(&req("dave", &ticket, "imap"))));
+}
+
 /// Issuing fails closed: without a database there is no ticket.
 #[test]
 fn issuing_without_a_database_fails() {
@@ -363,5 +535,8 @@ mod on_sqlite {
         cache_and_fast_path_never_serve_a_ticket,
         policy_and_throttle_apply,
         ticket_race_between_32_threads,
+        tickets_out_of_bounds_are_never_stored_or_accepted,
+        consuming_rechecks_the_bound,
+        a_change_makes_outstanding_tickets_worthless,
     );
 }

@@ -30,10 +30,16 @@ pub(super) enum Command {
     /// PostgreSQL database).
     Init {
         /// PostgreSQL: also create (if missing) the role mail hosts log in
-        /// with and grant it only what logins need; on an initialised
-        /// database, only (re)grants.
+        /// with and grant it only what logins need (it uses proxy tickets
+        /// up, mints none); on an initialised database, only (re)grants.
         #[arg(long, value_name = "NAME")]
         login_role: Option<String>,
+        /// PostgreSQL: also create (if missing) the role the auth_http
+        /// face's hosts log in with: the login role's privileges and issuing
+        /// proxy tickets (imap, pop, at most 10 minutes); on an initialised
+        /// database, only (re)grants.
+        #[arg(long, value_name = "NAME")]
+        proxy_role: Option<String>,
     },
     /// Copy the database, consistently, while it is in use (never migrates it).
     Backup {

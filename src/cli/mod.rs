@@ -73,16 +73,30 @@ fn opt_time(ts: Option<i64>) -> String {
     ts.map_or_else(|| "-".to_string(), timefmt::format)
 }
 
-/// `saslgate init [--login-role NAME]`.
-fn init(cfg: &Config, login_role: Option<&str>) -> Result<i32> {
-    let Some(role) = login_role else {
+/// `saslgate init [--login-role NAME] [--proxy-role NAME]`.
+fn init(cfg: &Config, login_role: Option<&str>, proxy_role: Option<&str>) -> Result<i32> {
+    use crate::store::pg::schema::{grant_role, RoleKind};
+    let roles: Vec<(&str, RoleKind)> =
+        [(login_role, RoleKind::Login), (proxy_role, RoleKind::Proxy)]
+            .into_iter()
+            .filter_map(|(name, kind)| name.map(|n| (n, kind)))
+            .collect();
+    if roles.is_empty() {
         crate::store::create(cfg)?;
         eprintln!("saslgate: created {}", cfg.db.display());
         return Ok(0);
-    };
+    }
     if !matches!(cfg.database(), config::Database::Postgres(_)) {
         return Err(Error::Usage(
-            "--login-role is for a PostgreSQL database (SQLite has no roles)".into(),
+            "--login-role and --proxy-role are for a PostgreSQL database (SQLite has no roles)"
+                .into(),
+        ));
+    }
+    if login_role.is_some() && login_role == proxy_role {
+        return Err(Error::Usage(
+            "--login-role and --proxy-role must name two roles (the login role must not \
+             issue proxy tickets)"
+                .into(),
         ));
     }
     let store = match crate::store::pg::PgStore::create(cfg) {
@@ -93,15 +107,29 @@ fn init(cfg: &Config, login_role: Option<&str>) -> Result<i32> {
         Err(Error::Exists(_)) => crate::store::pg::PgStore::open(cfg)?,
         Err(e) => return Err(e),
     };
-    crate::store::pg::schema::grant_login_role(&store, role)?;
-    eprintln!("saslgate: login role {role} has the login privileges only");
+    for (role, kind) in roles {
+        grant_role(&store, role, kind)?;
+        match kind {
+            RoleKind::Login => {
+                eprintln!("saslgate: login role {role} has the login privileges only")
+            }
+            RoleKind::Proxy => eprintln!(
+                "saslgate: proxy role {role} has the login privileges and issues proxy \
+                 tickets (imap, pop, at most 10 minutes)"
+            ),
+        }
+    }
     Ok(0)
 }
 
 fn run(cli: Cli) -> Result<i32> {
     let cfg = load_config(&cli)?;
-    if let Command::Init { login_role } = &cli.command {
-        return init(&cfg, login_role.as_deref());
+    if let Command::Init {
+        login_role,
+        proxy_role,
+    } = &cli.command
+    {
+        return init(&cfg, login_role.as_deref(), proxy_role.as_deref());
     }
     if let Command::Backup { path } = &cli.command {
         crate::store::backup(&cfg, path)?;

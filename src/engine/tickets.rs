@@ -71,8 +71,10 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
 }
 
 impl Gate {
-    /// Issues a proxy ticket: valid once, for `[http] ticket_lifetime`, for a
-    /// login of `account` (its canonical name) to `service` at `backend`.
+    /// Issues a proxy ticket: valid once, for `[http] ticket_lifetime` (at
+    /// most `TICKET_MAX_LIFETIME`), for a login of `account` (its canonical
+    /// name) to `service` (imap or pop, after the aliases) at `backend`, until
+    /// the database's next change (the generation it is stamped with).
     /// Only its keyed hash is stored; the ticket itself exists only in the
     /// returned buffer (wiped when dropped) and in what the caller sends.
     pub fn issue_ticket(
@@ -83,6 +85,11 @@ impl Gate {
     ) -> crate::Result<SecretBytes> {
         let service = crate::names::service_name(service, &self.config.service_aliases)
             .map_err(|e| Error::Usage(e.to_string()))?;
+        if !crate::store::TICKET_SERVICES.contains(&service.as_str()) {
+            return Err(Error::Usage(format!(
+                "no proxy ticket for service {service:?}: tickets are for imap and pop only"
+            )));
+        }
         let random =
             SecretBytes::new(crate::crypto::random_bytes(TICKET_BYTES).map_err(Error::Storage)?);
         let mut text = Vec::with_capacity(TICKET_LEN);
@@ -155,8 +162,9 @@ impl Gate {
                 ticket.service
             ));
         }
-        // Opt-in per host: a database role that can insert tickets (the
-        // PostgreSQL login role) must not be able to log in anywhere with one.
+        // Opt-in per host: a ticket is accepted only where the host says which
+        // backends it serves (the proxy role's hosts mint tickets; a mail host
+        // that takes none cannot be logged in to with one).
         let served = &self.config.proxy_ticket_backends;
         if served.is_empty() {
             return Some(

@@ -31,7 +31,7 @@ pub use interface::{
     create, open_admin, open_login, AdminStore, LoginStore, QuietCommit, ThrottleStore,
 };
 pub use routing::{BackendInfo, RoutingAdmin, RoutingReads};
-pub use tickets::{TicketRow, TicketStore};
+pub use tickets::{TicketRow, TicketStore, TICKET_MAX_LIFETIME, TICKET_SERVICES};
 pub use wal_index::ChangeStamp;
 
 use crate::config::Config;

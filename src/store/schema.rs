@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use rusqlite::Connection;
 
 /// The schema this saslgate writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -197,6 +197,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX audit_ts;
     DROP INDEX audit_account_ts;
+    "#,
+    // 4 -> 5: a proxy ticket carries the generation it was stored at; the
+    // consuming statement uses it only while the generation is the same
+    // (round 3, finding 2). Outstanding tickets (seconds old) are dropped:
+    // without a generation none could be used.
+    r#"
+    DELETE FROM proxy_tickets;
+    ALTER TABLE proxy_tickets ADD COLUMN generation INTEGER;
     "#,
 ];
 

@@ -7,10 +7,47 @@
 //! login could be made with. A ticket is login state like a used one-time
 //! code: it does not move the generation, and `saslgate copy` leaves the
 //! table out (a ticket lives seconds).
+//!
+//! Bounds (SECURITY.md, "Proxy tickets"): a ticket lives at most
+//! [`TICKET_MAX_LIFETIME`], exists only for [`TICKET_SERVICES`], and carries
+//! the generation it was stored at; the consuming statement uses it only
+//! while all three still hold, so any change to the database (a password,
+//! a disabled account, anything that moves the generation) makes every
+//! outstanding ticket worthless. SQLite checks the bounds here (whoever can
+//! write the file can write anything); PostgreSQL in its trigger too.
 
 use super::{LoginStore, Store};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use rusqlite::{params, OptionalExtension};
+
+/// The longest a ticket may live, in seconds. Written in the SQL as `600`
+/// (here, in `pg/tickets.rs` and in PostgreSQL's trigger, migration 2 -> 3).
+/// `[http] ticket_lifetime` is at most half of it (clock differences).
+pub const TICKET_MAX_LIFETIME: i64 = 600;
+const _: () = assert!(
+    2 * crate::http_config::MAX_TICKET_LIFETIME.as_secs() as i64 <= TICKET_MAX_LIFETIME,
+    "[http] ticket_lifetime must stay well within the database's bound"
+);
+
+/// The services the `auth_http` face issues tickets for (as the engine names
+/// them, after the service aliases). Written in the SQL as `('imap', 'pop')`.
+pub const TICKET_SERVICES: [&str; 2] = ["imap", "pop"];
+
+/// Refuses a ticket out of bounds before it is stored (both backends).
+pub(crate) fn check_bounds(service: &str, expires: i64, now: i64) -> Result<()> {
+    if !TICKET_SERVICES.contains(&service) {
+        return Err(Error::Usage(format!(
+            "no proxy ticket for service {service:?}: tickets are for imap and pop only"
+        )));
+    }
+    if expires > now + TICKET_MAX_LIFETIME {
+        return Err(Error::Usage(format!(
+            "no proxy ticket valid {} s: at most {TICKET_MAX_LIFETIME} s",
+            expires - now
+        )));
+    }
+    Ok(())
+}
 
 /// The first part of a ticket's index key (stored: never changes).
 const PROXY_TICKET_TAG: &[u8] = b"proxy-ticket";
@@ -31,7 +68,11 @@ pub trait TicketStore {
     fn ticket_lookup(&self, ticket: &[u8]) -> [u8; 32];
 
     /// Stores a ticket (its index key only) for the account named `account`,
-    /// valid until `expires`. `false`: no such account (deleted meanwhile).
+    /// valid until `expires`, stamped with the database's generation.
+    /// `false`: no such account (deleted meanwhile), or it is disabled.
+    /// `Err`: out of bounds (a service not in [`TICKET_SERVICES`], `expires`
+    /// more than [`TICKET_MAX_LIFETIME`] from now), or (PostgreSQL) a role
+    /// that may not issue tickets.
     fn insert_ticket(
         &mut self,
         ticket: &[u8],
@@ -42,9 +83,13 @@ pub trait TicketStore {
     ) -> Result<bool>;
 
     /// Uses a ticket up: one conditional update marks it used if it is
-    /// unused and unexpired, and returns what it was issued for. Exactly one
-    /// of any number of concurrent callers (processes, hosts) gets the row;
-    /// `None`: no such ticket, used already, or expired.
+    /// unused, unexpired, within the bounds (expiring at most
+    /// [`TICKET_MAX_LIFETIME`] after `now`, for one of [`TICKET_SERVICES`])
+    /// and stored at the database's current generation, and returns what it
+    /// was issued for. Exactly one of any number of concurrent callers
+    /// (processes, hosts) gets the row; `None`: no such ticket, used
+    /// already, expired, out of bounds or stale (left unused: it can never
+    /// qualify again, and the prune pass deletes it at its expiry).
     fn consume_ticket(&self, ticket: &[u8], now: i64) -> Result<Option<TicketRow>>;
 
     /// Deletes expired tickets (used or not: after expiry neither can log in).
@@ -69,12 +114,15 @@ impl TicketStore for Store {
         backend: &str,
         expires: i64,
     ) -> Result<bool> {
+        check_bounds(service, expires, crate::timefmt::now())?;
         let lookup = self.ticket_lookup(ticket);
         self.write(|tx| {
             let n = tx
                 .prepare_cached(
-                    "INSERT INTO proxy_tickets (lookup, account_id, service, backend, expires)
-                     SELECT ?1, id, ?3, ?4, ?5 FROM accounts WHERE name = ?2",
+                    "INSERT INTO proxy_tickets
+                         (lookup, account_id, service, backend, expires, generation)
+                     SELECT ?1, id, ?3, ?4, ?5, (SELECT value FROM meta WHERE key = 'generation')
+                     FROM accounts WHERE name = ?2 AND NOT disabled",
                 )?
                 .execute(params![&lookup[..], account, service, backend, expires])?;
             Ok(n == 1)
@@ -90,7 +138,9 @@ impl TicketStore for Store {
             .conn
             .prepare_cached(
                 "UPDATE proxy_tickets SET used = ?2
-                 WHERE lookup = ?1 AND used IS NULL AND expires > ?2
+                 WHERE lookup = ?1 AND used IS NULL AND expires > ?2 AND expires <= ?2 + 600
+                   AND service IN ('imap', 'pop')
+                   AND generation = (SELECT value FROM meta WHERE key = 'generation')
                  RETURNING account_id, service, backend",
             )?
             .query_row(params![&lookup[..], now], |r| {

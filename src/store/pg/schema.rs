@@ -1,5 +1,7 @@
 //! PostgreSQL schema: versioned migrations recorded in `saslgate_meta`, and the
-//! login role (`saslgate init --login-role NAME`).
+//! roles `saslgate init` makes: the login role (`--login-role NAME`, mail
+//! hosts) and the proxy role (`--proxy-role NAME`, the `auth_http` face's
+//! hosts: the login role's privileges and minting proxy tickets).
 //!
 //! The tables, columns and their meaning are SQLite's (`store::schema`), with
 //! PostgreSQL types (bigint, boolean, bytea). `saslgate_meta` holds
@@ -9,7 +11,7 @@ use super::{get, PgStore};
 use crate::error::{Error, Result};
 
 /// The PostgreSQL schema this saslgate writes (its own count, not SQLite's).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -204,6 +206,73 @@ const MIGRATIONS: &[&str] = &[
        SET value = ((random() * 2147483647)::bigint << 31) # (random() * 2147483647)::bigint
      WHERE key = 'generation';
     "#,
+    // 2 -> 3 (round 3, finding 2): proxy tickets are minted only through
+    // saslgate_issue_ticket (granted to the proxy role alone), never by a
+    // plain INSERT of the login role; every row, whoever writes it (the
+    // admin and the superuser too), is bounded by a trigger owned by the
+    // admin role: at most 600 s (store::tickets::TICKET_MAX_LIFETIME), only
+    // imap and pop (TICKET_SERVICES), stamped with the generation of the
+    // moment. The consuming statement re-checks all three. Outstanding
+    // tickets (seconds old, without a generation) are dropped.
+    r#"
+    DELETE FROM proxy_tickets;
+    ALTER TABLE proxy_tickets ADD COLUMN generation bigint;
+    CREATE FUNCTION saslgate_bound_ticket() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    DECLARE
+        now_s bigint := floor(extract(epoch FROM now()))::bigint;
+    BEGIN
+        IF NEW.service IS NULL OR NEW.service NOT IN ('imap', 'pop') THEN
+            RAISE EXCEPTION 'saslgate: proxy tickets are for imap and pop only, not %',
+                NEW.service USING ERRCODE = 'check_violation';
+        END IF;
+        IF NEW.expires > now_s + 600 THEN
+            RAISE EXCEPTION 'saslgate: proxy ticket valid % s, at most 600 s',
+                NEW.expires - now_s USING ERRCODE = 'check_violation';
+        END IF;
+        SELECT value INTO NEW.generation FROM saslgate_meta WHERE key = 'generation';
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER tickets_bounded
+        BEFORE INSERT OR UPDATE OF account_id, service, backend, expires, generation
+        ON proxy_tickets
+        FOR EACH ROW EXECUTE FUNCTION saslgate_bound_ticket();
+    -- Stores a ticket's index key for an enabled account; false: no such
+    -- account, or disabled. The trigger bounds it and stamps the generation.
+    CREATE FUNCTION saslgate_issue_ticket(p_lookup bytea, p_account text, p_service text,
+                                          p_backend text, p_expires bigint)
+        RETURNS boolean
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    DECLARE
+        stored bigint;
+    BEGIN
+        INSERT INTO proxy_tickets (lookup, account_id, service, backend, expires)
+        SELECT p_lookup, a.id, p_service, p_backend, p_expires
+          FROM accounts a WHERE a.name = p_account AND NOT a.disabled;
+        GET DIAGNOSTICS stored = ROW_COUNT;
+        RETURN stored = 1;
+    END $$;
+    REVOKE ALL ON FUNCTION saslgate_bound_ticket(),
+                           saslgate_issue_ticket(bytea, text, text, text, bigint) FROM PUBLIC;
+    -- No role but the owner inserts tickets any more (the login roles of
+    -- schema 2 could): saslgate init --proxy-role grants the function.
+    DO $$
+    DECLARE
+        r record;
+    BEGIN
+        FOR r IN SELECT DISTINCT a.grantee
+                   FROM pg_catalog.pg_class c, aclexplode(c.relacl) a
+                  WHERE c.oid = 'proxy_tickets'::regclass
+                    AND a.privilege_type = 'INSERT' AND a.grantee <> c.relowner
+        LOOP
+            IF r.grantee = 0 THEN
+                REVOKE INSERT ON proxy_tickets FROM PUBLIC;
+            ELSE
+                EXECUTE format('REVOKE INSERT ON proxy_tickets FROM %s', r.grantee::regrole);
+            END IF;
+        END LOOP;
+    END $$;
+    "#,
 ];
 
 /// Serialises migrations and `init` of one database across hosts.
@@ -256,7 +325,17 @@ pub(super) fn prepare(store: &mut PgStore, creating: bool) -> Result<()> {
         });
     }
     if found < SCHEMA_VERSION {
-        migrate(store)?;
+        // A role that may not migrate (the login and proxy roles) is told
+        // who can; any other failure is reported as it is.
+        migrate(store).map_err(|e| match e {
+            Error::Storage(text) if text.contains("SQLSTATE 42501") => Error::Storage(format!(
+                "the schema is at version {found}, this saslgate's is {SCHEMA_VERSION}, and \
+                 this role may not migrate it ({text}); only the admin role (the schema's \
+                 owner) can: run `saslgate init` (or any saslgate command) with its \
+                 configuration"
+            )),
+            other => other,
+        })?;
     }
     let row = store.query_one(
         "SELECT (SELECT value FROM meta WHERE key = 'hmac_key'),
@@ -316,8 +395,27 @@ fn migrate(store: &PgStore) -> Result<()> {
     })
 }
 
+/// The roles `saslgate init` makes (SECURITY.md, "PostgreSQL roles").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleKind {
+    /// `--login-role`: what logins need; uses proxy tickets up, mints none.
+    Login,
+    /// `--proxy-role`: the login role's privileges, and minting proxy
+    /// tickets through `saslgate_issue_ticket` (the `auth_http` face).
+    Proxy,
+}
+
+impl RoleKind {
+    fn option(self) -> &'static str {
+        match self {
+            RoleKind::Login => "--login-role",
+            RoleKind::Proxy => "--proxy-role",
+        }
+    }
+}
+
 /// A role name safe to put in SQL unquoted-equivalent form.
-fn role_name(name: &str) -> Result<&str> {
+fn role_name(name: &str, kind: RoleKind) -> Result<&str> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -328,24 +426,40 @@ fn role_name(name: &str) -> Result<&str> {
         Ok(name)
     } else {
         Err(Error::Usage(format!(
-            "--login-role: {name:?} is not a role name (lower-case letters, digits, _)"
+            "{}: {name:?} is not a role name (lower-case letters, digits, _)",
+            kind.option()
         )))
     }
 }
 
-/// Creates the login role if missing and sets its privileges to exactly what
-/// logins need (idempotent: every run revokes first, then grants):
-/// read login data; write the throttle, audit (insert only, never read),
-/// last-use stamps, TOTP step and code use. Nothing that creates a credential
-/// (SECURITY.md, "PostgreSQL roles").
-pub fn grant_login_role(store: &PgStore, name: &str) -> Result<()> {
-    let role = role_name(name)?;
+/// The functions of the schema (all revoked from PUBLIC: PostgreSQL grants
+/// EXECUTE to everyone by default).
+const FUNCTIONS: &str = "saslgate_new_generation(), saslgate_refuse_rewind(), \
+                         saslgate_one_namespace(), saslgate_bound_ticket(), \
+                         saslgate_issue_ticket(bytea, text, text, text, bigint)";
+
+/// Creates the role if missing and sets its privileges to exactly what its
+/// kind needs (idempotent: every run revokes first, then grants, so a proxy
+/// role made a login role loses the minting function). Both kinds: read
+/// login data; write the throttle, audit (insert only, never read),
+/// last-use stamps, TOTP step and code use; use proxy tickets up and delete
+/// them. Nothing that creates a credential, and no INSERT on proxy_tickets;
+/// the proxy role alone may also execute `saslgate_issue_ticket`.
+pub fn grant_role(store: &PgStore, name: &str, kind: RoleKind) -> Result<()> {
+    let role = role_name(name, kind)?;
     let schema: String = store
         .query_one("SELECT quote_ident(current_schema())", &[])
         .and_then(|r| get(&r, 0))?;
     let tables = "saslgate_meta, meta, plans, accounts, service_overrides, app_passwords, \
                   one_time_codes, throttle, audit, aliases, blocks, account_backends, \
                   backend_holds, proxy_tickets";
+    let mint = match kind {
+        RoleKind::Login => String::new(),
+        RoleKind::Proxy => format!(
+            "GRANT EXECUTE ON FUNCTION saslgate_issue_ticket(bytea, text, text, text, bigint) \
+             TO \"{role}\";"
+        ),
+    };
     let sql = format!(
         r#"
         DO $$ BEGIN
@@ -354,8 +468,7 @@ pub fn grant_login_role(store: &PgStore, name: &str) -> Result<()> {
             END IF;
         END $$;
         REVOKE ALL ON {tables} FROM "{role}";
-        REVOKE ALL ON FUNCTION saslgate_new_generation(), saslgate_refuse_rewind(),
-                               saslgate_one_namespace() FROM PUBLIC;
+        REVOKE ALL ON FUNCTION {FUNCTIONS} FROM PUBLIC, "{role}";
         GRANT USAGE ON SCHEMA {schema} TO "{role}";
         GRANT SELECT ON saslgate_meta, meta, plans, accounts, service_overrides,
                         app_passwords, one_time_codes, aliases, blocks,
@@ -365,11 +478,11 @@ pub fn grant_login_role(store: &PgStore, name: &str) -> Result<()> {
         GRANT UPDATE (used) ON one_time_codes TO "{role}";
         GRANT SELECT, INSERT, UPDATE, DELETE ON throttle TO "{role}";
         GRANT INSERT ON audit TO "{role}";
-        -- The auth_http face issues proxy tickets (short-lived, single-use,
-        -- bound to one account, service and backend) and backends use them up.
-        -- SECURITY.md, "PostgreSQL roles", says what this lets the role do.
-        GRANT SELECT, INSERT, DELETE ON proxy_tickets TO "{role}";
+        -- Proxy tickets: used up (a trigger keeps a used one used) and
+        -- deleted by the prune pass; minted only through saslgate_issue_ticket.
+        GRANT SELECT, DELETE ON proxy_tickets TO "{role}";
         GRANT UPDATE (used) ON proxy_tickets TO "{role}";
+        {mint}
         "#
     );
     store.write(|s| s.batch(&sql))
@@ -379,9 +492,12 @@ pub fn grant_login_role(store: &PgStore, name: &str) -> Result<()> {
 mod tests {
     #[test]
     fn role_names_are_checked() {
-        assert!(super::role_name("saslgate_login").is_ok());
+        use super::RoleKind::{Login, Proxy};
+        assert!(super::role_name("saslgate_login", Login).is_ok());
         for bad in ["", "Upper", "a-b", "x\"; DROP", "1st"] {
-            assert!(super::role_name(bad).is_err(), "{bad}");
+            assert!(super::role_name(bad, Login).is_err(), "{bad}");
+            let e = super::role_name(bad, Proxy).unwrap_err().to_string();
+            assert!(e.contains("--proxy-role"), "{e}");
         }
     }
 }

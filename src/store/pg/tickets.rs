@@ -1,10 +1,14 @@
 //! Proxy tickets on PostgreSQL (see `store/tickets.rs` for what they are).
-//! The login role may insert, use up (`UPDATE (used)`) and delete tickets:
-//! the face that issues them and the backends that use them run as it.
+//!
+//! Tickets are minted only through `saslgate_issue_ticket` (SECURITY
+//! DEFINER, granted to the proxy role alone: the `auth_http` face's hosts);
+//! the login role may only use them up (`UPDATE (used)`) and delete them.
+//! The trigger `tickets_bounded` refuses any row out of bounds, whoever
+//! writes it, and stamps it with the generation (schema.rs, migration 2 -> 3).
 
 use super::{get, PgStore};
-use crate::error::Result;
-use crate::store::tickets::{ticket_lookup, TicketRow, TicketStore};
+use crate::error::{Error, Result};
+use crate::store::tickets::{check_bounds, ticket_lookup, TicketRow, TicketStore};
 
 impl TicketStore for PgStore {
     fn ticket_lookup(&self, ticket: &[u8]) -> [u8; 32] {
@@ -19,25 +23,36 @@ impl TicketStore for PgStore {
         backend: &str,
         expires: i64,
     ) -> Result<bool> {
+        check_bounds(service, expires, crate::timefmt::now())?;
         let lookup = self.ticket_lookup(ticket);
         self.end_read_tx()?;
-        let n = self.execute(
-            "INSERT INTO proxy_tickets (lookup, account_id, service, backend, expires)
-             SELECT $1, id, $3, $4, $5 FROM accounts WHERE name = $2",
-            &[&&lookup[..], &account, &service, &backend, &expires],
-        )?;
-        Ok(n == 1)
+        let row = self
+            .query_one(
+                "SELECT saslgate_issue_ticket($1, $2, $3, $4, $5)",
+                &[&&lookup[..], &account, &service, &backend, &expires],
+            )
+            .map_err(|e| match e {
+                Error::Storage(text) if text.contains("SQLSTATE 42501") => Error::Storage(format!(
+                    "{text}: this role may not issue proxy tickets (the auth_http face's \
+                     hosts connect as the proxy role: saslgate init --proxy-role NAME)"
+                )),
+                other => other,
+            })?;
+        get(&row, 0)
     }
 
     /// READ COMMITTED: of concurrent updates of the row, the later ones wait
     /// for the first and re-check `used IS NULL` on the row it left; exactly
-    /// one gets it back.
+    /// one gets it back. The bounds are `TICKET_MAX_LIFETIME` and
+    /// `TICKET_SERVICES`, as the trigger's.
     fn consume_ticket(&self, ticket: &[u8], now: i64) -> Result<Option<TicketRow>> {
         let lookup = self.ticket_lookup(ticket);
         self.end_read_tx()?;
         self.query_opt(
             "UPDATE proxy_tickets SET used = $2
-             WHERE lookup = $1 AND used IS NULL AND expires > $2
+             WHERE lookup = $1 AND used IS NULL AND expires > $2 AND expires <= $2 + 600
+               AND service IN ('imap', 'pop')
+               AND generation = (SELECT value FROM saslgate_meta WHERE key = 'generation')
              RETURNING account_id, service, backend",
             &[&&lookup[..], &now],
         )?
