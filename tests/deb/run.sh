@@ -530,12 +530,16 @@ check "the upgrade kept carol" sh -c "$SG user list | grep -q carol"
 # The postinst on its own (dpkg runs it as "configure OLD"): refusals, and a
 # planted backup -> directory link is never followed.
 postinst_again() { /var/lib/dpkg/info/saslgate.postinst configure "$OLD2" >"$TMP/postinst-again.log" 2>&1; }
-runuser -u "$PLANTUSER" -- sh -c 'cd /var/lib/saslgate && rm -rf backup backup.moved && ln -s "$1" backup' sh "$VICTIMS/dir" >>"$LOG" 2>&1
+runuser -u "$PLANTUSER" -- sh -c 'cd /var/lib/saslgate || exit 1
+    [ ! -e backup ] || mv backup "backup.moved.$$" || exit 1
+    ln -s "$1" backup' sh "$VICTIMS/dir" >>"$LOG" 2>&1
+expect "$PLANTUSER planted /var/lib/saslgate/backup as a link to a root-owned directory" "$VICTIMS/dir" \
+    "$(readlink /var/lib/saslgate/backup)"
 BEFORE=$(victims_state)
 postinst_again
 expect "postinst configure with backup -> a root-owned directory planted: succeeds" 0 "$?"
 expect "  and neither follows nor chmods the link (target dir unchanged, empty)" "$BEFORE" "$(victims_state)"
-mv "$BACKUPS" "$BACKUPS.real"
+mv "$BACKUPS" "$BACKUPS.real" 2>>"$LOG"
 refused() { # refused WHAT: postinst fails, names $BACKUPS, migrates nothing
     postinst_again
     local rc=$?
@@ -557,7 +561,7 @@ rmdir "$BACKUPS"
 : >"$BACKUPS"
 refused "$BACKUPS as a regular file"
 rm -f "$BACKUPS"
-mv "$BACKUPS.real" "$BACKUPS"
+[ ! -e "$BACKUPS.real" ] || mv "$BACKUPS.real" "$BACKUPS"
 [ "$CREATED_PLANTUSER" = 1 ] && userdel "$PLANTUSER" >/dev/null 2>&1 && CREATED_PLANTUSER=0
 check "apt-get purge saslgate (after the planted upgrade)" \
     env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q saslgate
