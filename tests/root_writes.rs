@@ -53,7 +53,11 @@ impl Setup {
     /// A configuration whose database is `db`.
     fn conf(&self, name: &str, db: &Path) -> PathBuf {
         let conf = self.victims.join(format!("{name}.conf"));
-        std::fs::write(&conf, format!("db = \"{}\"\nbcrypt_cost = 4\n", db.display())).unwrap();
+        std::fs::write(
+            &conf,
+            format!("db = \"{}\"\nbcrypt_cost = 4\n", db.display()),
+        )
+        .unwrap();
         conf
     }
 }
@@ -84,7 +88,12 @@ fn stderr(out: &Output) -> String {
 /// Content, owner, group and mode of a file (what a write through a link changes).
 fn state(p: &Path) -> (Vec<u8>, u32, u32, u32) {
     let m = std::fs::metadata(p).unwrap();
-    (std::fs::read(p).unwrap(), m.uid(), m.gid(), m.mode() & 0o7777)
+    (
+        std::fs::read(p).unwrap(),
+        m.uid(),
+        m.gid(),
+        m.mode() & 0o7777,
+    )
 }
 
 /// The database name is a link, planted in the shared directory, to another
@@ -100,9 +109,16 @@ fn root_never_opens_the_database_through_a_planted_link() {
     let out = saslgate(&conf, &["user", "add", "mallory"]);
     assert_eq!(out.status.code(), Some(3), "refused: {}", stderr(&out));
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("find out who made it"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("find out who made it"),
+        "{}",
+        stderr(&out)
+    );
     let list = ok(&saslgate(&s.conf("other2", &other), &["user", "list"]));
-    assert!(!list.contains("mallory"), "written through the link: {list}");
+    assert!(
+        !list.contains("mallory"),
+        "written through the link: {list}"
+    );
 }
 
 /// A -wal next to the database that is a second name of a root file (a hard
@@ -124,7 +140,11 @@ fn root_refuses_planted_side_files() {
     let out = saslgate(&conf, &["user", "add", "mallory"]);
     assert_eq!(out.status.code(), Some(3), "refused: {}", stderr(&out));
     assert!(stderr(&out).contains("hard links"), "{}", stderr(&out));
-    assert_eq!(state(&victim), before, "root file written through the hard link");
+    assert_eq!(
+        state(&victim),
+        before,
+        "root file written through the hard link"
+    );
     std::fs::remove_file(&wal).unwrap();
     for side in ["saslgate.db-wal", "saslgate.db-shm", "saslgate.db-journal"] {
         let _ = std::fs::remove_file(s.shared.join(side));
@@ -155,7 +175,11 @@ fn root_backs_up_only_into_a_root_only_directory() {
     let dest = s.shared.join("saslgate.db.bak");
     let out = saslgate(&conf, &["backup", dest.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no other user can change"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no other user can change"),
+        "{}",
+        stderr(&out)
+    );
     assert!(std::fs::symlink_metadata(&dest).is_err(), "nothing written");
     // A root-only directory: a planted name is refused, a new one made 0600.
     let backups = s.victims.join("backups");
@@ -165,7 +189,10 @@ fn root_backs_up_only_into_a_root_only_directory() {
     std::fs::write(&victim, "root's own file\n").unwrap();
     let before = state(&victim);
     std::os::unix::fs::symlink(&victim, backups.join("link.db")).unwrap();
-    let out = saslgate(&conf, &["backup", backups.join("link.db").to_str().unwrap()]);
+    let out = saslgate(
+        &conf,
+        &["backup", backups.join("link.db").to_str().unwrap()],
+    );
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(state(&victim), before);
     let good = backups.join("good.db");
@@ -199,7 +226,10 @@ fn root_daemon_refuses_a_socket_directory_others_can_change() {
     std::io::BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut first)
         .unwrap();
-    let _ = child.kill();
+    if !first.contains("cannot start") {
+        // It started (the failure): stop it.
+        let _ = child.kill();
+    }
     let status = child.wait().unwrap();
     assert!(
         first.contains("socket directory") && first.contains("no other user can change"),
@@ -226,7 +256,34 @@ fn pid_file_never_written_through_a_planted_link() {
         std::fs::read_to_string(&pid).unwrap(),
         format!("{}\n", std::process::id())
     );
-    assert!(!std::fs::symlink_metadata(&pid).unwrap().file_type().is_symlink());
+    assert!(!std::fs::symlink_metadata(&pid)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert!(std::fs::symlink_metadata(dir.path().join("saslauthd.pid.tmp")).is_err());
 }
 
+/// What root counts as a directory only root can change.
+#[test]
+fn root_only_directories() {
+    use saslgate::rootfs::not_root_only;
+    let s = Setup::new();
+    // /tmp (1777): anyone adds names to it; below it, root's 0700 dir is root's.
+    assert!(not_root_only(Path::new("/tmp"))
+        .unwrap()
+        .is_some_and(|w| w.contains("/tmp")));
+    assert_eq!(not_root_only(&s.victims).unwrap(), None);
+    let why = not_root_only(&s.shared).unwrap().unwrap();
+    assert!(why.contains("belongs to uid 65534"), "{why}");
+    // Owned by root, group-writable; and a root dir under it (its parent can be renamed).
+    std::os::unix::fs::chown(&s.shared, Some(0), None).unwrap();
+    let why = not_root_only(&s.shared).unwrap().unwrap();
+    assert!(why.contains("writable by its group"), "{why}");
+    let below = s.shared.join("below");
+    std::fs::create_dir(&below).unwrap();
+    assert!(not_root_only(&below).unwrap().is_some());
+    // A link to a root-only directory from a shared one is judged by both paths.
+    let link = s.shared.join("link");
+    std::os::unix::fs::symlink(&s.victims, &link).unwrap();
+    assert!(not_root_only(&link).unwrap().is_some());
+}
