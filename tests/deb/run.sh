@@ -562,6 +562,16 @@ rmdir "$BACKUPS"
 refused "$BACKUPS as a regular file"
 rm -f "$BACKUPS"
 [ ! -e "$BACKUPS.real" ] || mv "$BACKUPS.real" "$BACKUPS"
+# A backup that fails (here: a read-only $BACKUPS) stops the configure too,
+# with saslgate backup's own message, and no copy by other means.
+if mount --bind "$BACKUPS" "$BACKUPS" 2>>"$LOG" && mount -o remount,ro,bind "$BACKUPS" 2>>"$LOG"; then
+    refused "to go on when saslgate backup fails (read-only $BACKUPS)"
+    check "  with saslgate backup's reason (Read-only file system)" grep -q 'Read-only file system' "$TMP/postinst-again.log"
+    umount "$BACKUPS"
+else
+    umount "$BACKUPS" 2>/dev/null
+    echo "      (mount --bind not permitted here: a failing saslgate backup not tested)"
+fi
 [ "$CREATED_PLANTUSER" = 1 ] && userdel "$PLANTUSER" >/dev/null 2>&1 && CREATED_PLANTUSER=0
 check "apt-get purge saslgate (after the planted upgrade)" \
     env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q saslgate
