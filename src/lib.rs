@@ -27,6 +27,7 @@ pub mod ffi;
 pub mod host;
 pub mod http_config;
 pub mod names;
+pub mod rootfs;
 pub mod secret;
 pub mod snapshot;
 pub mod store;

@@ -23,7 +23,25 @@ pub struct Bound {
 /// Creates DIR (mode 0710, group `gid`) if needed, refuses to start when a live
 /// daemon answers on DIR/mux, replaces a stale socket, binds a new one with mode
 /// 0660 and group `gid`, atomically (bound under a temporary name, then renamed).
+/// Root refuses a DIR that another user can change (`crate::rootfs`): the
+/// socket's mode and group are set by name.
 pub fn bind(dir: &Path, gid: Option<u32>) -> Result<Bound, String> {
+    if crate::rootfs::is_root() {
+        let parent = crate::rootfs::parent_dir(dir);
+        let check = if dir.exists() { dir } else { parent.as_path() };
+        match crate::rootfs::not_root_only(check) {
+            Ok(None) => {}
+            Ok(Some(why)) => {
+                return Err(format!(
+                    "socket directory {}: {why}; as root, saslgated makes its socket only \
+                     in a directory no other user can change (or run it as the saslgate \
+                     user, as the packaged unit does)",
+                    dir.display()
+                ))
+            }
+            Err(e) => return Err(format!("socket directory {}: {e}", dir.display())),
+        }
+    }
     if !dir.exists() {
         fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create socket directory {}: {e}", dir.display()))?;
@@ -77,11 +95,32 @@ pub fn bind(dir: &Path, gid: Option<u32>) -> Result<Bound, String> {
     })
 }
 
+/// Writes the pid file under a temporary name, then renames it into place. The
+/// temporary file is made here (`O_EXCL|O_NOFOLLOW`), never opened through a
+/// link another user put in the directory (issue 23, finding 1).
 pub fn write_pid_file(path: &Path) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("pid.tmp");
-    fs::write(&tmp, format!("{}\n", std::process::id()))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
-    fs::rename(&tmp, path)
+    // A name left behind (a crash): unlinking never follows a link.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&tmp)?;
+    let written = file
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Sends `state` to systemd's NOTIFY_SOCKET, when set (no-op otherwise).

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod aliases;
 pub mod dump;
 mod dump_sqlite;
+mod guard;
 mod interface;
 pub mod login;
 pub mod pg;
@@ -107,13 +108,15 @@ impl Store {
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
+            | OpenFlags::SQLITE_OPEN_URI
+            | guard::open_flags(path)?;
         let conn = Connection::open_with_flags(path, flags).map_err(storage(path))?;
         Store::setup(conn, config, false)
     }
 
     /// Creates a new database (mode 0600, or 0660 with `db_group`) and migrates it.
-    /// Refuses to touch an existing file.
+    /// Refuses to touch an existing file, and never follows a link (`O_EXCL`,
+    /// `O_NOFOLLOW`; root: see `guard`).
     pub fn create(config: &Config) -> Result<Store> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = config.db.as_path();
@@ -133,9 +136,18 @@ impl Store {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(mode)
             .open(path)
             .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists
+                    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) =>
+                {
+                    Error::Storage(format!(
+                        "{}: a symbolic link is at that name; not creating a database through it",
+                        path.display()
+                    ))
+                }
                 std::io::ErrorKind::AlreadyExists => {
                     Error::Exists(format!("{} (database already initialised)", path.display()))
                 }
@@ -148,13 +160,17 @@ impl Store {
             file.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(storage(path))?;
         }
-        drop(file);
         let result = (|| {
             let conn = Connection::open_with_flags(
                 path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | guard::open_flags(path)?,
             )
             .map_err(storage(path))?;
+            // SQLite opened the name again: it must still be the file made above.
+            guard::same_file(&file, path)?;
+            drop(file);
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(storage(path))?;
             Store::setup(conn, config, true)
@@ -360,6 +376,11 @@ fn data_version(conn: &Connection) -> Option<i64> {
 /// Copies the database to `dest` with `VACUUM INTO` (a consistent snapshot taken
 /// while others keep using it). Opens it read-only and never migrates it, so the
 /// package can back up a database before a newer saslgate migrates it.
+///
+/// The destination is created with `O_EXCL|O_NOFOLLOW` and mode 0600 before
+/// anything is written (never a link, never readable by others); root writes
+/// it only into a directory no other user can change (`rootfs`), since SQLite
+/// opens it again by name.
 pub fn backup(config: &Config, dest: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let src = config.db.as_path();
@@ -369,16 +390,33 @@ pub fn backup(config: &Config, dest: &Path) -> Result<()> {
             src.display()
         )));
     }
+    if crate::rootfs::is_root() {
+        let dir = crate::rootfs::parent_dir(dest);
+        let why = crate::rootfs::not_root_only(&dir)
+            .map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
+        if let Some(why) = why {
+            return Err(Error::Io(format!(
+                "{}: root writes a backup only into a directory no other user can \
+                 change, and {why}; use one such as /var/backups/saslgate \
+                 (root:root, mode 0700); nothing written",
+                dest.display()
+            )));
+        }
+    }
     // Create the destination first so it is never readable by others, even briefly.
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(dest)
         .map_err(|e| Error::Io(format!("{}: {e}", dest.display())))?;
     let result = (|| {
-        let conn = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(storage(src))?;
+        let conn = Connection::open_with_flags(
+            src,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | guard::open_flags(src)?,
+        )
+        .map_err(storage(src))?;
         conn.busy_timeout(config.busy_timeout)
             .map_err(storage(src))?;
         // VACUUM INTO wants an empty or missing file; ours is empty.
@@ -387,7 +425,7 @@ pub fn backup(config: &Config, dest: &Path) -> Result<()> {
             .ok_or_else(|| Error::Usage("destination path is not UTF-8".into()))?;
         conn.execute("VACUUM INTO ?1", [target])
             .map_err(storage(src))?;
-        Ok(())
+        guard::same_file(&file, dest)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(dest);
@@ -409,8 +447,11 @@ pub fn restore(config: &Config, from: &Path) -> Result<()> {
             from.display()
         )));
     }
-    let src = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(storage(from))?;
+    let src = Connection::open_with_flags(
+        from,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | guard::open_flags(from)?,
+    )
+    .map_err(storage(from))?;
     let check: String = src
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(storage(from))?;

@@ -12,6 +12,12 @@
 # user in the database group saslgate logs in through the installed plugin
 # in-process (real libsasl2, sasl_server_start PLAIN).
 #
+# Upgrade backups (issue 23, finding 1): the package, repacked as older
+# versions, is installed and upgraded; a member of the group saslgate plants a
+# backup/ directory with symlinks under /var/lib/saslgate; the upgrade to the
+# real package must write through none of them and keep its backup in the
+# root-only /var/backups/saslgate.
+#
 # Root only; refuses (loud SKIP) when saslgate is already installed, since
 # the test purges it at the end.
 # Environment: CARGO_TARGET_DIR (the .debs go to $CARGO_TARGET_DIR/deb, default
@@ -40,12 +46,14 @@ for p in saslgate libsasl2-modules-saslgate; do
         skip_all "$p is installed on this machine; this test would purge it and its data"
     fi
 done
-for u in sgdebtest sgdebauth; do
+for u in sgdebtest sgdebauth sgdebplant; do
     getent passwd "$u" >/dev/null && skip_all "user $u exists; this test creates and deletes it"
 done
-for c in dpkg-buildpackage lintian apt-get testsaslauthd saslpluginviewer runuser cc; do
-    command -v "$c" >/dev/null || skip_all "$c is missing (apt-get install debhelper lintian sasl2-bin)"
+for c in dpkg-buildpackage lintian apt-get testsaslauthd saslpluginviewer runuser cc sqlite3; do
+    command -v "$c" >/dev/null || skip_all "$c is missing (apt-get install debhelper lintian sasl2-bin sqlite3)"
 done
+BACKUPS=/var/backups/saslgate # the package's root-only backup directory
+[ -e "$BACKUPS" ] || [ -L "$BACKUPS" ] && skip_all "$BACKUPS exists; this test creates and deletes it"
 
 STARTED=$(date +%s)
 TMP=$(mktemp -d /tmp/saslgate-deb.XXXXXX)
@@ -58,6 +66,8 @@ CREATED_AUTHUSER=0
 DAEMON_PID=
 INSTALLED=0
 CREATED_USER=0
+PLANTUSER=sgdebplant # in the database group, plants links before an upgrade
+CREATED_PLANTUSER=0
 
 cleanup() {
     local rc=$?
@@ -67,9 +77,12 @@ cleanup() {
     fi
     [ "$CREATED_USER" = 1 ] && userdel "$TESTUSER" >/dev/null 2>&1
     [ "$CREATED_AUTHUSER" = 1 ] && userdel "$AUTHUSER" >/dev/null 2>&1
+    [ "$CREATED_PLANTUSER" = 1 ] && userdel "$PLANTUSER" >/dev/null 2>&1
     if [ "$INSTALLED" = 1 ]; then # a check failed half-way: leave no package behind
         DEBIAN_FRONTEND=noninteractive apt-get purge -y -q saslgate libsasl2-modules-saslgate >>"$LOG" 2>&1
     fi
+    # Purge keeps the backups (doc/packaging.md); this test made them.
+    rm -rf "$BACKUPS"
     if [ "$rc" -ne 0 ] && [ "$CHECK_FAILED" -eq 0 ]; then
         bad "deb test aborted (exit $rc)"
     fi
@@ -402,8 +415,10 @@ else
     tail -n 20 "$TMP/reinstall.log"
     bad "reinstall"
 fi
-check "upgrade backed up the database to /var/lib/saslgate/backup/" \
-    sh -c 'ls /var/lib/saslgate/backup/saslgate.db.* >/dev/null 2>&1'
+check "upgrade backed up the database to $BACKUPS/" \
+    sh -c "ls $BACKUPS/saslgate.db.* >/dev/null 2>&1"
+check_fails "upgrade wrote no backup under /var/lib/saslgate (the database group can write there)" \
+    test -e /var/lib/saslgate/backup
 check "upgrade kept the accounts" sh -c "$SG user list | grep -q bob"
 world=$(find /var/lib/saslgate -perm -o=r | head -n1)
 expect "nothing under /var/lib/saslgate is world-readable after the upgrade" "" "$world"
@@ -442,9 +457,124 @@ check "apt-get purge saslgate libsasl2-modules-saslgate" \
 INSTALLED=0
 check "after purge: /var/lib/saslgate gone" test ! -e /var/lib/saslgate
 check "after purge: /etc/saslgate gone" test ! -e /etc/saslgate
+check "after purge: the backups in $BACKUPS kept" sh -c "ls $BACKUPS/saslgate.db.* >/dev/null 2>&1"
 check_fails "after purge: group saslgate gone" getent group saslgate
 check_fails "after purge: group saslgate-auth gone" getent group saslgate-auth
 check_fails "after purge: user saslgate gone" getent passwd saslgate
 check "after purge: no units left" test ! -e /lib/systemd/system/saslgated.service -a ! -e /etc/systemd/system/sockets.target.wants/saslgated.socket
 left=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' saslgate libsasl2-modules-saslgate 2>/dev/null | grep -v '^un ' | grep -v '^ *$' || true)
 expect "after purge: dpkg knows neither package" "" "$left"
+
+
+# ---- upgrade backups (issue 23, finding 1): root writes only where root alone can.
+# The package just built, repacked as older versions (same scripts; what is
+# tested is what the real package's postinst does on the upgrade from them).
+echo "--- upgrade from older versions with links planted by a member of the group saslgate"
+rm -rf "$BACKUPS"
+OLD1=0.1.0-1
+OLD2=0.2.0~r2-1 # below $VERSION (~ sorts first)
+check "repacked $(basename "$PKG_MAIN") as $OLD1 and $OLD2" sh -c \
+    'repack() { rm -rf "$1/repack" && dpkg-deb -R "$2" "$1/repack" &&
+        sed -i "s/^Version: .*/Version: $3/" "$1/repack/DEBIAN/control" && dpkg-deb -b "$1/repack" "$4"; }
+     repack "$1" "$2" "$3" "$1/old1.deb" && repack "$1" "$2" "$4" "$1/old2.deb"' sh "$TMP" "$PKG_MAIN" "$OLD1" "$OLD2"
+INSTALLED=1
+check "dpkg -i saslgate $OLD1 (fresh install)" env DEBIAN_FRONTEND=noninteractive dpkg -i "$TMP/old1.deb"
+check "$OLD1: saslgate user add carol, passwd" sh -c "$SG user add carol && printf %s 'carol pw' | $SG passwd carol --stdin"
+check "dpkg -i saslgate $OLD2 (upgrade from $OLD1)" env DEBIAN_FRONTEND=noninteractive dpkg -i "$TMP/old2.deb"
+expect "installed: $OLD2" "$OLD2" "$(dpkg-query -W -f='${Version}' saslgate 2>&1)"
+if useradd -M -N -g nogroup -G saslgate -s /bin/sh "$PLANTUSER" >>"$LOG" 2>&1; then
+    CREATED_PLANTUSER=1
+fi
+expect "$PLANTUSER created in the database group" "nogroup saslgate" "$(id -nG "$PLANTUSER" 2>&1)"
+# Root-owned targets in a directory only root can write.
+VICTIMS=$TMP/victims
+install -d -m 0755 "$VICTIMS" "$VICTIMS/dir"
+printf 'root-owned target; must stay as it is\n' >"$VICTIMS/file"
+chmod 0644 "$VICTIMS/file"
+cp -p "$VICTIMS/file" "$TMP/victim.orig"
+victims_state() { # content hash, owner, mode of both targets; the links
+    printf '%s %s %s | %s %s\n' "$(sha256sum <"$VICTIMS/file" | cut -c1-16)" \
+        "$(stat -c '%U:%G %a' "$VICTIMS/file")" "$(stat -c '%U:%G %a' "$VICTIMS/dir")" \
+        "$(ls -A "$VICTIMS/dir" | wc -l)" "$(find /var/lib/saslgate/backup -mindepth 1 ! -type l 2>/dev/null | wc -l)"
+}
+# As the review did: a member moves any backup/ away, makes its own, and plants
+# links named as the postinst names its backups, for the next 120 seconds.
+plant=$(runuser -u "$PLANTUSER" -- sh -c '
+    cd /var/lib/saslgate || exit 1
+    [ ! -e backup ] || mv backup backup.moved || exit 1
+    mkdir backup && chmod 0775 backup || exit 1
+    now=$(date +%s) i=0
+    while [ $i -lt 120 ]; do
+        ln -s "$1" "backup/saslgate.db.$2.$(date -d @$((now + i)) +%Y%m%d%H%M%S)" || exit 1
+        i=$((i + 1))
+    done
+    ls backup | wc -l' sh "$VICTIMS/file" "$OLD2" 2>&1)
+expect "$PLANTUSER planted /var/lib/saslgate/backup/ with 120 links to a root-owned file" 120 "$plant"
+BEFORE=$(victims_state)
+echo "--- dpkg -i $(basename "$PKG_MAIN") (upgrade from $OLD2)"
+DEBIAN_FRONTEND=noninteractive dpkg -i "$PKG_MAIN" >"$TMP/upgrade-planted.log" 2>&1
+rc=$?
+sed -n 's/^\(saslgate: .*\)/      \1/p' "$TMP/upgrade-planted.log"
+expect "dpkg -i $VERSION over $OLD2 succeeds" 0 "$rc"
+expect "installed: $VERSION" "$VERSION" "$(dpkg-query -W -f='${Version}' saslgate 2>&1)"
+expect "link targets unchanged (content, owner, mode), nothing but links in the planted backup/" "$BEFORE" "$(victims_state)"
+check "root-owned target still holds its own text" cmp -s "$TMP/victim.orig" "$VICTIMS/file"
+expect "$BACKUPS: a directory, root:root, mode 700" "directory root:root 700" "$(stat -c '%F %U:%G %a' "$BACKUPS" 2>&1)"
+NEWB=$(ls -t "$BACKUPS"/saslgate.db."$OLD2".* 2>/dev/null | head -n1)
+expect "backup of $OLD2's database in $BACKUPS: regular file, root:root, mode 600" "regular file root:root 600" \
+    "$(stat -c '%F %U:%G %a' "${NEWB:-$BACKUPS/saslgate.db.$OLD2.(none)}" 2>&1)"
+expect "the backup is a valid database (integrity_check) holding carol" "ok 1" \
+    "$(sqlite3 -readonly "${NEWB:-/nonexistent}" "PRAGMA integrity_check; SELECT count(*) FROM accounts WHERE name = 'carol';" 2>&1 | xargs)"
+check "the upgrade kept carol" sh -c "$SG user list | grep -q carol"
+
+# The postinst on its own (dpkg runs it as "configure OLD"): refusals, and a
+# planted backup -> directory link is never followed.
+postinst_again() { /var/lib/dpkg/info/saslgate.postinst configure "$OLD2" >"$TMP/postinst-again.log" 2>&1; }
+runuser -u "$PLANTUSER" -- sh -c 'cd /var/lib/saslgate || exit 1
+    [ ! -e backup ] || mv backup "backup.moved.$$" || exit 1
+    ln -s "$1" backup' sh "$VICTIMS/dir" >>"$LOG" 2>&1
+expect "$PLANTUSER planted /var/lib/saslgate/backup as a link to a root-owned directory" "$VICTIMS/dir" \
+    "$(readlink /var/lib/saslgate/backup)"
+BEFORE=$(victims_state)
+postinst_again
+expect "postinst configure with backup -> a root-owned directory planted: succeeds" 0 "$?"
+expect "  and neither follows nor chmods the link (target dir unchanged, empty)" "$BEFORE" "$(victims_state)"
+mv "$BACKUPS" "$BACKUPS.real" 2>>"$LOG"
+refused() { # refused WHAT: postinst fails, names $BACKUPS, migrates nothing
+    postinst_again
+    local rc=$?
+    if [ $rc != 0 ] && grep -q "$BACKUPS" "$TMP/postinst-again.log" && grep -qi 'not migrat' "$TMP/postinst-again.log"; then
+        ok "postinst refuses $1 (exit $rc: $(grep -m1 "$BACKUPS" "$TMP/postinst-again.log"))"
+    else
+        bad "postinst refuses $1 (exit $rc: $(tr '\n' ' ' <"$TMP/postinst-again.log"))"
+    fi
+}
+ln -s "$VICTIMS/dir" "$BACKUPS"
+refused "$BACKUPS as a symlink"
+expect "  and wrote nothing through it" "$BEFORE" "$(victims_state)"
+rm -f "$BACKUPS"
+install -d -m 0770 -g saslgate "$BACKUPS"
+refused "$BACKUPS writable by a group"
+chmod 0700 "$BACKUPS" && chown nobody "$BACKUPS"
+refused "$BACKUPS owned by a user other than root"
+rmdir "$BACKUPS"
+: >"$BACKUPS"
+refused "$BACKUPS as a regular file"
+rm -f "$BACKUPS"
+[ ! -e "$BACKUPS.real" ] || mv "$BACKUPS.real" "$BACKUPS"
+# A backup that fails (here: a read-only $BACKUPS) stops the configure too,
+# with saslgate backup's own message, and no copy by other means.
+if mount --bind "$BACKUPS" "$BACKUPS" 2>>"$LOG" && mount -o remount,ro,bind "$BACKUPS" 2>>"$LOG"; then
+    refused "to go on when saslgate backup fails (read-only $BACKUPS)"
+    check "  with saslgate backup's reason (Read-only file system)" grep -q 'Read-only file system' "$TMP/postinst-again.log"
+    umount "$BACKUPS"
+else
+    umount "$BACKUPS" 2>/dev/null
+    echo "      (mount --bind not permitted here: a failing saslgate backup not tested)"
+fi
+[ "$CREATED_PLANTUSER" = 1 ] && userdel "$PLANTUSER" >/dev/null 2>&1 && CREATED_PLANTUSER=0
+check "apt-get purge saslgate (after the planted upgrade)" \
+    env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q saslgate
+INSTALLED=0
+check "after purge: /var/lib/saslgate gone" test ! -e /var/lib/saslgate
+expect "after purge: link target unchanged" "$BEFORE" "$(victims_state)"
