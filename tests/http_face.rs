@@ -1045,18 +1045,16 @@ fn the_account_budget_holds_across_addresses_and_lets_the_owner_in() {
         &["-n", "2"],
         None,
     );
-    let ip = std::sync::atomic::AtomicU32::new(1);
-    let guess = |n: u32| {
-        let i = ip.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let client = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+    let ip = std::sync::atomic::AtomicU32::new(4);
+    let guess = |n: u32, client: &str| {
         exchange_tcp(
             addr,
-            &nginx_request("plain", "alice", &format!("guess {n}"), "imap", 1, &client),
+            &nginx_request("plain", "alice", &format!("guess {n}"), "imap", 1, client),
         )
     };
     // Within the budget: answered at once (Auth-Wait is nginx's part).
     for n in 0..2 {
-        let a = guess(n);
+        let a = guess(n, &format!("10.0.0.{}", n + 1));
         assert_eq!(
             header(&a, "Auth-Status"),
             Some("authentication failed"),
@@ -1065,7 +1063,7 @@ fn the_account_budget_holds_across_addresses_and_lets_the_owner_in() {
     }
     // Over it: the answer is held for the account's delay (1 s here).
     let t = Instant::now();
-    let a = guess(2);
+    let a = guess(2, "10.0.0.3");
     let held = t.elapsed();
     println!("refusal over the budget answered after {held:?}");
     assert_eq!(
@@ -1078,67 +1076,95 @@ fn the_account_budget_holds_across_addresses_and_lets_the_owner_in() {
     // Six connections at once, each address new, Auth-Wait ignored: the
     // verifications (answers "authentication failed") are paced by the
     // account's delay, whatever the number of addresses or connections.
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let verified = std::sync::atomic::AtomicU32::new(0);
-    let answered = std::sync::atomic::AtomicU32::new(0);
-    let owner = std::thread::scope(|s| {
-        let _stop = StopOnDrop(&stop);
+    let verified_from = std::sync::Mutex::new(vec![
+        "10.0.0.1".to_string(),
+        "10.0.0.2".to_string(),
+        "10.0.0.3".to_string(),
+    ]);
+    let attack = |fresh: bool, owner: bool| {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let verified = std::sync::atomic::AtomicU32::new(0);
+        let answered = std::sync::atomic::AtomicU32::new(0);
         let start = Instant::now();
-        for t in 0..6u32 {
-            let (stop, verified, answered, guess) = (&stop, &verified, &answered, &guess);
-            s.spawn(move || {
-                let mut n = 100 + t * 10_000;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    n += 1;
-                    let a = guess(n);
-                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if header(&a, "Auth-Status") == Some("authentication failed") {
-                        verified.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tries = std::thread::scope(|s| {
+            let _stop = StopOnDrop(&stop);
+            for t in 0..6u32 {
+                let (stop, verified, answered) = (&stop, &verified, &answered);
+                let (guess, verified_from, ip) = (&guess, &verified_from, &ip);
+                s.spawn(move || {
+                    let mut n = 100 + t * 10_000 + u32::from(owner) * 5_000;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let a = if fresh {
+                            let i = ip.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let client =
+                                format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+                            let a = guess(n, &client);
+                            if header(&a, "Auth-Status") == Some("authentication failed") {
+                                verified_from.lock().unwrap().push(client);
+                            }
+                            a
+                        } else {
+                            // Addresses that failed before, in turn.
+                            let pool = verified_from.lock().unwrap().clone();
+                            guess(n, &pool[n as usize % pool.len()])
+                        };
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if header(&a, "Auth-Status") == Some("authentication failed") {
+                            verified.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
                     }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            });
-        }
-        // The owner, from an address with no failures, while the attack runs:
-        // never told "authentication failed"; in after at most a few tries.
-        std::thread::sleep(Duration::from_millis(500));
-        let mut tries = Vec::new();
-        for _ in 0..20 {
-            let t = Instant::now();
-            let a = exchange_tcp(
-                addr,
-                &nginx_request("plain", "alice", ALICE_PW, "imap", 1, "198.51.100.77"),
-            );
-            let status = header(&a, "Auth-Status").unwrap_or("").to_string();
-            tries.push((status.clone(), t.elapsed()));
-            if status == "OK" {
-                break;
+                });
             }
-            assert_ne!(status, "authentication failed", "{a}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        std::thread::sleep(Duration::from_millis(2500));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (tries, start)
-    });
-    let (tries, start) = owner;
-    let elapsed = start.elapsed();
-    let verified = verified.into_inner();
+            let mut tries = Vec::new();
+            if owner {
+                // The owner, from an address with no failures, while the
+                // attack runs: its turn comes first; a right password is
+                // never refused.
+                std::thread::sleep(Duration::from_millis(500));
+                for _ in 0..3 {
+                    let t = Instant::now();
+                    let a = exchange_tcp(
+                        addr,
+                        &nginx_request("plain", "alice", ALICE_PW, "imap", 1, "198.51.100.77"),
+                    );
+                    let status = header(&a, "Auth-Status").unwrap_or("").to_string();
+                    tries.push((status.clone(), t.elapsed()));
+                    if status == "OK" {
+                        break;
+                    }
+                    assert_ne!(status, "authentication failed", "{a}");
+                }
+                std::thread::sleep(Duration::from_millis(1000));
+            } else {
+                std::thread::sleep(Duration::from_millis(3000));
+            }
+            tries
+        });
+        let elapsed = start.elapsed();
+        (verified.into_inner(), answered.into_inner(), elapsed, tries)
+    };
+    let (verified, answered, elapsed, _) = attack(true, false);
+    println!("fresh addresses: {answered} answers, {verified} verifications in {elapsed:?}");
+    // One verification per second at most (the delay), plus the one in flight.
+    let bound = elapsed.as_secs_f64().ceil() as u32 + 1;
+    assert!(
+        verified <= bound,
+        "{verified} wrong guesses verified in {elapsed:?} (bound {bound})"
+    );
+    let (verified, answered, elapsed, tries) = attack(false, true);
     println!(
-        "attack: {} answers, {verified} verifications in {elapsed:?}; owner: {tries:?}",
-        answered.into_inner()
+        "addresses that failed before: {answered} answers, {verified} verifications in \
+         {elapsed:?}; the owner: {tries:?}"
     );
     assert_eq!(
         tries.last().map(|t| t.0.as_str()),
         Some("OK"),
         "owner locked out: {tries:?}"
     );
-    // One verification per second at most (the delay), plus the one in flight.
     let bound = elapsed.as_secs_f64().ceil() as u32 + 2;
-    assert!(
-        verified <= bound,
-        "{verified} wrong guesses verified in {elapsed:?} (bound {bound})"
-    );
+    assert!(verified <= bound, "{verified} verified in {elapsed:?}");
     assert!(
         log_of(&d).contains("result=NO reason=bad-credentials"),
         "{}",

@@ -5,6 +5,7 @@
 //! theirs.
 
 use super::credentials::CredentialCheck;
+use super::pace::{Entry, Paced};
 use super::policy::{policy_denial, policy_rule};
 use super::tickets::{self, Binding};
 use super::Gate;
@@ -66,6 +67,7 @@ pub(super) struct Attempt<'a> {
     /// policy-only check.
     pub(super) password: &'a [u8],
     pub(super) now: i64,
+    pub(super) paced: Paced<'a>,
 }
 
 /// Steps 1b and 2, shared by logins and the policy-only check: the account the
@@ -79,6 +81,8 @@ struct Admission {
     alias: Option<String>,
     keys: Keys,
     has_account_rows: bool,
+    /// An address with no failure on record (see `throttle::State`).
+    clean: bool,
 }
 
 impl Attempt<'_> {
@@ -136,7 +140,10 @@ impl Attempt<'_> {
                 return Ok(None);
             }
         }
-        let throttle::State::Open { has_account_rows } = throttle else {
+        let throttle::State::Open {
+            has_account_rows, ..
+        } = throttle
+        else {
             return Ok(None);
         };
         let admitted = Admission {
@@ -145,6 +152,7 @@ impl Attempt<'_> {
             alias: None,
             keys,
             has_account_rows,
+            clean: false,
         };
         let credential = Credential::AppPassword {
             id: app.id,
@@ -177,6 +185,12 @@ impl Attempt<'_> {
         if let Some((_, _, Some((_, credential)))) = &cached {
             gate.cache_hits.fetch_add(1, Ordering::Relaxed);
             return self.accept(store, admitted, credential.clone(), None);
+        }
+
+        // 2b. An account over its slow-down budget: one credential at a time,
+        // the account's delay between (`pace`).
+        if !self.take_turn(name, admitted.clean) {
+            return self.refuse_busy(store, name);
         }
 
         // 3-5. Credentials: at most one slow hash.
@@ -251,6 +265,46 @@ impl Attempt<'_> {
         })
     }
 
+    /// Whether `account`'s credential may be verified now (step 2b): not
+    /// paced, or its turn taken (before this round, or now).
+    fn take_turn(&self, account: &str, clean: bool) -> bool {
+        let mut turn = self.paced.turn.borrow_mut();
+        if turn.as_ref().is_some_and(|t| t.account() == account) {
+            return true;
+        }
+        match self.gate.pace.try_enter(account) {
+            Entry::Free => true,
+            Entry::Turn(t) => {
+                *turn = Some(t);
+                true
+            }
+            Entry::Busy => {
+                *self.paced.busy.borrow_mut() = Some((account.to_string(), clean));
+                false
+            }
+        }
+    }
+
+    /// A paced account busy: a temporary refusal without a hash in the last
+    /// round; before it, a stand-in (`Gate::decide` waits for the turn).
+    fn refuse_busy(&self, store: &mut dyn LoginStore, name: &str) -> crate::Result<Decision> {
+        let detail = "account over its failure budget: one password at a time, \
+                      another is being checked or its delay is not over"
+            .to_string();
+        if !self.paced.last_round.get() {
+            let (retry_after, delay) = (None, Duration::ZERO);
+            let reason = RefuseReason::Throttled;
+            return Ok(Decision::Refused {
+                reason,
+                detail,
+                retry_after,
+                delay,
+            });
+        }
+        let retry = Some(self.gate.config.slowdown_max_delay);
+        self.refuse_now(store, name, RefuseReason::Throttled, detail, retry, None)
+    }
+
     /// Refuses a blocked client address, resolves the account name (the first
     /// candidate that is an account or an alias), refuses a plain connection
     /// to a `tls_required` service, and asks the throttle; all before any
@@ -309,12 +363,16 @@ impl Attempt<'_> {
                 )?;
                 Ok(Err(refusal))
             }
-            throttle::State::Open { has_account_rows } => Ok(Ok(Admission {
+            throttle::State::Open {
+                has_account_rows,
+                clean,
+            } => Ok(Ok(Admission {
                 account,
                 name,
                 alias,
                 keys,
                 has_account_rows,
+                clean,
             })),
         }
     }
@@ -357,6 +415,8 @@ impl Attempt<'_> {
             r
         });
         let delay = store.record_failure(&admitted.keys, &fp[..16], self.now, record.as_ref())?;
+        let window = self.gate.config.slowdown_window;
+        self.gate.pace.refused(name, delay, window);
         Ok(Decision::Refused {
             reason: RefuseReason::BadCredentials,
             detail,

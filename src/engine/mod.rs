@@ -7,6 +7,8 @@
 //! - `attempt`: the decision flow (fast path, full path, policy-only check);
 //! - `fresh`: the generation and throttle rows known current without a statement;
 //! - `blocks`: the address block list, in memory per generation;
+//! - `pace`: step 2b, an account over its slow-down budget verified one
+//!   credential at a time, its delay between;
 //! - `credentials`: steps 3-5, at most one slow hash;
 //! - `policy`: step 6;
 //! - `record`: step 7, the audit buffer and the refusals that cost no hash;
@@ -20,6 +22,7 @@ mod attempt;
 mod blocks;
 mod credentials;
 mod fresh;
+mod pace;
 mod policy;
 mod pool;
 mod record;
@@ -54,6 +57,8 @@ pub struct Gate {
     fresh: fresh::Fresh,
     /// The address block list of the current generation.
     blocks: blocks::BlockCache,
+    /// The accounts over their slow-down budget (see `pace`).
+    pace: pace::Pace,
     buffer: Mutex<audit::Buffer>,
     /// Held while a batch of the buffer is written (`Gate::flush_into`).
     batch_write: Mutex<()>,
@@ -88,6 +93,7 @@ impl Gate {
             snapshot: Snapshot::default(),
             fresh: fresh::Fresh::default(),
             blocks: Default::default(),
+            pace: Default::default(),
             buffer: Mutex::new(audit::Buffer::new(now())),
             batch_write: Mutex::new(()),
             dummy_hash: OnceLock::new(),
@@ -176,11 +182,23 @@ impl Gate {
             input: &input,
             password: req.password,
             now,
+            paced: Default::default(),
         };
-        let result = self.with_connection(|store| match attempt.fast_accept(store)? {
-            Some(d) => Ok(d),
-            None => in_read(store, |s| attempt.full_path(s)),
-        });
+        let run = || {
+            self.with_connection(|store| match attempt.fast_accept(store)? {
+                Some(d) => Ok(d),
+                None => in_read(store, |s| attempt.full_path(s)),
+            })
+        };
+        let mut result = run();
+        // A paced account busy (see `pace`): its turn is waited for outside
+        // any connection and transaction, then the decision is made again.
+        if let Some((account, clean)) = attempt.paced.busy.take() {
+            let max_wait = pace::Pace::max_wait(self.config.slowdown_max_delay);
+            *attempt.paced.turn.borrow_mut() = self.pace.wait_turn(&account, clean, max_wait);
+            attempt.paced.last_round.set(true);
+            result = run();
+        }
         result.unwrap_or_else(|e| Decision::Unavailable {
             cause: e.to_string(),
         })
@@ -262,6 +280,7 @@ impl Gate {
             input: &input,
             password: b"",
             now,
+            paced: Default::default(),
         };
         self.with_store(|store| attempt.policy_only(store))
             .unwrap_or_else(|e| Decision::Unavailable {
