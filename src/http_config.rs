@@ -76,12 +76,16 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// The face's settings (defaults: not listening, loopback peers, no backends).
+/// The face's settings (defaults: not listening, no TCP peers, no backends).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     pub listen: Option<Listen>,
-    /// Peers allowed to ask (and whose `Client-IP` is believed).
+    /// TCP peers allowed to ask (and whose `Client-IP` is believed): none
+    /// unless listed, and a TCP `listen` needs some.
     pub trusted_peers: Vec<Network>,
+    /// Group of the face's UNIX socket (mode 0660): the group made for
+    /// nginx. None: the socket is its owner's only (0600).
+    pub group: Option<String>,
     /// Default backend per protocol (`imap`, `pop3`, `smtp`): an IP address
     /// and port, since nginx takes `Auth-Server` only as an address.
     pub backends: BTreeMap<String, SocketAddr>,
@@ -107,10 +111,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: None,
-            trusted_peers: ["127.0.0.0/8", "::1"]
-                .iter()
-                .filter_map(|n| Network::parse(n).ok())
-                .collect(),
+            trusted_peers: Vec::new(),
+            group: None,
             backends: BTreeMap::new(),
             max_hold: DEFAULT_MAX_HOLD,
             ticket_lifetime: Duration::from_secs(60),
@@ -128,13 +130,22 @@ impl HttpConfig {
         self.trusted_peers.iter().any(|n| n.contains(peer))
     }
 
-    /// A TCP address other than loopback is refused unless some trusted peer
-    /// is off-host too: listening wider than the peers allowed only widens
-    /// what can reach the refusal path.
+    /// TCP needs an explicit `trusted_peers` (a loopback port is open to
+    /// every local user, who could rotate `Client-IP`). A TCP address other
+    /// than loopback is refused unless some trusted peer is off-host too:
+    /// listening wider than the peers allowed only widens what can reach
+    /// the refusal path.
     pub fn check_listen(&self, listen: &Listen) -> std::result::Result<(), String> {
         let Listen::Tcp(addr) = listen else {
             return Ok(());
         };
+        if self.trusted_peers.is_empty() {
+            return Err(format!(
+                "[http] listen {addr} is TCP and [http] trusted_peers is empty: list nginx's \
+                 address (trusted_peers = [\"127.0.0.1\"]); TCP has no trusted peers by \
+                 default, or listen on a UNIX socket with [http] group"
+            ));
+        }
         let off_host_peer = self.trusted_peers.iter().any(|n| {
             !n.contains(IpAddr::from([127, 0, 0, 1]))
                 && !n.contains(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))
@@ -169,6 +180,7 @@ fn hold_duration(text: &str) -> std::result::Result<Duration, String> {
 pub struct HttpFile {
     listen: Option<String>,
     trusted_peers: Option<Vec<String>>,
+    group: Option<String>,
     backends: Option<BTreeMap<String, String>>,
     max_hold: Option<String>,
     ticket_lifetime: Option<String>,
@@ -184,6 +196,12 @@ impl HttpFile {
                 .map(|n| Network::parse(n))
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|e| bad(format!("trusted_peers: {e}")))?;
+        }
+        if let Some(g) = self.group {
+            if g.trim().is_empty() {
+                return Err(bad("group: empty".into()));
+            }
+            c.group = Some(g.trim().to_string());
         }
         if let Some(l) = self.listen {
             let listen = Listen::parse(&l).map_err(|e| bad(format!("listen: {e}")))?;
@@ -257,7 +275,11 @@ mod tests {
             Duration::from_secs(2)
         );
         let d = HttpConfig::default();
-        assert!(d.trusts("127.0.0.9".parse().unwrap()) && d.trusts("::1".parse().unwrap()));
+        assert!(d.trusted_peers.is_empty() && !d.trusts("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            parse("group = \"saslgate-http\"").unwrap().group.as_deref(),
+            Some("saslgate-http")
+        );
         assert!(!d.trusts("192.0.2.1".parse().unwrap()));
         assert_eq!(d.ticket_lifetime, Duration::from_secs(60));
         let t = parse(r#"ticket_lifetime = "15s""#).unwrap();
@@ -273,6 +295,11 @@ mod tests {
     #[test]
     fn refuses_bad_values() {
         assert!(parse(r#"listen = "localhost:9143""#).is_err());
+        let e = parse(r#"listen = "127.0.0.1:9143""#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trusted_peers is empty"), "{e}");
+        assert!(parse("group = \" \"").is_err());
         assert!(parse(r#"listen = "192.0.2.1:9143""#).is_err());
         assert!(parse("listen = \"192.0.2.1:9143\"\ntrusted_peers = [\"192.0.2.0/24\"]").is_ok());
         assert!(parse("[backends]\nimap = \"mail.example.org:143\"").is_err());

@@ -2,9 +2,13 @@
 //! face and every process shares it.
 //!
 //! Keys: `a:ADDR` (client address), `p:ACCOUNT|ADDR` (account from that address),
-//! `s:ACCOUNT` (account, when the request carries no address). Address and pair
-//! keys block when over budget; `s:` keys only slow refusals down, so an attacker
-//! without an address of their own can never lock a user out.
+//! `s:ACCOUNT` (the account, from any address or none: the account-wide
+//! budget). Address and pair keys block when over budget; `s:` keys never
+//! block, so nobody can lock a user out: past the budget they slow the
+//! account down, and the engine enforces that delay (`engine/pace.rs`: one
+//! verification at a time, the delay between). A right password clears the
+//! pair key, not `s:` (that would hand an attacker `slowdown_failures` fresh
+//! guesses at each login of the owner): it ends with its window.
 //!
 //! ADDR is an IPv4 address, or an IPv6 address cut to `[throttle] ipv6_prefix`
 //! bits (`2001:db8:1:2::/64`): one end site gets a /64 or more, so counting each
@@ -59,6 +63,10 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(account: &str, addr: Option<IpAddr>, config: &Config) -> Keys {
+        let mut slow = String::with_capacity(2 + account.len());
+        slow.push_str("s:");
+        slow.push_str(account);
+        let slow = Some(slow);
         match addr {
             Some(ip) => {
                 // `p:{account}|{group}`, then `a:{group}` from its tail: one
@@ -79,29 +87,26 @@ impl Keys {
                 Keys {
                     address,
                     pair: Some(pair),
-                    slow: None,
+                    slow,
                 }
             }
-            None => {
-                let mut slow = String::with_capacity(2 + account.len());
-                slow.push_str("s:");
-                slow.push_str(account);
-                Keys {
-                    address: None,
-                    pair: None,
-                    slow: Some(slow),
-                }
-            }
+            None => Keys {
+                address: None,
+                pair: None,
+                slow,
+            },
         }
     }
 
-    /// The keys a login reads, by position: the slow-down key or the address
-    /// key (a request has one or the other), and the pair key.
+    /// The keys a login's fast path reads, by position: the address key (the
+    /// slow-down key when there is no address), and the pair key. The
+    /// slow-down key never blocks: the full path's pace reads its delay.
     pub fn read_order(&self) -> [Option<&String>; 2] {
-        [
-            self.slow.as_ref().or(self.address.as_ref()),
-            self.pair.as_ref(),
-        ]
+        let first = match &self.pair {
+            Some(_) => self.address.as_ref(),
+            None => self.slow.as_ref(),
+        };
+        [first, self.pair.as_ref()]
     }
 
     /// The address key alone (malformed requests name no account); `None` for
@@ -118,8 +123,11 @@ impl Keys {
 /// What the throttle says before any hashing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Go ahead. `has_account_rows`: a pair/slow-down row exists (success clears it).
-    Open { has_account_rows: bool },
+    /// Go ahead. `has_account_rows`: a pair row exists (success clears it).
+    /// `clean`: the request has an address with no failure on record (its
+    /// address row, or its pair row for a trusted address): it goes first
+    /// for a paced account's turn (`engine/pace.rs`).
+    Open { has_account_rows: bool, clean: bool },
     /// Refuse without hashing for this many more seconds.
     Blocked { retry_after: i64 },
 }
@@ -131,21 +139,29 @@ pub(crate) fn state_of<'a>(
     now: i64,
 ) -> State {
     let mut has_account_rows = false;
+    let mut clean = keys.pair.is_some();
     let mut retry_after = 0;
     for (key, failures, blocked_until) in rows {
         let is = |k: &Option<String>| k.as_deref() == Some(key);
         if (is(&keys.address) || is(&keys.pair)) && blocked_until > now {
             retry_after = retry_after.max(blocked_until - now);
         }
-        // Only the account's own rows: a success clears them, never the address's.
-        if (is(&keys.pair) || is(&keys.slow)) && failures > 0 {
+        // Only the pair row: a success clears it, never the address's, nor the
+        // account-wide slow-down (it ends with its window).
+        if is(&keys.pair) && failures > 0 {
             has_account_rows = true;
+        }
+        if (is(&keys.address) || is(&keys.pair)) && failures > 0 {
+            clean = false;
         }
     }
     if retry_after > 0 {
         State::Blocked { retry_after }
     } else {
-        State::Open { has_account_rows }
+        State::Open {
+            has_account_rows,
+            clean,
+        }
     }
 }
 
@@ -165,7 +181,8 @@ pub(crate) fn state_of_rows(keys: &Keys, rows: &KeyRows, now: i64) -> State {
     state_of(keys, found, now)
 }
 
-/// 1 s, 2 s, 4 s... once an address-less account is past its slow-down budget.
+/// 1 s, 2 s, 4 s... up to `slowdown_max_delay`, once an account is past its
+/// slow-down budget (`failures`: its `s:` row's count in the window).
 pub(crate) fn slow_delay(cfg: &crate::Config, keys: &Keys, failures: i64) -> Duration {
     if keys.slow.is_none() || failures <= i64::from(cfg.slowdown_failures) {
         return Duration::ZERO;

@@ -278,6 +278,8 @@ fn throttling_cannot_be_turned_against_the_user() {
     cfg.throttle_address.failures = 5;
     cfg.throttle_account_address.failures = 3;
     cfg.slowdown_failures = 2;
+    // Short delays: the engine makes each guess past the budget wait them out.
+    cfg.slowdown_max_delay = Duration::from_millis(200);
     let g = Gate::open(cfg).unwrap();
     let at = |pw: &'static str, ip: &'static str| Request {
         client_addr: Some(ip.as_bytes()),
@@ -324,13 +326,15 @@ fn throttling_cannot_be_turned_against_the_user() {
         }
     }
     assert!(
-        last_delay >= Duration::from_secs(1),
+        last_delay >= Duration::from_millis(200),
         "address-less guessing is slowed down"
     );
     assert!(g.decide(&req("frank", "pw-frank", "imap")).is_accepted());
-    // Success cleared the account's slow-down.
+    // Success does not clear the account-wide slow-down (it would hand an
+    // attacker fresh guesses at each login of the owner): it ends with its
+    // window.
     match g.decide(&req("frank", "guess-again", "imap")) {
-        Decision::Refused { delay, .. } => assert_eq!(delay, Duration::ZERO),
+        Decision::Refused { delay, .. } => assert!(delay > Duration::ZERO),
         other => panic!("{other:?}"),
     }
 }

@@ -62,7 +62,17 @@ impl Drop for Daemon {
     }
 }
 
+/// Loopback peers, listed explicitly (TCP has no trusted peers by default).
+const LOOPBACK_PEERS: &str = "trusted_peers = [\"127.0.0.0/8\", \"::1\"]";
+
 fn conf_text(db: &Path, http: &str, imap_port: u16) -> String {
+    let http = if http.contains("trusted_peers") {
+        http.to_string()
+    } else if http.contains("[http]") {
+        http.replacen("[http]", &format!("[http]\n{LOOPBACK_PEERS}"), 1)
+    } else {
+        format!("[http]\n{LOOPBACK_PEERS}\n{http}")
+    };
     format!(
         "db = \"{}\"\nbcrypt_cost = 4\n[throttle]\naddress_failures = 3\n\
          account_address_failures = 100\n{http}\n[http.backends]\nimap = \"127.0.0.1:{imap_port}\"\n\
@@ -79,13 +89,30 @@ fn start(http_section: &str, listen: &str) -> (Daemon, String) {
 
 /// [`start`] with top-level configuration lines (`top`) first.
 fn start_with(top: &str, http_section: &str, listen: &str) -> (Daemon, String) {
+    start_full(top, "", http_section, listen, &["-n", "2"], None)
+}
+
+/// [`start_with`] with `[throttle]` lines, saslgated's arguments other than
+/// the fixed ones (`-n 2` in the others), and an open-files limit.
+fn start_full(
+    top: &str,
+    throttle: &str,
+    http_section: &str,
+    listen: &str,
+    args: &[&str],
+    nofile: Option<u32>,
+) -> (Daemon, String) {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("saslgate.conf");
     std::fs::write(
         &conf,
         format!(
             "{top}\n{}",
-            conf_text(&dir.path().join("sg.db"), http_section, 10143)
+            conf_text(&dir.path().join("sg.db"), http_section, 10143).replacen(
+                "[throttle]\n",
+                &format!("[throttle]\n{throttle}\n"),
+                1
+            )
         ),
     )
     .unwrap();
@@ -108,13 +135,20 @@ fn start_with(top: &str, http_section: &str, listen: &str) -> (Daemon, String) {
     .trim()
     .to_string();
     let log = dir.path().join("saslgated.log");
-    let child = Command::new(SASLGATED)
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(SASLGATED);
+            c
+        }
+        None => Command::new(SASLGATED),
+    };
+    let child = cmd
+        .args(args)
         .args([
             "-a",
             "saslgate",
             "-d",
-            "-n",
-            "2",
             "--timeout",
             "1s",
             "--fail-delay",
@@ -865,4 +899,365 @@ fn two_step_login_hands_nginx_a_single_use_ticket() {
     let a = ask(&format!("{ALICE_PW}{}", codes.next().unwrap()), "smtp");
     assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
     assert_eq!(header(&a, "Auth-Pass"), None, "{a}");
+}
+
+// ---- issue 23, findings 3 and 4: a guessing oracle, stalling the face ----
+
+/// A TCP connection to `dst` from the loopback address `src` (another peer
+/// than 127.0.0.1 for the face's per-peer cap). `wait`: a blocking connect;
+/// else it is left in progress (a flood that never sends).
+fn connect_from(src: &str, dst: SocketAddr, wait: bool) -> Option<TcpStream> {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let flags = if wait {
+        SockFlag::SOCK_CLOEXEC
+    } else {
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK
+    };
+    let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None).ok()?;
+    let from: std::net::SocketAddrV4 = format!("{src}:0").parse().unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::from(from)).ok()?;
+    let SocketAddr::V4(to) = dst else {
+        panic!("IPv4 only")
+    };
+    match connect(fd.as_raw_fd(), &SockaddrIn::from(to)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => Some(TcpStream::from(fd)),
+        Err(_) => None,
+    }
+}
+
+/// Sets the flag when dropped: the attack threads of a scope stop even when
+/// an assertion fails in it (else the scope would wait for them forever).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// nginx always sends Client-IP: a request without it is refused like
+/// nginx's other refusals (an Auth-Status text), never decided, and logged.
+#[test]
+fn a_request_without_client_ip_is_refused() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (d, _) = start("", &addr.to_string());
+    let mut req = String::from_utf8(nginx_request(
+        "plain",
+        "alice",
+        ALICE_PW,
+        "smtp",
+        1,
+        "192.0.2.1",
+    ))
+    .unwrap();
+    req = req.replace("Client-IP: 192.0.2.1\r\n", "");
+    let a = exchange_tcp(addr, req.as_bytes());
+    assert!(a.starts_with("HTTP/1.0 200 OK\r\n"), "{a}");
+    assert_eq!(header(&a, "Auth-Status"), Some("malformed request"), "{a}");
+    assert_eq!(header(&a, "Auth-Error-Code"), Some("501 5.5.2"), "{a}");
+    assert!(header(&a, "Auth-Server").is_none(), "{a}");
+    let log = log_of(&d);
+    assert!(
+        log.contains("face=http result=NO reason=no-client-ip"),
+        "{log}"
+    );
+    assert!(!log.contains("result=OK"), "{log}");
+}
+
+/// TCP has no trusted peers by default: listening on TCP without an explicit
+/// `trusted_peers` is refused at startup, with the reason.
+#[test]
+fn tcp_without_trusted_peers_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("saslgate.conf");
+    std::fs::write(
+        &conf,
+        format!("db = \"{}\"\n", dir.path().join("sg.db").display()),
+    )
+    .unwrap();
+    cli(&conf, &["init"], None);
+    let out = Command::new(SASLGATED)
+        .args(["-a", "saslgate", "-d"])
+        .arg("-m")
+        .arg(dir.path().join("run"))
+        .arg("--config")
+        .arg(&conf)
+        .args(["--http", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a daemon that starts anyway is killed after a while.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut child = out;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "started without trusted_peers: {err}"
+    );
+    assert!(err.contains("trusted_peers"), "{err}");
+}
+
+/// The face's UNIX socket belongs to `[http] group` (mode 0660), the group
+/// made for nginx, not to saslgated's `--group`.
+#[test]
+fn unix_socket_belongs_to_the_http_group() {
+    use std::os::unix::fs::MetadataExt;
+    let gid = String::from_utf8(
+        Command::new("getent")
+            .args(["group", "nogroup"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .split(':')
+    .nth(2)
+    .and_then(|g| g.trim().parse::<u32>().ok())
+    .expect("group nogroup");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("http.sock");
+    let (_d, _) = start("[http]\ngroup = \"nogroup\"", path.to_str().unwrap());
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid);
+}
+
+/// Finding 3: the account slow-down is enforced, not only advertised. A
+/// refusal over the account's budget is held server side; a peer that
+/// ignores Auth-Wait and rotates Client-IP over many addresses, from many
+/// connections at once, gets at most one verification per delay for the
+/// account; the owner's right password from a clean address still gets in.
+#[test]
+fn the_account_budget_holds_across_addresses_and_lets_the_owner_in() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (d, _) = start_full(
+        "",
+        "slowdown_failures = 2\nslowdown_max_delay = \"1s\"",
+        "",
+        &addr.to_string(),
+        &["-n", "2"],
+        None,
+    );
+    let ip = std::sync::atomic::AtomicU32::new(4);
+    let guess = |n: u32, client: &str| {
+        exchange_tcp(
+            addr,
+            &nginx_request("plain", "alice", &format!("guess {n}"), "imap", 1, client),
+        )
+    };
+    // Within the budget: answered at once (Auth-Wait is nginx's part).
+    for n in 0..2 {
+        let a = guess(n, &format!("10.0.0.{}", n + 1));
+        assert_eq!(
+            header(&a, "Auth-Status"),
+            Some("authentication failed"),
+            "{a}"
+        );
+    }
+    // Over it: the answer is held for the account's delay (1 s here).
+    let t = Instant::now();
+    let a = guess(2, "10.0.0.3");
+    let held = t.elapsed();
+    println!("refusal over the budget answered after {held:?}");
+    assert_eq!(
+        header(&a, "Auth-Status"),
+        Some("authentication failed"),
+        "{a}"
+    );
+    assert!(held >= Duration::from_millis(900), "not held: {held:?}");
+
+    // Six connections at once, each address new, Auth-Wait ignored: the
+    // verifications (answers "authentication failed") are paced by the
+    // account's delay, whatever the number of addresses or connections.
+    let verified_from = std::sync::Mutex::new(vec![
+        "10.0.0.1".to_string(),
+        "10.0.0.2".to_string(),
+        "10.0.0.3".to_string(),
+    ]);
+    let attack = |fresh: bool, owner: bool| {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let verified = std::sync::atomic::AtomicU32::new(0);
+        let answered = std::sync::atomic::AtomicU32::new(0);
+        let start = Instant::now();
+        let tries = std::thread::scope(|s| {
+            let _stop = StopOnDrop(&stop);
+            for t in 0..6u32 {
+                let (stop, verified, answered) = (&stop, &verified, &answered);
+                let (guess, verified_from, ip) = (&guess, &verified_from, &ip);
+                s.spawn(move || {
+                    let mut n = 100 + t * 10_000 + u32::from(owner) * 5_000;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let a = if fresh {
+                            let i = ip.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let client =
+                                format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+                            let a = guess(n, &client);
+                            if header(&a, "Auth-Status") == Some("authentication failed") {
+                                verified_from.lock().unwrap().push(client);
+                            }
+                            a
+                        } else {
+                            // Addresses that failed before, in turn.
+                            let pool = verified_from.lock().unwrap().clone();
+                            guess(n, &pool[n as usize % pool.len()])
+                        };
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if header(&a, "Auth-Status") == Some("authentication failed") {
+                            verified.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                });
+            }
+            let mut tries = Vec::new();
+            if owner {
+                // The owner, from an address with no failures, while the
+                // attack runs: its turn comes first; a right password is
+                // never refused.
+                std::thread::sleep(Duration::from_millis(500));
+                for _ in 0..3 {
+                    let t = Instant::now();
+                    let a = exchange_tcp(
+                        addr,
+                        &nginx_request("plain", "alice", ALICE_PW, "imap", 1, "198.51.100.77"),
+                    );
+                    let status = header(&a, "Auth-Status").unwrap_or("").to_string();
+                    tries.push((status.clone(), t.elapsed()));
+                    if status == "OK" {
+                        break;
+                    }
+                    assert_ne!(status, "authentication failed", "{a}");
+                }
+                std::thread::sleep(Duration::from_millis(1000));
+            } else {
+                std::thread::sleep(Duration::from_millis(3000));
+            }
+            tries
+        });
+        let elapsed = start.elapsed();
+        (verified.into_inner(), answered.into_inner(), elapsed, tries)
+    };
+    let (verified, answered, elapsed, _) = attack(true, false);
+    println!("fresh addresses: {answered} answers, {verified} verifications in {elapsed:?}");
+    // One verification per second at most (the delay), plus the one in flight.
+    let bound = elapsed.as_secs_f64().ceil() as u32 + 1;
+    assert!(
+        verified <= bound,
+        "{verified} wrong guesses verified in {elapsed:?} (bound {bound})"
+    );
+    let (verified, answered, elapsed, tries) = attack(false, true);
+    println!(
+        "addresses that failed before: {answered} answers, {verified} verifications in \
+         {elapsed:?}; the owner: {tries:?}"
+    );
+    assert_eq!(
+        tries.last().map(|t| t.0.as_str()),
+        Some("OK"),
+        "owner locked out: {tries:?}"
+    );
+    let bound = elapsed.as_secs_f64().ceil() as u32 + 2;
+    assert!(verified <= bound, "{verified} verified in {elapsed:?}");
+    assert!(
+        log_of(&d).contains("result=NO reason=bad-credentials"),
+        "{}",
+        log_of(&d)
+    );
+}
+
+/// Finding 4: slow clients (a byte at a time, never a whole head), a flood
+/// of connections that never send, and answered connections never closed,
+/// all from one peer (127.0.0.2), beside a legitimate request from another
+/// peer (127.0.0.1) under a small open-files limit: the request is answered,
+/// and the face never runs out of descriptors.
+#[test]
+fn slow_and_flooding_peers_do_not_stall_another_peer() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (d, _) = start_full(
+        "",
+        "",
+        "",
+        &addr.to_string(),
+        &["-n", "1", "--max-connections", "16"],
+        Some(256),
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let elapsed = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        // Slow clients: each keeps a head going a byte every 100 ms, and
+        // comes back when dropped.
+        for _ in 0..8 {
+            let stop = &stop;
+            s.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Some(mut c) = connect_from("127.0.0.2", addr, true) else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    for b in b"GET / HTTP/1.0\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || c.write_all(&[*b]).is_err()
+                        {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            });
+        }
+        // Answered connections the client never closes (the close thread
+        // holds them), as fast as they are answered.
+        {
+            let stop = &stop;
+            s.spawn(move || {
+                let req = nginx_request("plain", "mallory", "wrong", "imap", 3, "203.0.113.9");
+                let mut kept = std::collections::VecDeque::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(mut c) = connect_from("127.0.0.2", addr, true) {
+                        let _ = c.write_all(&req);
+                        kept.push_back(c);
+                    }
+                    if kept.len() > 300 {
+                        kept.pop_front();
+                    }
+                }
+            });
+        }
+        // Connections that never send a byte.
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            if let Some(c) = connect_from("127.0.0.2", addr, false) {
+                idle.push(c);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let t = Instant::now();
+        let a = exchange_tcp(
+            addr,
+            &nginx_request("plain", "alice", ALICE_PW, "imap", 1, "192.0.2.99"),
+        );
+        let elapsed = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(header(&a, "Auth-Status"), Some("OK"), "{a}");
+        drop(idle);
+        elapsed
+    });
+    println!("legitimate request beside the slow and flooding peer: {elapsed:?}");
+    let log = log_of(&d);
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("over its connection cap"), "{log}");
 }

@@ -116,15 +116,39 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
         }
     };
     let workers = opts.worker_count();
-    let want_fds = (opts.max_connections + workers + 64) as u64;
-    match sys::raise_nofile(want_fds) {
-        Ok(n) if n < want_fds => log.warn(&format!(
-            "open files limit is {n}, below the {want_fds} that --max-connections {} needs",
+    // The descriptor budget: the saslauthd face's connections and workers,
+    // the auth_http face's threads and its close thread's held connections,
+    // and a margin (database, listeners, log). What the limit does not give
+    // the close thread, it does not hold (`http_fds`).
+    let base_fds = (opts.max_connections + workers + 64) as u64;
+    let face_threads = if cfg.http.listen.is_some() {
+        http::thread_count(opts.workers_or_cores()) as u64
+    } else {
+        0
+    };
+    let reaper_fds = if face_threads > 0 {
+        http::reaper::MAX_PENDING as u64
+    } else {
+        0
+    };
+    let want_fds = base_fds + face_threads + reaper_fds;
+    let limit = match sys::raise_nofile(want_fds) {
+        Ok(n) => n,
+        Err(e) => {
+            log.warn(&format!("cannot raise the open files limit: {e}"));
+            base_fds + face_threads
+        }
+    };
+    if limit < base_fds + face_threads {
+        log.warn(&format!(
+            "open files limit is {limit}, below the {} that --max-connections {} needs",
+            base_fds + face_threads,
             opts.max_connections
-        )),
-        Ok(_) => {}
-        Err(e) => log.warn(&format!("cannot raise the open files limit: {e}")),
+        ));
     }
+    let http_fds = limit
+        .saturating_sub(base_fds + face_threads)
+        .min(reaper_fds) as usize;
     let db = cfg.db.clone();
     let cache_ttl = cfg.cache_ttl;
     if !cfg.tls_required.is_empty() {
@@ -187,7 +211,7 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
             return 1;
         }
     };
-    let http = match start_http(opts, &shared, opts.workers_or_cores()) {
+    let http = match start_http(opts, &shared, opts.workers_or_cores(), http_fds) {
         Ok(h) => h,
         Err(e) => {
             shared.log.err(&format!("cannot start: {e}"));
@@ -251,32 +275,40 @@ fn serve(opts: &Options, cfg: crate::Config, bound: socket::Bound, log: log::Log
 }
 
 /// Starts the `auth_http` face when `[http] listen` or `--http` asks for it.
+/// `reaper_max`: the answered connections its close thread may hold (what
+/// the open-files limit leaves).
 fn start_http(
     opts: &Options,
     shared: &Arc<server::Shared>,
     workers: usize,
+    reaper_max: usize,
 ) -> Result<Option<http::HttpFace>, String> {
     let gate = shared.gate();
     let cfg = &gate.config().http;
     let Some(listen) = cfg.listen.as_ref() else {
         return Ok(None);
     };
-    let group = opts
-        .group
-        .as_deref()
-        .map(socket::lookup_group)
-        .transpose()?;
+    // Its own group ([http] group, made for nginx), never --group: the
+    // saslauthd socket's group (Postfix, Cyrus) has no business here.
+    let group = cfg.group.as_deref().map(socket::lookup_group).transpose()?;
+    if group.is_none() && matches!(listen, http::Listen::Unix(_)) {
+        shared.log.notice(
+            "auth_http socket without [http] group: mode 0600, only saslgated's own user may ask",
+        );
+    }
     let settings = http::FaceSettings {
         threads: http::thread_count(workers),
         timeout: opts.timeout,
+        reaper_max,
         fail_delay: opts.fail_delay,
         group,
     };
     let face = http::HttpFace::start(listen, cfg, shared.clone(), settings)?;
     shared.log.notice(&format!(
-        "auth_http face on {}: {} threads, backends {:?}",
+        "auth_http face on {}: {} threads ({} per peer), close thread holds up to {reaper_max}, backends {:?}",
         face.place,
         http::thread_count(workers),
+        http::listener::peer_cap(http::thread_count(workers)),
         cfg.backends
     ));
     Ok(Some(face))

@@ -98,6 +98,14 @@ pub fn activated_listener() -> io::Result<Option<UnixListener>> {
     Ok(Some(UnixListener::from(fd)))
 }
 
+/// The user id of the process at the other end of a UNIX stream socket
+/// (`SO_PEERCRED`, as it was when it connected).
+pub fn peer_uid(fd: &impl std::os::fd::AsFd) -> io::Result<u32> {
+    socket::getsockopt(fd, sockopt::PeerCredentials)
+        .map(|c| c.uid())
+        .map_err(os)
+}
+
 /// Number of open file descriptors of this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")

@@ -5,15 +5,15 @@
 //! theirs.
 
 use super::credentials::CredentialCheck;
+use super::input::{resolve_account, Input, Resolved};
+use super::pace::{Entry, Paced};
 use super::policy::{policy_denial, policy_rule};
 use super::pool::OpenId;
-use super::tickets::{self, Binding};
+use super::tickets::Binding;
 use super::Gate;
 use crate::audit;
-use crate::config::Config;
 use crate::crypto::{canonical_generated, APP_PASSWORD_LEN};
-use crate::decision::{Credential, Decision, RefuseReason, Request};
-use crate::names;
+use crate::decision::{Credential, Decision, RefuseReason};
 use crate::snapshot::AccountView;
 use crate::store::login::{AccountRow, AppPasswordRow, AuditRecord, AuditText, LastUse};
 use crate::store::LoginStore;
@@ -21,43 +21,6 @@ use crate::throttle::{self, Keys};
 use compact_str::ToCompactString;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// A request after validation and normalisation (step 1).
-pub(super) struct Input {
-    /// Account names the login may be, most specific first (see
-    /// [`names::login_candidates`] for the realm rule).
-    pub(super) candidates: Vec<String>,
-    pub(super) service: String,
-    pub(super) addr: Option<std::net::IpAddr>,
-    /// A `tls_required` service over a connection the face knows is plain.
-    pub(super) tls_missing: bool,
-    /// Where the mail server received the connection (proxy tickets).
-    pub(super) local: Option<std::net::SocketAddr>,
-}
-
-impl Input {
-    pub(super) fn parse(req: &Request<'_>, config: &Config) -> Result<Input, names::FieldError> {
-        let login = names::text_field("login", req.login, names::MAX_LOGIN)?;
-        let realm = match req.realm {
-            Some(r) if !r.is_empty() => Some(names::text_field("realm", r, names::MAX_NAME)?),
-            _ => None,
-        };
-        let service = names::text_field("service", req.service, names::MAX_NAME)?;
-        let service = names::service_name(service, &config.service_aliases)?;
-        names::password_field(req.password)?;
-        let candidates = names::login_candidates(login, realm, |r| config.is_local_realm(r))?;
-        let addr = req.client_addr.and_then(names::parse_client_addr);
-        let tls_missing = req.secure == Some(false) && config.requires_tls(&service);
-        let local = req.local_addr.and_then(tickets::parse_backend);
-        Ok(Input {
-            candidates,
-            service,
-            addr,
-            tls_missing,
-            local,
-        })
-    }
-}
 
 /// A face's last word on a verified login, asked after the block list, the
 /// throttle, the credential check and the account's policy, before anything
@@ -74,12 +37,14 @@ pub(super) struct Attempt<'a> {
     /// policy-only check.
     pub(super) password: &'a [u8],
     pub(super) now: i64,
-    /// The open of the connection the attempt runs on.
-    pub(super) open: OpenId,
+    /// The open of the connection the attempt runs on (set by each run:
+    /// a paced login may run twice, on two connections).
+    pub(super) open: std::cell::Cell<OpenId>,
     /// The face's stop, if it has one.
     pub(super) stop: Option<Stop<'a>>,
     /// Set when `stop` stopped the login: the canonical account name.
     pub(super) stopped: std::cell::RefCell<Option<String>>,
+    pub(super) paced: Paced<'a>,
 }
 
 /// Steps 1b and 2, shared by logins and the policy-only check: the account the
@@ -93,6 +58,8 @@ struct Admission {
     alias: Option<String>,
     keys: Keys,
     has_account_rows: bool,
+    /// An address with no failure on record (see `throttle::State`).
+    clean: bool,
 }
 
 impl Attempt<'_> {
@@ -115,7 +82,7 @@ impl Attempt<'_> {
         let Some(((open, generation), view)) = gate.snapshot.lookup(&input.candidates) else {
             return Ok(None);
         };
-        if open != self.open {
+        if open != self.open.get() {
             // Read on another open of the database (before a reopen).
             return Ok(None);
         }
@@ -142,9 +109,9 @@ impl Attempt<'_> {
             return Ok(None);
         }
         let keys = Keys::new(&view.name, input.addr, &gate.config);
-        let (current, throttle) = gate
-            .fresh
-            .generation_and_throttle(store, self.open, &keys, self.now)?;
+        let (current, throttle) =
+            gate.fresh
+                .generation_and_throttle(store, self.open.get(), &keys, self.now)?;
         if current != generation {
             gate.snapshot.forget((open, generation));
             return Ok(None);
@@ -152,11 +119,14 @@ impl Attempt<'_> {
         // A blocked client (or a list not held for this generation) is the
         // full path's to refuse.
         if let Some(ip) = input.addr {
-            if gate.blocked_in_memory(self.open, generation, ip) != Some(false) {
+            if gate.blocked_in_memory(self.open.get(), generation, ip) != Some(false) {
                 return Ok(None);
             }
         }
-        let throttle::State::Open { has_account_rows } = throttle else {
+        let throttle::State::Open {
+            has_account_rows, ..
+        } = throttle
+        else {
             return Ok(None);
         };
         let admitted = Admission {
@@ -165,6 +135,7 @@ impl Attempt<'_> {
             alias: None,
             keys,
             has_account_rows,
+            clean: false,
         };
         let credential = Credential::AppPassword {
             id: app.id,
@@ -192,7 +163,7 @@ impl Attempt<'_> {
         let cached = match (&gate.cache, &admitted.account) {
             (Some(cache), Some(a)) if !a.two_step() => {
                 let fp = cache.fingerprint(name, &self.input.service, self.password);
-                let generation = (self.open, store.generation()?);
+                let generation = (self.open.get(), store.generation()?);
                 Some((fp, generation, cache.get(&fp, generation)))
             }
             _ => None,
@@ -203,6 +174,12 @@ impl Attempt<'_> {
                 return Ok(self.stopped_decision());
             }
             return self.accept(store, admitted, credential.clone(), None);
+        }
+
+        // 2b. An account over its slow-down budget: one credential at a time,
+        // the account's delay between (`pace`).
+        if !self.take_turn(name, admitted.clean) {
+            return self.refuse_busy(store, name);
         }
 
         // 3-5. Credentials: at most one slow hash.
@@ -289,6 +266,46 @@ impl Attempt<'_> {
         })
     }
 
+    /// Whether `account`'s credential may be verified now (step 2b): not
+    /// paced, or its turn taken (before this round, or now).
+    fn take_turn(&self, account: &str, clean: bool) -> bool {
+        let mut turn = self.paced.turn.borrow_mut();
+        if turn.as_ref().is_some_and(|t| t.account() == account) {
+            return true;
+        }
+        match self.gate.pace.try_enter(account) {
+            Entry::Free => true,
+            Entry::Turn(t) => {
+                *turn = Some(t);
+                true
+            }
+            Entry::Busy => {
+                *self.paced.busy.borrow_mut() = Some((account.to_string(), clean));
+                false
+            }
+        }
+    }
+
+    /// A paced account busy: a temporary refusal without a hash in the last
+    /// round; before it, a stand-in (`Gate::decide` waits for the turn).
+    fn refuse_busy(&self, store: &mut dyn LoginStore, name: &str) -> crate::Result<Decision> {
+        let detail = "account over its failure budget: one password at a time, \
+                      another is being checked or its delay is not over"
+            .to_string();
+        if !self.paced.last_round.get() {
+            let (retry_after, delay) = (None, Duration::ZERO);
+            let reason = RefuseReason::Throttled;
+            return Ok(Decision::Refused {
+                reason,
+                detail,
+                retry_after,
+                delay,
+            });
+        }
+        let retry = Some(self.gate.config.slowdown_max_delay);
+        self.refuse_now(store, name, RefuseReason::Throttled, detail, retry, None)
+    }
+
     /// Refuses a blocked client address, resolves the account name (the first
     /// candidate that is an account or an alias), refuses a plain connection
     /// to a `tls_required` service, and asks the throttle; all before any
@@ -297,7 +314,10 @@ impl Attempt<'_> {
         let policy_only = self.password.is_empty().then_some(&Credential::PolicyOnly);
         if let Some(ip) = self.input.addr {
             let generation = store.generation()?;
-            if self.gate.is_blocked(store, self.open, generation, ip)? {
+            if self
+                .gate
+                .is_blocked(store, self.open.get(), generation, ip)?
+            {
                 let detail = format!("client address {ip} is on the block list");
                 let name = &self.input.candidates[0];
                 let refusal = self.refuse_now(
@@ -347,12 +367,16 @@ impl Attempt<'_> {
                 )?;
                 Ok(Err(refusal))
             }
-            throttle::State::Open { has_account_rows } => Ok(Ok(Admission {
+            throttle::State::Open {
+                has_account_rows,
+                clean,
+            } => Ok(Ok(Admission {
                 account,
                 name,
                 alias,
                 keys,
                 has_account_rows,
+                clean,
             })),
         }
     }
@@ -363,7 +387,7 @@ impl Attempt<'_> {
         let Some(stop) = self.stop else {
             return Ok(false);
         };
-        let stopped = stop(store, self.open, account)?;
+        let stopped = stop(store, self.open.get(), account)?;
         if stopped {
             *self.stopped.borrow_mut() = Some(account.to_string());
         }
@@ -416,6 +440,8 @@ impl Attempt<'_> {
             r
         });
         let delay = store.record_failure(&admitted.keys, &fp[..16], self.now, record.as_ref())?;
+        let window = self.gate.config.slowdown_window;
+        self.gate.pace.refused(name, delay, window);
         Ok(Decision::Refused {
             reason: RefuseReason::BadCredentials,
             detail,
@@ -455,7 +481,7 @@ impl Attempt<'_> {
         };
         self.gate
             .snapshot
-            .remember((self.open, generation), &not_accounts, alias, view);
+            .remember((self.open.get(), generation), &not_accounts, alias, view);
         Ok(())
     }
 
@@ -498,7 +524,7 @@ impl Attempt<'_> {
                 store.write_batch(&[r], &[])?;
             }
             if cheap {
-                gate.flush_if_due(store, self.open, self.now)?;
+                gate.flush_if_due(store, self.open.get(), self.now)?;
             }
         }
         Ok(Decision::Refused {
@@ -545,7 +571,7 @@ impl Attempt<'_> {
             && waiting < audit::BACKGROUND_MAX;
         if due && !leave_to_flusher {
             // Fail closed: if the trail cannot be written, this login is not accepted.
-            gate.flush_into(store, self.open, now)?;
+            gate.flush_into(store, self.open.get(), now)?;
         }
         Ok(Decision::Accepted {
             account: admitted.name,
@@ -581,47 +607,6 @@ fn credential_text(credential: &Credential) -> AuditText {
     out.push_str(label);
     out.push(')');
     out
-}
-
-/// What a login name resolved to.
-pub(crate) struct Resolved {
-    pub(crate) account: Option<AccountRow>,
-    /// The name to throttle, audit and answer under: the account's canonical
-    /// name, else the first candidate.
-    pub(crate) name: String,
-    /// The candidate that was a login alias of the account, if it was one.
-    pub(crate) alias: Option<String>,
-}
-
-/// The ONE place a login name becomes an account: for each candidate
-/// (`alice@realm`, then `alice` where the realm is local), an account of
-/// that name, else the account it is an alias of (one namespace: a name is
-/// never both).
-pub(crate) fn resolve_account(
-    store: &dyn LoginStore,
-    candidates: &[String],
-) -> crate::Result<Resolved> {
-    for candidate in candidates {
-        if let Some(a) = store.find_account(candidate)? {
-            return Ok(Resolved {
-                name: a.name.clone(),
-                account: Some(a),
-                alias: None,
-            });
-        }
-        if let Some(a) = store.find_alias(candidate)? {
-            return Ok(Resolved {
-                name: a.name.clone(),
-                account: Some(a),
-                alias: Some(candidate.clone()),
-            });
-        }
-    }
-    Ok(Resolved {
-        account: None,
-        name: candidates[0].clone(),
-        alias: None,
-    })
 }
 
 #[cfg(test)]

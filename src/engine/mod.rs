@@ -7,6 +7,8 @@
 //! - `attempt`: the decision flow (fast path, full path, policy-only check);
 //! - `fresh`: the generation and throttle rows known current without a statement;
 //! - `blocks`: the address block list, in memory per generation;
+//! - `pace`: step 2b, an account over its slow-down budget verified one
+//!   credential at a time, its delay between;
 //! - `credentials`: steps 3-5, at most one slow hash;
 //! - `policy`: step 6;
 //! - `record`: step 7, the audit buffer and the refusals that cost no hash;
@@ -20,6 +22,8 @@ mod attempt;
 mod blocks;
 mod credentials;
 mod fresh;
+mod input;
+mod pace;
 mod policy;
 mod pool;
 mod record;
@@ -37,7 +41,8 @@ use crate::config::Config;
 use crate::crypto::HashCounter;
 use crate::snapshot::Snapshot;
 use crate::timefmt::now;
-use attempt::{Attempt, Input};
+use attempt::Attempt;
+use input::Input;
 use pool::{in_read, Pool};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -60,6 +65,8 @@ pub struct Gate {
     blocks: blocks::BlockCache,
     /// What a face keeps with the gate (see [`Gate::face_memo`]).
     face_memo: FaceMemo,
+    /// The accounts over their slow-down budget (see `pace`).
+    pace: pace::Pace,
     buffer: Mutex<audit::Buffer>,
     /// Held while a batch of the buffer is written (`Gate::flush_into`).
     batch_write: Mutex<()>,
@@ -95,6 +102,7 @@ impl Gate {
             fresh: fresh::Fresh::default(),
             blocks: Default::default(),
             face_memo: Default::default(),
+            pace: Default::default(),
             buffer: Mutex::new(audit::Buffer::new(now())),
             batch_write: Mutex::new(()),
             dummy_hash: OnceLock::new(),
@@ -201,25 +209,38 @@ impl Gate {
             Ok(i) => i,
             Err(e) => return Routed::Decided(self.refuse_bad_input(req, &e.to_string(), now)),
         };
-        let result = self.with_open_connection(|store, open| {
-            let attempt = Attempt {
-                gate: self,
-                input: &input,
-                password: req.password,
-                now,
-                open,
-                stop,
-                stopped: Default::default(),
-            };
-            let decision = match attempt.fast_accept(store)? {
-                Some(d) => d,
-                None => in_read(store, |s| attempt.full_path(s))?,
-            };
-            Ok(match attempt.stopped.into_inner() {
-                Some(account) => Routed::Stopped { account },
-                None => Routed::Decided(decision),
+        let attempt = Attempt {
+            gate: self,
+            input: &input,
+            password: req.password,
+            now,
+            open: std::cell::Cell::new(OpenId::NONE),
+            stop,
+            stopped: Default::default(),
+            paced: Default::default(),
+        };
+        let run = || {
+            self.with_open_connection(|store, open| {
+                attempt.open.set(open);
+                let decision = match attempt.fast_accept(store)? {
+                    Some(d) => d,
+                    None => in_read(store, |s| attempt.full_path(s))?,
+                };
+                Ok(match attempt.stopped.take() {
+                    Some(account) => Routed::Stopped { account },
+                    None => Routed::Decided(decision),
+                })
             })
-        });
+        };
+        let mut result = run();
+        // A paced account busy (see `pace`): its turn is waited for outside
+        // any connection and transaction, then the decision is made again.
+        if let Some((account, clean)) = attempt.paced.busy.take() {
+            let max_wait = pace::Pace::max_wait(self.config.slowdown_max_delay);
+            *attempt.paced.turn.borrow_mut() = self.pace.wait_turn(&account, clean, max_wait);
+            attempt.paced.last_round.set(true);
+            result = run();
+        }
         result.unwrap_or_else(|e| {
             Routed::Decided(Decision::Unavailable {
                 cause: e.to_string(),
@@ -276,16 +297,18 @@ impl Gate {
             Ok(i) => i,
             Err(e) => return self.refuse_bad_input(req, &e.to_string(), now),
         };
+        let attempt = Attempt {
+            gate: self,
+            input: &input,
+            password: b"",
+            now,
+            open: std::cell::Cell::new(OpenId::NONE),
+            stop: None,
+            stopped: Default::default(),
+            paced: Default::default(),
+        };
         self.with_open_connection(|store, open| {
-            let attempt = Attempt {
-                gate: self,
-                input: &input,
-                password: b"",
-                now,
-                open,
-                stop: None,
-                stopped: Default::default(),
-            };
+            attempt.open.set(open);
             in_read(store, |s| attempt.policy_only(s))
         })
         .unwrap_or_else(|e| Decision::Unavailable {

@@ -22,6 +22,10 @@ static OPENS: AtomicU64 = AtomicU64::new(0);
 pub struct OpenId(u64);
 
 impl OpenId {
+    /// No open (ids start at 1): matches no view. An attempt's open until a
+    /// connection sets it.
+    pub(super) const NONE: OpenId = OpenId(0);
+
     fn next() -> OpenId {
         OpenId(OPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
     }

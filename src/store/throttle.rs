@@ -172,7 +172,16 @@ impl ThrottleStore for Store {
                     let repeat = r.window_start + window.as_secs() as i64 > now
                         && r.last_bad.as_deref() == Some(fingerprint);
                     if repeat {
-                        return Ok(slow_delay(&cfg, keys, r.failures));
+                        // Counted once; the account's delay stays.
+                        let slow = match &keys.slow {
+                            Some(s) => read_row(tx, s)?
+                                .filter(|r| {
+                                    r.window_start + cfg.slowdown_window.as_secs() as i64 > now
+                                })
+                                .map_or(0, |r| r.failures),
+                            None => 0,
+                        };
+                        return Ok(slow_delay(&cfg, keys, slow));
                     }
                 }
             }
@@ -200,11 +209,12 @@ impl ThrottleStore for Store {
         })
     }
 
-    /// A right credential clears the account's own counters (not the address's:
-    /// one good account must not wash an address's guessing record clean).
+    /// A right credential clears the account's counter at this address (not
+    /// the address's: one good account must not wash an address's guessing
+    /// record clean; nor the account-wide slow-down, see `crate::throttle`).
     fn record_success(&mut self, keys: &Keys) -> Result<()> {
         self.write(|tx| {
-            for k in [&keys.pair, &keys.slow].into_iter().flatten() {
+            for k in [&keys.pair].into_iter().flatten() {
                 tx.prepare_cached("DELETE FROM throttle WHERE key = ?1")?
                     .execute([k])?;
             }

@@ -172,6 +172,8 @@ check "saslpluginviewer lists the saslgate auxprop plugin" \
     sh -c "grep -A1 'auxprop mechanisms are' '$TMP/pluginviewer.txt' | tail -n1 | grep -qw saslgate"
 check "system group saslgate" getent group saslgate
 check "system group saslgate-auth" getent group saslgate-auth
+check "system group saslgate-http (the auth_http socket's), saslgate a member" sh -c \
+    'getent group saslgate-http | cut -d: -f4 | tr , "\n" | grep -qx saslgate'
 check "system user saslgate (no login shell)" sh -c 'getent passwd saslgate | grep -q ":/usr/sbin/nologin$"'
 expect "/var/lib/saslgate is saslgate:saslgate 2770" "2770 saslgate:saslgate" "$(stat -c '%a %U:%G' /var/lib/saslgate)"
 DB=/var/lib/saslgate/saslgate.db

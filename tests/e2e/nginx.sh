@@ -149,7 +149,7 @@ inner() {
             -e 's/^db_group = .*/db_group = ""/' "$PKGCONF"
         echo
         sed -e "s/:10143\"/:$C_IMAP\"/" -e "s/:10110\"/:$C_POP\"/" -e "s/:10025\"/:$P_XCLIENT\"/" \
-            -e 's/^listen = .*/&\nmax_hold = "3s"/' "$T/block-saslgate-http"
+            -e 's/^listen = .*/&\nmax_hold = "3s"/' -e 's/^group = .*/group = "mail"/' "$T/block-saslgate-http"
     } >"$CONF"
     expect "test config: bcrypt cost, budget and the three backends" 5 \
         "$(grep -cE "^(bcrypt_cost = 4|address_failures = $ADDR_FAILURES|(imap|pop3|smtp) = \"127\.0\.0\.1:($C_IMAP|$C_POP|$P_XCLIENT)\")\$" "$CONF")"
@@ -168,8 +168,9 @@ inner() {
     [ -n "$APP_IMAP" ] && [ -n "$APP_POP" ] && [ -n "$APP_SMTP" ] || bad "app passwords not printed (see $err)"
     policy_users
 
-    # ---- saslgated: saslauthd socket for Cyrus, auth_http socket for nginx,
-    # both group mail (cyrus's group; nginx's workers run as www-data:mail).
+    # ---- saslgated: saslauthd socket for Cyrus (--group), auth_http socket
+    # for nginx ([http] group), both group mail here (cyrus's group; nginx's
+    # workers run as www-data:mail).
     "$BIN/saslgated" -a saslgate -d -m /run/saslgate --group mail --config "$CONF" \
         >"$LOGS/saslgated.log" 2>&1 &
     record_pid $! saslgated

@@ -44,6 +44,16 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
         log.err(&line);
         Answer::unavailable(proto)
     };
+    let started = std::time::Instant::now();
+    // nginx always sends Client-IP. Without it the throttle would know no
+    // address: refused, like nginx's other refusals.
+    if req.client_ip.is_none() {
+        let mut line = String::from("face=http result=NO reason=no-client-ip");
+        text_into(&mut line, "detail", "no Client-IP (nginx always sends one)");
+        line_end(&mut line);
+        log.notice(&line);
+        return Answer::malformed(proto);
+    }
     if let Method::Unsupported(m) = &req.method {
         let mut line = String::from("face=http result=NO reason=unsupported-method");
         value_into(&mut line, "method", m.as_bytes());
@@ -171,7 +181,17 @@ pub fn answer(req: &AuthRequest, gate: &Gate, log: &Logger, fail_delay: Duration
             text_into(&mut line, "detail", &detail);
             line_end(&mut line);
             log.notice(&line);
-            Answer::refused(reason, proto, delay.max(fail_delay), req.attempt)
+            // The account's slow-down is enforced, not only advertised: the
+            // answer leaves no sooner than its delay after the request came
+            // (the engine keeps the account's next check as far off); nginx
+            // then adds only --fail-delay.
+            let wait = if delay.is_zero() {
+                delay.max(fail_delay)
+            } else {
+                std::thread::sleep(delay.saturating_sub(started.elapsed()));
+                fail_delay
+            };
+            Answer::refused(reason, proto, wait, req.attempt)
         }
         Decision::Unavailable { cause } => unavailable(&cause, None),
     }

@@ -1,9 +1,11 @@
 //! The face's sockets and threads: a few threads each blocking in `accept`
 //! on one listener (TCP or UNIX), one connection at a time each, so the
 //! open connections are capped by the thread count (others wait in the
-//! listen queue). Per connection: the peer check, one bounded request head
-//! read within the timeout, one answer, close (nginx opens a connection per
-//! login and sends `HTTP/1.0`).
+//! listen queue). Per connection: the peer check, the peer's connection cap
+//! (a peer, a TCP address or a UNIX user, holds at most [`peer_cap`] of the
+//! threads, so the others stay free for other peers), one request head read
+//! within one deadline for the whole head ([`HEAD_DEADLINE`] at most), one
+//! answer, close (nginx opens a connection per login and sends `HTTP/1.0`).
 
 use super::config::{HttpConfig, Listen};
 use super::reaper::Reaper;
@@ -12,7 +14,9 @@ use super::response::{http_error, Answer};
 use crate::daemon::log::text_into;
 use crate::daemon::server::Shared;
 use crate::daemon::sys;
+use std::collections::HashMap;
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
@@ -20,7 +24,7 @@ use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use zeroize::Zeroize;
@@ -28,17 +32,84 @@ use zeroize::Zeroize;
 /// How long a blocked `accept` sleeps before looking at the stop flag.
 const ACCEPT_TICK: Duration = Duration::from_millis(200);
 
+/// The longest a client has for its whole request head (less if
+/// `--timeout` is less): nginx writes it at once.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Threads one peer may hold at once: all but a quarter (at least one), so
+/// that a slow or flooding peer leaves threads to the others.
+pub fn peer_cap(threads: usize) -> usize {
+    threads.saturating_sub((threads / 4).max(1)).max(1)
+}
+
 /// Settings from saslgated's command line.
 #[derive(Debug, Clone)]
 pub struct FaceSettings {
     /// Threads, which is also the cap on open connections.
     pub threads: usize,
-    /// Time for a client to send its whole request head, and to take the answer.
+    /// Time for a client to send its whole request head (at most
+    /// [`HEAD_DEADLINE`]), and to take the answer.
     pub timeout: Duration,
+    /// Most answered TCP connections the close thread holds (`reaper`):
+    /// what the open-files limit leaves for it.
+    pub reaper_max: usize,
     /// Least `Auth-Wait` of a refusal (`--fail-delay`).
     pub fail_delay: Duration,
     /// Group owning a UNIX socket (mode 0660); none: 0600.
     pub group: Option<u32>,
+}
+
+/// Who holds a connection, for the per-peer cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Peer {
+    Address(IpAddr),
+    User(u32),
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Address(ip) => write!(f, "{ip}"),
+            Peer::User(uid) => write!(f, "uid {uid}"),
+        }
+    }
+}
+
+/// Connections open per peer.
+struct Peers {
+    cap: usize,
+    open: Mutex<HashMap<Peer, usize>>,
+}
+
+/// One connection counted against its peer until dropped.
+struct Slot<'a> {
+    peers: &'a Peers,
+    peer: Peer,
+}
+
+impl Peers {
+    /// A slot for `peer`, or `None` if it holds its cap already.
+    fn take(&self, peer: Peer) -> Option<Slot<'_>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(peer).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { peers: self, peer })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
 }
 
 enum Listener {
@@ -99,16 +170,29 @@ impl HttpFace {
         let listener = Arc::new(listener);
         let stop = Arc::new(AtomicBool::new(false));
         let reaper = Arc::new(
-            Reaper::start().map_err(|e| format!("cannot start the http close thread: {e}"))?,
+            Reaper::start(settings.reaper_max)
+                .map_err(|e| format!("cannot start the http close thread: {e}"))?,
         );
+        let peers = Arc::new(Peers {
+            cap: peer_cap(settings.threads.max(1)),
+            open: Mutex::new(HashMap::new()),
+        });
         let mut threads = Vec::new();
         for i in 0..settings.threads.max(1) {
             let (listener, flag, shared) = (listener.clone(), stop.clone(), shared.clone());
             let (trusted, settings, reaper) = (http.clone(), settings.clone(), reaper.clone());
+            let peers = peers.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
-                    accept_loop(&listener, &flag, &shared, &trusted, &settings, &reaper)
+                    let face = Face {
+                        shared: &shared,
+                        http: &trusted,
+                        settings: &settings,
+                        reaper: &reaper,
+                        peers: &peers,
+                    };
+                    accept_loop(&listener, &flag, &face)
                 });
             match spawned {
                 Ok(h) => threads.push(h),
@@ -181,22 +265,33 @@ fn bind(listen: &Listen, group: Option<u32>) -> Result<(Listener, Option<PathBuf
     }
 }
 
-fn accept_loop(
-    listener: &Listener,
-    stop: &AtomicBool,
-    shared: &Shared,
-    http: &HttpConfig,
-    settings: &FaceSettings,
-    reaper: &Reaper,
-) {
+/// What a serving thread works with.
+struct Face<'a> {
+    shared: &'a Shared,
+    http: &'a HttpConfig,
+    settings: &'a FaceSettings,
+    reaper: &'a Reaper,
+    peers: &'a Peers,
+}
+
+fn accept_loop(listener: &Listener, stop: &AtomicBool, face: &Face<'_>) {
+    let (shared, http) = (face.shared, face.http);
     let mut last_error: Option<Instant> = None;
+    let mut last_cap_note: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let accepted = match listener {
             Listener::Tcp(l) => l.accept().map(|(s, peer)| {
                 let trusted = http.trusts(peer.ip());
-                (Conn::Tcp(s), trusted.then_some(()).ok_or(peer))
+                let who = Peer::Address(peer.ip());
+                (Conn::Tcp(s), trusted.then_some(who).ok_or(peer.to_string()))
             }),
-            Listener::Unix(l) => l.accept().map(|(s, _)| (Conn::Unix(s), Ok(()))),
+            Listener::Unix(l) => l.accept().map(|(s, _)| {
+                // The socket's mode and group let only nginx's group in; the
+                // peer's user is what its cap counts.
+                let who = sys::peer_uid(&s).map(Peer::User);
+                let who = who.map_err(|e| format!("unknown user ({e})"));
+                (Conn::Unix(s), who)
+            }),
         };
         match accepted {
             Ok((conn, Err(peer))) => {
@@ -205,7 +300,22 @@ fn accept_loop(
                 ));
                 let _ = sys::send_nowait(conn.fd(), &http_error(403, "Forbidden"));
             }
-            Ok((conn, Ok(()))) => serve(conn, shared, settings, reaper),
+            Ok((conn, Ok(peer))) => match face.peers.take(peer) {
+                Some(_slot) => serve(conn, shared, face.settings, face.reaper),
+                None => {
+                    // Said at most every 10 s per thread: a flood must not
+                    // flood the log too.
+                    if last_cap_note.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        shared.log.notice(&format!(
+                            "face=http result=refused-peer peer={peer}: over its connection cap \
+                             ({} at once)",
+                            face.peers.cap
+                        ));
+                        last_cap_note = Some(Instant::now());
+                    }
+                    let _ = sys::send_nowait(conn.fd(), &http_error(503, "Service Unavailable"));
+                }
+            },
             Err(e)
                 if matches!(
                     e.kind(),
@@ -235,7 +345,8 @@ fn accept_loop(
 /// server/). Slow path (a head in pieces): blocking reads under the
 /// deadline.
 fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings, reaper: &Reaper) {
-    let deadline = Instant::now() + settings.timeout;
+    let head_time = settings.timeout.min(HEAD_DEADLINE);
+    let deadline = Instant::now() + head_time;
     let fd = conn.fd();
     let mut buf = [0u8; MAX_HEAD];
     let mut peeked = match sys::recv_peek(fd, &mut buf) {
@@ -244,7 +355,7 @@ fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings, reaper: &Reap
         Ok(n) => n,
     };
     if peeked == 0 {
-        peeked = match sys::wait_readable(fd, settings.timeout) {
+        peeked = match sys::wait_readable(fd, head_time) {
             Ok(true) => sys::recv_peek(fd, &mut buf).unwrap_or(0),
             _ => 0,
         };
@@ -289,9 +400,10 @@ fn serve(mut conn: Conn, shared: &Shared, settings: &FaceSettings, reaper: &Reap
     }
 }
 
-/// The slow path: `len` bytes of the head are in `buf`; blocking reads
-/// (each at most `--timeout`) until the head is whole or the deadline.
-/// Returns the answer and how many bytes of `buf` were filled.
+/// The slow path: `len` bytes of the head are in `buf`; blocking reads,
+/// each bounded by what is left until the deadline (one deadline for the
+/// whole head, however the client spreads its bytes), until the head is
+/// whole. Returns the answer and how many bytes of `buf` were filled.
 fn read_rest(
     conn: &mut Conn,
     buf: &mut [u8; MAX_HEAD],
@@ -300,11 +412,10 @@ fn read_rest(
     shared: &Shared,
     settings: &FaceSettings,
 ) -> (Option<Vec<u8>>, usize) {
-    if conn.set_read_timeout(settings.timeout).is_err() {
-        return (None, len);
-    }
     loop {
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A zero read timeout would mean none at all.
+        if left < Duration::from_millis(1) || conn.set_read_timeout(left).is_err() {
             return (None, len);
         }
         match conn.read(&mut buf[len..]) {

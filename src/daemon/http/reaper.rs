@@ -8,9 +8,10 @@
 //! the serving thread cost half the face's throughput at concurrency 8 and
 //! 32 (the thread sat idle until nginx's process ran); instead the serving
 //! thread hands the answered connection to this one thread, which closes it
-//! when the client's FIN arrives, or after [`LINGER`]. Past [`MAX_PENDING`]
-//! connections waiting, a connection is closed at once (our TIME_WAIT is
-//! better than running out of descriptors).
+//! when the client's FIN arrives, or after [`LINGER`]. Past its `max`
+//! connections waiting (at most [`MAX_PENDING`], fewer when the open-files
+//! limit leaves less: see [`Reaper::start`]), a connection is closed at once
+//! (our TIME_WAIT is better than running out of descriptors).
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use std::collections::HashMap;
@@ -37,12 +38,16 @@ struct Pending {
 /// The closing thread; [`Reaper::stop`] closes what still waits.
 pub struct Reaper {
     pending: Arc<Pending>,
+    /// Most connections held: counted in the daemon's descriptor budget.
+    max: usize,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Reaper {
-    pub fn start() -> std::io::Result<Reaper> {
+    /// `max`: most connections held at once (the descriptors the daemon
+    /// budgets for this thread, at most [`MAX_PENDING`]).
+    pub fn start(max: usize) -> std::io::Result<Reaper> {
         let pending = Arc::new(Pending {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             waiting: Mutex::new(HashMap::new()),
@@ -54,6 +59,7 @@ impl Reaper {
             .spawn(move || run(&p, &s))?;
         Ok(Reaper {
             pending,
+            max: max.min(MAX_PENDING),
             stop,
             thread: Some(thread),
         })
@@ -63,7 +69,7 @@ impl Reaper {
     /// closed (or sent anything: nginx never does), or after [`LINGER`].
     pub fn close_after_peer(&self, conn: OwnedFd) {
         let mut waiting = self.pending.lock();
-        if waiting.len() >= MAX_PENDING {
+        if waiting.len() >= self.max {
             return; // dropped: closed now
         }
         let fd = conn.as_raw_fd();
@@ -129,7 +135,7 @@ mod tests {
 
     #[test]
     fn closes_when_the_client_closes_and_not_before() {
-        let reaper = Reaper::start().unwrap();
+        let reaper = Reaper::start(MAX_PENDING).unwrap();
         let (mut client, mut server) = pair();
         server.write_all(b"answer").unwrap();
         reaper.close_after_peer(OwnedFd::from(server));
@@ -151,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_client_that_never_closes_is_closed_after_the_linger() {
-        let reaper = Reaper::start().unwrap();
+        let reaper = Reaper::start(MAX_PENDING).unwrap();
         let (mut client, server) = pair();
         reaper.close_after_peer(OwnedFd::from(server));
         let t0 = Instant::now();

@@ -117,7 +117,24 @@ impl ThrottleStore for PgStore {
                     let repeat = start + window.as_secs() as i64 > now
                         && last_bad.as_deref() == Some(fingerprint);
                     if repeat {
-                        return Ok(slow_delay(&cfg, keys, failures));
+                        // Counted once; the account's delay stays.
+                        let mut slow = failures;
+                        if let (Some(_), Some(k)) = (&keys.pair, &keys.slow) {
+                            slow = match s.query_opt(
+                                "SELECT failures, window_start FROM throttle WHERE key = $1",
+                                &[k],
+                            )? {
+                                Some(r)
+                                    if get::<i64>(&r, 1)?
+                                        + cfg.slowdown_window.as_secs() as i64
+                                        > now =>
+                                {
+                                    get(&r, 0)?
+                                }
+                                _ => 0,
+                            };
+                        }
+                        return Ok(slow_delay(&cfg, keys, slow));
                     }
                 }
             }
@@ -145,7 +162,8 @@ impl ThrottleStore for PgStore {
     }
 
     fn record_success(&mut self, keys: &Keys) -> Result<()> {
-        let own: Vec<&str> = [&keys.pair, &keys.slow]
+        // The pair row only (see `crate::throttle`).
+        let own: Vec<&str> = [&keys.pair]
             .into_iter()
             .flatten()
             .map(String::as_str)
