@@ -83,11 +83,13 @@ impl Drop for Daemon {
 }
 
 /// The configuration: database `db`, hashes at `cost`, imap's default
-/// backend 127.0.0.1:10143 and no pop3 default.
+/// backend 127.0.0.1:10143 and no pop3 default. The account pace is out of
+/// the way (these tests count answers and hash times, not the pace's holds).
 fn conf_text(db: &Path, cost: u32, address_failures: u32) -> String {
     format!(
         "db = \"{}\"\nbcrypt_cost = {cost}\n[throttle]\naddress_failures = {address_failures}\n\
-         account_address_failures = 1000\n[http.backends]\nimap = \"127.0.0.1:10143\"\n",
+         account_address_failures = 1000\nslowdown_failures = 100000\n[http]\ntrusted_peers = [\"127.0.0.1\"]\n\
+         [http.backends]\nimap = \"127.0.0.1:10143\"\n",
         db.display()
     )
 }
