@@ -584,6 +584,12 @@ fn plugin_in_libsasl2_and_saslgated_on_postgresql() {
     let Some(db) = Db::start() else { return };
     db.user("ida", "pw-ida");
     let conf = write_config(&db.cluster, &db.config, "host.conf");
+    // The account pace (one check at a time past 5 failures, held up to
+    // 8 s) would let a second of guessing make too few failures to block
+    // the address; this test is about the address's rows shared by hosts.
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("[throttle]\nslowdown_failures = 100000\n");
+    std::fs::write(&conf, text).unwrap();
     let dir = db.cluster.dir().join("hosts");
     std::fs::create_dir(&dir).unwrap();
     let plugins = dir.join("plugins");
@@ -601,7 +607,10 @@ fn plugin_in_libsasl2_and_saslgated_on_postgresql() {
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (out.status.success(), text)
     };
-    let sock_dir = dir.join("daemon");
+    // The cluster's directory belongs to the server's user: as root,
+    // saslgated makes its socket only in a directory no other user can change.
+    let run = tempfile::tempdir().unwrap();
+    let sock_dir = run.path().join("daemon");
     std::fs::create_dir(&sock_dir).unwrap();
     let daemon = saslgate_testkit::Daemon::start(&conf, &sock_dir, &[]);
     let sock = daemon.socket();
@@ -815,7 +824,8 @@ fn saslgated_starts_before_postgresql_and_serves_when_it_comes() {
     let Some(mut db) = Db::start() else { return };
     db.user("jon", "pw-jon");
     let conf = write_config(&db.cluster, &db.config, "early.conf");
-    let sock_dir = db.cluster.dir().join("early");
+    let run = tempfile::tempdir().unwrap(); // root's (see above)
+    let sock_dir = run.path().join("early");
     std::fs::create_dir(&sock_dir).unwrap();
     db.cluster.stop();
     let daemon = saslgate_testkit::Daemon::start(&conf, &sock_dir, &["--fail-delay", "0"]);
