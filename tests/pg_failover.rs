@@ -169,9 +169,7 @@ fn use_credentials(
 /// The failover run; returns (replays accepted, credentials retried).
 fn failover(sync: bool) -> Option<(usize, usize)> {
     let label = if sync { "synchronous" } else { "asynchronous" };
-    let Some(mut p) = pair(sync) else {
-        return None;
-    };
+    let mut p = pair(sync)?;
     let mut codes = std::collections::HashMap::new();
     {
         let mut admin = saslgate::store::open_admin(&p.config).unwrap();
