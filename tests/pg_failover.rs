@@ -55,7 +55,10 @@ fn pair(sync: bool) -> Option<Pair> {
             return None;
         }
     };
-    let standby = pg::PgCluster::standby_of(&primary, &[]).unwrap();
+    // As README.Debian advises: a standby that has just lost its primary
+    // retries after 1 s, not 5 s, and so sees the promote sooner.
+    let standby =
+        pg::PgCluster::standby_of(&primary, &[("wal_retrieve_retry_interval", "1s")]).unwrap();
     primary
         .wait_for_standby(if sync { "sync" } else { "async" }, Duration::from_secs(30))
         .unwrap();
