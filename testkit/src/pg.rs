@@ -244,6 +244,169 @@ impl PgCluster {
         cmd
     }
 
+    /// A streaming standby of `primary`: `pg_basebackup -R` (which writes
+    /// `primary_conninfo` over the primary's unix socket and `standby.signal`)
+    /// into a new private directory, then started on its own free port with
+    /// `settings`. Err is a "SKIP:" line when PostgreSQL is not installed.
+    pub fn standby_of(primary: &PgCluster, settings: &[(&str, &str)]) -> Result<PgCluster, String> {
+        let bin = find_bin()?;
+        let dir = tempfile::Builder::new()
+            .prefix("saslgate-pg-standby.")
+            .tempdir_in("/tmp")
+            .expect("tempdir for the standby");
+        if let Some((uid, gid)) = primary.run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown standby dir");
+        }
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711))
+            .expect("chmod standby dir");
+        let mut standby = PgCluster {
+            dir,
+            bin,
+            port: free_port(),
+            password: primary.password.clone(),
+            run_as: primary.run_as,
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            postmaster: None,
+            paused: false,
+        };
+        let out = standby
+            .as_server_user(standby.bin.join("pg_basebackup"))
+            .arg("-D")
+            .arg(standby.data_dir())
+            .arg("-h")
+            .arg(primary.socket_dir())
+            .arg("-p")
+            .arg(primary.port.to_string())
+            .args([
+                "-U",
+                SUPERUSER,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        standby.start_again();
+        Ok(standby)
+    }
+
+    /// Waits (bounded) until `standby_name` (an `application_name`; the
+    /// default of a `pg_basebackup -R` standby is "walreceiver") streams from
+    /// this primary with `sync_state` `want` ("sync" or "async").
+    pub fn wait_for_standby(&self, want: &str, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.query(
+                "postgres",
+                "SELECT coalesce(string_agg(sync_state, ','), '') FROM pg_stat_replication WHERE state = 'streaming'",
+            )?;
+            if got.split(',').any(|s| s == want) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no {want} standby streaming after {within:?} (seen: {got:?})"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (bounded) until this standby has replayed everything up to the
+    /// primary's current WAL position.
+    pub fn wait_caught_up(&self, primary: &PgCluster, within: Duration) -> Result<(), String> {
+        let target = primary.query("postgres", "SELECT pg_current_wal_lsn()")?;
+        let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn");
+        let deadline = Instant::now() + within;
+        loop {
+            if self.query("postgres", &sql)? == "t" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("standby not at {target} after {within:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Freezes this primary's WAL senders (SIGSTOP): it goes on committing,
+    /// but nothing more reaches its standbys (replication lag, made to
+    /// order). [`kill9`](Self::kill9) ends them with the rest.
+    pub fn pause_wal_senders(&self) -> Result<usize, String> {
+        let pids: Vec<u32> = self
+            .query("postgres", "SELECT pid FROM pg_stat_replication")?
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        signal(&pids, "STOP");
+        Ok(pids.len())
+    }
+
+    /// Waits (bounded) until this server is out of recovery (a promoted
+    /// standby taking writes).
+    pub fn wait_read_write(&self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if self
+                .query("postgres", "SELECT pg_is_in_recovery()")
+                .as_deref()
+                == Ok("f")
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("still in recovery after {within:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A crash: SIGKILL to the postmaster and every child at once (no
+    /// shutdown checkpoint, nothing more sent to standbys or clients).
+    pub fn kill9(&mut self) {
+        let Some(mut child) = self.postmaster.take() else {
+            return;
+        };
+        let pid = child.id();
+        let kids = children_of(pid);
+        signal(&[pid], "KILL");
+        signal(&kids, "KILL");
+        let _ = child.wait();
+        self.paused = false;
+    }
+
+    /// `pg_ctl promote` without waiting (`-W`): the standby leaves recovery
+    /// and becomes a read-write primary on its own shortly after.
+    pub fn promote(&self) -> Result<(), String> {
+        let out = self
+            .as_server_user(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["promote", "-W"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run pg_ctl promote: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim_end().to_string())
+        }
+    }
+
     /// Starts the server (again) on the same data directory and port, and waits
     /// until it accepts connections. Panics if it does not within 30 s.
     pub fn start_again(&mut self) {

@@ -20,8 +20,15 @@
 # ./target), SASLGATE_E2E_BIN=DIR to use prebuilt saslgate/saslgated/libsaslgate.so
 # from DIR instead of building (SASLGATE_E2E_BIN=installed: the installed Debian
 # packages' files), SASLGATE_E2E_KEEP=1 to keep the temp dir.
-# Output: one line per check (scripts/lib/check.sh), then "e2e: N passed, N failed";
-# exit 1 on any failure.
+# Two rounds, each in its own namespace with fresh servers: the database in
+# SQLite, then in PostgreSQL (a private initdb cluster, scripts/lib/pg.sh,
+# reached over TCP on 127.0.0.1 by the chrooted smtpd, Cyrus and saslgated
+# with the login role, set up as README.Debian's "PostgreSQL" section says;
+# skipped when PostgreSQL is not installed). SASLGATE_E2E_DB=sqlite or
+# postgresql runs one round only.
+# Output: one line per check (scripts/lib/check.sh), "e2e (sqlite): N passed,
+# N failed" and "e2e (postgresql): ..." after each round, then the total
+# "e2e: N passed, N failed"; exit 1 on any failure.
 
 set -u
 set -o pipefail
@@ -32,6 +39,8 @@ SELF="$ROOT/tests/e2e/run.sh"
 . "$ROOT/scripts/lib/check.sh"
 # snippet, private Postfix and Cyrus, clients, pid bookkeeping, host undo list
 . "$ROOT/tests/e2e/lib/servers.sh"
+# pg_start, pg_stop, pg_psql (the PostgreSQL round)
+. "$ROOT/scripts/lib/pg.sh"
 DOC="$ROOT/debian/saslgate.README.Debian"
 PKGCONF="$ROOT/debian/saslgate.conf"
 ADDR_FAILURES=6    # [throttle] address_failures in the test config
@@ -82,10 +91,14 @@ inner() {
         "$PKGCONF" >/etc/saslgate/saslgate.conf
     grep -q '^bcrypt_cost = 4$' /etc/saslgate/saslgate.conf || { bad "test config (bcrypt_cost)"; return 1; }
     CONF=/etc/saslgate/saslgate.conf
-    SG() { "$BIN/saslgate" --config "$CONF" "$@"; }
-
-    SG init 2>"$LOGS/init.log" || { bad "saslgate init ($(cat "$LOGS/init.log"))"; return 1; }
-    expect "database mode 0660 group saslgate" "660 saslgate" "$(stat -c '%a %G' /var/lib/saslgate/saslgate.db)"
+    ADMIN_CONF=$CONF
+    if [ "$E2E_DB" = postgresql ]; then
+        pg_setup || return 1
+    else
+        SG() { "$BIN/saslgate" --config "$ADMIN_CONF" "$@"; }
+        SG init 2>"$LOGS/init.log" || { bad "saslgate init ($(cat "$LOGS/init.log"))"; return 1; }
+        expect "database mode 0660 group saslgate" "660 saslgate" "$(stat -c '%a %G' /var/lib/saslgate/saslgate.db)"
+    fi
 
     # ---- test data through the CLI
     local err="$LOGS/cli.log"
@@ -295,6 +308,56 @@ EOF
     return 0
 }
 
+# The PostgreSQL round, as README.Debian's "PostgreSQL" section says: an admin
+# role owning the database and an admin.conf for the saslgate command (SG),
+# `init --login-role`, the mail services' saslgate.conf on the login role with
+# its password file (root:saslgate 0640), and that file copied into smtpd's
+# chroot. The server is a private cluster on 127.0.0.1 (TCP, scram-sha-256).
+# pg_conf URL PASSWORD-FILE: saslgate.conf (stdin) with its db and
+# db_password_file lines set (in place: they are before the first [section]).
+pg_conf() {
+    sed -e "s|^db = .*|db = \"$1\"|" -e "s|^#\?db_password_file = .*|db_password_file = \"$2\"|"
+}
+
+pg_setup() {
+    local dir=$T/pgcluster admin_pw login_pw
+    mkdir -p "$dir"
+    pg_start "$dir" 2>"$LOGS/pg-start.log" || { bad "private PostgreSQL ($(tail -n3 "$LOGS/pg-start.log"))"; return 1; }
+    PG_DIR=$dir
+    admin_pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+    login_pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+    # 1. (createuser --pwprompt saslgate_admin; createuser saslgate_login;
+    # createdb --owner saslgate_admin saslgate)
+    pg_psql postgres "CREATE ROLE saslgate_admin LOGIN PASSWORD '$admin_pw'" >/dev/null &&
+        pg_psql postgres "CREATE ROLE saslgate_login LOGIN" >/dev/null &&
+        pg_psql postgres "CREATE DATABASE saslgate OWNER saslgate_admin" >/dev/null ||
+        { bad "PostgreSQL: admin role and database"; return 1; }
+    local url="postgresql://%s@127.0.0.1:$PG_PORT/saslgate?sslmode=disable"
+    # 2. the admin host's configuration and password file, init with the login role
+    ADMIN_CONF=/etc/saslgate/admin.conf
+    (umask 077
+        printf '%s\n' "$admin_pw" >/etc/saslgate/db-admin.password
+        pg_conf "$(printf "$url" saslgate_admin)" /etc/saslgate/db-admin.password \
+            </etc/saslgate/saslgate.conf >"$ADMIN_CONF")
+    SG() { "$BIN/saslgate" --config "$ADMIN_CONF" "$@"; }
+    SG init --login-role saslgate_login 2>"$LOGS/init.log" ||
+        { bad "saslgate init --login-role ($(cat "$LOGS/init.log"))"; return 1; }
+    pg_psql postgres "ALTER ROLE saslgate_login PASSWORD '$login_pw'" >/dev/null ||
+        { bad "PostgreSQL: login role password"; return 1; }
+    # 3. every mail host: saslgate.conf on the login role
+    printf '%s\n' "$login_pw" >/etc/saslgate/db-login.password
+    chown root:saslgate /etc/saslgate/db-login.password && chmod 0640 /etc/saslgate/db-login.password
+    local tmp=$T/saslgate.conf.pg
+    pg_conf "$(printf "$url" saslgate_login)" /etc/saslgate/db-login.password <"$CONF" >"$tmp"
+    cat "$tmp" >"$CONF"
+    # Postfix's chroot: the password file at the same path inside it.
+    install -d -m 0755 /var/spool/postfix/etc/saslgate
+    install -o root -g saslgate -m 0640 /etc/saslgate/db-login.password /var/spool/postfix/etc/saslgate/
+    expect "login role password file root:saslgate 0640, copied into the chroot" "640 root:saslgate 640 root:saslgate" \
+        "$(stat -c '%a %U:%G' /etc/saslgate/db-login.password /var/spool/postfix/etc/saslgate/db-login.password | tr '\n' ' ' | sed 's/ $//')"
+    echo "--- PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT; mail services on the login role saslgate_login, the saslgate command on saslgate_admin"
+}
+
 # Issue 11 findings 1-2 through Cyrus imapd (virtdomains: userid) and saslgated:
 # libsasl2 sends LOGIN bob@example.org as login "bob" + realm "example.org".
 cyrus_domains() { # cyrus_domains CYRUS-DIR
@@ -383,11 +446,13 @@ start_saslgated() { # start_saslgated NAME DIR
 inner_cleanup() {
     local rc=$?
     stop_recorded
+    [ -n "${PG_DIR:-}" ] && pg_stop "$PG_DIR"
     if [ "$rc" -ne 0 ] && [ "$CHECK_FAILED" -eq 0 ]; then
         bad "e2e aborted (exit $rc)"
     fi
-    echo "--- finished in $(($(date +%s) - STARTED)) s (logs: $T/logs, kept on failure)"
-    summary e2e && [ "$rc" -eq 0 ] || exit 1
+    echo "--- $E2E_DB round finished in $(($(date +%s) - STARTED)) s (logs: $T/logs, kept on failure)"
+    echo "$CHECK_PASSED $CHECK_FAILED $CHECK_SKIPPED" >"$T/counts"
+    summary "e2e ($E2E_DB)" && [ "$rc" -eq 0 ] || exit 1
     exit 0
 }
 
@@ -402,7 +467,7 @@ outer() {
     fi
     local started
     started=$(date +%s)
-    install_missing postfix cyrus-imapd swaks sasl2-bin oathtool libsasl2-modules python3 || { bad "apt-get install"; summary e2e; exit 1; }
+    install_missing postfix cyrus-imapd swaks sasl2-bin oathtool libsasl2-modules python3 postgresql || { bad "apt-get install"; summary e2e; exit 1; }
     for c in unshare postfix cyrmaster swaks saslauthd saslpasswd2 oathtool python3; do
         command -v "$c" >/dev/null || PATH=$PATH:/usr/sbin:/sbin
         command -v "$c" >/dev/null || { bad "missing $c"; summary e2e; exit 1; }
@@ -459,9 +524,26 @@ outer() {
         touch /etc/sasldb2 && undo rm -f /etc/sasldb2
     fi
 
-    unshare -m --propagation private env SASLGATE_E2E_INNER=1 STARTED="$started" T="$T" BIN="$BIN" SASLDIR="$SASLDIR" \
-        PATH="$PATH" "$SELF"
-    RESULT=$?
+    local db rounds=${SASLGATE_E2E_DB:-sqlite postgresql} passed=0 failed=0 skipped=0 p f s
+    RESULT=0
+    for db in $rounds; do
+        if [ "$db" = postgresql ] && ! pg_find_bin 2>/dev/null; then
+            skip "e2e on PostgreSQL: PostgreSQL is not installed"
+            skipped=$((skipped + 1))
+            continue
+        fi
+        mkdir -m 0711 "$T/$db"
+        unshare -m --propagation private env SASLGATE_E2E_INNER=1 STARTED="$(date +%s)" T="$T/$db" E2E_DB="$db" \
+            BIN="$BIN" SASLDIR="$SASLDIR" PATH="$PATH" "$SELF" || RESULT=1
+        if read -r p f s <"$T/$db/counts" 2>/dev/null; then
+            passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+        else
+            failed=$((failed + 1)) RESULT=1
+        fi
+    done
+    echo "--- e2e finished in $(($(date +%s) - started)) s"
+    CHECK_PASSED=$passed CHECK_FAILED=$failed CHECK_SKIPPED=$skipped
+    summary e2e || RESULT=1
     exit $RESULT
 }
 

@@ -134,11 +134,22 @@ fn parse_target(url: &str) -> Result<Target> {
         ));
     }
     pg.ssl_mode(ssl);
+    // Several hosts (a primary and its standbys): only a server taking writes
+    // will do, unless the URL says otherwise. A standby's data may lag and it
+    // cannot record a code's use.
+    if pg.get_hosts().len() > 1 && !query_has(&query, "target_session_attrs") {
+        pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
     Ok(Target {
         pg,
         verify,
         root_cert,
     })
+}
+
+/// Whether the (kept) query string sets `key`.
+fn query_has(query: &str, key: &str) -> bool {
+    form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == key)
 }
 
 /// The TLS connector for a target (OpenSSL, certificate checks per `sslmode`).
@@ -326,8 +337,12 @@ impl PgStore {
         {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if e.as_db_error().is_none() {
-                    // Not the server's answer: I/O, protocol, closed connection.
+                // Not the server's answer (I/O, protocol, closed connection),
+                // or a server that takes no writes (a standby, a demoted
+                // primary): the next use connects anew, to a host that does.
+                if e.as_db_error().is_none()
+                    || e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
+                {
                     self.broken.set(true);
                 }
                 Err(Error::Storage(format!("PostgreSQL: {}", describe(&e))))
@@ -452,6 +467,22 @@ mod tests {
         );
         let t = parse_target("postgresql://h/d?sslmode=require&sslrootcert=/ca").unwrap();
         assert_eq!(t.verify, Verify::Chain);
+        // Several hosts: read-write unless the URL says otherwise.
+        let t = parse_target("postgresql://a:5432,b:5433/mail").unwrap();
+        assert_eq!(
+            t.pg.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        let t = parse_target("postgresql://a,b/mail?target_session_attrs=any").unwrap();
+        assert_eq!(
+            t.pg.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::Any
+        );
+        let t = parse_target("postgresql://a/mail").unwrap();
+        assert_eq!(
+            t.pg.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::Any
+        );
         assert!(parse_target("postgresql://u:secret@h/d").is_err());
         assert!(parse_target("postgresql://h/d?password=x").is_err());
         assert!(parse_target("postgresql://h/d?sslmode=sometimes").is_err());
