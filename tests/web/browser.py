@@ -77,7 +77,69 @@ def oathtool(secret, offset=None):
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def doc_block(name):
+    """A block of debian/saslgate.README.Debian ("--- NAME: ... ---" to "--- end ---")."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lines = open(f"{root}/debian/saslgate.README.Debian").read().split("\n")
+    start = next(i for i, l in enumerate(lines) if l.startswith(f"--- {name}:"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] == "--- end ---")
+    return "\n".join(lines[start + 1:end])
+
+
+def start_nginx(tmp, web_port):
+    """Real nginx with TLS (a self-signed certificate made here) in front of
+    saslgate-web, with README.Debian's location block verbatim (only the
+    port changed). Returns the https base address, or None without nginx."""
+    if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        print("SKIP: web: nginx not installed: the browser talks to saslgate-web directly")
+        return None
+    block = doc_block("web-nginx")
+    check("README.Debian's nginx block names the documented port", "127.0.0.1:8143" in block)
+    block = block.replace("127.0.0.1:8143", f"127.0.0.1:{web_port}")
+    d = f"{tmp}/nginx"
+    os.makedirs(f"{d}/static")
+    os.chmod(tmp, 0o755)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem"],
+                   check=True, capture_output=True)
+    with open(f"{d}/static/static.txt", "w") as f:
+        f.write("static\n" * 100)
+    port = free_port()
+    temp = " ".join(f"{k}_temp_path {d}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    with open(f"{d}/nginx.conf", "w") as f:
+        f.write(f"""daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+worker_processes 1;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    {temp}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        location = /static.txt {{ root {d}/static; }}
+{block}
+    }}
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-p", d, "-c", f"{d}/nginx.conf"], stderr=open(f"{d}/stderr", "w"))
+    started.append(nginx)
+    base = f"https://127.0.0.1:{port}"
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    until("nginx", lambda: urllib.request.urlopen(base + "/signin", timeout=2, context=ctx).status == 200)
+    print(f"web: through nginx with TLS at {base}")
+    return base
+
+
 def main():
+    so = open(f"{TARGET}/libsaslgate.so", "rb").read()
+    check("libsaslgate.so links none of saslgate-web's crates (axum, hyper, maud)",
+          not any(name in so for name in (b"axum", b"hyper", b"maud")))
     tmp = tempfile.mkdtemp(prefix="saslgate-web-")
     os.makedirs(SHOTS, exist_ok=True)
     print(f"web: screenshots in {SHOTS}")
@@ -95,6 +157,7 @@ def main():
     web = subprocess.Popen([f"{TARGET}/saslgate-web", "--config", conf], stderr=open(f"{tmp}/web.log", "w"))
     started.append(web)
     until("saslgate-web", lambda: urllib.request.urlopen(base + "/signin", timeout=2).status == 200)
+    base = start_nginx(tmp, port) or base
     os.makedirs(f"{tmp}/run")
     daemon = subprocess.Popen([f"{TARGET}/saslgated", "-a", "saslgate", "-d", "-m", f"{tmp}/run",
                                "--config", conf, "--fail-delay", "0"], stderr=open(f"{tmp}/saslgated.log", "w"))
@@ -120,7 +183,8 @@ def main():
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1100,900", f"--user-data-dir={tmp}/chrome"):
+              "--window-size=1100,900", f"--user-data-dir={tmp}/chrome",
+              "--ignore-certificate-errors"):  # the test's own self-signed certificate
         opts.add_argument(a)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
     driver.implicitly_wait(10)  # find_element polls until the page has it
