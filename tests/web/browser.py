@@ -26,7 +26,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-TARGET, SHOTS = sys.argv[1], sys.argv[2]
+TARGET = sys.argv[1] if len(sys.argv) > 1 else ""
+SHOTS = sys.argv[2] if len(sys.argv) > 2 else ""
 ACCOUNT, PASSWORD = "alice@example.org", "alice web password"
 MULTIARCH = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip() or "x86_64-linux-gnu"
 STOCK = f"/usr/lib/{MULTIARCH}/sasl2"

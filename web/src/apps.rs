@@ -92,8 +92,9 @@ fn listing_page(app: &App, ctx: &Ctx, status: u16, top: Markup) -> Resp {
                         td {
                             (page::when(a.last_used))
                             @if let Some(u) = used {
-                                " (" (u.service.as_deref().unwrap_or("?")) " from "
-                                (u.client_addr.as_deref().unwrap_or("?")) ")"
+                                " (" (u.service.as_deref().unwrap_or("-"))
+                                @if let Some(addr) = &u.client_addr { " from " (addr) }
+                                ")"
                             }
                         }
                         td.state { (state(app, a)) }

@@ -83,7 +83,10 @@ pub fn load(app: &App, req: &Req) -> Result<Ctx, NoSession> {
             store.web_session_delete(s.account_id, s.id)?;
             return Ok(Err(NoSession::Ended));
         }
-        store.web_session_touch(s.id, now)?;
+        // One write a second at most (the idle timeout counts seconds).
+        if now > s.last_seen {
+            store.web_session_touch(s.id, now)?;
+        }
         let csrf = csrf_of(store, b"web-csrf", token);
         Ok(Ok(Ctx { session: s, csrf }))
     })
