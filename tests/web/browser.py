@@ -201,6 +201,15 @@ def main():
     return tmp
 
 
+def shows(driver, words, seconds=10):
+    """The page comes to contain `words` before the deadline (a click's page
+    may still be loading)."""
+    try:
+        return until(repr(words), lambda: words in driver.page_source, seconds)
+    except RuntimeError:
+        return False
+
+
 def shot(driver, name):
     driver.save_screenshot(f"{SHOTS}/{name}.png")
 
@@ -216,6 +225,7 @@ def sign_in(driver, base, password, code=""):
     if code:
         driver.find_element(By.NAME, "code").send_keys(code)
     driver.find_element(By.ID, "signin").click()
+    driver.find_element(By.CSS_SELECTOR, "#message, #apps")  # the answer's page has loaded
 
 
 def run(driver, base, tsa, plugin):
@@ -259,7 +269,7 @@ def run(driver, base, tsa, plugin):
     check("ten one-time codes shown", len(codes) == 10, str(codes))
 
     driver.find_element(By.ID, "signout").click()
-    check("signed out", "signed out" in driver.page_source)
+    check("signed out", shows(driver, "You are signed out"))
     sign_in(driver, base, PASSWORD)
     check("the password alone no longer signs in", driver.current_url.endswith("/signin"), driver.current_url)
     sign_in(driver, base, PASSWORD, oathtool(key, "+30 seconds"))
@@ -286,10 +296,11 @@ def run(driver, base, tsa, plugin):
     driver.switch_to.new_window("tab")
     driver.get(base + "/apps")
     driver.find_element(By.ID, "signout").click()
+    check("signed out in the other tab", shows(driver, "You are signed out"))
     driver.switch_to.window(form_tab)
     driver.find_element(By.NAME, "label").send_keys("late")
     driver.find_element(By.ID, "create").click()
-    check("a stale form after sign-out is refused", "not signed in" in driver.page_source)
+    check("a stale form after sign-out is refused", shows(driver, "not signed in"))
     shot(driver, "11-stale-form-refused")
 
 
