@@ -164,6 +164,12 @@ pub fn submit(app: &App, req: &Req) -> Resp {
         let acct = store
             .find_account(&name)?
             .ok_or_else(|| saslgate::Error::NotFound(name.clone()))?;
+        // Sessions past their timeouts that nobody came back to go now.
+        let web = &app.config().web;
+        store.web_sessions_prune(
+            now - web.session_idle.as_secs() as i64,
+            now - web.session_max.as_secs() as i64,
+        )?;
         // The browser's earlier session, if any, is replaced (never kept).
         if let Some(old) = session::cookie_value(req, COOKIE) {
             if let Some(s) = store.web_session_get(&session::token_hash(store, old))? {

@@ -205,6 +205,11 @@ fn sessions_end_when_idle_or_too_old() {
     assert_eq!(r.status, 401, "12 h 1 min after sign-in");
     assert!(r.body.contains("session has ended"));
     assert_eq!(web.sql("SELECT count(*) FROM web_sessions").trim(), "0");
+    // A session nobody comes back to is deleted at the next sign-in.
+    let _abandoned = web.alice();
+    web.advance(16 * 60);
+    let _next = web.alice();
+    assert_eq!(web.sql("SELECT count(*) FROM web_sessions").trim(), "1");
 }
 
 #[test]
