@@ -39,6 +39,7 @@ fi
 # ---- 2. build ----
 say "building saslgate (cargo build --release)"
 cargo build --release --bins --lib
+cargo build --release -p saslgate-web
 cc -Wall -Wextra -Werror -O2 -o "$TARGET/sasl-plain-check" tools/sasl-plain-check.c -lsasl2
 SG="$TARGET/saslgate"
 
@@ -55,7 +56,7 @@ bcrypt_cost = 10
 CONF
 SGC=("$SG" --config "$DEMO/saslgate.conf")
 "${SGC[@]}" init
-"${SGC[@]}" plan set mail --services imap,pop,smtp,sieve
+"${SGC[@]}" plan set mail --services imap,pop,smtp,sieve,web
 "${SGC[@]}" plan set sendonly --services smtp
 "${SGC[@]}" user add alice@example.org --plan mail
 printf 'alice-master-pw\n' | "${SGC[@]}" passwd alice@example.org --stdin
@@ -124,6 +125,35 @@ say "audit trail (saslgate log)"
 say "why can't alice's phone password send mail? (saslgate explain)"
 "${SGC[@]}" explain alice@example.org --service smtp || true
 
+# ---- 6. the Password & Security pages ----
+WEB_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+say "saslgate-web on http://127.0.0.1:$WEB_PORT (put nginx with TLS in front for real use)"
+"$TARGET/saslgate-web" --config "$DEMO/saslgate.conf" --listen "127.0.0.1:$WEB_PORT" 2> "$DEMO/web.log" &
+WEB=$!
+stop_all() { kill "$WEB" 2>/dev/null; wait "$WEB" 2>/dev/null; stop_daemon; }
+[ "${DEMO_KEEP:-0}" = 1 ] || trap stop_all EXIT
+up=0
+for _ in $(seq 100); do
+    python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+        "http://127.0.0.1:$WEB_PORT/signin" 2>/dev/null && { up=1; break; }
+    sleep 0.1
+done
+if [ "$up" = 1 ]; then
+    echo "  sign in at http://127.0.0.1:$WEB_PORT/signin as alice@example.org / alice-master-pw"
+    if [ -x /usr/bin/chromium ] && /usr/bin/python3 -c 'import selenium' 2>/dev/null; then
+        if /usr/bin/python3 tests/web/signed_in_shot.py "http://127.0.0.1:$WEB_PORT" alice@example.org \
+            alice-master-pw "$DEMO/web-signed-in.png"; then
+            echo "  signed-in screenshot: $DEMO/web-signed-in.png"
+        else
+            echo "  UNEXPECTED: the signed-in screenshot failed"; FAILED=1
+        fi
+    else
+        echo "  (no screenshot: install chromium chromium-driver python3-selenium)"
+    fi
+else
+    echo "  UNEXPECTED: saslgate-web did not answer (log: $DEMO/web.log)"; FAILED=1
+fi
+
 if [ "$FAILED" != 0 ]; then echo; echo "demo: some answers were not as expected (daemon log: $DEMO/saslgated.log)"; exit 1; fi
 echo
 echo "demo: all answers as expected."
@@ -131,5 +161,6 @@ if [ "${DEMO_KEEP:-0}" = 1 ]; then
     echo "saslgated keeps running (pid $DAEMON) on $DEMO/run/mux; try:"
     echo "  testsaslauthd -f $DEMO/run/mux -u alice@example.org -p alice-master-pw -s imap"
     echo "  $SG --config $DEMO/saslgate.conf log"
-    echo "stop it with: kill $DAEMON"
+    echo "saslgate-web keeps running (pid $WEB) on http://127.0.0.1:$WEB_PORT/"
+    echo "stop them with: kill $DAEMON $WEB"
 fi

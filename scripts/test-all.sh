@@ -14,6 +14,9 @@
 #   cargo     cargo test --release: unit tests, core (library + CLI) on SQLite and on a
 #             private PostgreSQL, saslgated with the real testsaslauthd and libsasl2,
 #             the auth_http face, the C ABI from Rust
+#   web       saslgate-web in real chromium (WebDriver): app password made on the
+#             page logs in through testsaslauthd and libsasl2, TOTP with oathtool
+#             (tests/web/run.sh)
 #   c-tests   the plugin in the real libsasl2 next to the stock plugins, the C ABI,
 #             fork/threads, once under valgrind                (c-tests/run.sh)
 #   e2e       real Postfix and real Cyrus IMAP (root)          (tests/e2e/run.sh)
@@ -78,6 +81,7 @@ suite clippy cargo clippy --release --workspace --all-targets -- -D warnings
 suite doc env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --release
 suite cargo cargo test --release --workspace
 suite c-tests c-tests/run.sh
+suite web tests/web/run.sh
 suite e2e tests/e2e/run.sh
 suite e2e-nginx tests/e2e/nginx.sh
 suite deb tests/deb/run.sh

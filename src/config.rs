@@ -109,6 +109,8 @@ pub struct Config {
     pub local_realms: Option<Vec<String>>,
     /// `[http]`: saslgated's nginx `auth_http` face (src/daemon/http/).
     pub http: crate::http_config::HttpConfig,
+    /// `[web]`: saslgate-web, the account pages (the `web/` crate).
+    pub web: crate::web_config::WebConfig,
     /// The `IP:PORT`s at which this host's mail servers receive logins
     /// proxied by nginx: a proxy ticket issued for one of them is accepted
     /// here (besides the plugin's connection's own local address). Empty: the
@@ -163,6 +165,7 @@ impl Default for Config {
             db_group: String::new(),
             local_realms: None,
             http: Default::default(),
+            web: Default::default(),
             proxy_ticket_backends: Vec::new(),
         }
     }
@@ -191,6 +194,7 @@ struct ConfigFile {
     tls_required: Option<Vec<String>>,
     throttle: Option<ThrottleFile>,
     http: Option<crate::http_config::HttpFile>,
+    web: Option<crate::web_config::WebFile>,
     proxy_ticket_backends: Option<Vec<String>>,
 }
 
@@ -390,6 +394,9 @@ impl Config {
         }
         if let Some(h) = file.http {
             c.http = h.resolve()?;
+        }
+        if let Some(w) = file.web {
+            c.web = w.resolve()?;
         }
         for b in file.proxy_ticket_backends.unwrap_or_default() {
             let addr = b.trim().parse::<std::net::SocketAddr>().map_err(|_| {

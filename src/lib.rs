@@ -34,6 +34,7 @@ pub mod store;
 pub mod throttle;
 pub mod timefmt;
 pub mod totp;
+pub mod web_config;
 
 pub use config::Config;
 pub use engine::{Decision, Gate, RefuseReason, Request, Stats};

@@ -27,6 +27,7 @@ mod throttle;
 pub mod tickets;
 #[allow(unsafe_code)] // SQLite's mapping of the WAL-index: every block has a SAFETY comment
 mod wal_index;
+pub mod web;
 
 pub use interface::{
     create, open_admin, open_login, AdminStore, LoginStore, QuietCommit, ThrottleStore,

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use rusqlite::Connection;
 
 /// The schema this saslgate writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -205,6 +205,22 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DELETE FROM proxy_tickets;
     ALTER TABLE proxy_tickets ADD COLUMN generation INTEGER;
+    "#,
+    // 5 -> 6: saslgate-web's sessions (src/store/web.rs). Only a keyed hash
+    // of each token is stored. Session state, like the throttle: no
+    // generation trigger.
+    r#"
+    CREATE TABLE web_sessions (
+        id INTEGER PRIMARY KEY,
+        token_hash BLOB NOT NULL UNIQUE, -- HMAC(key, 'web-session', token)
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        created INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        reauth_at INTEGER NOT NULL,     -- when the master password was last typed
+        client_addr TEXT NOT NULL,
+        user_agent TEXT NOT NULL
+    );
+    CREATE INDEX web_sessions_account ON web_sessions(account_id);
     "#,
 ];
 
