@@ -358,7 +358,7 @@ fn the_new_app_password_is_shown_once_and_stored_nowhere() {
 /// The same protections on PostgreSQL, saslgate-web connected as the web
 /// role (`saslgate init --web-role`; common::web_config). Left out: the two
 /// tests that read the database with SQLite's own SQL (`hex()`, `.dump`);
-/// tests/postgres.rs checks the same on PostgreSQL.
+/// web/tests/postgres.rs checks the same on PostgreSQL.
 mod on_postgresql {
     macro_rules! on_postgresql {
         ($($name:ident),* $(,)?) => {
