@@ -91,7 +91,11 @@ impl<T: AdminStore + WebSessions> WebStore for T {}
 pub fn open_web(config: &Config) -> Result<Box<dyn WebStore>> {
     match config.database() {
         Database::Sqlite(_) => Ok(Box::new(Store::open(config)?)),
-        Database::Postgres(_) => Ok(Box::new(PgStore::open(config)?)),
+        Database::Postgres(_) => {
+            let store = PgStore::open(config)?;
+            store.check_web_role()?;
+            Ok(Box::new(store))
+        }
     }
 }
 

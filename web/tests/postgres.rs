@@ -322,11 +322,26 @@ fn web_role_thief() {
              client_addr, user_agent) VALUES ('\\x01'::bytea, {bob}, 0, 0, 0, '', '')"
     ))
     .unwrap();
+    // An app password of the thief's making: the role reads the key, so
+    // it can compute the row's lookup, and bob's mail takes the password.
+    let as_web = saslgate::store::open_login(&web_config(&web.fx)).unwrap();
+    let bob_id: i64 = web
+        .sql(&format!("SELECT id FROM accounts WHERE name = '{BOB}'"))
+        .parse()
+        .unwrap();
+    let (canonical, shown) = saslgate::crypto::new_app_password().unwrap();
+    let lookup = hex(&as_web.app_lookup(bob_id, canonical.as_bytes()));
     q(&format!(
         "INSERT INTO app_passwords (account_id, label, lookup, services, created)
-         VALUES ({bob}, 'planted', '\\x02'::bytea, '', 0)"
+         VALUES ({bob}, 'planted', '\\x{lookup}'::bytea, '', 0)"
     ))
     .unwrap();
+    let shown = String::from_utf8(shown.as_bytes().to_vec()).unwrap();
+    assert!(web
+        .fx
+        .gate()
+        .decide(&req(BOB, &shown, "imap"))
+        .is_accepted());
     q(&format!(
         "UPDATE accounts SET password_hash = 'x', password_changed = 0 WHERE id = {bob}"
     ))
@@ -341,6 +356,9 @@ fn web_role_thief() {
     ))
     .unwrap();
     q("SELECT count(*) FROM audit").unwrap();
+    q("SELECT client_addr, user_agent FROM web_sessions").unwrap();
+    // End anyone's sessions (deny service).
+    q("DELETE FROM web_sessions WHERE token_hash = '\\x01'::bytea").unwrap();
     // Cannot: bring a revoked app password back, or a used code.
     q("UPDATE app_passwords SET revoked = 1 WHERE label = 'planted'").unwrap();
     let e = q("UPDATE app_passwords SET revoked = NULL").unwrap_err();
@@ -352,7 +370,8 @@ fn web_role_thief() {
 
 /// The login role has no access to the sessions, and a web role granted
 /// the login role's privileges instead (re-granting revokes first) loses
-/// them: saslgate-web then answers "unavailable", never a page.
+/// them: a running saslgate-web then answers "unavailable", never a page,
+/// and one starting as either role refuses to start.
 #[test]
 fn a_web_role_made_a_login_role_loses_the_sessions() {
     on_postgresql(web_role_made_login_role);
@@ -374,4 +393,14 @@ fn web_role_made_login_role() {
     let e = psql_as(&web.fx, WEB_ROLE, "SELECT count(*) FROM web_sessions").unwrap_err();
     assert!(e.contains("permission denied"), "{e}");
     assert_eq!(host_b.get("/apps", &b).status, 503, "fails closed");
+    // Nor does saslgate-web start as that role, or as the login role.
+    let cluster = web.fx.pg.as_ref().unwrap();
+    for role in [WEB_ROLE, "sg_login"] {
+        let mut config = web.fx.config.clone();
+        config.db = cluster.socket_url(role, "saslgate").into();
+        match Host::try_serve(config) {
+            Ok(_) => panic!("saslgate-web started as {role}"),
+            Err(e) => assert!(e.to_string().contains("--web-role"), "{e}"),
+        }
+    }
 }

@@ -539,12 +539,14 @@ pub fn grant_role(store: &PgStore, name: &str, kind: RoleKind) -> Result<()> {
 mod tests {
     #[test]
     fn role_names_are_checked() {
-        use super::RoleKind::{Login, Proxy};
+        use super::RoleKind::{Login, Proxy, Web};
         assert!(super::role_name("saslgate_login", Login).is_ok());
         for bad in ["", "Upper", "a-b", "x\"; DROP", "1st"] {
             assert!(super::role_name(bad, Login).is_err(), "{bad}");
             let e = super::role_name(bad, Proxy).unwrap_err().to_string();
             assert!(e.contains("--proxy-role"), "{e}");
+            let e = super::role_name(bad, Web).unwrap_err().to_string();
+            assert!(e.contains("--web-role"), "{e}");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! role may touch the sessions.
 
 use super::{get, PgStore};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::admin::AuditEntry;
 use crate::store::web::{first_use_of_each, LastUseSeen, WebSession, WebSessions, LAST_USE_SCAN};
 use tokio_postgres::Row;
@@ -18,6 +18,31 @@ const SESSIONS_OF: &str = "SELECT s.id, s.account_id, a.name, a.disabled, s.crea
         s.last_seen, s.reauth_at, s.client_addr, s.user_agent
      FROM web_sessions s JOIN accounts a ON a.id = s.account_id
      WHERE s.account_id = $1 ORDER BY s.id DESC";
+
+impl PgStore {
+    /// Refuses a role that may not do what the pages do (the login or proxy
+    /// role, a web role not granted since the last migration): saslgate-web
+    /// does not start, rather than fail page by page.
+    pub(crate) fn check_web_role(&self) -> Result<()> {
+        let r = self.query_one(
+            "SELECT has_table_privilege('web_sessions', 'SELECT, INSERT, DELETE')
+                AND has_table_privilege('audit', 'SELECT')
+                AND has_column_privilege('accounts', 'password_hash', 'UPDATE')
+                AND has_column_privilege('app_passwords', 'revoked', 'UPDATE'),
+                    current_user::text",
+            &[],
+        )?;
+        if get::<bool>(&r, 0)? {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "the PostgreSQL role {} may not do what saslgate-web does (its sessions, app \
+             passwords, two-step login, password); connect as the web role, made by \
+             `saslgate init --web-role NAME` with the admin role's configuration",
+            get::<String>(&r, 1)?
+        )))
+    }
+}
 
 fn session_row(r: &Row) -> Result<WebSession> {
     Ok(WebSession {
