@@ -404,3 +404,94 @@ fn web_role_made_login_role() {
         }
     }
 }
+
+/// The program itself (`saslgate-web --config --listen`) on PostgreSQL as
+/// the web role: signs alice in over its UNIX socket, and on SIGTERM exits
+/// 0 (its stores' own runtimes are dropped outside the server's runtime;
+/// inside it, tokio panicked at every shutdown).
+#[test]
+fn the_program_serves_as_the_web_role_and_stops_cleanly() {
+    on_postgresql(program_on_postgresql);
+}
+
+fn ask(path: &std::path::Path, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn program_on_postgresql() {
+    use std::time::{Duration, Instant};
+    let fx = Fixture::new();
+    fx.user(ALICE, ALICE_PW);
+    let config = web_config(&fx);
+    let conf = fx.path("web.conf");
+    std::fs::write(
+        &conf,
+        format!("db = {:?}\nbcrypt_cost = 4\n", config.db.to_str().unwrap()),
+    )
+    .unwrap();
+    let sock = fx.path("web.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saslgate-web"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("--listen")
+        .arg(&sock)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("never served: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let page = ask(
+        &sock,
+        "GET /signin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let pre = page
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let i = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let body = form(&[
+        ("csrf", &page[i..i + 64]),
+        ("account", ALICE),
+        ("password", ALICE_PW),
+    ]);
+    let answer = ask(
+        &sock,
+        &format!(
+            "POST /signin HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: {pre}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    assert_eq!(fx.sql("SELECT count(*) FROM web_sessions"), "1");
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
