@@ -12,6 +12,11 @@
 # user in the database group saslgate logs in through the installed plugin
 # in-process (real libsasl2, sasl_server_start PLAIN).
 #
+# saslgate-web (issue 25): installed with its own user, socket group and unit,
+# the unit neither enabled nor started; run by hand as its user with a [web]
+# section, it serves the sign-in page (200, CSP) on its UNIX socket to root and
+# to nginx's group, not to others. Purge removes its user and group.
+#
 # Upgrade backups (issue 23, finding 1): the package, repacked as older
 # versions, is installed and upgraded; a member of the group saslgate plants a
 # backup/ directory with symlinks under /var/lib/saslgate; the upgrade to the
@@ -49,6 +54,10 @@ done
 for u in sgdebtest sgdebauth sgdebplant; do
     getent passwd "$u" >/dev/null && skip_all "user $u exists; this test creates and deletes it"
 done
+getent passwd saslgate-web >/dev/null &&
+    skip_all "user saslgate-web exists (left by an earlier install?); the package creates it and this test checks its groups"
+command -v curl >/dev/null || echo "      (curl missing: saslgate-web's page will not be fetched)"
+
 for c in dpkg-buildpackage lintian apt-get testsaslauthd saslpluginviewer runuser cc sqlite3; do
     command -v "$c" >/dev/null || skip_all "$c is missing (apt-get install debhelper lintian sasl2-bin sqlite3)"
 done
@@ -64,17 +73,28 @@ TESTUSER=sgdebtest
 AUTHUSER=sgdebauth # in the socket group only (the daemon path)
 CREATED_AUTHUSER=0
 DAEMON_PID=
+WEB_PID=    # saslgate-web (its own pid, from the pid file its shell writes)
+WEB_RUNUSER=
 INSTALLED=0
 CREATED_USER=0
 PLANTUSER=sgdebplant # in the database group, plants links before an upgrade
 CREATED_PLANTUSER=0
 
+# Stops the saslgate-web this test started (by its pid), if it still runs.
+stop_web() {
+    if [ -n "$WEB_PID" ] && [ "$(readlink "/proc/$WEB_PID/exe" 2>/dev/null)" = /usr/sbin/saslgate-web ]; then
+        kill "$WEB_PID" 2>/dev/null
+    fi
+    [ -n "$WEB_RUNUSER" ] && wait "$WEB_RUNUSER" 2>/dev/null
+    WEB_PID= WEB_RUNUSER=
+}
 cleanup() {
     local rc=$?
     if [ -n "$DAEMON_PID" ] && [ "$(cat "/proc/$DAEMON_PID/comm" 2>/dev/null)" = saslgated ]; then
         kill "$DAEMON_PID" 2>/dev/null
         wait "$DAEMON_PID" 2>/dev/null
     fi
+    stop_web
     [ "$CREATED_USER" = 1 ] && userdel "$TESTUSER" >/dev/null 2>&1
     [ "$CREATED_AUTHUSER" = 1 ] && userdel "$AUTHUSER" >/dev/null 2>&1
     [ "$CREATED_PLANTUSER" = 1 ] && userdel "$PLANTUSER" >/dev/null 2>&1
@@ -187,6 +207,7 @@ check "systemd units saslgated.service and saslgated.socket" \
     test -f /lib/systemd/system/saslgated.service -a -f /lib/systemd/system/saslgated.socket
 if command -v systemd-analyze >/dev/null; then
     systemd-analyze verify /lib/systemd/system/saslgated.socket /lib/systemd/system/saslgated.service \
+        /lib/systemd/system/saslgate-web.service \
         >"$TMP/verify.txt" 2>&1
     expect "systemd-analyze verify: units clean" "" "$(cat "$TMP/verify.txt")"
 fi
@@ -313,6 +334,87 @@ else
 fi
 check "saslgate log shows the daemon's decisions" sh -c "$SG log bob | grep -q refused"
 
+# ---- saslgate-web: installed, off until configured; then run by hand as its user
+WEB=/usr/sbin/saslgate-web
+WEBUNIT=/lib/systemd/system/saslgate-web.service
+check "saslgate-web installed in /usr/sbin" test -x "$WEB"
+check "saslgate-web --help names --config and --listen" sh -c "$WEB --help | grep -q -- --config && $WEB --help | grep -q -- --listen"
+check "man page saslgate-web(8)" test -f /usr/share/man/man8/saslgate-web.8.gz
+check "system group saslgate-web-http (saslgate-web's socket group, for nginx)" getent group saslgate-web-http
+check "system user saslgate-web (no login shell)" sh -c 'getent passwd saslgate-web | grep -q ":/usr/sbin/nologin$"'
+expect "user saslgate-web: in saslgate-web-http and the database group saslgate only" "saslgate saslgate-web-http" \
+    "$(id -nG saslgate-web 2>&1 | tr ' ' '\n' | sort | xargs)"
+check "systemd unit saslgate-web.service installed" test -f "$WEBUNIT"
+check_fails "saslgate-web.service not enabled (no multi-user.target.wants link)" \
+    test -e /etc/systemd/system/multi-user.target.wants/saslgate-web.service
+expect "systemctl is-enabled saslgate-web.service" disabled "$(systemctl is-enabled saslgate-web.service 2>&1)"
+web_running() { # any process running the installed binary
+    for p in /proc/[0-9]*; do
+        [ "$(readlink "$p/exe" 2>/dev/null)" = "$WEB" ] && return 0
+    done
+    return 1
+}
+check_fails "saslgate-web not started by the install" web_running
+unit_key() { sed -n "s/^$1=//p" "$WEBUNIT"; }
+expect "saslgate-web.service: User, Group, ExecStart" \
+    "saslgate-web saslgate-web-http $WEB --config /etc/saslgate/saslgate.conf" \
+    "$(unit_key User) $(unit_key Group) $(unit_key ExecStart)"
+expect "saslgate-web.service: hardened like saslgated's" \
+    "strict yes yes /var/lib/saslgate yes AF_UNIX" \
+    "$(unit_key ProtectSystem) $(unit_key NoNewPrivileges) $(unit_key PrivateTmp) $(unit_key ReadWritePaths) $(unit_key PrivateNetwork) $(unit_key RestrictAddressFamilies)"
+# README.Debian's [web] listen, its nginx block and the unit's runtime directory
+# name one socket.
+zcat /usr/share/doc/saslgate/README.Debian.gz >"$TMP/readme.txt" 2>>"$LOG"
+WEB_SOCK=$(sed -n 's/^ *listen = "\(\/run\/saslgate-web\/[^"]*\)"$/\1/p' "$TMP/readme.txt" | head -n1)
+expect "README.Debian's [web] listen is in the unit's RuntimeDirectory" "/run/$(unit_key RuntimeDirectory)/http" "$WEB_SOCK"
+check "README.Debian's nginx block proxies to that socket" \
+    grep -qx "    proxy_pass http://unix:$WEB_SOCK:;" "$TMP/readme.txt"
+expect "unit's UMask and RuntimeDirectoryMode (socket 0770, directory 0750, group saslgate-web-http)" "0007 0750" \
+    "$(unit_key UMask) $(unit_key RuntimeDirectoryMode)"
+runuser -u saslgate-web -- "$WEB" --config /etc/saslgate/saslgate.conf >"$TMP/web-unconfigured.log" 2>&1
+expect "the packaged configuration ([web] commented out): saslgate-web refuses to start (exit 2)" 2 "$?"
+# Configured: the packaged file plus a [web] section naming a socket in a
+# directory made as the unit's RuntimeDirectory is (owner, group, mode).
+WEBRUN=$TMP/webrun
+install -d -o saslgate-web -g saslgate-web-http -m 0750 "$WEBRUN"
+{ cat /etc/saslgate/saslgate.conf
+  printf '\n[web]\nlisten = "%s/http"\npublic_url = "https://account.example.org"\n' "$WEBRUN"; } >"$TMP/web.conf"
+chmod 0644 "$TMP/web.conf"
+# As the unit starts it (user, primary group, umask), in the foreground.
+runuser -u saslgate-web -- sh -c 'echo $$ >"$1/pid"; umask 0007; exec "$2" --config "$3"' \
+    sh "$WEBRUN" "$WEB" "$TMP/web.conf" >"$TMP/saslgate-web.log" 2>&1 &
+WEB_RUNUSER=$!
+for _ in $(seq 100); do [ -S "$WEBRUN/http" ] && break; sleep 0.1; done
+WEB_PID=$(cat "$WEBRUN/pid" 2>/dev/null)
+check "saslgate-web (as its user, packaged config + [web]) listens on $WEBRUN/http" test -S "$WEBRUN/http"
+expect "its socket: mode 770, saslgate-web:saslgate-web-http" "770 saslgate-web:saslgate-web-http" \
+    "$(stat -c '%a %U:%G' "$WEBRUN/http" 2>&1)"
+if command -v curl >/dev/null; then
+    web_get() { # web_get [runuser args --]: the status code of GET /signin over the socket
+        "$@" curl -s -o /dev/null -w '%{http_code}' --max-time 10 \
+            --unix-socket "$WEBRUN/http" -H 'X-Real-IP: 192.0.2.9' http://account.example.org/signin 2>>"$LOG"
+    }
+    expect "saslgate-web (as its user, packaged config) serves the sign-in page on its socket: 200" 200 \
+        "$(curl -s -o "$TMP/signin.html" -D "$TMP/signin.headers" -w '%{http_code}' --max-time 10 \
+            --unix-socket "$WEBRUN/http" -H 'X-Real-IP: 192.0.2.9' http://account.example.org/signin 2>>"$LOG")"
+    expect "  with the CSP header" \
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'" \
+        "$(sed -n 's/^[Cc]ontent-[Ss]ecurity-[Pp]olicy: *\(.*\)\r$/\1/p' "$TMP/signin.headers")"
+    check "  and the sign-in form" grep -q 'name="password"' "$TMP/signin.html"
+    expect "a member of saslgate-web-http (nginx's group) can connect: 200" 200 \
+        "$(web_get runuser -u nobody -g saslgate-web-http --)"
+    out=$(web_get runuser -u nobody --)
+    if [ "$out" != 200 ]; then
+        ok "nobody (not in saslgate-web-http) cannot connect to saslgate-web's socket"
+    else
+        bad "nobody (not in saslgate-web-http) cannot connect to saslgate-web's socket (got $out)"
+    fi
+else
+    skip "curl missing: saslgate-web's page not fetched (apt-get install curl)"
+fi
+stop_web
+check_fails "saslgate-web stopped (SIGTERM)" web_running
+
 # ---- least privilege: the socket group cannot open the database; the database
 # group can use the plugin (in-process, real libsasl2 with the installed plugins)
 for f in "$DB" "$DB-wal"; do
@@ -422,6 +524,9 @@ check "upgrade backed up the database to $BACKUPS/" \
 check_fails "upgrade wrote no backup under /var/lib/saslgate (the database group can write there)" \
     test -e /var/lib/saslgate/backup
 check "upgrade kept the accounts" sh -c "$SG user list | grep -q bob"
+check_fails "upgrade: saslgate-web.service still not enabled" \
+    test -e /etc/systemd/system/multi-user.target.wants/saslgate-web.service
+check_fails "upgrade: saslgate-web still not started" web_running
 world=$(find /var/lib/saslgate -perm -o=r | head -n1)
 expect "nothing under /var/lib/saslgate is world-readable after the upgrade" "" "$world"
 # Upgrade from 0.1, whose socket group was saslgate: dpkg runs "postinst configure
@@ -434,8 +539,10 @@ expect "upgrade from 0.1: $TESTUSER (group saslgate) added to saslgate-auth" "no
 check "upgrade from 0.1: postinst tells how to drop database access (deluser $TESTUSER saslgate)" \
     grep -q "deluser $TESTUSER saslgate" "$TMP/postinst-0.1.log"
 expect "upgrade from 0.1: $AUTHUSER still in the socket group only" "nogroup saslgate-auth" "$(id -nG "$AUTHUSER" 2>&1)"
-expect "daemon user saslgate in saslgate (database) and saslgate-auth (socket)" "saslgate saslgate-auth" \
+expect "daemon user saslgate in saslgate (database), saslgate-auth and saslgate-http (sockets)" "saslgate saslgate-auth saslgate-http" \
     "$(id -nG saslgate 2>&1 | tr ' ' '\n' | sort | xargs)"
+expect "upgrade from 0.1: saslgate-web not added to saslgate-auth (database group only)" "saslgate saslgate-web-http" \
+    "$(id -nG saslgate-web 2>&1 | tr ' ' '\n' | sort | xargs)"
 
 # ---- remove: data and configuration stay, plugin goes
 echo "--- apt-get remove"
@@ -463,6 +570,9 @@ check "after purge: the backups in $BACKUPS kept" sh -c "ls $BACKUPS/saslgate.db
 check_fails "after purge: group saslgate gone" getent group saslgate
 check_fails "after purge: group saslgate-auth gone" getent group saslgate-auth
 check_fails "after purge: user saslgate gone" getent passwd saslgate
+check_fails "after purge: user saslgate-web gone" getent passwd saslgate-web
+check_fails "after purge: group saslgate-web-http gone" getent group saslgate-web-http
+check "after purge: saslgate-web's unit and binary gone" test ! -e "$WEBUNIT" -a ! -e "$WEB"
 check "after purge: no units left" test ! -e /lib/systemd/system/saslgated.service -a ! -e /etc/systemd/system/sockets.target.wants/saslgated.socket
 left=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' saslgate libsasl2-modules-saslgate 2>/dev/null | grep -v '^un ' | grep -v '^ *$' || true)
 expect "after purge: dpkg knows neither package" "" "$left"

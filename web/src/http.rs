@@ -222,8 +222,10 @@ fn into_response(mut r: Resp) -> axum::response::Response {
     let mut out = axum::response::Response::new(Body::from(std::mem::take(&mut r.body)));
     *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = out.headers_mut();
-    let fixed: [(&str, &str); 7] = [
+    let fixed: [(&str, &str); 8] = [
         ("content-type", r.content_type),
+        // Served only over TLS (a __Host- cookie needs it): pin HTTPS.
+        ("strict-transport-security", "max-age=31536000; includeSubDomains"),
         ("content-security-policy", CSP),
         ("referrer-policy", "no-referrer"),
         ("x-content-type-options", "nosniff"),

@@ -31,6 +31,13 @@ fn security_headers_on_every_page() {
         assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
         assert_eq!(r.header("cache-control"), Some("no-store"));
         assert_eq!(r.header("x-frame-options"), Some("DENY"));
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        // ASVS 5.0 3.4.1: the pages are only ever served over TLS (the
+        // session cookie is a __Host- cookie), so every answer pins HTTPS.
+        assert_eq!(
+            r.header("strict-transport-security"),
+            Some("max-age=31536000; includeSubDomains")
+        );
         assert!(!r.body.contains("<script"), "no script anywhere");
     }
 }
