@@ -1205,13 +1205,15 @@ fn migration_takes_ticket_minting_from_the_login_role() {
     let admin_conf = write_config(&db.cluster, &db.config, "admin.conf");
     let (code, text) = cli(&admin_conf, &["init", "--login-role", "sg_login"]);
     assert_eq!(code, 0, "{text}");
-    // Back to version 2 by hand: what migration 2 -> 3 adds, taken off, and
-    // the login role's grant of then.
+    // Back to version 2 by hand: what migrations 2 -> 3 and 3 -> 4 add,
+    // taken off, and the login role's grant of then.
     db.sql(
         "DROP TRIGGER IF EXISTS tickets_bounded ON proxy_tickets;
          DROP FUNCTION IF EXISTS saslgate_bound_ticket();
          DROP FUNCTION IF EXISTS saslgate_issue_ticket(bytea, text, text, text, bigint);
          ALTER TABLE proxy_tickets DROP COLUMN IF EXISTS generation;
+         DROP TABLE IF EXISTS web_sessions;
+         DROP TRIGGER IF EXISTS app_passwords_stay_revoked ON app_passwords;
          GRANT INSERT ON proxy_tickets TO sg_login;
          UPDATE saslgate_meta SET value = 2 WHERE key = 'schema_version'",
     );
@@ -1224,7 +1226,10 @@ fn migration_takes_ticket_minting_from_the_login_role() {
     let (code, text) = cli(&admin_conf, &["user", "list"]);
     assert_eq!(code, 0, "{text}");
     let version = db.sql("SELECT value FROM saslgate_meta WHERE key = 'schema_version'");
-    assert_eq!(version, "3");
+    assert_eq!(
+        version,
+        saslgate::store::pg::schema::SCHEMA_VERSION.to_string()
+    );
     let t = "sgt.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA8";
     let lookup = db.admin().ticket_lookup(t.as_bytes());
     let e = psql_as(
@@ -1235,4 +1240,43 @@ fn migration_takes_ticket_minting_from_the_login_role() {
     .unwrap_err();
     assert!(e.contains("permission denied"), "{e}");
     assert!(saslgate::store::open_login(&login).is_ok());
+}
+
+/// `saslgate init --web-role` (saslgate-web's role): made, then re-granted
+/// (idempotent), beside a login role; one name for two kinds is refused.
+/// What the role may do is tried in web/tests/postgres.rs.
+#[test]
+fn init_web_role_grants_twice_and_refuses_a_shared_name() {
+    let Some(db) = Db::start() else { return };
+    db.user("alice", "pw-alice");
+    let admin_conf = write_config(&db.cluster, &db.config, "admin.conf");
+    for _ in 0..2 {
+        let (code, text) = cli(
+            &admin_conf,
+            &["init", "--login-role", "sg_login", "--web-role", "sg_web"],
+        );
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains("web role sg_web"), "{text}");
+    }
+    let (code, text) = cli(
+        &admin_conf,
+        &["init", "--login-role", "sg_same", "--web-role", "sg_same"],
+    );
+    assert_eq!(code, 2, "one role for two kinds is a usage error: {text}");
+    assert!(text.contains("different roles"), "{text}");
+    let web = role_config(&db, "sg_web");
+    let mut store = saslgate::store::web::open_web(&web).unwrap();
+    let alice: i64 = db
+        .sql("SELECT id FROM accounts WHERE name = 'alice'")
+        .parse()
+        .unwrap();
+    store
+        .web_session_insert(&[7u8; 32], alice, 1, "192.0.2.1", "test")
+        .unwrap();
+    assert_eq!(
+        store.web_session_get(&[7u8; 32]).unwrap().unwrap().account,
+        "alice"
+    );
+    let e = psql_as(&db, "sg_login", "SELECT count(*) FROM web_sessions").unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
 }

@@ -40,6 +40,14 @@ pub(super) enum Command {
         /// database, only (re)grants.
         #[arg(long, value_name = "NAME")]
         proxy_role: Option<String>,
+        /// PostgreSQL: also create (if missing) the role saslgate-web logs
+        /// in with: the login role's privileges and what its pages change
+        /// (sessions, app passwords, two-step login, one-time codes, the
+        /// master password; reading the audit), never plans, overrides,
+        /// aliases, blocks, backends or tickets; on an initialised database,
+        /// only (re)grants.
+        #[arg(long, value_name = "NAME")]
+        web_role: Option<String>,
     },
     /// Copy the database, consistently, while it is in use (never migrates it).
     Backup {

@@ -73,14 +73,18 @@ fn opt_time(ts: Option<i64>) -> String {
     ts.map_or_else(|| "-".to_string(), timefmt::format)
 }
 
-/// `saslgate init [--login-role NAME] [--proxy-role NAME]`.
-fn init(cfg: &Config, login_role: Option<&str>, proxy_role: Option<&str>) -> Result<i32> {
+/// `saslgate init [--login-role NAME] [--proxy-role NAME] [--web-role NAME]`.
+fn init(cfg: &Config, roles: [Option<&str>; 3]) -> Result<i32> {
     use crate::store::pg::schema::{grant_role, RoleKind};
-    let roles: Vec<(&str, RoleKind)> =
-        [(login_role, RoleKind::Login), (proxy_role, RoleKind::Proxy)]
-            .into_iter()
-            .filter_map(|(name, kind)| name.map(|n| (n, kind)))
-            .collect();
+    let [login_role, proxy_role, web_role] = roles;
+    let roles: Vec<(&str, RoleKind)> = [
+        (login_role, RoleKind::Login),
+        (proxy_role, RoleKind::Proxy),
+        (web_role, RoleKind::Web),
+    ]
+    .into_iter()
+    .filter_map(|(name, kind)| name.map(|n| (n, kind)))
+    .collect();
     if roles.is_empty() {
         crate::store::create(cfg)?;
         eprintln!("saslgate: created {}", cfg.db.display());
@@ -88,16 +92,19 @@ fn init(cfg: &Config, login_role: Option<&str>, proxy_role: Option<&str>) -> Res
     }
     if !matches!(cfg.database(), config::Database::Postgres(_)) {
         return Err(Error::Usage(
-            "--login-role and --proxy-role are for a PostgreSQL database (SQLite has no roles)"
+            "--login-role, --proxy-role and --web-role are for a PostgreSQL database (SQLite \
+             has no roles)"
                 .into(),
         ));
     }
-    if login_role.is_some() && login_role == proxy_role {
-        return Err(Error::Usage(
-            "--login-role and --proxy-role must name two roles (the login role must not \
-             issue proxy tickets)"
-                .into(),
-        ));
+    for (i, (a, _)) in roles.iter().enumerate() {
+        if roles[i + 1..].iter().any(|(b, _)| a == b) {
+            return Err(Error::Usage(
+                "--login-role, --proxy-role and --web-role must name different roles (the \
+                 login role must not issue proxy tickets nor write credentials)"
+                    .into(),
+            ));
+        }
     }
     let store = match crate::store::pg::PgStore::create(cfg) {
         Ok(s) => {
@@ -117,6 +124,11 @@ fn init(cfg: &Config, login_role: Option<&str>, proxy_role: Option<&str>) -> Res
                 "saslgate: proxy role {role} has the login privileges and issues proxy \
                  tickets (imap, pop, at most 10 minutes)"
             ),
+            RoleKind::Web => eprintln!(
+                "saslgate: web role {role} has the login privileges and what saslgate-web's \
+                 pages change (sessions, app passwords, two-step login, codes, master \
+                 password; reads the audit)"
+            ),
         }
     }
     Ok(0)
@@ -127,9 +139,17 @@ fn run(cli: Cli) -> Result<i32> {
     if let Command::Init {
         login_role,
         proxy_role,
+        web_role,
     } = &cli.command
     {
-        return init(&cfg, login_role.as_deref(), proxy_role.as_deref());
+        return init(
+            &cfg,
+            [
+                login_role.as_deref(),
+                proxy_role.as_deref(),
+                web_role.as_deref(),
+            ],
+        );
     }
     if let Command::Backup { path } = &cli.command {
         crate::store::backup(&cfg, path)?;

@@ -3,9 +3,11 @@
 //! (`HMAC(key, "web-session", token)`, the database's own key), so a copy of
 //! the table signs nobody in, and every host using the same database knows
 //! every session. The web program reaches the store only through
-//! [`WebStore`]; the SQLite implementation is here.
+//! [`WebStore`]; the SQLite implementation is here, PostgreSQL's in
+//! `store::pg::web`.
 
 use super::admin::AuditEntry;
+use super::pg::PgStore;
 use super::{AdminStore, Store};
 use crate::config::{Config, Database};
 use crate::error::{Error, Result};
@@ -89,11 +91,37 @@ impl<T: AdminStore + WebSessions> WebStore for T {}
 pub fn open_web(config: &Config) -> Result<Box<dyn WebStore>> {
     match config.database() {
         Database::Sqlite(_) => Ok(Box::new(Store::open(config)?)),
-        Database::Postgres(_) => Err(Error::Config(
-            "saslgate-web does not support PostgreSQL yet (its session table and role are not written)"
-                .into(),
-        )),
+        Database::Postgres(_) => {
+            let store = PgStore::open(config)?;
+            store.check_web_role()?;
+            Ok(Box::new(store))
+        }
     }
+}
+
+/// The app password id in an audit record's credential
+/// ("app-password ID (LABEL)"), if it is one.
+pub(crate) fn app_password_id(credential: &str) -> Option<i64> {
+    credential
+        .strip_prefix("app-password ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<i64>().ok())
+}
+
+/// Keeps the first (newest) use of each app password.
+pub(crate) fn first_use_of_each(
+    rows: impl IntoIterator<Item = Result<(String, LastUseSeen)>>,
+) -> Result<Vec<(i64, LastUseSeen)>> {
+    let mut seen: Vec<(i64, LastUseSeen)> = Vec::new();
+    for row in rows {
+        let (credential, last) = row?;
+        if let Some(id) = app_password_id(&credential) {
+            if !seen.iter().any(|(i, _)| *i == id) {
+                seen.push((id, last));
+            }
+        }
+    }
+    Ok(seen)
 }
 
 const SESSION_COLUMNS: &str = "s.id, s.account_id, a.name, a.disabled, s.created, s.last_seen,
@@ -233,7 +261,6 @@ impl WebSessions for Store {
                AND account = ?1 AND outcome = 'accepted' AND credential LIKE 'app-password %'
              ORDER BY id DESC",
         )?;
-        let mut seen: Vec<(i64, LastUseSeen)> = Vec::new();
         let rows = st.query_map(params![account, LAST_USE_SCAN], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -244,19 +271,6 @@ impl WebSessions for Store {
                 },
             ))
         })?;
-        for row in rows {
-            let (credential, last) = row?;
-            // "app-password ID (LABEL)"
-            let id = credential
-                .strip_prefix("app-password ")
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|n| n.parse::<i64>().ok());
-            if let Some(id) = id {
-                if !seen.iter().any(|(i, _)| *i == id) {
-                    seen.push((id, last));
-                }
-            }
-        }
-        Ok(seen)
+        first_use_of_each(rows.map(|r| r.map_err(Error::from)))
     }
 }

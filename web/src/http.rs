@@ -225,7 +225,10 @@ fn into_response(mut r: Resp) -> axum::response::Response {
     let fixed: [(&str, &str); 8] = [
         ("content-type", r.content_type),
         // Served only over TLS (a __Host- cookie needs it): pin HTTPS.
-        ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+        (
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        ),
         ("content-security-policy", CSP),
         ("referrer-policy", "no-referrer"),
         ("x-content-type-options", "nosniff"),

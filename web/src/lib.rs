@@ -160,7 +160,10 @@ fn known_path(path: &str) -> bool {
     )
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves. The caller keeps a clone of `app` and
+/// drops it after the runtime that ran this: a PostgreSQL store owns a
+/// runtime of its own, which must not be dropped inside another's async
+/// context (tokio panics), so the app's last reference must go outside.
 pub async fn serve(
     app: Arc<App>,
     listen: &Listen,
@@ -201,6 +204,8 @@ pub fn serve_in_thread(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Dropped last, outside the runtime: see [`serve`].
+    let keep = Arc::clone(&app);
     let handle = std::thread::spawn(move || {
         rt.block_on(async move {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
@@ -215,7 +220,9 @@ pub fn serve_in_thread(
                 let _ = rx.await;
             })
             .await;
-        })
+        });
+        drop(rt);
+        drop(keep);
     });
     Ok((tx, handle))
 }

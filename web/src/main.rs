@@ -79,7 +79,13 @@ fn main() -> ExitCode {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    match rt.block_on(saslgate_web::serve(app, &listen, stop)) {
+    // The app's last reference is dropped outside the runtime (its
+    // PostgreSQL stores own runtimes of their own; see `serve`).
+    let keep = std::sync::Arc::clone(&app);
+    let served = rt.block_on(saslgate_web::serve(app, &listen, stop));
+    drop(rt);
+    drop(keep);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("saslgate-web: {listen}: {e}");

@@ -29,7 +29,8 @@ fn totp_enrolment_needs_a_right_code_and_ends_other_sessions() {
     let r = confirm("000000");
     assert_eq!(r.status, 400);
     assert_eq!(
-        web.sql("SELECT totp_secret IS NULL FROM accounts").trim(),
+        web.sql("SELECT count(*) FROM accounts WHERE totp_secret IS NULL")
+            .trim(),
         "1",
         "still off"
     );
@@ -117,5 +118,27 @@ fn recent_logins_are_the_accounts_own_and_paged() {
         older.body.matches("<tr>").count() - 1,
         31 - 25,
         "the rest: 30 refusals + 1 sign-in"
+    );
+}
+
+/// The same pages on PostgreSQL, saslgate-web connected as the web role
+/// (`saslgate init --web-role`; common::web_config).
+mod on_postgresql {
+    macro_rules! on_postgresql {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $name() {
+                    saslgate_testkit::on_postgresql(super::$name);
+                }
+            )*
+        };
+    }
+
+    on_postgresql!(
+        totp_enrolment_needs_a_right_code_and_ends_other_sessions,
+        one_time_codes_are_shown_once_and_sign_in,
+        sessions_page_ends_one_or_all_others,
+        recent_logins_are_the_accounts_own_and_paged,
     );
 }

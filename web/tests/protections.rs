@@ -361,3 +361,35 @@ fn the_new_app_password_is_shown_once_and_stored_nowhere() {
     let dump = web.sql(".dump");
     assert!(!dump.contains(&typed) && !dump.to_lowercase().contains(&typed.to_lowercase()));
 }
+
+/// The same protections on PostgreSQL, saslgate-web connected as the web
+/// role (`saslgate init --web-role`; common::web_config). Left out: the two
+/// tests that read the database with SQLite's own SQL (`hex()`, `.dump`);
+/// web/tests/postgres.rs checks the same on PostgreSQL.
+mod on_postgresql {
+    macro_rules! on_postgresql {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $name() {
+                    saslgate_testkit::on_postgresql(super::$name);
+                }
+            )*
+        };
+    }
+
+    on_postgresql!(
+        security_headers_on_every_page,
+        sign_in_gives_a_new_token,
+        a_post_without_the_session_form_token_changes_nothing,
+        a_cross_site_post_is_refused_even_with_the_token,
+        state_never_changes_on_get,
+        credential_changes_need_the_password_within_the_reauth_window,
+        sessions_end_when_idle_or_too_old,
+        a_password_change_ends_the_other_sessions,
+        sign_in_is_throttled_like_mail_logins,
+        an_app_password_cannot_sign_in,
+        bad_input_gets_a_page_and_changes_nothing,
+        a_stale_form_after_sign_out_is_refused,
+    );
+}

@@ -4,7 +4,7 @@
 //! - this file: connecting (URL, TLS, password file, timeouts) and running
 //!   statements with a bounded wait;
 //! - [`schema`]: the migrations, `saslgate init` and the login role;
-//! - `login`, `throttle`, `admin`: the trait implementations.
+//! - `login`, `throttle`, `admin`, `web`: the trait implementations.
 //!
 //! Every wait is bounded. The client is `tokio-postgres` on a current-thread
 //! runtime this connection owns (no threads; it runs only inside our calls), and
@@ -22,6 +22,7 @@ mod routing;
 pub mod schema;
 mod throttle;
 mod tickets;
+mod web;
 
 use crate::config::Config;
 use crate::error::{Error, Result};

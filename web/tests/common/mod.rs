@@ -13,21 +13,40 @@ use std::sync::Arc;
 pub const ALICE: &str = "alice@example.org";
 pub const ALICE_PW: &str = "alice web password";
 
+/// A test database with alice, and saslgate-web serving it.
 pub struct Web {
     pub fx: Fixture,
+    pub host: Host,
+}
+
+impl std::ops::Deref for Web {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
+/// One saslgate-web serving a database (several may serve one: hosts A
+/// and B of a shared PostgreSQL database).
+pub struct Host {
     pub addr: SocketAddr,
     pub time: Arc<AtomicI64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Drop for Web {
+impl Drop for Host {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // The server's thread must end cleanly (a PostgreSQL store
+            // dropped inside the async runtime would panic there).
+            let ended = t.join();
+            if !std::thread::panicking() {
+                assert!(ended.is_ok(), "saslgate-web's thread panicked");
+            }
         }
     }
 }
@@ -40,23 +59,41 @@ impl Web {
     pub fn with(tweak: impl FnOnce(&mut saslgate::Config)) -> Web {
         let fx = Fixture::with(tweak);
         fx.user(ALICE, ALICE_PW);
+        let host = Host::serve(web_config(&fx));
+        Web { fx, host }
+    }
+
+    pub fn sql(&self, q: &str) -> String {
+        self.fx.sql(q)
+    }
+
+    pub fn app_count(&self) -> i64 {
+        self.sql("SELECT count(*) FROM app_passwords")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Host {
+    /// saslgate-web with `config`, on a loopback port, its clock now.
+    pub fn serve(config: saslgate::Config) -> Host {
+        Host::try_serve(config).unwrap()
+    }
+
+    pub fn try_serve(config: saslgate::Config) -> saslgate::Result<Host> {
         let time = Arc::new(AtomicI64::new(saslgate::timefmt::now()));
         let t = Arc::clone(&time);
-        let app = App::new(
-            fx.config.clone(),
-            Arc::new(move || t.load(Ordering::SeqCst)),
-        )
-        .unwrap();
+        let app = App::new(config, Arc::new(move || t.load(Ordering::SeqCst)))?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, thread) = saslgate_web::serve_in_thread(app, listener).unwrap();
-        Web {
-            fx,
+        Ok(Host {
             addr,
             time,
             stop: Some(stop),
             thread: Some(thread),
-        }
+        })
     }
 
     pub fn advance(&self, secs: i64) {
@@ -124,17 +161,24 @@ impl Web {
         b.csrf = self.get("/apps", &b).csrf().unwrap();
         b
     }
+}
 
-    pub fn sql(&self, q: &str) -> String {
-        self.fx.sql(q)
-    }
+/// The role saslgate-web connects as on PostgreSQL.
+pub const WEB_ROLE: &str = "sg_web";
 
-    pub fn app_count(&self) -> i64 {
-        self.sql("SELECT count(*) FROM app_passwords")
-            .trim()
-            .parse()
-            .unwrap()
-    }
+/// saslgate-web's configuration for the fixture's database: on SQLite the
+/// fixture's; on PostgreSQL the web role's (`saslgate init --web-role`),
+/// so that every test run there is also a test of that role's privileges.
+pub fn web_config(fx: &Fixture) -> saslgate::Config {
+    let Some(cluster) = &fx.pg else {
+        return fx.config.clone();
+    };
+    use saslgate::store::pg::{schema, PgStore};
+    let admin = PgStore::open(&fx.config).unwrap();
+    schema::grant_role(&admin, WEB_ROLE, schema::RoleKind::Web).unwrap();
+    let mut config = fx.config.clone();
+    config.db = cluster.socket_url(WEB_ROLE, "saslgate").into();
+    config
 }
 
 pub fn form(fields: &[(&str, &str)]) -> String {
