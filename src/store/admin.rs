@@ -450,19 +450,10 @@ impl AdminStore for Store {
                  FROM audit WHERE (?1 IS NULL OR account = ?1) AND ts >= ?2
                  ORDER BY id DESC LIMIT ?3",
             )?
-            .query_map(params![account, since.unwrap_or(0), limit as i64], |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    ts: r.get(1)?,
-                    account: r.get(2)?,
-                    service: r.get(3)?,
-                    client_addr: r.get(4)?,
-                    outcome: r.get(5)?,
-                    reason: r.get(6)?,
-                    detail: r.get(7)?,
-                    credential: r.get(8)?,
-                })
-            })?
+            .query_map(
+                params![account, since.unwrap_or(0), limit as i64],
+                audit_entry,
+            )?
             .collect::<std::result::Result<_, _>>()?;
         rows.reverse();
         Ok(rows)
@@ -497,4 +488,20 @@ impl AdminStore for Store {
     ) -> Result<super::dump::DumpCounts> {
         self.import_sqlite(dump, force)
     }
+}
+
+/// One audit row as `SELECT id, ts, account, service, client_addr, outcome,
+/// reason, detail, credential` gives it.
+pub(super) fn audit_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        ts: r.get(1)?,
+        account: r.get(2)?,
+        service: r.get(3)?,
+        client_addr: r.get(4)?,
+        outcome: r.get(5)?,
+        reason: r.get(6)?,
+        detail: r.get(7)?,
+        credential: r.get(8)?,
+    })
 }

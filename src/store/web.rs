@@ -236,19 +236,7 @@ impl WebSessions for Store {
         let rows = st
             .query_map(
                 params![account, before.unwrap_or(i64::MAX), limit as i64],
-                |r| {
-                    Ok(AuditEntry {
-                        id: r.get(0)?,
-                        ts: r.get(1)?,
-                        account: r.get(2)?,
-                        service: r.get(3)?,
-                        client_addr: r.get(4)?,
-                        outcome: r.get(5)?,
-                        reason: r.get(6)?,
-                        detail: r.get(7)?,
-                        credential: r.get(8)?,
-                    })
-                },
+                super::admin::audit_entry,
             )?
             .collect::<std::result::Result<_, _>>()?;
         Ok(rows)

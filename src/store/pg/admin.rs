@@ -373,19 +373,7 @@ impl AdminStore for PgStore {
                 &[&account, &since.unwrap_or(0), &limit],
             )?
             .iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: get(r, 0)?,
-                    ts: get(r, 1)?,
-                    account: get(r, 2)?,
-                    service: get(r, 3)?,
-                    client_addr: get(r, 4)?,
-                    outcome: get(r, 5)?,
-                    reason: get(r, 6)?,
-                    detail: get(r, 7)?,
-                    credential: get(r, 8)?,
-                })
-            })
+            .map(audit_entry)
             .collect::<Result<Vec<_>>>()?;
         rows.reverse();
         Ok(rows)
@@ -416,4 +404,20 @@ impl AdminStore for PgStore {
     ) -> Result<crate::store::dump::DumpCounts> {
         self.import_pg(dump, force)
     }
+}
+
+/// One audit row as `SELECT id, ts, account, service, client_addr, outcome,
+/// reason, detail, credential` gives it.
+pub(super) fn audit_entry(r: &tokio_postgres::Row) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: get(r, 0)?,
+        ts: get(r, 1)?,
+        account: get(r, 2)?,
+        service: get(r, 3)?,
+        client_addr: get(r, 4)?,
+        outcome: get(r, 5)?,
+        reason: get(r, 6)?,
+        detail: get(r, 7)?,
+        credential: get(r, 8)?,
+    })
 }

@@ -160,19 +160,7 @@ impl WebSessions for PgStore {
             &[&account, &before.unwrap_or(i64::MAX), &limit],
         )?
         .iter()
-        .map(|r| {
-            Ok(AuditEntry {
-                id: get(r, 0)?,
-                ts: get(r, 1)?,
-                account: get(r, 2)?,
-                service: get(r, 3)?,
-                client_addr: get(r, 4)?,
-                outcome: get(r, 5)?,
-                reason: get(r, 6)?,
-                detail: get(r, 7)?,
-                credential: get(r, 8)?,
-            })
-        })
+        .map(super::admin::audit_entry)
         .collect()
     }
 
