@@ -14,16 +14,44 @@
 static saslgate_t *shared;
 static const char *app_imap;
 
+/* One thread's run: 20 verifications of `thread_login`/`thread_pw` on imap.
+ * Returns how many were not SASLGATE_OK; `thread_bad_credentials` counts
+ * the answers that said "wrong password" (a paced account must never). */
+static const char *thread_login, *thread_pw;
+static long thread_bad_credentials;
+static pthread_mutex_t thread_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void *thread_main(void *arg)
 {
     long bad = 0;
     int i;
     (void)arg;
     for (i = 0; i < 20; i++) {
-        if (saslgate_verify(shared, "alice", app_imap, "imap", NULL, "127.0.0.1", NULL, 0) != SASLGATE_OK)
-            bad++;
+        int rc = saslgate_verify(shared, thread_login, thread_pw, "imap", NULL, "127.0.0.1", NULL, 0);
+        if (rc != SASLGATE_OK) bad++;
+        if (rc == SASLGATE_BAD_CREDENTIALS) {
+            pthread_mutex_lock(&thread_lock);
+            thread_bad_credentials++;
+            pthread_mutex_unlock(&thread_lock);
+        }
     }
     return (void *)bad;
+}
+
+static long run_threads(pthread_t *t, const char *login, const char *pw)
+{
+    long total = 0;
+    int i;
+    thread_login = login;
+    thread_pw = pw;
+    thread_bad_credentials = 0;
+    for (i = 0; i < 4; i++) pthread_create(&t[i], NULL, thread_main, NULL);
+    for (i = 0; i < 4; i++) {
+        void *r = NULL;
+        pthread_join(t[i], &r);
+        total += (long)r;
+    }
+    return total;
 }
 
 int main(void)
@@ -117,15 +145,18 @@ int main(void)
     CHECK(saslgate_check_account(h, NULL, "imap", NULL, NULL, NULL, 0) == SASLGATE_INVALID_ARGUMENT,
           "check_account NULL login");
 
-    /* one handle, several threads */
+    /* one handle, several threads. frank has no failure on record; alice
+     * has (sasl_plugin_test's wrong passwords), so her account is paced:
+     * verified one at a time, a request past the waiters refused for now
+     * (THROTTLED), never told "wrong password", and the right one gets in. */
     shared = h;
-    for (i = 0; i < 4; i++) pthread_create(&t[i], NULL, thread_main, NULL);
-    for (i = 0; i < 4; i++) {
-        void *r = NULL;
-        pthread_join(t[i], &r);
-        total += (long)r;
-    }
+    total = run_threads(t, "frank", need_env("FRANK_PW"));
     CHECK(total == 0, "4 threads x 20 verifications on one handle: %ld failed", total);
+    total = run_threads(t, "alice", app_imap);
+    printf("paced account, 4 threads x 20: %ld OK, %ld refused for now\n", 80 - total, total);
+    CHECK(thread_bad_credentials == 0 && total < 80,
+          "paced account, 4 threads x 20: %ld not OK, %ld of them \"wrong password\"", total,
+          thread_bad_credentials);
 
     /* fork: the child uses the parent's handle */
     pid = fork();

@@ -125,7 +125,7 @@ check "build capi_test" \
 
 export PLUGDIR=$T/plugins SASLDB=$T/sasldb2 SG_CONF=$T/sg.conf SG_CONF_THROTTLE=$T/sg-throttle.conf SG_CONF_TLS=$T/sg-tls.conf
 export SG_DB=$T/sg.db SG_BAD_CONF=$T/bad.conf APP_IMAP APP_SMTP
-export ALICE_PW='alice master pw' BOB_PW='bob master pw' CAROL_PW='carol master pw'
+export ALICE_PW='alice master pw' BOB_PW='bob master pw' CAROL_PW='carol master pw' FRANK_PW='frank master pw'
 export DAVE_PW='dave pw' ERIN_PW='erin new pw' SG_SASL_LOG=$T/sasl.log
 
 # ---- exported symbols ----
