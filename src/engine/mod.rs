@@ -12,7 +12,9 @@
 //! - `credentials`: steps 3-5, at most one slow hash;
 //! - `policy`: step 6;
 //! - `record`: step 7, the audit buffer and the refusals that cost no hash;
-//! - `tickets`: proxy tickets (issued by the `auth_http` face, used once).
+//! - `tickets`: proxy tickets (issued by the `auth_http` face, used once);
+//! - `clock`: the wall and monotonic time the engine reads (the system's;
+//!   a test's [`ManualClock`] through [`Gate::with_clock`]).
 //!
 //! The engine does not catch panics: each face has one panic boundary that
 //! logs the message and its location through that face's log and answers
@@ -20,6 +22,7 @@
 
 mod attempt;
 mod blocks;
+mod clock;
 mod credentials;
 mod fresh;
 mod input;
@@ -31,6 +34,7 @@ mod tickets;
 
 pub use crate::decision::{Credential, Decision, RefuseReason, Request, Stats};
 pub use attempt::Stop;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use policy::policy_denial;
 pub use pool::{OpenId, ViewStamp};
 pub use tickets::{is_ticket_shaped, parse_backend, TICKET_LEN};
@@ -40,12 +44,11 @@ use crate::cache::PositiveCache;
 use crate::config::Config;
 use crate::crypto::HashCounter;
 use crate::snapshot::Snapshot;
-use crate::timefmt::now;
 use attempt::Attempt;
 use input::Input;
 use pool::{in_read, Pool};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// The decision engine over one database. `Send + Sync`: share it across threads
 /// (it keeps a small pool of SQLite connections). Fork-safe: a child process never
@@ -67,6 +70,8 @@ pub struct Gate {
     face_memo: FaceMemo,
     /// The accounts over their slow-down budget (see `pace`).
     pace: pace::Pace,
+    /// Where the gate reads the time (see [`Gate::with_clock`]).
+    clock: Arc<dyn Clock>,
     buffer: Mutex<audit::Buffer>,
     /// Held while a batch of the buffer is written (`Gate::flush_into`).
     batch_write: Mutex<()>,
@@ -103,7 +108,8 @@ impl Gate {
             blocks: Default::default(),
             face_memo: Default::default(),
             pace: Default::default(),
-            buffer: Mutex::new(audit::Buffer::new(now())),
+            clock: Arc::new(SystemClock),
+            buffer: Mutex::new(audit::Buffer::new(crate::timefmt::now())),
             batch_write: Mutex::new(()),
             dummy_hash: OnceLock::new(),
             decisions: AtomicU64::new(0),
@@ -177,6 +183,24 @@ impl Gate {
         self
     }
 
+    /// Reads the time from `clock` instead of the system's clocks: the
+    /// tests move a [`ManualClock`] over throttle windows, expiries, TOTP
+    /// steps, the pace's delays and the file watch's interval instead of
+    /// sleeping. No face calls it: saslgated, the plugin and the CLI run on
+    /// the system's clocks, and no setting or variable chooses another.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Gate {
+        self.pace = pace::Pace::new(clock.clone());
+        *self.buffer.get_mut().unwrap_or_else(|e| e.into_inner()) =
+            audit::Buffer::new(clock.unix_now());
+        self.clock = clock;
+        self
+    }
+
+    /// Seconds since the epoch, by the gate's clock.
+    fn now(&self) -> i64 {
+        self.clock.unix_now()
+    }
+
     /// Decides one login attempt. Any storage or internal error gives
     /// `Decision::Unavailable`.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
@@ -204,7 +228,7 @@ impl Gate {
 
     fn decide_with(&self, req: &Request<'_>, stop: Option<Stop<'_>>) -> Routed {
         self.decisions.fetch_add(1, Ordering::Relaxed);
-        let now = now();
+        let now = self.now();
         let input = match Input::parse(req, &self.config) {
             Ok(i) => i,
             Err(e) => return Routed::Decided(self.refuse_bad_input(req, &e.to_string(), now)),
@@ -287,7 +311,7 @@ impl Gate {
     /// (`NoSuchAccount`) and disabled accounts, services the account may not use and
     /// throttled addresses. `req.password` is ignored.
     pub fn check_account(&self, req: &Request<'_>) -> Decision {
-        let now = now();
+        let now = self.now();
         // Validated like a login; the password field is not part of this check.
         let probe = Request {
             password: b"-",

@@ -20,9 +20,10 @@
 //! to compete with the owner for a turn, an attacker must spend a fresh
 //! address on each guess.
 
+use super::clock::{Clock, SystemClock};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Requests of one paced account that may wait for its turn at once; the
@@ -44,10 +45,17 @@ struct Lane {
 }
 
 /// The paced accounts of a gate.
-#[derive(Default)]
 pub struct Pace {
     lanes: Mutex<HashMap<String, Lane>>,
     freed: Condvar,
+    /// The gate's clock (its monotonic reading).
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace::new(Arc::new(SystemClock))
+    }
 }
 
 /// One decision's dealings with the pace (see `Gate::decide`).
@@ -94,6 +102,14 @@ impl Drop for Turn<'_> {
 }
 
 impl Pace {
+    pub fn new(clock: Arc<dyn Clock>) -> Pace {
+        Pace {
+            lanes: Mutex::default(),
+            freed: Condvar::new(),
+            clock,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Lane>> {
         // The lanes are plain data, right after any panic: use them anyway.
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
@@ -107,7 +123,7 @@ impl Pace {
 
     /// The account's turn without waiting.
     pub fn try_enter(&self, account: &str) -> Entry<'_> {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut lanes = self.lock();
         let Some(lane) = lanes.get_mut(account) else {
             return Entry::Free;
@@ -130,7 +146,7 @@ impl Pace {
     /// [`MAX_WAITERS`] of its class (`clean` address or not) wait already;
     /// the clean ones go first. `None`: not in time, or too many waiting.
     pub fn wait_turn(&self, account: &str, clean: bool, max_wait: Duration) -> Option<Turn<'_>> {
-        let deadline = Instant::now() + max_wait;
+        let deadline = self.clock.instant() + max_wait;
         let mut lanes = self.lock();
         let lane = lanes.get_mut(account)?;
         let mine = if clean {
@@ -144,7 +160,7 @@ impl Pace {
         lane.waiting += 1;
         lane.waiting_clean += u32::from(clean);
         loop {
-            let now = Instant::now();
+            let now = self.clock.instant();
             // A lane is never removed while someone waits on it.
             let lane = lanes.get_mut(account)?;
             let first = clean || lane.waiting_clean == 0;
@@ -167,7 +183,10 @@ impl Pace {
             };
             lanes = self
                 .freed
-                .wait_timeout(lanes, until.saturating_duration_since(now))
+                .wait_timeout(
+                    lanes,
+                    self.clock.wait_slice(until.saturating_duration_since(now)),
+                )
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -177,7 +196,7 @@ impl Pace {
     /// no verification of it starts before the delay is over; the account
     /// stays paced for `window` (a zero delay: no longer paced once free).
     pub fn refused(&self, account: &str, delay: Duration, window: Duration) {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let mut lanes = self.lock();
         if delay.is_zero() {
             if let Some(lane) = lanes.get_mut(account) {

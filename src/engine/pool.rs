@@ -185,7 +185,7 @@ impl Gate {
                 self.blocks.clear();
                 self.face_memo.clear();
             }
-            let now = Instant::now();
+            let now = self.clock.instant();
             // A PostgreSQL database has no file here to watch.
             let watch = matches!(self.config.database(), Database::Sqlite(_));
             // While this process's own checkpoint writes the file, its size

@@ -10,7 +10,6 @@ use crate::names;
 use crate::store::login::AuditRecord;
 use crate::store::LoginStore;
 use crate::throttle::{self, Keys};
-use crate::timefmt::now;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -195,7 +194,7 @@ impl Gate {
     /// Like [`Gate::flush`], and first ends the rate-limit windows of cheap
     /// refusals, so the counts of what was left out are written too (at exit).
     pub fn flush_final(&self) {
-        self.lock_buffer().end_windows(now());
+        self.lock_buffer().end_windows(self.now());
         self.flush();
     }
 
@@ -222,8 +221,8 @@ impl Gate {
         if self.lock_buffer().is_empty() {
             return;
         }
-        let written =
-            self.with_open_connection(|s, open| in_read(s, |s| self.flush_into(s, open, now())));
+        let written = self
+            .with_open_connection(|s, open| in_read(s, |s| self.flush_into(s, open, self.now())));
         self.flush_failed.store(written.is_err(), Ordering::Relaxed);
     }
 }

@@ -99,7 +99,7 @@ impl Gate {
         data_encoding::BASE64URL_NOPAD.encode_mut(random.as_bytes(), &mut text[start..]);
         let ticket = SecretBytes::new(text);
         let lifetime = self.config.http.ticket_lifetime.as_secs().max(1) as i64;
-        let expires = crate::timefmt::now() + lifetime;
+        let expires = self.now() + lifetime;
         let backend = unmapped(backend).to_string();
         let stored = self.with_connection(|s| {
             s.insert_ticket(ticket.as_bytes(), account, &service, &backend, expires)
