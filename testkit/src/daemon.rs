@@ -118,6 +118,15 @@ impl Daemon {
         self.sock_dir.join("mux")
     }
 
+    /// How many per-request result lines it has logged: a decision is
+    /// logged when it is made, before any delay of its answer.
+    pub fn results(&self) -> u64 {
+        match &self.log_file {
+            Some(_) => self.log_text().matches(" result=").count() as u64,
+            None => self.log.lock().unwrap().results,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

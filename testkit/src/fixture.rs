@@ -8,24 +8,64 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A fresh, empty database in a temporary directory (removed on drop): a
-/// SQLite file, or, inside [`on_postgresql`], a database in a private
-/// PostgreSQL cluster of its own (stopped on drop).
+/// SQLite file, or, inside [`on_postgresql`], a database of its own (dropped
+/// on drop) in the cluster the test binary shares ([`crate::pg::shared`]),
+/// or inside [`on_own_postgresql`] in a private cluster (stopped on drop).
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub config: Config,
     /// The cluster holding the database, on PostgreSQL.
-    pub pg: Option<crate::pg::PgCluster>,
+    pub pg: Option<PgHome>,
+    /// The database's name in that cluster.
+    pub pg_db: String,
+}
+
+/// Where a PostgreSQL fixture's database lives.
+pub enum PgHome {
+    /// The cluster of the test binary, shared with other tests.
+    Shared(&'static crate::pg::PgCluster),
+    /// A cluster of the fixture's own: for tests that change the cluster's
+    /// roles or settings, or stop it.
+    Own(crate::pg::PgCluster),
+}
+
+impl std::ops::Deref for PgHome {
+    type Target = crate::pg::PgCluster;
+    fn deref(&self) -> &crate::pg::PgCluster {
+        match self {
+            PgHome::Shared(c) => c,
+            PgHome::Own(c) => c,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Sqlite,
+    SharedPg,
+    OwnPg,
 }
 
 thread_local! {
     /// Set by [`on_postgresql`] for the test body it runs.
-    static ON_POSTGRESQL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Sqlite) };
 }
 
 /// Runs a test body with every [`Fixture`] it makes on PostgreSQL (the same
-/// test definition as on SQLite). Without PostgreSQL installed it prints the
-/// "SKIP: ..." reason and returns.
+/// test definition as on SQLite), each a database in the test binary's
+/// shared cluster. Without PostgreSQL installed it prints the "SKIP: ..."
+/// reason and returns.
 pub fn on_postgresql(test: fn()) {
+    run_on(Backend::SharedPg, test)
+}
+
+/// [`on_postgresql`] with each fixture in a cluster of its own: for tests
+/// that change what is cluster-wide (roles, settings) or stop the server.
+pub fn on_own_postgresql(test: fn()) {
+    run_on(Backend::OwnPg, test)
+}
+
+fn run_on(backend: Backend, test: fn()) {
     if let Err(reason) = crate::pg::find_bin() {
         crate::pg::report_skip(&reason);
         return;
@@ -33,13 +73,16 @@ pub fn on_postgresql(test: fn()) {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            ON_POSTGRESQL.with(|on| on.set(false));
+            BACKEND.with(|on| on.set(Backend::Sqlite));
         }
     }
-    ON_POSTGRESQL.with(|on| on.set(true));
+    BACKEND.with(|on| on.set(backend));
     let _reset = Reset;
     test();
 }
+
+/// Databases made in the shared cluster by this process, for unique names.
+static DATABASES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Default for Fixture {
     fn default() -> Self {
@@ -63,18 +106,38 @@ impl Fixture {
             flush_interval: std::time::Duration::ZERO,
             ..Config::default()
         };
-        let pg = if ON_POSTGRESQL.with(|on| on.get()) {
-            let cluster = crate::pg::PgCluster::start().expect("PostgreSQL cluster");
-            cluster.create_database("saslgate").unwrap();
-            // The socket: trusted, no password to pass around.
-            config.db = cluster.socket_url(crate::pg::SUPERUSER, "saslgate").into();
-            Some(cluster)
-        } else {
-            None
+        let (pg, pg_db) = match BACKEND.with(|on| on.get()) {
+            Backend::Sqlite => (None, String::new()),
+            Backend::SharedPg => {
+                let cluster = crate::pg::shared().expect("PostgreSQL cluster");
+                let n = DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (Some(PgHome::Shared(cluster)), format!("saslgate_{n}"))
+            }
+            Backend::OwnPg => {
+                let cluster = crate::pg::PgCluster::start().expect("PostgreSQL cluster");
+                (Some(PgHome::Own(cluster)), "saslgate".to_string())
+            }
         };
+        if let Some(cluster) = &pg {
+            cluster.create_database(&pg_db).unwrap();
+            // The socket: trusted, no password to pass around.
+            config.db = cluster.socket_url(crate::pg::SUPERUSER, &pg_db).into();
+        }
         tweak(&mut config);
         saslgate::store::create(&config).unwrap();
-        Fixture { dir, config, pg }
+        Fixture {
+            dir,
+            config,
+            pg,
+            pg_db,
+        }
+    }
+
+    /// The URL of the fixture's PostgreSQL database for `role`, over the
+    /// cluster's socket (trusted: no password).
+    pub fn pg_url_as(&self, role: &str) -> String {
+        let cluster = self.pg.as_ref().expect("a PostgreSQL fixture");
+        cluster.socket_url(role, &self.pg_db)
     }
 
     /// The SQLite store itself (for tests of SQLite's own behaviour).
@@ -91,7 +154,7 @@ impl Fixture {
     /// Runs SQL on the database (sqlite3, or psql as the superuser); the output.
     pub fn sql(&self, query: &str) -> String {
         match &self.pg {
-            Some(cluster) => cluster.psql("saslgate", query).unwrap(),
+            Some(cluster) => cluster.psql(&self.pg_db, query).unwrap(),
             None => crate::tools::sql(&self.config.db, query),
         }
     }
@@ -126,6 +189,15 @@ impl Fixture {
             .add_app_password(name, "test", &services, restricted, expires)
             .unwrap();
         String::from_utf8(shown.as_bytes().to_vec()).unwrap()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // The shared cluster outlives the test: its database goes now.
+        if let Some(PgHome::Shared(cluster)) = &self.pg {
+            let _ = cluster.drop_database(&self.pg_db);
+        }
     }
 }
 

@@ -8,13 +8,18 @@
 //!   raw saslauthd-protocol client;
 //! - [`tools`]: the Debian programs the tests drive (`oathtool`, `sqlite3`, `cc`
 //!   against the real libsasl2) and the built binaries of this workspace;
-//! - [`pg`]: a private PostgreSQL cluster (initdb in a temporary directory);
+//! - [`pg`]: a private PostgreSQL cluster (initdb in a temporary directory),
+//!   one shared per test binary for the fixtures;
+//! - [`backends`]: engine and store tests on SQLite and PostgreSQL, the
+//!   exceptions listed with their reasons;
+//! - [`poll`]: waiting for a condition until a deadline, not a fixed sleep;
 //! - [`fake_sasl`]: a fake libsasl2 (`sasl_utils_t`, server params, the canon_user
 //!   and auxprop calls) to drive the plugin's C entry points without libsasl2.
 //!
 //! Tests that cannot run print a line starting with `SKIP` ([`tools::skip`]),
 //! which `scripts/test-all.sh` counts as skipped, never as passed.
 
+pub mod backends;
 pub mod daemon;
 pub mod fake_sasl;
 /// What [`fake_sasl`] drives: the plugin's bindings and entry points.
@@ -24,10 +29,14 @@ mod api {
 }
 pub mod fixture;
 pub mod pg;
+pub mod poll;
 pub mod tools;
 
 pub use daemon::{ask, frame, Daemon, LogTap};
-pub use fixture::{oathtool, on_postgresql, refused, req, Fixture, Scenario};
+pub use fixture::{
+    oathtool, on_own_postgresql, on_postgresql, refused, req, Fixture, PgHome, Scenario,
+};
+pub use poll::{holds_for, poll, settled, wait_until};
 pub use saslgate::store::{AdminStore, LoginStore, Store};
 pub use tools::{bin, compile_sasl_program, is_root, need_tool, skip, sql};
 

@@ -21,7 +21,8 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The cluster's superuser.
@@ -44,6 +45,42 @@ pub struct PgCluster {
     settings: Vec<(String, String)>,
     postmaster: Option<Child>,
     paused: bool,
+}
+
+/// The cluster the fixtures of one test binary share (each a database of its
+/// own in it, see `Fixture`): one `initdb` and start per binary instead of
+/// one per test. Started by the first caller; it outlives every test, so a
+/// guard process stops it and removes its directory when this process ends,
+/// however it ends: the guard waits for the end of a pipe whose writing end
+/// only this process holds (close-on-exec: no child inherits it).
+pub fn shared() -> Result<&'static PgCluster, String> {
+    static SHARED: OnceLock<Result<(PgCluster, ChildStdin), String>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            // Room for several tests at once, each with its gates' pools.
+            let cluster = PgCluster::start_with(&[("max_connections", "300")])?;
+            let pid = cluster.pid().expect("the shared cluster runs");
+            let guard = Command::new("sh")
+                .args([
+                    "-c",
+                    r#"read x; kill -INT "$1" 2>/dev/null; n=0
+                       while kill -0 "$1" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+                       kill -KILL "$1" 2>/dev/null; rm -rf "$2""#,
+                    "saslgate-pg-guard",
+                ])
+                .arg(pid.to_string())
+                .arg(cluster.dir())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("start the shared cluster's guard: {e}"))?;
+            let pipe = guard.stdin.expect("piped");
+            Ok((cluster, pipe))
+        })
+        .as_ref()
+        .map(|(cluster, _)| cluster)
+        .map_err(Clone::clone)
 }
 
 /// The directory holding Debian's PostgreSQL server programs
@@ -579,6 +616,15 @@ impl PgCluster {
             self.socket_dir().display(),
             self.port
         )
+    }
+
+    /// Drops database `name`, ending its sessions first.
+    pub fn drop_database(&self, name: &str) -> Result<(), String> {
+        self.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )
+        .map(|_| ())
     }
 
     /// Creates database `name` (owned by the superuser).
