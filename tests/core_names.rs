@@ -284,24 +284,14 @@ fn tls_required_services_refuse_plain_connections() {
         .any(|e| e.reason.as_deref() == Some("tls-required")));
 }
 
-/// Every test above, again on PostgreSQL.
-mod on_postgresql {
-    macro_rules! on_postgresql {
-        ($($name:ident),* $(,)?) => {
-            $(
-                #[test]
-                fn $name() {
-                    saslgate_testkit::on_postgresql(super::$name);
-                }
-            )*
-        };
-    }
-
-    on_postgresql!(
+saslgate_testkit::backends! {
+    source: include_str!("core_names.rs"),
+    on_postgresql: [
         an_alias_logs_in_as_its_account,
         aliases_and_accounts_never_shadow_each_other,
         fast_path_follows_aliases,
         blocked_addresses_are_refused_before_any_check,
         tls_required_services_refuse_plain_connections,
-    );
+    ],
+    sqlite_only: [],
 }

@@ -5,12 +5,14 @@
 //! front). Checks the answers' headers, the bounds (head size, timeout),
 //! the peer check, throttling by `Client-IP` and the reload of backends.
 
+use saslgate_testkit::wait_until;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 const SASLGATE: &str = env!("CARGO_BIN_EXE_saslgate");
@@ -690,8 +692,11 @@ fn a_hold_older_than_max_hold_is_a_temporary_failure() {
             &nginx_request("plain", "alice", &app, "smtp", 1, "192.0.2.70"),
         )
     };
-    // Hold times are whole seconds: past 1 s for sure after 2.1 s.
-    std::thread::sleep(Duration::from_millis(2100));
+    // Held 5 s ago (its time set back in the database, not waited for).
+    saslgate_testkit::sql(
+        &d.dir.path().join("sg.db"),
+        "UPDATE backend_holds SET since = since - 5",
+    );
     let a = ask();
     assert_eq!(
         header(&a, "Auth-Status"),
@@ -1129,7 +1134,7 @@ fn the_account_budget_holds_across_addresses_and_lets_the_owner_in() {
                 // The owner, from an address with no failures, while the
                 // attack runs: its turn comes first; a right password is
                 // never refused.
-                std::thread::sleep(Duration::from_millis(500));
+                wait_until("the attack under way", || answered.load(Relaxed) >= 12);
                 for _ in 0..3 {
                     let t = Instant::now();
                     let a = exchange_tcp(
@@ -1143,9 +1148,15 @@ fn the_account_budget_holds_across_addresses_and_lets_the_owner_in() {
                     }
                     assert_ne!(status, "authentication failed", "{a}");
                 }
-                std::thread::sleep(Duration::from_millis(1000));
+                // The attack goes on a while after the owner's login.
+                let then = answered.load(Relaxed);
+                wait_until("the attack going on", || {
+                    answered.load(Relaxed) >= then + 12
+                });
             } else {
-                std::thread::sleep(Duration::from_millis(3000));
+                // Long enough to see the pace: a verification in flight and
+                // many refusals that waited for their turn or got none.
+                wait_until("40 answers to the attack", || answered.load(Relaxed) >= 40);
             }
             tries
         });
@@ -1244,7 +1255,9 @@ fn slow_and_flooding_peers_do_not_stall_another_peer() {
                 idle.push(c);
             }
         }
-        std::thread::sleep(Duration::from_millis(1500));
+        wait_until("the flooding peer at its cap", || {
+            log_of(&d).contains("over its connection cap")
+        });
         let t = Instant::now();
         let a = exchange_tcp(
             addr,

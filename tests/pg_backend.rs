@@ -364,16 +364,23 @@ fn read_only_server_never_accepts() {
     on_postgres("ALTER DATABASE sg RESET default_transaction_read_only");
     let g = db.gate();
     assert!(g.decide(&req("fay", &app, None)).is_accepted());
+    // A reload is asynchronous: a new session shows when the server has it
+    // (and has told its sessions, the gate's among them).
+    let reloaded = |want: &str| {
+        saslgate_testkit::wait_until("the reloaded setting", || {
+            on_postgres("SHOW default_transaction_read_only") == want
+        })
+    };
     on_postgres("ALTER SYSTEM SET default_transaction_read_only = on");
     on_postgres("SELECT pg_reload_conf()");
-    std::thread::sleep(Duration::from_millis(300));
+    reloaded("on");
     let d = g.decide(&req("fay", &format!("pw-fay{code}"), Some("192.0.2.9")));
     assert!(unavailable(&d), "{d:?}");
     let d = g.decide(&req("fay", "wrong", Some("192.0.2.9")));
     assert!(unavailable(&d), "a failure that cannot be counted: {d:?}");
     on_postgres("ALTER SYSTEM RESET default_transaction_read_only");
     on_postgres("SELECT pg_reload_conf()");
-    std::thread::sleep(Duration::from_millis(300));
+    reloaded("off");
     assert!(g
         .decide(&req("fay", &format!("pw-fay{code}"), None))
         .is_accepted());
@@ -772,7 +779,6 @@ fn tls_modes_and_failover_hosts() {
     db.cluster
         .psql("postgres", "SELECT pg_reload_conf()")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
 
     let port = db.cluster.port();
     let login = |url: String| -> Result<(), String> {
@@ -787,11 +793,13 @@ fn tls_modes_and_failover_hosts() {
     let base = format!("postgresql://postgres@localhost:{port}/sg");
     let ca = ca.display();
     let other_ca = other_ca.display();
-    let e = login(format!("{base}?sslmode=disable")).unwrap_err();
-    assert!(
-        e.contains("no encryption"),
-        "plain TCP is refused by the server: {e}"
-    );
+    // The reload is asynchronous: plain TCP is refused once it is done.
+    let refused = saslgate_testkit::poll(saslgate_testkit::poll::DEADLINE, || {
+        login(format!("{base}?sslmode=disable"))
+            .err()
+            .filter(|e| e.contains("no encryption"))
+    });
+    assert!(refused.is_some(), "plain TCP is refused by the server");
     login(format!("{base}?sslmode=require")).unwrap();
     login(format!("{base}?sslmode=verify-full&sslrootcert={ca}")).unwrap();
     login(format!(

@@ -203,7 +203,7 @@ fn describe(p: &Population, pw: &str) -> String {
 /// within 2 s of a step's end (the code must still be current when decided).
 fn totp_code(offset: i64) -> String {
     while unix_now() % 30 >= 28 {
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
     let at = unix_now() + offset * 30;
     let out = Command::new("oathtool")
@@ -539,7 +539,7 @@ fn copy_sqlite_to_postgresql_and_back() {
     let password_file = dir.path().join("db.password");
     std::fs::write(&password_file, format!("{}\n", cluster.password())).unwrap();
     let url = cluster.url_as(pg::SUPERUSER, None, "copytarget");
-    let mut base = Fixture::new().config;
+    let mut base = Fixture::new().config.clone();
     base.db_password_file = Some(password_file.clone());
     let extra = format!("db_password_file = {:?}\n", password_file.to_str().unwrap());
     round_trip(&url, &base, dir.path(), &extra);

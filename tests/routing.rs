@@ -17,6 +17,7 @@ fn routed_fixture() -> Fixture {
     f
 }
 
+#[test]
 fn store_routes_and_moves_the_generation() {
     let f = routed_fixture();
     let mut s = f.admin();
@@ -84,6 +85,7 @@ fn store_routes_and_moves_the_generation() {
     );
 }
 
+#[test]
 fn store_holds_and_releases() {
     let f = routed_fixture();
     let mut s = f.admin();
@@ -134,6 +136,7 @@ fn store_holds_and_releases() {
     assert_eq!(s.backend_holds().unwrap().len(), 1);
 }
 
+#[test]
 fn store_refuses_bad_input() {
     let f = routed_fixture();
     let mut s = f.admin();
@@ -162,38 +165,6 @@ fn store_refuses_bad_input() {
         Err(Error::Usage(_))
     ));
     assert!(s.list_backends().unwrap().is_empty(), "nothing was stored");
-}
-
-#[test]
-fn store_routes() {
-    store_routes_and_moves_the_generation();
-}
-
-#[test]
-fn store_holds() {
-    store_holds_and_releases();
-}
-
-#[test]
-fn store_bad_input() {
-    store_refuses_bad_input();
-}
-
-mod on_postgresql {
-    #[test]
-    fn store_routes() {
-        saslgate_testkit::on_postgresql(super::store_routes_and_moves_the_generation);
-    }
-
-    #[test]
-    fn store_holds() {
-        saslgate_testkit::on_postgresql(super::store_holds_and_releases);
-    }
-
-    #[test]
-    fn store_bad_input() {
-        saslgate_testkit::on_postgresql(super::store_refuses_bad_input);
-    }
 }
 
 // ---- the commands ----
@@ -403,4 +374,19 @@ fn cli_bad_input_has_clear_errors() {
         .ok(&["backend", "list"])
         .lines()
         .all(|l| !l.contains("held")));
+}
+
+saslgate_testkit::backends! {
+    source: include_str!("routing.rs"),
+    on_postgresql: [
+        store_routes_and_moves_the_generation,
+        store_holds_and_releases,
+        store_refuses_bad_input,
+    ],
+    sqlite_only: [
+        cli_set_backend_show_explain_and_clear:
+            "the command line over a config file of its own; the store calls under it are the store_* tests, on both",
+        cli_hold_release_list: "as cli_set_backend_show_explain_and_clear",
+        cli_bad_input_has_clear_errors: "as cli_set_backend_show_explain_and_clear",
+    ],
 }

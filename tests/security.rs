@@ -5,10 +5,12 @@
 //! - 6: refusal time does not depend on the stored hash's cost;
 //! - 9: `*` in an account override means every service.
 
+use saslgate::engine::ManualClock;
 use saslgate::{Config, Gate, RefuseReason};
 use saslgate_testkit::*;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn sql(db: &Path, statement: &str) {
@@ -170,7 +172,8 @@ fn a_file_copied_over_in_place_is_not_served_stale() {
     let backup = f.path("backup.db");
     Store::open(&f.config).unwrap();
     saslgate(&f, &["backup", backup.to_str().unwrap()]);
-    let g = f.gate();
+    let clock = Arc::new(ManualClock::new());
+    let g = f.gate().with_clock(clock.clone());
     let app = f.app_password("emil", &[], false, None);
     assert!(g.decide(&req("emil", &app, "imap")).is_accepted());
     assert!(g.decide(&req("emil", &app, "imap")).is_accepted());
@@ -180,7 +183,8 @@ fn a_file_copied_over_in_place_is_not_served_stale() {
         .unwrap();
     assert_eq!(busy, 0, "the log could not be checkpointed");
     std::fs::copy(&backup, &f.config.db).unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    // Past the file watch's interval (0.1 s).
+    clock.advance(Duration::from_millis(150));
     let d = g.decide(&req("emil", &app, "imap"));
     assert!(
         !d.is_accepted(),
@@ -202,7 +206,8 @@ fn a_file_moved_over_a_live_wal_is_unavailable() {
     holder
         .execute_batch("PRAGMA wal_autocheckpoint = 0; BEGIN; SELECT * FROM meta; COMMIT;")
         .unwrap();
-    let g = f.gate();
+    let clock = Arc::new(ManualClock::new());
+    let g = f.gate().with_clock(clock.clone());
     let app = f.app_password("fred", &[], false, None);
     assert!(g.decide(&req("fred", &app, "imap")).is_accepted());
     let wal = format!("{}-wal", f.config.db.display());
@@ -211,7 +216,7 @@ fn a_file_moved_over_a_live_wal_is_unavailable() {
     let tmp = f.path("tmp.db");
     std::fs::copy(&backup, &tmp).unwrap();
     std::fs::rename(&tmp, &f.config.db).unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    clock.advance(Duration::from_millis(150));
     let d = g.decide(&req("fred", &app, "imap"));
     assert!(
         matches!(d, saslgate::Decision::Unavailable { .. }),
@@ -222,7 +227,7 @@ fn a_file_moved_over_a_live_wal_is_unavailable() {
     for ext in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", f.config.db.display()));
     }
-    std::thread::sleep(Duration::from_millis(150));
+    clock.advance(Duration::from_millis(150));
     assert!(g.decide(&req("fred", "pw-fred", "imap")).is_accepted());
     assert_eq!(
         refused(&g.decide(&req("fred", &app, "imap"))),

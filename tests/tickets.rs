@@ -57,6 +57,7 @@ fn detail(d: &Decision) -> String {
     }
 }
 
+#[test]
 fn accepted_once_then_refused() {
     let f = ticket_fixture(|_| {});
     let g = f.gate();
@@ -111,6 +112,7 @@ fn accepted_once_then_refused() {
     }
 }
 
+#[test]
 fn expired_ticket_is_refused_and_pruned() {
     let f = ticket_fixture(|_| {});
     let g = f.gate();
@@ -132,6 +134,7 @@ fn expired_ticket_is_refused_and_pruned() {
     assert_eq!(f.sql("SELECT count(*) FROM proxy_tickets").trim(), "1");
 }
 
+#[test]
 fn wrong_account_service_or_backend_refused_and_burnt() {
     let f = ticket_fixture(|_| {});
     let g = f.gate();
@@ -170,6 +173,7 @@ fn wrong_account_service_or_backend_refused_and_burnt() {
     assert!(g.issue_ticket("nobody", "imap", backend()).is_err());
 }
 
+#[test]
 fn configured_backend_is_needed_and_the_local_address_must_match() {
     let at = |g: &saslgate::Gate, t: &str, local: &'static [u8]| {
         g.decide(&Request {
@@ -206,6 +210,7 @@ fn configured_backend_is_needed_and_the_local_address_must_match() {
     assert!(ticket_login(&at(&g, &ticket, b"::ffff:127.0.0.1;10143")));
 }
 
+#[test]
 fn ticket_shaped_master_password_still_works() {
     let f = ticket_fixture(|_| {});
     let shaped = "sgt.ThisIsMyOwnMasterPasswordOk_0123";
@@ -231,6 +236,7 @@ fn ticket_shaped_master_password_still_works() {
     assert!(d.is_accepted(), "{d:?}");
 }
 
+#[test]
 fn cache_and_fast_path_never_serve_a_ticket() {
     let f = ticket_fixture(|c| c.cache_ttl = Duration::from_secs(60));
     let g = f.gate();
@@ -257,6 +263,7 @@ fn cache_and_fast_path_never_serve_a_ticket() {
     assert_eq!((g.stats().cache_hits, g.stats().fast_accepts), (hits, fast));
 }
 
+#[test]
 fn policy_and_throttle_apply() {
     let f = ticket_fixture(|c| c.throttle_address.failures = 2);
     let g = f.gate();
@@ -302,6 +309,7 @@ fn policy_and_throttle_apply() {
 
 /// 32 threads, on two gates (on PostgreSQL: two connections pools, as two
 /// hosts would), race on one ticket: exactly one login is accepted.
+#[test]
 fn ticket_race_between_32_threads() {
     let f = ticket_fixture(|_| {});
     let gates = [f.gate(), f.gate()];
@@ -346,7 +354,7 @@ fn insert_by_hand(
     match &f.pg {
         Some(cluster) => cluster
             .psql(
-                "saslgate",
+                &f.pg_db,
                 &format!(
                     "INSERT INTO proxy_tickets (lookup, account_id, service, backend, expires)
                      SELECT '\\x{hex}'::bytea, id, '{service}', '{BACKEND}', {expires}
@@ -371,6 +379,7 @@ fn insert_by_hand(
 /// row (PostgreSQL's trigger, even for the superuser), and never logs in (the
 /// consuming statement checks too: on SQLite anyone who can write the file
 /// can write a row).
+#[test]
 fn tickets_out_of_bounds_are_never_stored_or_accepted() {
     let f = ticket_fixture(|_| {});
     let g = f.gate();
@@ -424,6 +433,7 @@ fn tickets_out_of_bounds_are_never_stored_or_accepted() {
 /// The consuming statement checks the same bound as the writer, against its
 /// own clock (`now`): a ticket that expires more than 10 minutes after the
 /// consumer's now is not used (nor used up); at the right time it is, once.
+#[test]
 fn consuming_rechecks_the_bound() {
     let f = ticket_fixture(|_| {});
     let mut s = f.admin();
@@ -445,6 +455,7 @@ fn consuming_rechecks_the_bound() {
 /// A ticket is bound to the database's state when it was issued: a password
 /// change, a disabled account (even enabled again) or any other change (the
 /// generation moves) makes every outstanding ticket worthless.
+#[test]
 fn a_change_makes_outstanding_tickets_worthless() {
     let f = ticket_fixture(|_| {});
     let g = f.gate();
@@ -506,27 +517,9 @@ fn issuing_without_a_database_fails() {
     assert!(g.issue_ticket("dave", "imap", backend()).is_err());
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                super::$name();
-            }
-        )*
-        mod on_postgresql {
-            $(
-                #[test]
-                fn $name() {
-                    saslgate_testkit::on_postgresql(super::super::$name);
-                }
-            )*
-        }
-    };
-}
-
-mod on_sqlite {
-    both_backends!(
+saslgate_testkit::backends! {
+    source: include_str!("tickets.rs"),
+    on_postgresql: [
         accepted_once_then_refused,
         expired_ticket_is_refused_and_pruned,
         wrong_account_service_or_backend_refused_and_burnt,
@@ -538,5 +531,8 @@ mod on_sqlite {
         tickets_out_of_bounds_are_never_stored_or_accepted,
         consuming_rechecks_the_bound,
         a_change_makes_outstanding_tickets_worthless,
-    );
+    ],
+    sqlite_only: [
+        issuing_without_a_database_fails: "a missing SQLite file; PostgreSQL's failures are in tests/pg_backend.rs",
+    ],
 }

@@ -29,7 +29,7 @@ fn psql_as(fx: &Fixture, role: &str, sql: &str) -> Result<String, String> {
     let cluster = fx.pg.as_ref().expect("on PostgreSQL");
     let out = Command::new(cluster.program("psql"))
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(cluster.socket_url(role, "saslgate"))
+        .arg(fx.pg_url_as(role))
         .args(["-c", sql])
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
@@ -384,20 +384,19 @@ fn web_role_made_login_role() {
     assert_eq!(host_b.get("/apps", &b).status, 200);
     // The login role has no access to the sessions.
     let admin = saslgate::store::pg::PgStore::open(&web.fx.config).unwrap();
-    use saslgate::store::pg::schema::{grant_role, RoleKind};
-    grant_role(&admin, "sg_login", RoleKind::Login).unwrap();
+    use saslgate::store::pg::schema::RoleKind;
+    grant_role(&admin, "sg_login", RoleKind::Login);
     let e = psql_as(&web.fx, "sg_login", "SELECT count(*) FROM web_sessions").unwrap_err();
     assert!(e.contains("permission denied"), "{e}");
     // A web role made a login role loses the web privileges.
-    grant_role(&admin, WEB_ROLE, RoleKind::Login).unwrap();
+    grant_role(&admin, WEB_ROLE, RoleKind::Login);
     let e = psql_as(&web.fx, WEB_ROLE, "SELECT count(*) FROM web_sessions").unwrap_err();
     assert!(e.contains("permission denied"), "{e}");
     assert_eq!(host_b.get("/apps", &b).status, 503, "fails closed");
     // Nor does saslgate-web start as that role, or as the login role.
-    let cluster = web.fx.pg.as_ref().unwrap();
     for role in [WEB_ROLE, "sg_login"] {
         let mut config = web.fx.config.clone();
-        config.db = cluster.socket_url(role, "saslgate").into();
+        config.db = web.fx.pg_url_as(role).into();
         match Host::try_serve(config) {
             Ok(_) => panic!("saslgate-web started as {role}"),
             Err(e) => assert!(e.to_string().contains("--web-role"), "{e}"),

@@ -362,23 +362,11 @@ fn the_new_app_password_is_shown_once_and_stored_nowhere() {
     assert!(!dump.contains(&typed) && !dump.to_lowercase().contains(&typed.to_lowercase()));
 }
 
-/// The same protections on PostgreSQL, saslgate-web connected as the web
-/// role (`saslgate init --web-role`; common::web_config). Left out: the two
-/// tests that read the database with SQLite's own SQL (`hex()`, `.dump`);
-/// web/tests/postgres.rs checks the same on PostgreSQL.
-mod on_postgresql {
-    macro_rules! on_postgresql {
-        ($($name:ident),* $(,)?) => {
-            $(
-                #[test]
-                fn $name() {
-                    saslgate_testkit::on_postgresql(super::$name);
-                }
-            )*
-        };
-    }
-
-    on_postgresql!(
+// The same protections on PostgreSQL, saslgate-web connected as the web
+// role (`saslgate init --web-role`; common::web_config).
+saslgate_testkit::backends! {
+    source: include_str!("protections.rs"),
+    on_postgresql: [
         security_headers_on_every_page,
         sign_in_gives_a_new_token,
         a_post_without_the_session_form_token_changes_nothing,
@@ -391,5 +379,11 @@ mod on_postgresql {
         an_app_password_cannot_sign_in,
         bad_input_gets_a_page_and_changes_nothing,
         a_stale_form_after_sign_out_is_refused,
-    );
+    ],
+    sqlite_only: [
+        session_cookie_flags_and_only_a_hash_stored:
+            "reads the database with SQLite's hex(); web/tests/postgres.rs checks the same on PostgreSQL",
+        the_new_app_password_is_shown_once_and_stored_nowhere:
+            "reads SQLite's .dump; web/tests/postgres.rs checks the same on PostgreSQL",
+    ],
 }

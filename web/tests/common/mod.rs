@@ -15,8 +15,9 @@ pub const ALICE_PW: &str = "alice web password";
 
 /// A test database with alice, and saslgate-web serving it.
 pub struct Web {
-    pub fx: Fixture,
+    // Fields drop in this order: the server stops before its database goes.
     pub host: Host,
+    pub fx: Fixture,
 }
 
 impl std::ops::Deref for Web {
@@ -60,7 +61,7 @@ impl Web {
         let fx = Fixture::with(tweak);
         fx.user(ALICE, ALICE_PW);
         let host = Host::serve(web_config(&fx));
-        Web { fx, host }
+        Web { host, fx }
     }
 
     pub fn sql(&self, q: &str) -> String {
@@ -170,15 +171,28 @@ pub const WEB_ROLE: &str = "sg_web";
 /// fixture's; on PostgreSQL the web role's (`saslgate init --web-role`),
 /// so that every test run there is also a test of that role's privileges.
 pub fn web_config(fx: &Fixture) -> saslgate::Config {
-    let Some(cluster) = &fx.pg else {
+    if fx.pg.is_none() {
         return fx.config.clone();
-    };
+    }
     use saslgate::store::pg::{schema, PgStore};
     let admin = PgStore::open(&fx.config).unwrap();
-    schema::grant_role(&admin, WEB_ROLE, schema::RoleKind::Web).unwrap();
+    grant_role(&admin, WEB_ROLE, schema::RoleKind::Web);
     let mut config = fx.config.clone();
-    config.db = cluster.socket_url(WEB_ROLE, "saslgate").into();
+    config.db = fx.pg_url_as(WEB_ROLE).into();
     config
+}
+
+/// `schema::grant_role`, one at a time in this process: the role is the
+/// cluster's, shared by the tests' databases (the grants are each
+/// database's), and two first creations at once would collide.
+pub fn grant_role(
+    admin: &saslgate::store::pg::PgStore,
+    role: &str,
+    kind: saslgate::store::pg::schema::RoleKind,
+) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    saslgate::store::pg::schema::grant_role(admin, role, kind).unwrap();
 }
 
 pub fn form(fields: &[(&str, &str)]) -> String {
