@@ -543,30 +543,6 @@ fn login_role_logs_in_but_cannot_plant_or_rewind_credentials() {
     );
 }
 
-/// `cargo test` builds the library for the tests as an rlib only: the plugin
-/// (`libsaslgate.so`) is built here, so the test never loads a stale one.
-fn fresh_plugin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.args(["build", "--lib", "--quiet"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.ends_with("release") {
-        c.arg("--release");
-    }
-    if let Some(target) = dir.parent() {
-        c.env("CARGO_TARGET_DIR", target);
-    }
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "cargo build --lib: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join("libsaslgate.so")
-}
-
 /// The stock client against saslgated's socket; true for "OK".
 fn testsaslauthd(sock: &std::path::Path, user: &str, pass: &str) -> bool {
     let bin = saslgate_testkit::need_tool("testsaslauthd", "sasl2-bin");
@@ -601,7 +577,11 @@ fn plugin_in_libsasl2_and_saslgated_on_postgresql() {
     std::fs::create_dir(&dir).unwrap();
     let plugins = dir.join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    std::os::unix::fs::symlink(fresh_plugin(), plugins.join("libsaslgate.so")).unwrap();
+    std::os::unix::fs::symlink(
+        saslgate_testkit::fresh_plugin(),
+        plugins.join("libsaslgate.so"),
+    )
+    .unwrap();
     let driver = dir.join("wal_load");
     saslgate_testkit::compile_sasl_program("tests/wal_load.c", &driver);
     let plugin_logins = |ip: &str, pw: &str, want: &str| {

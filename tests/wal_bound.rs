@@ -27,35 +27,6 @@ fn need(path: &str, package: &str) {
     );
 }
 
-/// target/release (the test runs from target/release/deps).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-/// `cargo test` builds the library for the tests as an rlib only: the plugin
-/// (`libsaslgate.so`) is built here, so the test never loads a stale one.
-fn fresh_plugin() -> PathBuf {
-    let dir = target_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.args(["build", "--lib", "--quiet"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.ends_with("release") {
-        c.arg("--release");
-    }
-    if let Some(target) = dir.parent() {
-        c.env("CARGO_TARGET_DIR", target);
-    }
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "cargo build --lib: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join("libsaslgate.so")
-}
-
 fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -74,7 +45,7 @@ fn wal_stays_bounded_under_nine_plugin_processes() {
         .unwrap_or(8);
     let so = match std::env::var_os("SASLGATE_SO") {
         Some(p) => PathBuf::from(p),
-        None => fresh_plugin(),
+        None => saslgate_testkit::fresh_plugin(),
     };
     let cli = std::env::var_os("SASLGATE_BIN")
         .map(PathBuf::from)

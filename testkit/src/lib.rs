@@ -38,7 +38,7 @@ pub use fixture::{
 };
 pub use poll::{holds_for, poll, settled, wait_until};
 pub use saslgate::store::{AdminStore, LoginStore, Store};
-pub use tools::{bin, compile_sasl_program, is_root, need_tool, skip, sql};
+pub use tools::{bin, compile_sasl_program, fresh_plugin, is_root, need_tool, skip, sql};
 
 /// Passwords of the standard accounts ([`Scenario`]).
 pub const ALICE_PW: &str = "alice master pw";

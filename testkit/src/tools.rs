@@ -116,3 +116,39 @@ pub fn skip(what: &str) {
     eprintln!("SKIP: {what}");
     eprintln!("==================================================================");
 }
+
+/// The plugin (`libsaslgate.so`) as the sources are now. `cargo test` builds
+/// the library for the tests as an rlib only, so the shared object is built
+/// here (`cargo build --lib`, the test's profile and target directory): a
+/// test never loads a stale one. Once per test process.
+pub fn fresh_plugin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("current_exe");
+            // target/<profile>/deps/<test>: the profile's directory.
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target profile dir")
+                .to_path_buf();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut c = Command::new(cargo);
+            c.args(["build", "--lib", "--quiet"])
+                .current_dir(repo_root());
+            if dir.ends_with("release") {
+                c.arg("--release");
+            }
+            if let Some(target) = dir.parent() {
+                c.env("CARGO_TARGET_DIR", target);
+            }
+            let out = c.output().expect("run cargo build --lib");
+            assert!(
+                out.status.success(),
+                "cargo build --lib: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir.join("libsaslgate.so")
+        })
+        .clone()
+}
