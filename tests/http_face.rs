@@ -352,16 +352,21 @@ fn answers_like_nginx_expects() {
     // A client that sends nothing is dropped at --timeout (1 s), and meanwhile
     // the other thread still answers.
     let mut idle = TcpStream::connect(addr).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Far past the daemon's timeout: only a close ends this read well.
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let t = Instant::now();
     let a = ask("plain", "alice", ALICE_PW, "imap", 1, "192.0.2.41");
     assert_eq!(header(&a, "Auth-Status"), Some("OK"));
     let mut buf = [0u8; 16];
-    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+    match idle.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("the idle client was not dropped: {other:?}"),
+    }
     let waited = t.elapsed();
     assert!(
-        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
-        "{waited:?}"
+        waited >= Duration::from_millis(800),
+        "dropped early: {waited:?}"
     );
 
     // Backends are re-read on SIGHUP.
