@@ -52,7 +52,8 @@ pub struct PgCluster {
 /// one per test. Started by the first caller; it outlives every test, so a
 /// guard process stops it and removes its directory when this process ends,
 /// however it ends: the guard waits for the end of a pipe whose writing end
-/// only this process holds (close-on-exec: no child inherits it).
+/// only this process holds (close-on-exec: no child inherits it), and
+/// ignores the signals a terminal or `kill -- -PGID` sends the whole group.
 pub fn shared() -> Result<&'static PgCluster, String> {
     static SHARED: OnceLock<Result<(PgCluster, ChildStdin), String>> = OnceLock::new();
     SHARED
@@ -63,7 +64,7 @@ pub fn shared() -> Result<&'static PgCluster, String> {
             let guard = Command::new("sh")
                 .args([
                     "-c",
-                    r#"read x; kill -INT "$1" 2>/dev/null; n=0
+                    r#"trap '' INT TERM HUP; read x; kill -INT "$1" 2>/dev/null; n=0
                        while kill -0 "$1" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
                        kill -KILL "$1" 2>/dev/null; rm -rf "$2""#,
                     "saslgate-pg-guard",
