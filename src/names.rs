@@ -181,7 +181,8 @@ fn normalise_ip(ip: IpAddr) -> IpAddr {
 /// An address or network of `[throttle] trusted_networks`, `[http]
 /// trusted_peers` and the block list: `192.0.2.10`, `10.0.0.0/8`,
 /// `2001:db8::/32`. The arithmetic (prefix check, membership, host bits) is
-/// `ipnet`'s; the address is read by std, as everywhere else in saslgate.
+/// `ipnet`'s; the address is read by std, as everywhere else in saslgate (ipnet's
+/// parser takes no bare address and cannot say which part was wrong).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network(IpNet);
 
