@@ -1,6 +1,8 @@
 //! The configuration file (`/etc/saslgate/saslgate.conf`, TOML). Every key is
 //! optional; `Config::default()` holds the documented defaults, and
 //! `debian/saslgate.conf` (the packaged file) lists every key with its default.
+//! The file is read by serde straight onto `Config`, then [`Config::validate`]
+//! checks ranges and rules across keys (doc/design.md, section 8.1).
 
 use crate::config_file::{self, Invalid};
 use crate::error::{Error, Result};

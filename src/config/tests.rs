@@ -380,3 +380,17 @@ fn durations_in_humantime_form() {
         assert_eq!(c.cache_ttl, want, "{text}");
     }
 }
+
+#[test]
+fn the_packaged_file_is_the_defaults_but_for_db_group() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/saslgate.conf");
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.db_group, "saslgate");
+    assert_eq!(
+        Config {
+            db_group: String::new(),
+            ..c
+        },
+        Config::default()
+    );
+}
