@@ -182,9 +182,12 @@ fn group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
 
 /// `[http.backends]`: a key per protocol (the names nginx sends, exactly).
 fn backends<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, SocketAddr>, D::Error> {
-    let proto = |p: &str| match PROTOCOLS.contains(&p) {
-        true => Ok(p.to_string()),
-        false => Err(format!("unknown protocol {p:?} (imap, pop3 or smtp)")),
+    let proto = |p: &str| {
+        if PROTOCOLS.contains(&p) {
+            Ok(p.to_string())
+        } else {
+            Err(format!("unknown protocol {p:?} (imap, pop3 or smtp)"))
+        }
     };
     Ok(config_file::table(d, proto, backend_address)?
         .into_iter()
