@@ -14,10 +14,11 @@
 # libssl, libcrypto, libm and libgcc_s, as Debian's smtpd and imapd are).
 # Driver: c-tests/bench/plugin_load.c.
 # Usage (repo root): scripts/bench-plugin-load.sh [N]   (default 200)
-# Honours KEEP=1 (keep the temp dir), CARGO_TARGET_DIR, SKIP_BUILD=1, SASL_PLUGIN_DIR, SO=path/to/libsaslgate.so,
-# SO_OTHER="a.so b.so" (other builds of libsaslgate.so, cases o1, o2, ... in the
-# same run), STOCK="libplain.so ..." (default: libsasl2-modules and -db's plugins of
-# the system directory).
+# Honours KEEP=1 (keep the temp dir), CARGO_TARGET_DIR, SKIP_BUILD=1,
+# SASL_PLUGIN_DIR, SO=path/to/libsaslgate.so, SO_OTHER="a.so b.so" (other builds
+# of libsaslgate.so, cases o1, o2, ... in the same run), STOCK="libplain.so ..."
+# (default: libsasl2-modules and -db's plugins of the system directory).
+# Figures and what they mean: doc/design.md, section 4.8.
 set -eu
 cd "$(dirname "$0")/.."
 N=${1:-${BENCH_N:-200}}
@@ -41,7 +42,7 @@ mkdir -p "$T/conf-empty"
 for c in $CASES; do
     mkdir -p "$T/$c"
     for p in $STOCK; do
-        [ -e "$SASL_SYS/$p" ] && ln -s "$SASL_SYS/$p" "$T/$c/$p"
+        if [ -e "$SASL_SYS/$p" ]; then ln -s "$SASL_SYS/$p" "$T/$c/$p"; fi
     done
 done
 cp "$SO" "$T/gate/libsaslgate.so"
@@ -72,8 +73,10 @@ run_case() { # host plugins -> one line
             LOGIN_USER=dave LOGIN_PW='dave pw' "$T/load_$host"
     fi
 }
-# Warm the page cache (and check that both logins succeed).
-for host in bare mta; do for c in $CASES; do run_case $host $c >/dev/null; done; done
+# Warm the page cache, and check that every case's login succeeds.
+for host in bare mta; do for c in $CASES; do
+    run_case $host $c >/dev/null || { echo "bench-plugin-load: $host $c: the login failed"; exit 1; }
+done; done
 for i in $(seq "$N"); do
     for host in bare mta; do for c in $CASES; do
         echo "$host $c $(run_case $host $c)"

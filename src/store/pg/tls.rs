@@ -12,6 +12,9 @@
 //!   to the CA file (or the system store), not the host name.
 //! - `Verify::Full` (`verify-full`): the chain and the host name.
 //!
+//! A certificate listed in `sslrootcert` is trusted as is, so a server's
+//! self-signed certificate can be its own root, as with libpq.
+//!
 //! Channel binding (`tls-server-end-point`, RFC 5929) is offered as
 //! postgres-openssl did, so SCRAM-SHA-256-PLUS is used where the server has it.
 
@@ -41,16 +44,15 @@ pub(super) fn connector(target: &Target) -> Result<MakeRustls> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match target.verify {
         Verify::None => Arc::new(Unchecked(provider.clone())),
-        Verify::Chain => Arc::new(ChainOnly {
-            roots: Arc::new(roots(target.root_cert.as_deref())?),
-            provider: provider.clone(),
-        }),
-        Verify::Full => rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots(target.root_cert.as_deref())?),
-            provider.clone(),
-        )
-        .build()
-        .map_err(|e| Error::Config(format!("db: TLS setup: {e}")))?,
+        Verify::Chain | Verify::Full => {
+            let (roots, pinned) = trusted(target.root_cert.as_deref())?;
+            Arc::new(Checked {
+                roots,
+                pinned,
+                check_name: target.verify == Verify::Full,
+                provider: provider.clone(),
+            })
+        }
     };
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -63,15 +65,21 @@ pub(super) fn connector(target: &Target) -> Result<MakeRustls> {
 
 /// The trusted CAs: the `sslrootcert` file (PEM, one or more), else the
 /// system store (`SSL_CERT_FILE`/`SSL_CERT_DIR`, else the distribution's
-/// bundle, as OpenSSL's default paths).
-fn roots(root_cert: Option<&str>) -> Result<RootCertStore> {
+/// bundle, as OpenSSL's default paths); and the file's certificates as such,
+/// for a server whose self-signed certificate is its own root.
+type Trusted = (Arc<RootCertStore>, Vec<CertificateDer<'static>>);
+
+fn trusted(root_cert: Option<&str>) -> Result<Trusted> {
     let mut roots = RootCertStore::empty();
+    let mut pinned = Vec::new();
     match root_cert {
         Some(file) => {
             let bad =
                 |e: &dyn std::fmt::Display| Error::Config(format!("db: sslrootcert {file}: {e}"));
             for cert in CertificateDer::pem_file_iter(file).map_err(|e| bad(&e))? {
-                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+                let cert = cert.map_err(|e| bad(&e))?;
+                roots.add(cert.clone()).map_err(|e| bad(&e))?;
+                pinned.push(cert);
             }
             if roots.is_empty() {
                 return Err(bad(&"no certificate in the file"));
@@ -91,17 +99,21 @@ fn roots(root_cert: Option<&str>) -> Result<RootCertStore> {
             }
         }
     }
-    Ok(roots)
+    Ok((Arc::new(roots), pinned))
 }
 
 /// `prefer`/`require`: any certificate, but a handshake signed by its key.
 #[derive(Debug)]
 struct Unchecked(Arc<CryptoProvider>);
 
-/// `verify-ca`: the chain to a trusted CA, whatever name the certificate has.
+/// `verify-ca` and `verify-full`: the chain to a trusted CA (or the
+/// certificate itself listed in `sslrootcert`), and for `verify-full` the host
+/// name (in subjectAltName: webpki reads no common name).
 #[derive(Debug)]
-struct ChainOnly {
+struct Checked {
     roots: Arc<RootCertStore>,
+    pinned: Vec<CertificateDer<'static>>,
+    check_name: bool,
     provider: Arc<CryptoProvider>,
 }
 
@@ -150,23 +162,34 @@ impl ServerCertVerifier for Unchecked {
     }
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Checked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        // The server's self-signed certificate given as sslrootcert is
+        // trusted as is (webpki refuses a CA certificate as a leaf).
+        if !self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                &self.roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
+        if self.check_name {
+            rustls::client::verify_server_name(&cert, server_name)?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -388,6 +411,66 @@ mod tests {
         let mut cert = vec![0x30, 0x82, (body.len() >> 8) as u8, body.len() as u8];
         cert.extend_from_slice(&body);
         cert
+    }
+
+    /// A self-signed certificate (CA:TRUE, as `openssl req -x509` makes them)
+    /// for `name`, as PEM in `dir/file` (openssl CLI, as tests/pg_backend.rs).
+    fn self_signed(dir: &std::path::Path, file: &str, name: &str) -> String {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-keyout", "/dev/null", "-out", file])
+            .args(["-subj", &format!("/CN={name}")])
+            .args(["-addext", &format!("subjectAltName=DNS:{name}")])
+            .current_dir(dir)
+            .output()
+            .expect("openssl (package openssl)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir.join(file).display().to_string()
+    }
+
+    #[test]
+    fn a_self_signed_server_certificate_can_be_its_own_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = self_signed(dir.path(), "server.pem", "db.example");
+        let other = self_signed(dir.path(), "other.pem", "db.example");
+        let der = |file: &str| CertificateDer::from_pem_file(file).unwrap();
+        let checker = |root: &str, check_name| {
+            let (roots, pinned) = trusted(Some(root)).unwrap();
+            Checked {
+                roots,
+                pinned,
+                check_name,
+                #[allow(deprecated)]
+                provider: Arc::new(rustls::crypto::ring::default_provider()),
+            }
+        };
+        let verify = |c: &Checked, cert: &CertificateDer<'_>, name: &str| {
+            let name = ServerName::try_from(name.to_string()).unwrap();
+            c.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+        };
+        let server = der(&pem);
+        // verify-ca: the listed certificate, whatever the name.
+        assert!(verify(&checker(&pem, false), &server, "10.0.0.1").is_ok());
+        // verify-full: the name must be in it too.
+        assert!(verify(&checker(&pem, true), &server, "db.example").is_ok());
+        assert!(verify(&checker(&pem, true), &server, "other.example").is_err());
+        // Another certificate with the same name is not trusted.
+        assert!(verify(&checker(&other, false), &server, "db.example").is_err());
+        assert!(verify(&checker(&other, true), &server, "db.example").is_err());
+        // A file without a certificate is a configuration error.
+        std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+        assert!(trusted(Some(&dir.path().join("empty.pem").display().to_string())).is_err());
     }
 
     #[test]
