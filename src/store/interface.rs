@@ -13,12 +13,12 @@
 //!   default value.
 
 use super::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
-use super::aliases::{AliasInfo, BlockInfo};
 use super::dump::{Dump, DumpCounts};
 use super::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use super::pg::PgStore;
-use super::routing::{RoutingAdmin, RoutingReads};
-use super::tickets::TicketStore;
+use super::sql::aliases::{AliasInfo, BlockInfo};
+use super::sql::routing::{RoutingAdmin, RoutingReads};
+use super::sql::tickets::TicketStore;
 use super::ChangeStamp;
 use super::Store;
 use crate::config::{Config, Database};

@@ -1,7 +1,8 @@
 //! Reads and writes of the login path. Prepared statements are cached on the
 //! connection, so a decision costs a handful of index lookups.
 
-use super::tickets::TicketStore;
+use super::sql::aliases::Aliases;
+use super::sql::tickets::TicketStore;
 use super::{LoginStore, QuietCommit, Store};
 use crate::config::Config;
 use crate::crypto::keyed_hash;
@@ -67,9 +68,9 @@ pub enum LastUse {
 }
 
 /// The first part of an app password's index key (stored: never changes).
-const APP_PASSWORD_TAG: &[u8] = b"app-password";
+pub(crate) const APP_PASSWORD_TAG: &[u8] = b"app-password";
 /// The first part of a one-time code's index key.
-const ONE_TIME_CODE_TAG: &[u8] = b"one-time-code";
+pub(crate) const ONE_TIME_CODE_TAG: &[u8] = b"one-time-code";
 
 /// Index key of an app password: HMAC(database key, account id, canonical password).
 pub(crate) fn app_lookup(key: &[u8], account_id: i64, canonical: &[u8]) -> [u8; 32] {
@@ -172,11 +173,11 @@ impl LoginStore for Store {
     }
 
     fn find_alias(&self, alias: &str) -> Result<Option<AccountRow>> {
-        self.alias_account(alias)
+        Aliases::alias_account(self, alias)
     }
 
     fn blocked_networks(&self) -> Result<Vec<String>> {
-        self.block_networks()
+        Aliases::block_networks(self)
     }
 
     /// O(1): a unique index on the keyed hash.

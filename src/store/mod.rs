@@ -13,18 +13,17 @@
 //! a second backend is another implementation of those two traits.
 
 pub mod admin;
-pub mod aliases;
 pub mod dump;
 mod dump_sqlite;
 mod guard;
 mod interface;
 pub mod login;
 pub mod pg;
-pub mod routing;
 mod rules;
 pub mod schema;
+pub(crate) mod sql;
+mod sqlite_exec;
 mod throttle;
-pub mod tickets;
 #[allow(unsafe_code)] // SQLite's mapping of the WAL-index: every block has a SAFETY comment
 mod wal_index;
 pub mod web;
@@ -32,8 +31,9 @@ pub mod web;
 pub use interface::{
     create, open_admin, open_login, AdminStore, LoginStore, QuietCommit, ThrottleStore,
 };
-pub use routing::{BackendInfo, RoutingAdmin, RoutingReads};
-pub use tickets::{TicketRow, TicketStore, TICKET_MAX_LIFETIME, TICKET_SERVICES};
+pub use sql::aliases::{AliasInfo, BlockInfo};
+pub use sql::routing::{BackendInfo, RoutingAdmin, RoutingReads};
+pub use sql::tickets::{TicketRow, TicketStore, TICKET_MAX_LIFETIME, TICKET_SERVICES};
 pub use wal_index::ChangeStamp;
 
 use crate::config::Config;

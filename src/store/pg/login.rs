@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::secret::SecretBytes;
 use crate::store::login::{app_lookup, code_lookup, split_list, AccountRow, AppPasswordRow};
 use crate::store::login::{AuditRecord, LastUse, PRUNE_CHUNK};
+use crate::store::sql::aliases::Aliases;
 use crate::store::{LoginStore, QuietCommit, TicketStore};
 use tokio_postgres::Row;
 
@@ -126,11 +127,11 @@ impl LoginStore for PgStore {
     }
 
     fn find_alias(&self, alias: &str) -> Result<Option<AccountRow>> {
-        self.alias_account(alias)
+        Aliases::alias_account(self, alias)
     }
 
     fn blocked_networks(&self) -> Result<Vec<String>> {
-        self.block_networks()
+        Aliases::block_networks(self)
     }
 
     fn find_app_password(
