@@ -2,10 +2,14 @@
 //! the SQLite store as a [`Db`] (its write transactions: `BEGIN IMMEDIATE`).
 
 use super::dump::{Dump, DumpCounts};
+use super::login::AuditRecord;
 use super::sql::{dialect_text, Cell, Db, Dialect, Sql, SqlRow, Value};
-use super::{LoginStore, Store};
+use super::wal_index::WalIndex;
+use super::{ChangeStamp, QuietCommit, Store};
+use crate::config::Config;
 use crate::crypto::KeyedHasher;
 use crate::error::Result;
+use crate::throttle::{KeyRows, Keys};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
 
@@ -58,16 +62,62 @@ impl Sql for Connection {
             .query_row(rusqlite::params_from_iter(params), row)
             .optional()?)
     }
+
+    fn insert_audit(&self, audit: &[AuditRecord]) -> Result<()> {
+        super::login::insert_audit(self, audit)
+    }
 }
 
 impl Db for Store {
-    fn reader(&self) -> &dyn Sql {
-        &self.conn
+    fn db_config(&self) -> &Config {
+        &self.config
     }
 
-    fn autocommit(&self) -> Result<&dyn Sql> {
-        LoginStore::end_read(self)?;
-        Ok(&self.conn)
+    fn begin_snapshot(&self) -> Result<()> {
+        if self.conn.is_autocommit() {
+            // Cached like the lookups: execute_batch would re-parse it every time.
+            self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+        }
+        Ok(())
+    }
+
+    fn end_snapshot(&self) -> Result<()> {
+        if !self.conn.is_autocommit() {
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+        }
+        Ok(())
+    }
+
+    fn fast_read(&self, keys: &Keys) -> Result<(i64, KeyRows)> {
+        self.generation_and_throttle_rows(keys)
+    }
+
+    /// The connection's WAL-index header (see `wal_index`): found once per
+    /// connection, then a few memory reads.
+    fn stamp(&self) -> Option<ChangeStamp> {
+        self.wal_index
+            .get_or_init(|| WalIndex::of(&self.conn, self.file_id))
+            .as_ref()?
+            .stamp()
+    }
+
+    fn quiet_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&dyn Sql) -> Result<T>,
+    ) -> Result<(T, Option<QuietCommit>)> {
+        self.write_quiet(|tx| f(&**tx))
+    }
+
+    fn background_checkpoints(&mut self) -> Result<()> {
+        self.set_background_checkpoints()
+    }
+
+    fn checkpoint_now(&mut self) -> Result<()> {
+        self.checkpoint_if_due()
+    }
+
+    fn reader(&self) -> &dyn Sql {
+        &self.conn
     }
 
     fn transaction<T>(&mut self, f: impl FnOnce(&dyn Sql) -> Result<T>) -> Result<T> {

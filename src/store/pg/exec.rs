@@ -2,10 +2,13 @@
 //! bounded as every other (`PgStore::run`), and the store as a [`Db`].
 
 use super::PgStore;
+use crate::config::Config;
 use crate::crypto::KeyedHasher;
 use crate::error::{Error, Result};
 use crate::store::dump::{Dump, DumpCounts};
+use crate::store::login::AuditRecord;
 use crate::store::sql::{dialect_text, Cell, Db, Dialect, Sql, SqlRow, Value};
+use crate::throttle::{KeyRows, Keys};
 use bytes::BytesMut;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::Row;
@@ -97,16 +100,41 @@ impl Sql for PgStore {
         let rows = self.run(self.client.query(&st, &refs(params)))?;
         rows.first().map(row).transpose()
     }
+
+    fn insert_audit(&self, audit: &[AuditRecord]) -> Result<()> {
+        super::login::insert_audit(self, audit)
+    }
 }
 
 impl Db for PgStore {
-    fn reader(&self) -> &dyn Sql {
-        self
+    fn db_config(&self) -> &Config {
+        &self.config
     }
 
-    fn autocommit(&self) -> Result<&dyn Sql> {
-        self.end_read_tx()?;
-        Ok(self)
+    /// A REPEATABLE READ transaction: the slow path's reads see one snapshot.
+    fn begin_snapshot(&self) -> Result<()> {
+        self.begin_read_tx()
+    }
+
+    fn end_snapshot(&self) -> Result<()> {
+        self.end_read_tx()
+    }
+
+    /// One statement, so one snapshot and one round trip.
+    fn fast_read(&self, keys: &Keys) -> Result<(i64, KeyRows)> {
+        self.generation_and_throttle_rows(keys)
+    }
+
+    fn role_may_rehash(&self) -> bool {
+        self.may_rehash
+    }
+
+    fn role_may_prune_audit(&self) -> bool {
+        self.may_prune_audit
+    }
+
+    fn reader(&self) -> &dyn Sql {
+        self
     }
 
     fn transaction<T>(&mut self, f: impl FnOnce(&dyn Sql) -> Result<T>) -> Result<T> {

@@ -7,8 +7,8 @@
 //! booleans compared with `NOT x`); [`sqlite_text`] rewrites `$N` to
 //! SQLite's `?N`. Two names differ between the schemas and are written as
 //! tokens: `{generation}` (the generation's row: `meta` on SQLite,
-//! `saslgate_meta` on PostgreSQL), and `greatest(a, b)` becomes SQLite's
-//! two-argument `max(a, b)`. What stays per dialect: the schema and
+//! `saslgate_meta` on PostgreSQL), and `greatest(a, b)`/`least(a, b)` become
+//! SQLite's two-argument `max(a, b)`/`min(a, b)`. What stays per dialect: the schema and
 //! its triggers, transactions and locks (SQLite's `BEGIN IMMEDIATE`,
 //! PostgreSQL's read snapshots), the bulk copy, and the statements a
 //! PostgreSQL role may run only through a function (`saslgate_issue_ticket`).
@@ -18,12 +18,18 @@
 
 pub mod admin;
 pub mod aliases;
+pub mod login;
 pub mod routing;
+pub mod throttle;
 pub mod tickets;
 
 use super::dump::{Dump, DumpCounts};
+use super::login::AuditRecord;
+use super::{ChangeStamp, QuietCommit};
+use crate::config::Config;
 use crate::crypto::KeyedHasher;
 use crate::error::{Error, Result};
+use crate::throttle::{KeyRows, Keys};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -163,6 +169,9 @@ pub trait Sql {
     fn query(&self, sql: &'static str, params: &[Value<'_>]) -> Result<Vec<SqlRow>>;
     /// The first row, if any.
     fn query_opt(&self, sql: &'static str, params: &[Value<'_>]) -> Result<Option<SqlRow>>;
+    /// Audit records in as few statements as the dialect allows (SQLite:
+    /// multi-row `INSERT`s; PostgreSQL: one `unnest` of arrays).
+    fn insert_audit(&self, audit: &[AuditRecord]) -> Result<()>;
     /// Exactly one row (a missing one is a storage error).
     fn query_one(&self, sql: &'static str, params: &[Value<'_>]) -> Result<SqlRow> {
         self.query_opt(sql, params)?
@@ -170,13 +179,57 @@ pub trait Sql {
     }
 }
 
-/// A store on one backend: its connection and its transactions.
+/// A store on one backend: its connection, its transactions and what only
+/// it has (SQLite's change stamps and checkpoints, PostgreSQL's roles).
 pub trait Db {
+    fn db_config(&self) -> &Config;
+    /// Starts the slow path's read transaction (a no-op inside one).
+    fn begin_snapshot(&self) -> Result<()>;
+    /// Ends it, if any. Every write calls this first: on SQLite a deferred
+    /// transaction that later writes could fail with SQLITE_BUSY_SNAPSHOT
+    /// instead of waiting for the lock.
+    fn end_snapshot(&self) -> Result<()>;
+    /// The generation and the throttle rows of a request's keys in one
+    /// statement (`ThrottleStore::generation_and_throttle`): each backend's
+    /// own, tuned for the fast path.
+    fn fast_read(&self, keys: &Keys) -> Result<(i64, KeyRows)>;
+    /// `ThrottleStore::change_stamp`.
+    fn stamp(&self) -> Option<ChangeStamp> {
+        None
+    }
+    /// A write transaction that changes no login data and no throttle row,
+    /// with the change stamps around its commit when it was the only one
+    /// in between (`LoginStore::write_batch`).
+    fn quiet_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&dyn Sql) -> Result<T>,
+    ) -> Result<(T, Option<QuietCommit>)> {
+        Ok((self.transaction(f)?, None))
+    }
+    /// `LoginStore::checkpoint_in_background`.
+    fn background_checkpoints(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// `LoginStore::checkpoint`.
+    fn checkpoint_now(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// The role may rewrite a password hash (PostgreSQL's login role may not).
+    fn role_may_rehash(&self) -> bool {
+        true
+    }
+    /// The role may delete audit records (PostgreSQL's login role may not).
+    fn role_may_prune_audit(&self) -> bool {
+        true
+    }
     /// The connection as it is (inside the read transaction of
     /// `LoginStore::begin_read`, if one is open).
     fn reader(&self) -> &dyn Sql;
     /// Ends a read transaction, if any: each statement then commits on its own.
-    fn autocommit(&self) -> Result<&dyn Sql>;
+    fn autocommit(&self) -> Result<&dyn Sql> {
+        self.end_snapshot()?;
+        Ok(self.reader())
+    }
     /// Runs `f` in one write transaction (SQLite: `BEGIN IMMEDIATE`;
     /// PostgreSQL: READ COMMITTED, whose conditional updates re-check their
     /// rows under the row lock).
@@ -265,7 +318,7 @@ pub fn sqlite_text(sql: &str) -> String {
     );
     // SQLite's two-argument max() is PostgreSQL's greatest() (on values
     // that are never NULL: SQLite's max() of a NULL is NULL).
-    let sql = sql.replace("greatest(", "max(");
+    let sql = sql.replace("greatest(", "max(").replace("least(", "min(");
     let mut out = String::with_capacity(sql.len());
     let mut chars = sql.chars().peekable();
     while let Some(c) = chars.next() {
