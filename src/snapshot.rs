@@ -19,7 +19,7 @@
 //! checked against its stored keyed hash on every request, and refusals always
 //! take the full path.
 
-use crate::store::login::AppPasswordRow;
+use crate::store::types::AppPasswordRow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 

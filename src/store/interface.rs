@@ -12,18 +12,18 @@
 //! - any failure is an `Err` (the engine answers "unavailable"), never a
 //!   default value.
 
-use super::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
 use super::dump::{Dump, DumpCounts};
-use super::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use super::pg::PgStore;
 use super::sql::aliases::{AliasInfo, BlockInfo};
 use super::sql::routing::{RoutingAdmin, RoutingReads};
 use super::sql::tickets::TicketStore;
 use super::ChangeStamp;
-use super::Store;
+use super::SqliteStore;
 use crate::config::{Config, Database};
 use crate::error::{Error, Result};
 use crate::secret::SecretBytes;
+use crate::store::types::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
+use crate::store::types::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use crate::throttle::{KeyRows, Keys, State};
 use std::time::Duration;
 
@@ -87,7 +87,7 @@ pub trait LoginStore: ThrottleStore + RoutingReads + TicketStore + Send {
     /// Starts a read transaction (a no-op inside one).
     fn begin_read(&self) -> Result<()>;
 
-    /// Ends a read transaction started by [`Store::begin_read`], if any. Every write
+    /// Ends a read transaction started by [`SqliteStore::begin_read`], if any. Every write
     /// calls this first: a deferred transaction that later writes could fail with
     /// SQLITE_BUSY_SNAPSHOT instead of waiting for the lock.
     fn end_read(&self) -> Result<()>;
@@ -286,7 +286,7 @@ pub trait AdminStore: LoginStore + RoutingAdmin {
 /// Opens the configured database for logins.
 pub fn open_login(config: &Config) -> Result<Box<dyn LoginStore>> {
     Ok(match config.database() {
-        Database::Sqlite(_) => Box::new(Store::open(config)?),
+        Database::Sqlite(_) => Box::new(SqliteStore::open(config)?),
         Database::Postgres(_) => Box::new(PgStore::open(config)?),
     })
 }
@@ -295,7 +295,7 @@ pub fn open_login(config: &Config) -> Result<Box<dyn LoginStore>> {
 /// changes (the plugin's `auxprop_store`).
 pub fn open_admin(config: &Config) -> Result<Box<dyn AdminStore>> {
     Ok(match config.database() {
-        Database::Sqlite(_) => Box::new(Store::open(config)?),
+        Database::Sqlite(_) => Box::new(SqliteStore::open(config)?),
         Database::Postgres(_) => Box::new(PgStore::open(config)?),
     })
 }
@@ -304,7 +304,7 @@ pub fn open_admin(config: &Config) -> Result<Box<dyn AdminStore>> {
 /// an empty PostgreSQL database); an initialised one is `Error::Exists`.
 pub fn create(config: &Config) -> Result<Box<dyn AdminStore>> {
     Ok(match config.database() {
-        Database::Sqlite(_) => Box::new(Store::create(config)?),
+        Database::Sqlite(_) => Box::new(SqliteStore::create(config)?),
         Database::Postgres(_) => Box::new(PgStore::create(config)?),
     })
 }

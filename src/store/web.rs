@@ -7,13 +7,13 @@
 //! role (`saslgate init --web-role`) may read and write `web_sessions` and
 //! read `audit`; no other role may touch the sessions.
 
-use super::admin::AuditEntry;
 use super::pg::PgStore;
 use super::sql::admin::audit_entry;
 use super::sql::{params, Db, SqlRow};
-use super::{AdminStore, Store};
+use super::{AdminStore, SqliteStore};
 use crate::config::{Config, Database};
 use crate::error::Result;
+use crate::store::types::AuditEntry;
 
 /// One signed-in session as the pages need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl<T: AdminStore + WebSessions> WebStore for T {}
 /// Opens the configured database for saslgate-web.
 pub fn open_web(config: &Config) -> Result<Box<dyn WebStore>> {
     match config.database() {
-        Database::Sqlite(_) => Ok(Box::new(Store::open(config)?)),
+        Database::Sqlite(_) => Ok(Box::new(SqliteStore::open(config)?)),
         Database::Postgres(_) => {
             let store = PgStore::open(config)?;
             store.check_web_role()?;

@@ -5,9 +5,9 @@ use super::PgStore;
 use crate::config::Config;
 use crate::crypto::KeyedHasher;
 use crate::error::{Error, Result};
-use crate::store::dump::{Dump, DumpCounts};
-use crate::store::login::AuditRecord;
+use crate::store::dump::{Dump, DumpCounts, Field, Table};
 use crate::store::sql::{dialect_text, Cell, Db, Dialect, Sql, SqlRow, Value};
+use crate::store::types::AuditRecord;
 use crate::throttle::{KeyRows, Keys};
 use bytes::BytesMut;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
@@ -104,6 +104,24 @@ impl Sql for PgStore {
     fn insert_audit(&self, audit: &[AuditRecord]) -> Result<()> {
         super::login::insert_audit(self, audit)
     }
+
+    fn lock_for_import(&self) -> Result<()> {
+        // Serialise with another copy or an init of the same database.
+        PgStore::execute(
+            self,
+            "LOCK TABLE accounts, app_passwords, one_time_codes, meta IN EXCLUSIVE MODE",
+            &[],
+        )?;
+        Ok(())
+    }
+
+    fn insert_rows(&self, table: &Table, rows: &[Vec<Field>]) -> Result<()> {
+        super::dump::insert_rows(self, table, rows)
+    }
+
+    fn after_import(&self) -> Result<()> {
+        super::dump::move_identities(self)
+    }
 }
 
 impl Db for PgStore {
@@ -153,11 +171,9 @@ impl Db for PgStore {
     /// The schema's triggers move it (whoever changes the rows).
     const MOVE_GENERATION: Option<&'static str> = None;
 
-    fn export_dump(&self) -> Result<Dump> {
-        self.export_pg()
-    }
-
     fn import_dump(&mut self, dump: &Dump, force: bool) -> Result<DumpCounts> {
-        self.import_pg(dump, force)
+        let counts = crate::store::sql::copy::import(self, dump, force)?;
+        self.hmac_key = zeroize::Zeroizing::new(dump.hmac_key.as_bytes().to_vec());
+        Ok(counts)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::PgStore;
 use crate::error::Result;
-use crate::store::login::AuditRecord;
+use crate::store::types::AuditRecord;
 
 /// Audit records in one statement (one round trip for a whole batch).
 pub(crate) fn insert_audit(store: &PgStore, audit: &[AuditRecord]) -> Result<()> {

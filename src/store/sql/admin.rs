@@ -8,11 +8,11 @@ use super::{account_id, params, Db, Sql, SqlRow};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::secret::SecretBytes;
-use crate::store::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
 use crate::store::dump::{Dump, DumpCounts};
-use crate::store::login::ONE_TIME_CODE_TAG;
-use crate::store::login::{split_list, AccountRow, AppPasswordRow, APP_PASSWORD_TAG};
 use crate::store::rules;
+use crate::store::types::ONE_TIME_CODE_TAG;
+use crate::store::types::{split_list, AccountRow, AppPasswordRow, APP_PASSWORD_TAG};
+use crate::store::types::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
 use crate::store::{AdminStore, LoginStore, RoutingAdmin};
 use crate::timefmt::now;
 
@@ -438,7 +438,7 @@ impl<D: Db + LoginStore> AdminStore for D {
     }
 
     fn export_all(&self) -> Result<Dump> {
-        self.export_dump()
+        super::copy::export(self)
     }
 
     fn import_all(&mut self, dump: &Dump, force: bool) -> Result<DumpCounts> {

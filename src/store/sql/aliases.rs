@@ -9,8 +9,8 @@
 use super::{account_id, params, Db, Sql, SqlRow};
 use crate::error::{Error, Result};
 use crate::secret::SecretBytes;
-use crate::store::login::AccountRow;
 use crate::store::rules;
+use crate::store::types::AccountRow;
 use crate::timefmt::now;
 use serde::Serialize;
 

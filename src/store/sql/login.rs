@@ -13,8 +13,8 @@ use super::aliases::{account_row, Aliases};
 use super::{params, throttle, Db, Dialect};
 use crate::config::Config;
 use crate::error::Result;
-use crate::store::login::{split_list, AccountRow, AppPasswordRow, AuditRecord, LastUse};
-use crate::store::login::{APP_PASSWORD_TAG, ONE_TIME_CODE_TAG, PRUNE_CHUNK};
+use crate::store::types::{split_list, AccountRow, AppPasswordRow, AuditRecord, LastUse};
+use crate::store::types::{APP_PASSWORD_TAG, ONE_TIME_CODE_TAG};
 use crate::store::{ChangeStamp, LoginStore, QuietCommit, ThrottleStore, TicketStore};
 use crate::throttle::{KeyRows, Keys, State};
 use std::time::Duration;
@@ -23,6 +23,9 @@ const FIND_ACCOUNT: &str =
     "SELECT id, name, plan, disabled, password_hash, totp_secret, totp_last_step,
             EXISTS (SELECT 1 FROM one_time_codes c WHERE c.account_id = a.id)
      FROM accounts a WHERE name = $1";
+
+/// Audit records deleted per statement by `LoginStore::prune`.
+pub const PRUNE_CHUNK: usize = 10_000;
 
 impl<D: Db + Send> ThrottleStore for D {
     fn throttle_state(&self, keys: &Keys, now: i64) -> Result<State> {

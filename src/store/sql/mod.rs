@@ -18,18 +18,20 @@
 
 pub mod admin;
 pub mod aliases;
+pub mod copy;
+pub mod dump;
 pub mod login;
 pub mod routing;
 pub mod throttle;
 pub mod tickets;
 
-use super::dump::{Dump, DumpCounts};
-use super::login::AuditRecord;
 use super::{ChangeStamp, QuietCommit};
 use crate::config::Config;
 use crate::crypto::KeyedHasher;
 use crate::error::{Error, Result};
+use crate::store::types::AuditRecord;
 use crate::throttle::{KeyRows, Keys};
+use dump::{Dump, DumpCounts, Field, Table};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -172,6 +174,18 @@ pub trait Sql {
     /// Audit records in as few statements as the dialect allows (SQLite:
     /// multi-row `INSERT`s; PostgreSQL: one `unnest` of arrays).
     fn insert_audit(&self, audit: &[AuditRecord]) -> Result<()>;
+    /// `saslgate copy`'s import, inside its transaction: what keeps another
+    /// import or `init` out (PostgreSQL: table locks; SQLite's write lock
+    /// does already).
+    fn lock_for_import(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Inserts a copied table's rows (SQLite: one prepared statement per
+    /// row; PostgreSQL: chunks through `unnest` of arrays, a round trip each).
+    fn insert_rows(&self, table: &Table, rows: &[Vec<Field>]) -> Result<()>;
+    /// After an import's rows (SQLite: a new generation; PostgreSQL: the
+    /// identity sequences moved past the copied ids).
+    fn after_import(&self) -> Result<()>;
     /// Exactly one row (a missing one is a storage error).
     fn query_one(&self, sql: &'static str, params: &[Value<'_>]) -> Result<SqlRow> {
         self.query_opt(sql, params)?
@@ -259,9 +273,8 @@ pub trait Db {
             Ok(out)
         })
     }
-    /// The whole database from one consistent read (`saslgate copy`).
-    fn export_dump(&self) -> Result<Dump>;
-    /// Replaces the whole content with `dump`'s (see `AdminStore::import_all`).
+    /// Replaces the whole content with `dump`'s (see `AdminStore::import_all`)
+    /// and takes its key.
     fn import_dump(&mut self, dump: &Dump, force: bool) -> Result<DumpCounts>;
 }
 

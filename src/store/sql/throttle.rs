@@ -8,7 +8,7 @@
 use super::{params, Db, Sql};
 use crate::config::Config;
 use crate::error::Result;
-use crate::store::login::AuditRecord;
+use crate::store::types::AuditRecord;
 use crate::throttle::{slow_delay, state_of, Keys, State};
 use std::time::Duration;
 

@@ -1,12 +1,12 @@
 //! The fast path's read on SQLite: the generation and the throttle rows in
 //! one statement (the throttle's rules are `sql/throttle.rs`).
 
-use super::Store;
+use super::SqliteStore;
 use crate::error::Result;
 use crate::throttle::{KeyRows, Keys};
 use rusqlite::params;
 
-impl Store {
+impl SqliteStore {
     /// The database generation and the throttle rows, read by one statement (so
     /// from one snapshot of the database, without an explicit transaction): what
     /// the engine's fast path needs to know is current.
@@ -74,7 +74,7 @@ mod tests {
             trusted_networks: vec![crate::throttle::Network::parse("198.51.100.0/24").unwrap()],
             ..Config::default()
         };
-        let mut store = Store::create(&cfg).unwrap();
+        let mut store = SqliteStore::create(&cfg).unwrap();
         let now = 1_800_000_000;
         let addr = Some("192.0.2.7".parse().unwrap());
         let with_addr = Keys::new("alice", addr, &cfg);
@@ -82,7 +82,7 @@ mod tests {
         // A trusted address has a pair key but no address key.
         let trusted = Keys::new("carol", Some("198.51.100.7".parse().unwrap()), &cfg);
         assert!(trusted.address.is_none() && trusted.pair.is_some());
-        let check = |store: &Store| {
+        let check = |store: &SqliteStore| {
             for keys in [&with_addr, &without, &trusted] {
                 let (generation, rows) = store.generation_and_throttle(keys).unwrap();
                 let state = crate::throttle::state_of_rows(keys, &rows, now);

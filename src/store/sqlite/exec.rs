@@ -1,14 +1,15 @@
 //! The shared executor ([`Sql`]) on a SQLite connection or transaction, and
 //! the SQLite store as a [`Db`] (its write transactions: `BEGIN IMMEDIATE`).
 
-use super::dump::{Dump, DumpCounts};
-use super::login::AuditRecord;
-use super::sql::{dialect_text, Cell, Db, Dialect, Sql, SqlRow, Value};
 use super::wal_index::WalIndex;
-use super::{ChangeStamp, QuietCommit, Store};
+use super::{ChangeStamp, QuietCommit, SqliteStore};
 use crate::config::Config;
 use crate::crypto::KeyedHasher;
 use crate::error::Result;
+use crate::store::dump::{Dump, DumpCounts, Field, Table};
+use crate::store::sql::copy::insert_one_sql;
+use crate::store::sql::{dialect_text, Cell, Db, Dialect, Sql, SqlRow, Value};
+use crate::store::types::AuditRecord;
 use crate::throttle::{KeyRows, Keys};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
@@ -64,11 +65,35 @@ impl Sql for Connection {
     }
 
     fn insert_audit(&self, audit: &[AuditRecord]) -> Result<()> {
-        super::login::insert_audit(self, audit)
+        super::insert_audit(self, audit)
+    }
+
+    fn insert_rows(&self, table: &Table, rows: &[Vec<Field>]) -> Result<()> {
+        let sql = insert_one_sql(table);
+        for row in rows {
+            let values = row
+                .iter()
+                .zip(table.columns)
+                .map(|(f, (_, kind))| f.value(*kind))
+                .collect::<Result<Vec<_>>>()?;
+            Sql::execute(self, sql, &values)?;
+        }
+        Ok(())
+    }
+
+    fn after_import(&self) -> Result<()> {
+        Sql::execute(self, MOVE_GENERATION, &[])?;
+        Ok(())
     }
 }
 
-impl Db for Store {
+/// A new random generation, not the old one plus one: a database restored in
+/// place from an older copy must never reach, by counting up, a number that a
+/// reader's in-memory data (engine snapshot, credential cache) belongs to.
+const MOVE_GENERATION: &str =
+    "UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'";
+
+impl Db for SqliteStore {
     fn db_config(&self) -> &Config {
         &self.config
     }
@@ -128,18 +153,12 @@ impl Db for Store {
         self.keyed.clone()
     }
 
-    /// A new random generation, not the old one plus one: a database
-    /// restored in place from an older copy must never reach, by counting
-    /// up, a number that a reader's in-memory data (engine snapshot,
-    /// credential cache) belongs to.
-    const MOVE_GENERATION: Option<&'static str> =
-        Some("UPDATE meta SET value = (random() & 9223372036854775807) WHERE key = 'generation'");
-
-    fn export_dump(&self) -> Result<Dump> {
-        self.export_sqlite()
-    }
+    const MOVE_GENERATION: Option<&'static str> = Some(MOVE_GENERATION);
 
     fn import_dump(&mut self, dump: &Dump, force: bool) -> Result<DumpCounts> {
-        self.import_sqlite(dump, force)
+        let counts = crate::store::sql::copy::import(self, dump, force)?;
+        self.hmac_key = dump.hmac_key.as_bytes().to_vec();
+        self.keyed = KeyedHasher::new(&self.hmac_key);
+        Ok(counts)
     }
 }

@@ -1,81 +1,7 @@
-//! The rows of the login path (both backends; their reads and writes are in
-//! `sql/login.rs`), and SQLite's multi-row audit insert.
+//! SQLite's multi-row audit insert (the batch a login or the flusher writes).
 
 use crate::error::Result;
-use crate::secret::SecretBytes;
-
-/// What the engine needs to know about an account.
-#[derive(Debug)]
-pub struct AccountRow {
-    pub id: i64,
-    pub name: String,
-    pub plan: String,
-    pub disabled: bool,
-    pub password_hash: Option<String>,
-    pub totp_secret: Option<SecretBytes>,
-    pub totp_last_step: i64,
-    /// Has one-time codes (used or not): two-step stays on when TOTP is removed.
-    pub has_codes: bool,
-}
-
-impl AccountRow {
-    pub fn two_step(&self) -> bool {
-        self.totp_secret.is_some() || self.has_codes
-    }
-}
-
-#[derive(Debug)]
-pub struct AppPasswordRow {
-    pub id: i64,
-    pub account_id: i64,
-    pub label: String,
-    /// Empty: whatever the account may use.
-    pub services: Vec<String>,
-    pub restricted: bool,
-    pub expires: Option<i64>,
-    pub revoked: Option<i64>,
-}
-
-/// A short text of an audit record: kept inline up to 24 bytes (an account,
-/// a service, an address, a credential's name), so buffering a success costs
-/// no allocation in the common case.
-pub type AuditText = compact_str::CompactString;
-
-/// One audit record.
-#[derive(Debug, Clone)]
-pub struct AuditRecord {
-    pub ts: i64,
-    pub account: Option<AuditText>,
-    pub service: Option<AuditText>,
-    pub client_addr: Option<AuditText>,
-    pub outcome: &'static str,
-    pub reason: Option<&'static str>,
-    pub detail: Option<String>,
-    pub credential: Option<AuditText>,
-}
-
-/// A credential's last successful use, written in batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LastUse {
-    Account(i64),
-    AppPassword(i64),
-}
-
-/// The first part of an app password's index key (stored: never changes).
-pub(crate) const APP_PASSWORD_TAG: &[u8] = b"app-password";
-/// The first part of a one-time code's index key.
-pub(crate) const ONE_TIME_CODE_TAG: &[u8] = b"one-time-code";
-
-pub(crate) fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-/// Audit records deleted per statement by `LoginStore::prune`.
-pub const PRUNE_CHUNK: usize = 10_000;
+use crate::store::types::AuditRecord;
 
 pub(crate) fn insert_audit(tx: &rusqlite::Connection, audit: &[AuditRecord]) -> Result<()> {
     // Whole chunks through one multi-row statement: a statement's start, bind
@@ -139,7 +65,7 @@ fn bind_audit(st: &mut rusqlite::Statement<'_>, at: usize, a: &AuditRecord) -> R
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::store::{LoginStore, Store};
+    use crate::store::{LoginStore, SqliteStore};
 
     /// ts, account, service, client_addr, reason, credential.
     type Row = (
@@ -160,7 +86,7 @@ mod tests {
             db: dir.path().join("sg.db"),
             ..Config::default()
         };
-        let mut store = Store::create(&cfg).unwrap();
+        let mut store = SqliteStore::create(&cfg).unwrap();
         let mut written = 0;
         for n in [
             0,
