@@ -297,7 +297,13 @@ pub fn dialect_text(dialect: Dialect, sql: &'static str) -> &'static str {
         static SEEN: RefCell<HashMap<Key, &'static str>> = RefCell::new(HashMap::new());
     }
     let key = (sql.as_ptr() as usize, sql.len(), dialect == Dialect::Sqlite);
-    if let Some(text) = SEEN.with(|seen| seen.borrow().get(&key).copied()) {
+    // `try_with`: the plugin's exit flush runs while thread-locals are
+    // being destroyed; the shared map serves then.
+    if let Some(text) = SEEN
+        .try_with(|seen| seen.borrow().get(&key).copied())
+        .ok()
+        .flatten()
+    {
         return text;
     }
     let shared = TEXTS
@@ -317,7 +323,7 @@ pub fn dialect_text(dialect: Dialect, sql: &'static str) -> &'static str {
                 Box::leak(text.into_boxed_str())
             })
     });
-    SEEN.with(|seen| seen.borrow_mut().insert(key, text));
+    let _ = SEEN.try_with(|seen| seen.borrow_mut().insert(key, text));
     text
 }
 
