@@ -78,12 +78,16 @@ mod padding_tests {
             assert!(!bcrypt_verify_padded(&counter, b"wrong", h, cost));
             t.elapsed()
         };
-        let mut ratios: Vec<f64> = (0..5)
-            .map(|_| time(&cheap, 9).as_secs_f64() / time(&full, 9).as_secs_f64())
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        // Unpadded, cost 4 against cost 9 is about 1/32.
-        assert!(ratios[2] > 0.8 && ratios[2] < 1.25, "{ratios:?}");
+        // The fastest of five each: other work on a busy machine only adds
+        // time (a median of ratios moved with CI load). Unpadded, cost 4
+        // against cost 9 is about 1/32.
+        let (mut cheap_min, mut full_min) = (f64::MAX, f64::MAX);
+        for _ in 0..5 {
+            cheap_min = cheap_min.min(time(&cheap, 9).as_secs_f64());
+            full_min = full_min.min(time(&full, 9).as_secs_f64());
+        }
+        let ratio = cheap_min / full_min;
+        assert!(ratio > 0.8 && ratio < 1.25, "{cheap_min} s against {full_min} s");
         assert!(bcrypt_verify_padded(&counter, b"right", &cheap, 9));
         assert_eq!(counter.verifies.load(Ordering::Relaxed), 11);
     }

@@ -37,7 +37,7 @@ pub use fixture::{
     oathtool, on_own_postgresql, on_postgresql, refused, req, Fixture, PgHome, Scenario,
 };
 pub use poll::{holds_for, poll, settled, wait_until};
-pub use saslgate::store::{AdminStore, LoginStore, Store};
+pub use saslgate::store::{AdminStore, LoginStore, SqliteStore};
 pub use tools::{bin, compile_sasl_program, fresh_plugin, is_root, need_tool, skip, sql};
 
 /// Passwords of the standard accounts ([`Scenario`]).

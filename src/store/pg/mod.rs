@@ -1,8 +1,8 @@
 //! The PostgreSQL backend: the same tables and rules as the SQLite store, for
 //! several mail hosts sharing one database.
 //!
-//! - this file: connecting (URL, TLS, password file, timeouts) and running
-//!   statements with a bounded wait;
+//! - this file: connecting (URL, password file, timeouts) and running
+//!   statements with a bounded wait; [`tls`] the TLS connector (rustls);
 //! - [`schema`]: the migrations, `saslgate init` and the login role;
 //! - `login`, `throttle`, `admin`, `web`: the trait implementations.
 //!
@@ -14,14 +14,12 @@
 //! fails ("unavailable") and the pool drops it; the next login connects anew.
 //! The server applies the same `statement_timeout` itself, so it gives up too.
 
-mod admin;
-mod aliases;
 mod dump;
+mod exec;
 mod login;
-mod routing;
 pub mod schema;
 mod throttle;
-mod tickets;
+mod tls;
 mod web;
 
 use crate::config::Config;
@@ -40,7 +38,7 @@ pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// An open PostgreSQL connection with the saslgate schema.
 pub struct PgStore {
     /// Declared before `runtime`: dropped first, while the runtime still exists.
-    client: Client,
+    pub(super) client: Client,
     runtime: tokio::runtime::Runtime,
     pub(crate) config: Config,
     pub(crate) hmac_key: Zeroizing<Vec<u8>>,
@@ -153,29 +151,6 @@ fn query_has(query: &str, key: &str) -> bool {
     form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == key)
 }
 
-/// The TLS connector for a target (OpenSSL, certificate checks per `sslmode`).
-fn tls_connector(target: &Target) -> Result<postgres_openssl::MakeTlsConnector> {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-    let tls_err = |e: openssl::error::ErrorStack| Error::Config(format!("db: TLS setup: {e}"));
-    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
-    match (&target.root_cert, target.verify) {
-        (_, Verify::None) => builder.set_verify(SslVerifyMode::NONE),
-        (Some(file), _) => builder
-            .set_ca_file(file)
-            .map_err(|e| Error::Config(format!("db: sslrootcert {file}: {e}")))?,
-        (None, _) => builder.set_default_verify_paths().map_err(tls_err)?,
-    }
-    let mut connector = postgres_openssl::MakeTlsConnector::new(builder.build());
-    if target.verify != Verify::Full {
-        // verify-ca and below: the chain (if checked at all), not the name.
-        connector.set_callback(|config, _host| {
-            config.set_verify_hostname(false);
-            Ok(())
-        });
-    }
-    Ok(connector)
-}
-
 /// Reads `db_password_file` (first line, without its line end), kept in
 /// memory that is wiped when dropped.
 fn read_password(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
@@ -270,7 +245,7 @@ impl PgStore {
         let bound = connect * hosts + Duration::from_millis(100);
         let tls = target.pg.get_ssl_mode() != tokio_postgres::config::SslMode::Disable;
         let connector = if tls {
-            Some(tls_connector(&target)?)
+            Some(tls::connector(&target)?)
         } else {
             None
         };
@@ -359,7 +334,7 @@ impl PgStore {
     }
 
     /// The connection's prepared statement for `sql` (prepared once).
-    fn prepared(&self, sql: &'static str) -> Result<Statement> {
+    pub(super) fn prepared(&self, sql: &'static str) -> Result<Statement> {
         if let Some(st) = self.statements.borrow().get(sql) {
             return Ok(st.clone());
         }
