@@ -18,6 +18,7 @@ mod admin;
 mod aliases;
 mod dump;
 mod login;
+pub mod notify;
 mod routing;
 pub mod schema;
 mod throttle;
@@ -201,26 +202,17 @@ fn millis(d: Duration) -> u128 {
     d.as_millis().max(1)
 }
 
-impl PgStore {
-    /// Opens a connection to an initialised database (migrating an older
-    /// schema when the role may).
-    pub fn open(config: &Config) -> Result<PgStore> {
-        let mut store = PgStore::connect(config)?;
-        schema::prepare(&mut store, false)?;
-        Ok(store)
-    }
+/// What a connection is made from: the server's address and options, the
+/// TLS connector if any, and the bound on the whole attempt.
+pub(crate) struct Dialing {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) connector: Option<postgres_openssl::MakeTlsConnector>,
+    pub(crate) bound: Duration,
+}
 
-    /// `saslgate init`: creates the schema in an empty database. A database
-    /// that has it already is refused (`Error::Exists`).
-    pub fn create(config: &Config) -> Result<PgStore> {
-        let mut store = PgStore::connect(config)?;
-        schema::prepare(&mut store, true)?;
-        Ok(store)
-    }
-
-    /// Connects (bounded by `db_connect_timeout` per host), with the server's
-    /// own timeouts set in the startup packet (no extra round trip).
-    pub(crate) fn connect(config: &Config) -> Result<PgStore> {
+/// The connection settings of `config` (URL, TLS, password file, timeouts
+/// set in the startup packet).
+pub(crate) fn dialing(config: &Config) -> Result<Dialing> {
         let url = match config.database() {
             crate::config::Database::Postgres(url) => url,
             crate::config::Database::Sqlite(p) => {
@@ -260,11 +252,8 @@ impl PgStore {
         if let Some(pw) = &password {
             target.pg.password(&pw[..]);
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| Error::Storage(format!("PostgreSQL: cannot start its I/O: {e}")))?;
+        // Ours is wiped here; tokio-postgres's copy lives in `pg`.
+        drop(password);
         // Each host gets the connect timeout; the whole attempt is bounded too.
         let hosts = target.pg.get_hosts().len().max(1) as u32;
         let bound = connect * hosts + Duration::from_millis(100);
@@ -274,7 +263,58 @@ impl PgStore {
         } else {
             None
         };
-        let pg = target.pg;
+        Ok(Dialing {
+            pg: target.pg,
+            connector,
+            bound,
+        })
+}
+
+/// The result of a bounded connect attempt.
+pub(crate) fn connected_or_err<T>(
+    connected: std::result::Result<std::result::Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+    bound: Duration,
+) -> Result<T> {
+    match connected {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(Error::Storage(format!("PostgreSQL: {}", describe(&e)))),
+        Err(_) => Err(Error::Storage(format!(
+            "PostgreSQL: no connection within {} ms",
+            bound.as_millis()
+        ))),
+    }
+}
+
+impl PgStore {
+    /// Opens a connection to an initialised database (migrating an older
+    /// schema when the role may).
+    pub fn open(config: &Config) -> Result<PgStore> {
+        let mut store = PgStore::connect(config)?;
+        schema::prepare(&mut store, false)?;
+        Ok(store)
+    }
+
+    /// `saslgate init`: creates the schema in an empty database. A database
+    /// that has it already is refused (`Error::Exists`).
+    pub fn create(config: &Config) -> Result<PgStore> {
+        let mut store = PgStore::connect(config)?;
+        schema::prepare(&mut store, true)?;
+        Ok(store)
+    }
+
+    /// Connects (bounded by `db_connect_timeout` per host), with the server's
+    /// own timeouts set in the startup packet (no extra round trip).
+    pub(crate) fn connect(config: &Config) -> Result<PgStore> {
+        let Dialing {
+            pg,
+            connector,
+            bound,
+        } = dialing(config)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Storage(format!("PostgreSQL: cannot start its I/O: {e}")))?;
         let connected = runtime.block_on(async {
             tokio::time::timeout(bound, async {
                 match connector {
@@ -294,19 +334,9 @@ impl PgStore {
             .await
         });
         // tokio-postgres keeps its copy of the password in `pg` (freed, not
-        // wiped, here); ours is wiped when `password` drops.
+        // wiped, here).
         drop(pg);
-        drop(password);
-        let client = match connected {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(Error::Storage(format!("PostgreSQL: {}", describe(&e)))),
-            Err(_) => {
-                return Err(Error::Storage(format!(
-                    "PostgreSQL: no connection within {} ms",
-                    bound.as_millis()
-                )))
-            }
-        };
+        let client = connected_or_err(connected, bound)?;
         Ok(PgStore {
             client,
             runtime,
