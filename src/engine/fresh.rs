@@ -119,7 +119,10 @@ impl Fresh {
     pub(super) fn wrote(&self, store: &dyn LoginStore, keys: &Keys) {
         if matches!(store.config().database(), Database::Postgres(_)) {
             let [a, b] = [keys.address.as_deref(), keys.pair.as_deref()];
-            notify::wrote([a, b, keys.slow.as_deref()].into_iter().flatten());
+            notify::wrote(
+                store.config(),
+                [a, b, keys.slow.as_deref()].into_iter().flatten(),
+            );
         }
     }
 

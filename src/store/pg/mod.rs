@@ -213,66 +213,69 @@ pub(crate) struct Dialing {
 /// The connection settings of `config` (URL, TLS, password file, timeouts
 /// set in the startup packet).
 pub(crate) fn dialing(config: &Config) -> Result<Dialing> {
-        let url = match config.database() {
-            crate::config::Database::Postgres(url) => url,
-            crate::config::Database::Sqlite(p) => {
-                return Err(Error::Config(format!(
-                    "{}: not a PostgreSQL URL",
-                    p.display()
-                )))
-            }
-        };
-        let mut target = parse_target(url)?;
-        let statement = config.db_statement_timeout;
-        let connect = config.db_connect_timeout;
-        let mut options = target.pg.get_options().unwrap_or("").to_string();
-        // idle_in_transaction: a client stopped inside a transaction must not
-        // hold row locks (a throttle row, a code) for longer than a statement.
-        options.push_str(&format!(
-            " -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
-            millis(statement),
-            millis(statement.max(Duration::from_secs(1)))
-        ));
-        target
-            .pg
-            .options(options.trim())
-            .connect_timeout(connect)
-            .tcp_user_timeout(statement)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .keepalives_interval(Duration::from_secs(5))
-            .keepalives_retries(3);
-        if target.pg.get_application_name().is_none() {
-            target.pg.application_name("saslgate");
+    let url = match config.database() {
+        crate::config::Database::Postgres(url) => url,
+        crate::config::Database::Sqlite(p) => {
+            return Err(Error::Config(format!(
+                "{}: not a PostgreSQL URL",
+                p.display()
+            )))
         }
-        let password = match &config.db_password_file {
-            Some(path) => Some(read_password(path)?),
-            None => None,
-        };
-        if let Some(pw) = &password {
-            target.pg.password(&pw[..]);
-        }
-        // Ours is wiped here; tokio-postgres's copy lives in `pg`.
-        drop(password);
-        // Each host gets the connect timeout; the whole attempt is bounded too.
-        let hosts = target.pg.get_hosts().len().max(1) as u32;
-        let bound = connect * hosts + Duration::from_millis(100);
-        let tls = target.pg.get_ssl_mode() != tokio_postgres::config::SslMode::Disable;
-        let connector = if tls {
-            Some(tls_connector(&target)?)
-        } else {
-            None
-        };
-        Ok(Dialing {
-            pg: target.pg,
-            connector,
-            bound,
-        })
+    };
+    let mut target = parse_target(url)?;
+    let statement = config.db_statement_timeout;
+    let connect = config.db_connect_timeout;
+    let mut options = target.pg.get_options().unwrap_or("").to_string();
+    // idle_in_transaction: a client stopped inside a transaction must not
+    // hold row locks (a throttle row, a code) for longer than a statement.
+    options.push_str(&format!(
+        " -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        millis(statement),
+        millis(statement.max(Duration::from_secs(1)))
+    ));
+    target
+        .pg
+        .options(options.trim())
+        .connect_timeout(connect)
+        .tcp_user_timeout(statement)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3);
+    if target.pg.get_application_name().is_none() {
+        target.pg.application_name("saslgate");
+    }
+    let password = match &config.db_password_file {
+        Some(path) => Some(read_password(path)?),
+        None => None,
+    };
+    if let Some(pw) = &password {
+        target.pg.password(&pw[..]);
+    }
+    // Ours is wiped here; tokio-postgres's copy lives in `pg`.
+    drop(password);
+    // Each host gets the connect timeout; the whole attempt is bounded too.
+    let hosts = target.pg.get_hosts().len().max(1) as u32;
+    let bound = connect * hosts + Duration::from_millis(100);
+    let tls = target.pg.get_ssl_mode() != tokio_postgres::config::SslMode::Disable;
+    let connector = if tls {
+        Some(tls_connector(&target)?)
+    } else {
+        None
+    };
+    Ok(Dialing {
+        pg: target.pg,
+        connector,
+        bound,
+    })
 }
 
 /// The result of a bounded connect attempt.
 pub(crate) fn connected_or_err<T>(
-    connected: std::result::Result<std::result::Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+    connected: std::result::Result<
+        std::result::Result<T, tokio_postgres::Error>,
+        tokio::time::error::Elapsed,
+    >,
     bound: Duration,
 ) -> Result<T> {
     match connected {

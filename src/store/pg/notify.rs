@@ -4,29 +4,35 @@
 //! The engine's fast path (`engine::fresh`) keeps the generation and
 //! throttle rows it read, and drops exactly what a notice names.
 //!
-//! No thread: the connection is polled by the logins themselves, under one
-//! lock, before each use of the kept knowledge (a non-blocking read of what
-//! the server has sent). So nothing runs between logins, nothing is left
-//! behind across `fork` (a child forgets its parent's connection without
-//! touching it and listens anew), every wait is bounded by the database
-//! timeouts, and nothing is printed (the plugin lives inside Postfix and
-//! Cyrus).
+//! No thread and no wait: the connection is polled by the logins
+//! themselves, under one lock, before each use of the kept knowledge (a
+//! non-blocking read of what the server has sent; connecting and the
+//! heartbeat are futures advanced by these polls, never awaited). So
+//! nothing runs between logins, nothing is left behind across `fork` (a
+//! child forgets its parent's connection without touching it and listens
+//! anew), a login never waits on the listener (a hung server costs the
+//! login's own read only), and nothing is printed (the plugin lives inside
+//! Postfix and Cyrus).
 //!
 //! Knowledge is trusted only under a [`Position`] of a live listener:
 //! - `epoch` moves at every (re)connection, fork, loss and change of database:
 //!   what was read under an older epoch is never used (a notice may have been
 //!   missed while nobody listened);
-//! - the listener proves it is alive by a round trip at least every
-//!   [`BEAT`]; when it is due and fails, or the connection is closed, or
-//!   the triggers are missing or disabled, there is no position and every
-//!   login reads the database, as before the broadcast.
+//! - the listener proves it is alive by a round trip (which also checks the
+//!   triggers are there and enabled) sent every `BEAT / 2`; knowledge is
+//!   used only while the last answered one was sent less than [`BEAT`]
+//!   ago. Otherwise (not connected yet, closed, no answer, triggers missing
+//!   or disabled) there is no position and every login reads the database,
+//!   as before the broadcast.
 
-use super::{connected_or_err, describe, dialing};
+use super::{describe, dialing, Dialing};
 use crate::config::Config;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio_postgres::AsyncMessage;
@@ -107,24 +113,30 @@ pub struct Stats {
 }
 
 type MessagePoll = Box<
-    dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>>
-        + Send,
+    dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<AsyncMessage, tokio_postgres::Error>>> + Send,
 >;
+type Setup = Pin<Box<dyn Future<Output = Result<Listener, String>> + Send>>;
+type Beat = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 struct Listener {
-    /// Dropped before `messages` and `runtime` (field order).
-    client: tokio_postgres::Client,
+    /// Dropped before `messages` (field order).
+    client: Arc<tokio_postgres::Client>,
+    beat: Option<(Instant, Beat)>,
     messages: MessagePoll,
-    runtime: tokio::runtime::Runtime,
-    beat_at: Instant,
-    statement_timeout: Duration,
     backend_pid: i32,
+    /// When the last answered heartbeat was sent: every notice of a commit
+    /// before it had arrived when its answer did.
+    beat_at: Instant,
 }
 
 struct State {
     pid: u32,
     db: PathBuf,
+    /// Dropped before `runtime` (field order).
     listener: Option<Listener>,
+    setup: Option<(Instant, Setup)>,
+    runtime: Option<tokio::runtime::Runtime>,
+    statement_timeout: Duration,
     epoch: u64,
     seq: u64,
     ring: VecDeque<(u64, Notice)>,
@@ -132,25 +144,48 @@ struct State {
     stats: Stats,
 }
 
-static STATE: Mutex<State> = Mutex::new(State {
-    pid: 0,
-    db: PathBuf::new(),
-    listener: None,
-    epoch: 0,
-    seq: 0,
-    ring: VecDeque::new(),
-    retry_at: None,
-    stats: Stats {
-        live: false,
-        epoch: 0,
-        notices: 0,
-        connects: 0,
-        losses: 0,
-    },
-});
+/// One listener per database this process uses (a test binary, or a
+/// reload onto another database, may use several).
+static STATES: Mutex<Vec<State>> = Mutex::new(Vec::new());
 
-fn state() -> std::sync::MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(|p| p.into_inner())
+/// Epochs are unique in the process (a position names its listener).
+static EPOCHS: AtomicU64 = AtomicU64::new(1);
+
+/// Listeners kept at most; the least recently added goes first.
+const MAX_DATABASES: usize = 4;
+
+fn states() -> std::sync::MutexGuard<'static, Vec<State>> {
+    STATES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The state of `db`, made if new.
+fn state_of<'a>(states: &'a mut Vec<State>, db: &Path) -> &'a mut State {
+    let i = match states.iter().position(|s| s.db == db) {
+        Some(i) => i,
+        None => {
+            if states.len() >= MAX_DATABASES {
+                let mut old = states.remove(0);
+                if old.pid != std::process::id() {
+                    old.forget_parents();
+                }
+            }
+            states.push(State {
+                pid: std::process::id(),
+                db: db.to_path_buf(),
+                listener: None,
+                setup: None,
+                runtime: None,
+                statement_timeout: Duration::from_secs(1),
+                epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
+                seq: 0,
+                ring: VecDeque::new(),
+                retry_at: None,
+                stats: Stats::default(),
+            });
+            states.len() - 1
+        }
+    };
+    &mut states[i]
 }
 
 impl State {
@@ -164,7 +199,7 @@ impl State {
 
     /// Stops trusting anything heard so far.
     fn new_epoch(&mut self) {
-        self.epoch += 1;
+        self.epoch = EPOCHS.fetch_add(1, Ordering::Relaxed);
         self.ring.clear();
         self.stats.epoch = self.epoch;
     }
@@ -172,6 +207,18 @@ impl State {
     fn lose(&mut self) {
         self.listener = None;
         self.stats.losses += 1;
+        self.new_epoch();
+    }
+
+    /// After a fork: the parent's connection, setup and runtime (whose I/O
+    /// driver is shared with the parent) are leaked untouched; dropping
+    /// them would end the parent's session.
+    fn forget_parents(&mut self) {
+        std::mem::forget(self.listener.take());
+        std::mem::forget(self.setup.take());
+        std::mem::forget(self.runtime.take());
+        self.pid = std::process::id();
+        self.retry_at = None;
         self.new_epoch();
     }
 
@@ -183,75 +230,98 @@ impl State {
     }
 }
 
-/// Polls the listener (connecting, or proving it alive, when due) and
-/// returns where it stands; `None`: not listening, read the database.
+/// Polls the listener (advancing its connection or heartbeat, never
+/// waiting) and returns where it stands; `None`: not listening, or not
+/// proven alive lately: read the database.
 pub fn position(config: &Config) -> Option<Position> {
-    let mut st = state();
-    let pid = std::process::id();
-    if st.pid != pid {
-        // Forked: the parent's connection is not ours. Leak it untouched
-        // (closing would end the parent's session; its runtime's I/O driver
-        // is shared with the parent).
-        if let Some(l) = st.listener.take() {
-            std::mem::forget(l);
-        }
-        st.pid = pid;
-        st.retry_at = None;
-        st.new_epoch();
+    let mut states = states();
+    let st = state_of(&mut states, &config.db);
+    if st.pid != std::process::id() {
+        st.forget_parents();
     }
-    if st.db != config.db {
-        st.listener = None;
-        st.db = config.db.clone();
-        st.retry_at = None;
-        st.new_epoch();
+    if st.runtime.is_none() {
+        st.runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .ok();
     }
+    st.statement_timeout = config.db_statement_timeout;
     let now = Instant::now();
     if st.listener.is_none() {
-        if st.retry_at.is_some_and(|t| now < t) {
-            return None;
+        if st.setup.is_none() {
+            if st.retry_at.is_some_and(|t| now < t) {
+                return None;
+            }
+            let Ok(d) = dialing(config) else {
+                st.retry_at = Some(now + RETRY);
+                return None;
+            };
+            let bound = d.bound + config.db_statement_timeout;
+            let setup = tokio::time::timeout(bound, set_up(d));
+            let setup: Setup = Box::pin(async move {
+                setup
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no listener within {} ms", bound.as_millis())))
+            });
+            st.setup = Some((now, setup));
         }
-        match Listener::connect(config) {
-            Ok(l) => {
-                st.listener = Some(l);
-                st.retry_at = None;
+        let runtime = st.runtime.as_ref()?;
+        let (_, setup) = st.setup.as_mut()?;
+        let ready = runtime.block_on(poll_twice(setup.as_mut()));
+        match ready {
+            Poll::Pending => return None,
+            Poll::Ready(Err(_)) => {
+                st.setup = None;
+                st.retry_at = Some(now + RETRY);
+                return None;
+            }
+            Poll::Ready(Ok(listener)) => {
+                st.setup = None;
+                st.listener = Some(listener);
                 st.stats.connects += 1;
                 // Knowledge read before this connection listened is never used.
                 st.new_epoch();
             }
-            Err(_) => {
-                st.retry_at = Some(now + RETRY);
-                return None;
-            }
         }
     }
+    let timeout = st.statement_timeout;
+    let runtime = st.runtime.as_ref()?;
+    let l = st.listener.as_mut()?;
+    if l.beat.is_none() && now.duration_since(l.beat_at) >= BEAT / 2 {
+        let client = Arc::clone(&l.client);
+        let beat: Beat = Box::pin(async move { check(client.query_one(TRIGGERS, &[]).await) });
+        l.beat = Some((now, beat));
+    }
     let mut heard = Vec::new();
-    let polled = {
-        let l = st.listener.as_mut()?;
-        if now.duration_since(l.beat_at) >= BEAT {
-            l.beat(&mut heard)
-        } else {
-            l.drain(&mut heard)
-        }
-    };
+    let polled = runtime.block_on(poll_listener(l, &mut heard));
+    let overdue = l
+        .beat
+        .as_ref()
+        .is_some_and(|(sent, _)| now.duration_since(*sent) > timeout);
+    let confirmed = now.duration_since(l.beat_at) < BEAT;
     st.stats.notices += heard.len() as u64;
     for n in heard {
         st.push(n);
     }
-    if polled.is_err() {
+    if polled.is_err() || overdue {
         st.lose();
-        st.retry_at = None;
         return None;
     }
     st.stats.live = true;
+    if !confirmed {
+        return None;
+    }
     st.live()
 }
 
 /// The notices after `after` and the current position; `None` when some
 /// are lost or the listener's epoch is another.
 pub fn since(after: Position) -> Option<Heard> {
-    let st = state();
+    let states = states();
+    let st = states.iter().find(|s| s.epoch == after.epoch)?;
     let now = st.live()?;
-    if now.epoch != after.epoch || st.pid != std::process::id() {
+    if st.pid != std::process::id() {
         return None;
     }
     if after.seq < now.seq {
@@ -270,8 +340,9 @@ pub fn since(after: Position) -> Option<Heard> {
 }
 
 /// This process wrote these throttle keys (its own notice comes later).
-pub fn wrote<'a>(keys: impl IntoIterator<Item = &'a str>) {
-    let mut st = state();
+pub fn wrote<'a>(config: &Config, keys: impl IntoIterator<Item = &'a str>) {
+    let mut states = states();
+    let st = state_of(&mut states, &config.db);
     if st.listener.is_some() {
         for k in keys {
             st.push(Notice::Key(k.to_string()));
@@ -279,144 +350,148 @@ pub fn wrote<'a>(keys: impl IntoIterator<Item = &'a str>) {
     }
 }
 
-/// The listener's counters.
-pub fn stats() -> Stats {
-    let st = state();
+/// The counters of the listener of `config`'s database.
+pub fn stats(config: &Config) -> Stats {
+    let mut states = states();
+    let st = state_of(&mut states, &config.db);
     let mut s = st.stats;
     s.live = st.listener.is_some() && st.pid == std::process::id();
     s
 }
 
-/// The server process id of this process's listening session (tests end it
-/// with `pg_terminate_backend`); `None` when not listening.
-pub fn listener_backend() -> Option<i32> {
-    state().listener.as_ref().map(|l| l.backend_pid)
+/// The server process id of this process's listening session for
+/// `config`'s database (tests end it with `pg_terminate_backend`).
+pub fn listener_backend(config: &Config) -> Option<i32> {
+    let mut states = states();
+    let st = state_of(&mut states, &config.db);
+    st.listener.as_ref().map(|l| l.backend_pid)
 }
 
-impl Listener {
-    fn connect(config: &Config) -> crate::Result<Listener> {
-        let d = dialing(config)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| crate::Error::Storage(format!("PostgreSQL: cannot start its I/O: {e}")))?;
-        let bound = d.bound;
-        let pg = d.pg;
-        let connected = runtime.block_on(async {
-            tokio::time::timeout(bound, async {
-                match d.connector {
-                    Some(c) => pg.connect(c).await.map(|(client, mut conn)| {
-                        let poll: MessagePoll = Box::new(move |cx| conn.poll_message(cx));
-                        (client, poll)
-                    }),
-                    None => pg
-                        .connect(tokio_postgres::NoTls)
-                        .await
-                        .map(|(client, mut conn)| {
-                            let poll: MessagePoll = Box::new(move |cx| conn.poll_message(cx));
-                            (client, poll)
-                        }),
-                }
-            })
+/// Connects, listens, limits the session's idleness and checks the
+/// triggers (one future: advanced by logins, never awaited by one).
+async fn set_up(d: Dialing) -> Result<Listener, String> {
+    let pg = d.pg;
+    let (client, mut messages) = match d.connector {
+        Some(c) => pg.connect(c).await.map(|(client, mut conn)| {
+            let poll: MessagePoll = Box::new(move |cx| conn.poll_message(cx));
+            (client, poll)
+        }),
+        None => pg
+            .connect(tokio_postgres::NoTls)
             .await
-        });
-        drop(pg);
-        let (client, messages) = connected_or_err(connected, bound)?;
-        let mut l = Listener {
-            client,
-            messages,
-            runtime,
-            beat_at: Instant::now(),
-            statement_timeout: config.db_statement_timeout,
-            backend_pid: 0,
-        };
-        let mut ignored = Vec::new();
-        let setup = format!("LISTEN {CHANNEL}; SET idle_session_timeout = '{IDLE_SESSION}'");
-        let bound = l.statement_timeout;
-        drive(
-            &mut l.messages,
-            &l.runtime,
-            bound,
-            l.client.batch_execute(&setup),
-            &mut ignored,
-        )
-        .map_err(crate::Error::Storage)?;
-        let row = drive(
-            &mut l.messages,
-            &l.runtime,
-            bound,
-            l.client.query_one("SELECT pg_backend_pid()", &[]),
-            &mut ignored,
-        )
-        .map_err(crate::Error::Storage)?;
-        l.backend_pid = row.try_get(0).unwrap_or(0);
-        l.beat(&mut ignored).map_err(crate::Error::Storage)?;
-        Ok(l)
+            .map(|(client, mut conn)| {
+                let poll: MessagePoll = Box::new(move |cx| conn.poll_message(cx));
+                (client, poll)
+            }),
     }
+    .map_err(|e| describe(&e))?;
+    drop(pg);
+    // Notices heard before the listener is installed belong to no epoch.
+    let mut ignored = Vec::new();
+    let setup = format!("LISTEN {CHANNEL}; SET idle_session_timeout = '{IDLE_SESSION}'");
+    along(&mut messages, client.batch_execute(&setup), &mut ignored).await?;
+    let row = along(
+        &mut messages,
+        client.query_one("SELECT pg_backend_pid()", &[]),
+        &mut ignored,
+    )
+    .await?;
+    let backend_pid = row.try_get(0).map_err(|e| describe(&e))?;
+    let beat_at = Instant::now();
+    let checked = along(&mut messages, client.query_one(TRIGGERS, &[]), &mut ignored).await;
+    check(checked)?;
+    Ok(Listener {
+        client: Arc::new(client),
+        beat: None,
+        messages,
+        backend_pid,
+        beat_at,
+    })
+}
 
-    /// A round trip that also checks the triggers are there and enabled.
-    fn beat(&mut self, heard: &mut Vec<Notice>) -> Result<(), String> {
-        let row = drive(
-            &mut self.messages,
-            &self.runtime,
-            self.statement_timeout,
-            self.client.query_one(TRIGGERS, &[]),
-            heard,
-        )?;
-        let version: Option<i64> = row.try_get(0).map_err(|e| describe(&e))?;
-        let triggers: i64 = row.try_get(1).map_err(|e| describe(&e))?;
-        if version.unwrap_or(0) < 5 || triggers != 3 {
-            return Err("the broadcast's triggers are missing or disabled".into());
-        }
-        self.beat_at = Instant::now();
-        Ok(())
+/// The heartbeat's answer: the schema has the triggers, all enabled.
+fn check(row: Result<tokio_postgres::Row, impl Into<Failure>>) -> Result<(), String> {
+    let row = row.map_err(|e| e.into().0)?;
+    let version: Option<i64> = row.try_get(0).map_err(|e| describe(&e))?;
+    let triggers: i64 = row.try_get(1).map_err(|e| describe(&e))?;
+    if version.unwrap_or(0) < 5 || triggers != 3 {
+        return Err("the broadcast's triggers are missing or disabled".into());
     }
+    Ok(())
+}
 
-    /// Reads what the server has sent, without waiting for more: once, then
-    /// again after letting the runtime look at the socket (its readiness is
-    /// only learnt from the I/O driver).
-    fn drain(&mut self, heard: &mut Vec<Notice>) -> Result<(), String> {
-        let messages = &mut self.messages;
-        self.runtime.block_on(async {
-            for round in 0..2 {
-                if round > 0 {
-                    tokio::task::yield_now().await;
-                }
-                std::future::poll_fn(|cx| match read_messages(messages, cx, heard) {
-                    Poll::Ready(r) => Poll::Ready(r),
-                    Poll::Pending => Poll::Ready(Ok(())),
-                })
-                .await?;
-            }
-            Ok(())
-        })
+/// An error as text.
+struct Failure(String);
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Failure {
+        Failure(describe(&e))
     }
 }
 
-/// Runs `fut` (a request on the listener's client) while reading its
-/// connection, bounded by the statement timeout.
-fn drive<T>(
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure(e)
+    }
+}
+
+/// Awaits `fut` (a request on the listener's client) while reading its
+/// connection (which carries the request and its answer).
+async fn along<T>(
     messages: &mut MessagePoll,
-    runtime: &tokio::runtime::Runtime,
-    bound: Duration,
     fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
     heard: &mut Vec<Notice>,
 ) -> Result<T, String> {
     let mut fut = std::pin::pin!(fut);
-    let done = runtime.block_on(async {
-        tokio::time::timeout(
-            bound,
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(Err(e)) = read_messages(messages, cx, heard) {
-                    return Poll::Ready(Err(e));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(Err(e)) = read_messages(messages, cx, heard) {
+            return Poll::Ready(Err(e));
+        }
+        fut.as_mut().poll(cx).map_err(|e| describe(&e))
+    })
+    .await
+}
+
+/// Polls `fut` now and once more after the runtime has looked at its
+/// sockets and timers (readiness is only learnt from the I/O driver).
+async fn poll_twice<T>(mut fut: Pin<&mut (dyn Future<Output = T> + Send)>) -> Poll<T> {
+    for round in 0..2 {
+        if round > 0 {
+            tokio::task::yield_now().await;
+        }
+        let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        if polled.is_ready() {
+            return polled;
+        }
+    }
+    Poll::Pending
+}
+
+/// Reads what the server has sent and advances the heartbeat, without
+/// waiting for more; `Err` when the connection failed or closed, or the
+/// heartbeat's answer says the triggers are not all there.
+async fn poll_listener(l: &mut Listener, heard: &mut Vec<Notice>) -> Result<(), String> {
+    for round in 0..2 {
+        if round > 0 {
+            tokio::task::yield_now().await;
+        }
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(Err(e)) = read_messages(&mut l.messages, cx, heard) {
+                return Poll::Ready(Err(e));
+            }
+            if let Some((sent, beat)) = &mut l.beat {
+                if let Poll::Ready(answer) = beat.as_mut().poll(cx) {
+                    let sent = *sent;
+                    l.beat = None;
+                    answer?;
+                    l.beat_at = sent;
                 }
-                fut.as_mut().poll(cx).map_err(|e| describe(&e))
-            }),
-        )
-        .await
-    });
-    done.unwrap_or_else(|_| Err(format!("no answer within {} ms", bound.as_millis())))
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// Takes every message already received; `Ready(Err)` when the connection

@@ -17,14 +17,14 @@
 --                dropped).
 -- A throttle row of a name that is no account sends nothing: nothing is
 -- kept in memory for it, and making the account moves the generation.
-CREATE FUNCTION saslgate_notify_all() RETURNS trigger
+CREATE OR REPLACE FUNCTION saslgate_notify_all() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     PERFORM pg_notify('saslgate_changes', 'all');
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION saslgate_notify_throttle() RETURNS trigger
+CREATE OR REPLACE FUNCTION saslgate_notify_throttle() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     row_key text;
@@ -74,6 +74,10 @@ END $$;
 
 REVOKE ALL ON FUNCTION saslgate_notify_all(), saslgate_notify_throttle() FROM PUBLIC;
 
+-- Idempotent (a hand-made older schema may still have them).
+DROP TRIGGER IF EXISTS saslgate_notify_meta ON saslgate_meta;
+DROP TRIGGER IF EXISTS saslgate_notify_throttle_truncate ON throttle;
+DROP TRIGGER IF EXISTS saslgate_notify_throttle_rows ON throttle;
 CREATE TRIGGER saslgate_notify_meta
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON saslgate_meta
     FOR EACH STATEMENT EXECUTE FUNCTION saslgate_notify_all();
