@@ -258,9 +258,9 @@ pub fn position(config: &Config) -> Option<Position> {
                 return None;
             };
             let bound = d.bound + config.db_statement_timeout;
-            let setup = tokio::time::timeout(bound, set_up(d));
+            // The timer is made inside the runtime (at the first poll).
             let setup: Setup = Box::pin(async move {
-                setup
+                tokio::time::timeout(bound, set_up(d))
                     .await
                     .unwrap_or_else(|_| Err(format!("no listener within {} ms", bound.as_millis())))
             });

@@ -1,0 +1,324 @@
+//! The broadcast on PostgreSQL (issue 28): the triggers of schema 5 notify
+//! `saslgate_changes` after each commit the fast path depends on, and each
+//! process's listener drops exactly what a notice names.
+//!
+//! - a change typed by hand in `psql` (another process) is refused at the
+//!   next login, though the fast path was answering from memory;
+//! - the listening session ended by the server (`pg_terminate_backend`):
+//!   the next logins read the database (a revoke made meanwhile, whose
+//!   notice nobody heard, is refused), then the listener comes back and
+//!   logins are answered from memory again;
+//! - a notice about one account keeps what is known of the others;
+//! - saslgated (another process) refuses an app password revoked by the
+//!   CLI at its next request.
+//!
+//! Every test starts its own cluster; without PostgreSQL each prints
+//! "SKIP: ..." and returns.
+
+use saslgate::secret::SecretBytes;
+use saslgate::store::pg::notify;
+use saslgate::store::AdminStore;
+use saslgate::{Config, Decision, Gate, Request};
+use saslgate_testkit::{ask, frame, pg, Daemon, ANSWER_OK};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A bound on waiting for the listener (a bound, not a target).
+const LISTENING_WITHIN: Duration = Duration::from_secs(10);
+
+struct Db {
+    cluster: pg::PgCluster,
+    config: Config,
+    conf_file: std::path::PathBuf,
+}
+
+impl Db {
+    fn start() -> Option<Db> {
+        let cluster = match pg::PgCluster::start() {
+            Ok(c) => c,
+            Err(reason) => {
+                pg::report_skip(&reason);
+                return None;
+            }
+        };
+        cluster.create_database("sg").unwrap();
+        let pwfile = cluster.dir().join("admin.pw");
+        std::fs::write(&pwfile, format!("{}\n", cluster.password())).unwrap();
+        let db = cluster.url_as(pg::SUPERUSER, None, "sg");
+        let config = Config {
+            db: db.clone().into(),
+            db_password_file: Some(pwfile.clone()),
+            bcrypt_cost: 4,
+            flush_interval: Duration::ZERO,
+            ..Config::default()
+        };
+        let conf_file = cluster.dir().join("host.conf");
+        std::fs::write(
+            &conf_file,
+            format!(
+                "db = {db:?}\ndb_password_file = {:?}\nbcrypt_cost = 4\n",
+                pwfile.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_saslgate"))
+            .arg("--config")
+            .arg(&conf_file)
+            .arg("init")
+            .status()
+            .unwrap();
+        assert!(status.success(), "saslgate init");
+        Some(Db {
+            cluster,
+            config,
+            conf_file,
+        })
+    }
+
+    fn admin(&self) -> Box<dyn AdminStore> {
+        saslgate::store::open_admin(&self.config).unwrap()
+    }
+
+    /// An account with an app password; returns its id and the password.
+    fn account(&self, name: &str) -> (i64, String) {
+        let mut s = self.admin();
+        s.add_account(name, "default").unwrap();
+        s.set_master_password(name, &SecretBytes::from_slice(b"master-pw"), false)
+            .unwrap();
+        let (id, shown) = s.add_app_password(name, "mail", &[], false, None).unwrap();
+        (id, String::from_utf8(shown.as_bytes().to_vec()).unwrap())
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        self.cluster.psql("sg", sql).unwrap()
+    }
+}
+
+fn req<'a>(login: &'a str, password: &'a str, addr: &'a str) -> Request<'a> {
+    Request {
+        login: login.as_bytes(),
+        password: password.as_bytes(),
+        service: b"imap",
+        realm: None,
+        client_addr: Some(addr.as_bytes()),
+        local_addr: None,
+        secure: None,
+    }
+}
+
+/// Advances this process's listener until it is live and proven alive.
+fn wait_listening(config: &Config) {
+    let deadline = Instant::now() + LISTENING_WITHIN;
+    while notify::position(config).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no listener within {LISTENING_WITHIN:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Logs in until an app password is answered from memory (two logins in a
+/// row without a statement), asserting every answer is an accept.
+fn warm(g: &Gate, login: &str, password: &str, addr: &str) {
+    let deadline = Instant::now() + LISTENING_WITHIN;
+    loop {
+        wait_listening(g.config());
+        let before = g.stats().state_reads;
+        assert!(g.decide(&req(login, password, addr)).is_accepted());
+        assert!(g.decide(&req(login, password, addr)).is_accepted());
+        if g.stats().state_reads == before + 1 || g.stats().state_reads == before {
+            let after = g.stats().state_reads;
+            assert!(g.decide(&req(login, password, addr)).is_accepted());
+            if g.stats().state_reads == after {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "never answered from memory");
+    }
+}
+
+/// Runs a change typed in psql and waits (polling the listener, as a login
+/// would) until its notice is heard; returns how long that took after psql
+/// returned. The decision that follows is the first after the notice.
+fn typed(db: &Db, sql: &str) -> Duration {
+    let heard = notify::stats(&db.config).notices;
+    db.sql(sql);
+    let committed = Instant::now();
+    while notify::stats(&db.config).notices == heard {
+        assert!(
+            committed.elapsed() < LISTENING_WITHIN,
+            "no notice for {sql}"
+        );
+        notify::position(&db.config);
+    }
+    committed.elapsed()
+}
+
+fn is_refused(d: &Decision) -> bool {
+    matches!(d, Decision::Refused { .. })
+}
+
+#[test]
+fn a_change_typed_in_psql_is_refused_at_the_next_login() {
+    let Some(db) = Db::start() else { return };
+    let (_, app) = db.account("alice");
+    let (bob_app_id, bob_app) = db.account("bob");
+    let g = Gate::open(db.config.clone()).unwrap();
+    warm(&g, "alice", &app, "192.0.2.1");
+    let reads = g.stats().state_reads;
+    // A throttle row typed by hand: alice blocked from this address.
+    typed(
+        &db,
+        "INSERT INTO throttle (key, failures, window_start, blocked_until)
+         VALUES ('p:alice|192.0.2.1', 9, extract(epoch FROM now())::bigint,
+                 extract(epoch FROM now())::bigint + 600)",
+    );
+    let d = g.decide(&req("alice", &app, "192.0.2.1"));
+    assert!(
+        is_refused(&d),
+        "a hand-typed block, answered from memory: {d:?}"
+    );
+    assert!(g.stats().state_reads > reads, "the notice made it read");
+    // Revoked by hand (UPDATE), then deleted by hand (DELETE).
+    warm(&g, "bob", &bob_app, "192.0.2.2");
+    typed(
+        &db,
+        &format!(
+            "UPDATE app_passwords SET revoked = extract(epoch FROM now())::bigint
+              WHERE id = {bob_app_id}"
+        ),
+    );
+    let d = g.decide(&req("bob", &bob_app, "192.0.2.2"));
+    assert!(is_refused(&d), "a hand-typed revoke: {d:?}");
+    let (carol_app_id, carol_app) = db.account("carol");
+    warm(&g, "carol", &carol_app, "192.0.2.3");
+    db.sql(&format!(
+        "DELETE FROM app_passwords WHERE id = {carol_app_id}"
+    ));
+    let d = g.decide(&req("carol", &carol_app, "192.0.2.3"));
+    assert!(is_refused(&d), "a hand-typed delete: {d:?}");
+}
+
+#[test]
+fn a_killed_listener_falls_back_to_reads_and_comes_back() {
+    let Some(db) = Db::start() else { return };
+    let (app_id, app) = db.account("alice");
+    let g = Gate::open(db.config.clone()).unwrap();
+    warm(&g, "alice", &app, "192.0.2.1");
+    let before = notify::stats(&db.config);
+    let backend = notify::listener_backend(&db.config).expect("listening");
+    // The server ends the listening session, then the app password is
+    // revoked: nobody hears that notice.
+    assert_eq!(
+        db.sql(&format!("SELECT pg_terminate_backend({backend})")),
+        "t"
+    );
+    // The backend is gone before the revoke commits.
+    let deadline = Instant::now() + LISTENING_WITHIN;
+    while db.sql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = {backend}"
+    )) != "0"
+    {
+        assert!(Instant::now() < deadline, "listener backend still there");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    db.admin().revoke_app_password("alice", app_id).unwrap();
+    let reads = g.stats().state_reads;
+    let d = g.decide(&req("alice", &app, "192.0.2.1"));
+    assert!(is_refused(&d), "a revoke nobody heard of is refused: {d:?}");
+    let lost = notify::stats(&db.config);
+    assert!(lost.losses > before.losses, "{lost:?}");
+    assert_ne!(lost.epoch, before.epoch, "a new epoch after the loss");
+    // Without a listener every login reads (an app password not yet known).
+    let (_, app2) = db
+        .admin()
+        .add_app_password("alice", "two", &[], false, None)
+        .unwrap();
+    let app2 = String::from_utf8(app2.as_bytes().to_vec()).unwrap();
+    let d = g.decide(&req("alice", &app2, "192.0.2.1"));
+    assert!(d.is_accepted(), "{d:?}");
+    assert!(g.stats().state_reads > reads, "read while not listening");
+    // Listening resumes on its own, and logins come from memory again.
+    warm(&g, "alice", &app2, "192.0.2.1");
+    let back = notify::stats(&db.config);
+    assert!(back.connects > before.connects, "{back:?}");
+    assert_ne!(notify::listener_backend(&db.config), Some(backend));
+}
+
+#[test]
+fn a_notice_about_one_account_keeps_the_others_knowledge() {
+    let Some(db) = Db::start() else { return };
+    let (_, alice) = db.account("alice");
+    let (_, bob) = db.account("bob");
+    db.account("carol");
+    let g = Gate::open(db.config.clone()).unwrap();
+    warm(&g, "alice", &alice, "192.0.2.1");
+    warm(&g, "bob", &bob, "192.0.2.2");
+    let reads = g.stats().state_reads;
+    let drops = g.stats().notice_drops;
+    // A failure counted for bob elsewhere (typed here): 'acct:<bob>'.
+    typed(
+        &db,
+        "INSERT INTO throttle (key, failures, window_start, blocked_until)
+         VALUES ('p:bob|192.0.2.2', 1, extract(epoch FROM now())::bigint, 0)",
+    );
+    assert!(g.decide(&req("bob", &bob, "192.0.2.2")).is_accepted());
+    assert_eq!(g.stats().state_reads, reads + 1, "bob's rows were dropped");
+    assert!(g.stats().notice_drops > drops);
+    assert!(g.decide(&req("alice", &alice, "192.0.2.1")).is_accepted());
+    assert_eq!(g.stats().state_reads, reads + 1, "alice's rows were kept");
+    // A blocked address names no address: every address's rows go (one
+    // read each for alice and bob), the accounts' stay known.
+    typed(
+        &db,
+        "INSERT INTO throttle (key, failures, window_start, blocked_until)
+         VALUES ('a:198.51.100.7', 9, extract(epoch FROM now())::bigint,
+                 extract(epoch FROM now())::bigint + 600)",
+    );
+    assert!(g.decide(&req("alice", &alice, "192.0.2.1")).is_accepted());
+    assert!(g.decide(&req("bob", &bob, "192.0.2.2")).is_accepted());
+    assert_eq!(g.stats().state_reads, reads + 3);
+    // A throttle row of a name that is no account sends nothing: carol's
+    // notice, sent after it, is the next one heard.
+    assert!(g.decide(&req("alice", &alice, "192.0.2.1")).is_accepted());
+    assert!(g.decide(&req("bob", &bob, "192.0.2.2")).is_accepted());
+    let reads = g.stats().state_reads;
+    let heard = notify::stats(&db.config).notices;
+    typed(
+        &db,
+        "INSERT INTO throttle (key, failures, window_start, blocked_until)
+         VALUES ('p:nobody|192.0.2.1', 1, extract(epoch FROM now())::bigint, 0);
+         INSERT INTO throttle (key, failures, window_start, blocked_until)
+         VALUES ('s:carol', 1, extract(epoch FROM now())::bigint, 0)",
+    );
+    assert_eq!(notify::stats(&db.config).notices, heard + 1, "carol's only");
+    assert!(g.decide(&req("alice", &alice, "192.0.2.1")).is_accepted());
+    assert!(g.decide(&req("bob", &bob, "192.0.2.2")).is_accepted());
+    assert_eq!(g.stats().state_reads, reads);
+}
+
+#[test]
+fn saslgated_refuses_a_revoke_made_by_the_cli_at_its_next_request() {
+    let Some(db) = Db::start() else { return };
+    let (app_id, app) = db.account("alice");
+    let sock_dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&db.conf_file, sock_dir.path(), &[]);
+    let ask_app = || {
+        let fields: [&[u8]; 4] = [b"alice", app.as_bytes(), b"imap", b""];
+        ask(&daemon.socket(), &frame(&fields)).unwrap()
+    };
+    // Long enough for its listener to be live (logins advance it).
+    for _ in 0..200 {
+        assert_eq!(ask_app(), ANSWER_OK);
+    }
+    let status = Command::new(env!("CARGO_BIN_EXE_saslgate"))
+        .arg("--config")
+        .arg(&db.conf_file)
+        .args(["app-password", "revoke", "alice", &app_id.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "saslgate app revoke");
+    assert_ne!(ask_app(), ANSWER_OK, "accepted after the revoke returned");
+    daemon.stop();
+}
