@@ -322,3 +322,104 @@ fn saslgated_refuses_a_revoke_made_by_the_cli_at_its_next_request() {
     assert_ne!(ask_app(), ANSWER_OK, "accepted after the revoke returned");
     daemon.stop();
 }
+
+/// The measurement of issue 28 (run and printed by scripts/bench-pg.sh):
+/// saslgated (host B) answers clients looping on an app password; this
+/// process (host A) revokes it; each request is stamped when sent. Prints
+/// the time from the revoke's commit returning to the first refused
+/// request's sending (p50, p99; negative: refused before A's commit call
+/// returned), and how many requests sent after it returned were accepted.
+#[test]
+#[ignore = "a measurement: scripts/bench-pg.sh runs it"]
+fn revoke_to_refusal_across_two_processes() {
+    let Some(db) = Db::start() else { return };
+    let sock_dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&db.conf_file, sock_dir.path(), &["--fail-delay", "0"]);
+    let socket = daemon.socket();
+    let revokes: usize = std::env::var("BENCH_REVOKES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let clients = 4;
+    let mut admin = db.admin();
+    admin.list_accounts().unwrap();
+    let mut delays = Vec::new();
+    let (mut sent_after, mut accepted_after) = (0u64, 0u64);
+    for round in 0..revokes {
+        // An account per round: its refusals never pile up into a slow-down.
+        let name = format!("r{round}");
+        let (id, pw) = db.account(&name);
+        let fields: [&[u8]; 4] = [name.as_bytes(), pw.as_bytes(), b"imap", b""];
+        let request = frame(&fields);
+        // Warm: answered, and long enough for B to know it from memory.
+        let deadline = Instant::now() + LISTENING_WITHIN;
+        let mut ok = 0;
+        while ok < 50 {
+            assert!(Instant::now() < deadline, "never accepted");
+            if ask(&socket, &request).unwrap() == ANSWER_OK {
+                ok += 1;
+            }
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (t1, answers) = std::thread::scope(|s| {
+            let loops: Vec<_> = (0..clients)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut seen = Vec::new();
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let sent = Instant::now();
+                            let ok = ask(&socket, &request).unwrap() == ANSWER_OK;
+                            seen.push((sent, ok));
+                            if !ok {
+                                break;
+                            }
+                        }
+                        seen
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(20));
+            admin.revoke_app_password(&name, id).unwrap();
+            let t1 = Instant::now();
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let answers: Vec<(Instant, bool)> =
+                loops.into_iter().flat_map(|h| h.join().unwrap()).collect();
+            (t1, answers)
+        });
+        let first_refused = answers
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(sent, _)| *sent)
+            .min()
+            .expect("refused within 100 ms");
+        let ms = if first_refused >= t1 {
+            first_refused.duration_since(t1).as_secs_f64() * 1e3
+        } else {
+            -(t1.duration_since(first_refused).as_secs_f64() * 1e3)
+        };
+        delays.push(ms);
+        let before = accepted_after;
+        for (sent, ok) in &answers {
+            if *sent > t1 {
+                sent_after += 1;
+                accepted_after += u64::from(*ok);
+            }
+        }
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            eprintln!("round {round}: {ms:.3} ms, {} accepted after", accepted_after - before);
+        }
+    }
+    delays.sort_by(|a, b| a.total_cmp(b));
+    let pct =
+        |p: f64| delays[((delays.len() as f64 * p).ceil() as usize).clamp(1, delays.len()) - 1];
+    println!(
+        "revoke-to-refusal: {revokes} revokes, {clients} clients looping on host B; first refusal \
+         sent {:.3} ms (p50), {:.3} ms (p99), {:.3} ms (max) after host A's commit returned; \
+         requests sent after it: {sent_after}, accepted: {accepted_after}",
+        pct(0.5),
+        pct(0.99),
+        delays[delays.len() - 1]
+    );
+    daemon.stop();
+}

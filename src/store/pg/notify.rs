@@ -234,6 +234,9 @@ impl State {
 /// waiting) and returns where it stands; `None`: not listening, or not
 /// proven alive lately: read the database.
 pub fn position(config: &Config) -> Option<Position> {
+    if switched_off() {
+        return None;
+    }
     let mut states = states();
     let st = state_of(&mut states, &config.db);
     if st.pid != std::process::id() {
@@ -313,6 +316,14 @@ pub fn position(config: &Config) -> Option<Position> {
         return None;
     }
     st.live()
+}
+
+/// `SASLGATE_PG_BROADCAST=off` in the environment: no listener, every
+/// login reads the database (the behaviour before the broadcast; for
+/// benchmarks and for ruling the broadcast out when diagnosing).
+fn switched_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("SASLGATE_PG_BROADCAST").is_some_and(|v| v == "off"))
 }
 
 /// The notices after `after` and the current position; `None` when some
