@@ -360,13 +360,14 @@ fn revoke_to_refusal_across_two_processes() {
                 ok += 1;
             }
         }
-        let stop = std::sync::atomic::AtomicBool::new(false);
+        // Each client loops until its first refusal (at most 5 s).
         let (t1, answers) = std::thread::scope(|s| {
             let loops: Vec<_> = (0..clients)
                 .map(|_| {
                     s.spawn(|| {
                         let mut seen = Vec::new();
-                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let until = Instant::now() + Duration::from_secs(5);
+                        while Instant::now() < until {
                             let sent = Instant::now();
                             let ok = ask(&socket, &request).unwrap() == ANSWER_OK;
                             seen.push((sent, ok));
@@ -381,8 +382,6 @@ fn revoke_to_refusal_across_two_processes() {
             std::thread::sleep(Duration::from_millis(20));
             admin.revoke_app_password(&name, id).unwrap();
             let t1 = Instant::now();
-            std::thread::sleep(Duration::from_millis(100));
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let answers: Vec<(Instant, bool)> =
                 loops.into_iter().flat_map(|h| h.join().unwrap()).collect();
             (t1, answers)
@@ -392,7 +391,7 @@ fn revoke_to_refusal_across_two_processes() {
             .filter(|(_, ok)| !ok)
             .map(|(sent, _)| *sent)
             .min()
-            .expect("refused within 100 ms");
+            .expect("refused within 5 s");
         let ms = if first_refused >= t1 {
             first_refused.duration_since(t1).as_secs_f64() * 1e3
         } else {
@@ -407,7 +406,10 @@ fn revoke_to_refusal_across_two_processes() {
             }
         }
         if std::env::var_os("BENCH_VERBOSE").is_some() {
-            eprintln!("round {round}: {ms:.3} ms, {} accepted after", accepted_after - before);
+            eprintln!(
+                "round {round}: {ms:.3} ms, {} accepted after",
+                accepted_after - before
+            );
         }
     }
     delays.sort_by(|a, b| a.total_cmp(b));
@@ -422,4 +424,81 @@ fn revoke_to_refusal_across_two_processes() {
         delays[delays.len() - 1]
     );
     daemon.stop();
+}
+
+/// The login role listens (no privilege is needed) and its fast path uses
+/// the broadcast; the migration granted it nothing: the trigger functions
+/// are not executable by it, and its table privileges are those of schema 4.
+#[test]
+fn the_login_role_listens_and_gains_nothing() {
+    let Some(db) = Db::start() else { return };
+    let status = Command::new(env!("CARGO_BIN_EXE_saslgate"))
+        .arg("--config")
+        .arg(&db.conf_file)
+        .args(["init", "--login-role", "sg_login"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "init --login-role");
+    let (_, app) = db.account("alice");
+    db.sql("ALTER ROLE sg_login PASSWORD 'role-secret'");
+    let pw = db.cluster.dir().join("sg_login.pw");
+    std::fs::write(&pw, "role-secret\n").unwrap();
+    let mut login = db.config.clone();
+    login.db = db.cluster.url_as("sg_login", None, "sg").into();
+    login.db_password_file = Some(pw);
+    let g = Gate::open(login.clone()).unwrap();
+    warm(&g, "alice", &app, "192.0.2.1");
+    assert!(notify::stats(&login).live);
+    for f in ["saslgate_notify_all()", "saslgate_notify_throttle()"] {
+        assert_eq!(
+            db.sql(&format!(
+                "SELECT has_function_privilege('sg_login', '{f}', 'EXECUTE')"
+            )),
+            "f",
+            "{f}"
+        );
+    }
+    // Its writes still fire the triggers (SECURITY DEFINER reads accounts
+    // for the id): a failure on this role's connection is announced.
+    let heard = notify::stats(&login).notices;
+    assert!(!g.decide(&req("alice", "wrong", "192.0.2.1")).is_accepted());
+    let deadline = Instant::now() + LISTENING_WITHIN;
+    while notify::stats(&login).notices == heard {
+        assert!(
+            Instant::now() < deadline,
+            "no notice of the login role's write"
+        );
+        notify::position(&login);
+    }
+}
+
+/// Logins per second through a `Gate` in this process (as the plugin runs),
+/// app password, PostgreSQL: a probe for profiling (`BENCH_LOGINS`).
+#[test]
+#[ignore = "a probe: run by hand"]
+fn gate_loop_probe() {
+    let Some(db) = Db::start() else { return };
+    let (_, app) = db.account("alice");
+    let config = Config {
+        flush_interval: Config::default().flush_interval,
+        ..db.config.clone()
+    };
+    let g = Gate::open(config).unwrap();
+    warm(&g, "alice", &app, "192.0.2.1");
+    let n: u32 = std::env::var("BENCH_LOGINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let reads = g.stats().state_reads;
+    let t = Instant::now();
+    for _ in 0..n {
+        assert!(g.decide(&req("alice", &app, "192.0.2.1")).is_accepted());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "gate loop: {n} logins, {:.0}/s, {:.1} µs each, {} reads",
+        f64::from(n) / secs,
+        secs * 1e6 / f64::from(n),
+        g.stats().state_reads - reads
+    );
 }
