@@ -244,6 +244,12 @@ fn a_killed_listener_falls_back_to_reads_and_comes_back() {
     let back = notify::stats(&db.config);
     assert!(back.connects > before.connects, "{back:?}");
     assert_ne!(notify::listener_backend(&db.config), Some(backend));
+    // What was known before the loss is not trusted by the new listener.
+    let d = g.decide(&req("alice", &app, "192.0.2.1"));
+    assert!(
+        is_refused(&d),
+        "still refused after listening resumed: {d:?}"
+    );
 }
 
 #[test]
