@@ -3,14 +3,16 @@
 //! process's listener drops exactly what a notice names.
 //!
 //! - a change typed by hand in `psql` (another process) is refused at the
-//!   next login, though the fast path was answering from memory;
+//!   first login after its notice is heard (milliseconds; see the window in
+//!   doc/design.md), though the fast path was answering from memory;
 //! - the listening session ended by the server (`pg_terminate_backend`):
 //!   the next logins read the database (a revoke made meanwhile, whose
 //!   notice nobody heard, is refused), then the listener comes back and
 //!   logins are answered from memory again;
 //! - a notice about one account keeps what is known of the others;
 //! - saslgated (another process) refuses an app password revoked by the
-//!   CLI at its next request.
+//!   CLI within the window of doc/design.md (its next request, unless the
+//!   notice is still on its way).
 //!
 //! Every test starts its own cluster; without PostgreSQL each prints
 //! "SKIP: ..." and returns.
@@ -160,10 +162,11 @@ fn is_refused(d: &Decision) -> bool {
 }
 
 #[test]
-fn a_change_typed_in_psql_is_refused_at_the_next_login() {
+fn a_change_typed_in_psql_is_refused_once_its_notice_is_heard() {
     let Some(db) = Db::start() else { return };
     let (_, app) = db.account("alice");
     let (bob_app_id, bob_app) = db.account("bob");
+    let (carol_app_id, carol_app) = db.account("carol");
     let g = Gate::open(db.config.clone()).unwrap();
     warm(&g, "alice", &app, "192.0.2.1");
     let reads = g.stats().state_reads;
@@ -191,11 +194,11 @@ fn a_change_typed_in_psql_is_refused_at_the_next_login() {
     );
     let d = g.decide(&req("bob", &bob_app, "192.0.2.2"));
     assert!(is_refused(&d), "a hand-typed revoke: {d:?}");
-    let (carol_app_id, carol_app) = db.account("carol");
     warm(&g, "carol", &carol_app, "192.0.2.3");
-    db.sql(&format!(
-        "DELETE FROM app_passwords WHERE id = {carol_app_id}"
-    ));
+    typed(
+        &db,
+        &format!("DELETE FROM app_passwords WHERE id = {carol_app_id}"),
+    );
     let d = g.decide(&req("carol", &carol_app, "192.0.2.3"));
     assert!(is_refused(&d), "a hand-typed delete: {d:?}");
 }
@@ -305,7 +308,7 @@ fn a_notice_about_one_account_keeps_the_others_knowledge() {
 }
 
 #[test]
-fn saslgated_refuses_a_revoke_made_by_the_cli_at_its_next_request() {
+fn saslgated_refuses_a_revoke_made_by_the_cli_within_the_window() {
     let Some(db) = Db::start() else { return };
     let (app_id, app) = db.account("alice");
     let sock_dir = tempfile::tempdir().unwrap();
@@ -325,7 +328,22 @@ fn saslgated_refuses_a_revoke_made_by_the_cli_at_its_next_request() {
         .status()
         .unwrap();
     assert!(status.success(), "saslgate app revoke");
-    assert_ne!(ask_app(), ANSWER_OK, "accepted after the revoke returned");
+    // Refused once the notice has reached saslgated's listener: the window
+    // of doc/design.md (milliseconds; a bound here, not a target). Without
+    // the broadcast working it would accept as long as it runs.
+    let returned = Instant::now();
+    let mut accepted = 0;
+    while ask_app() == ANSWER_OK {
+        accepted += 1;
+        assert!(
+            returned.elapsed() < Duration::from_secs(1),
+            "still accepted 1 s after the revoke returned"
+        );
+    }
+    eprintln!(
+        "refused {:?} after the revoke returned ({accepted} accepted before)",
+        returned.elapsed()
+    );
     daemon.stop();
 }
 

@@ -399,7 +399,12 @@ async fn set_up(d: Dialing) -> Result<Listener, String> {
     drop(pg);
     // Notices heard before the listener is installed belong to no epoch.
     let mut ignored = Vec::new();
-    let setup = format!("LISTEN {CHANNEL}; SET idle_session_timeout = '{IDLE_SESSION}'");
+    // idle_session_timeout exists from PostgreSQL 14 on; older servers
+    // keep an idle process's session (and its unread notices) open.
+    let setup = format!(
+        "LISTEN {CHANNEL}; SELECT set_config('idle_session_timeout', '{IDLE_SESSION}', false) \
+         WHERE current_setting('server_version_num')::int >= 140000"
+    );
     along(&mut messages, client.batch_execute(&setup), &mut ignored).await?;
     let row = along(
         &mut messages,
