@@ -1,8 +1,12 @@
 //! The configuration file (`/etc/saslgate/saslgate.conf`, TOML). Every key is
 //! optional; `Config::default()` holds the documented defaults, and
 //! `debian/saslgate.conf` (the packaged file) lists every key with its default.
+//! The file is read by serde straight onto `Config`, then [`Config::validate`]
+//! checks ranges and rules across keys (doc/design.md, section 8.1).
 
+use crate::config_file::{self, Invalid};
 use crate::error::{Error, Result};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -171,63 +175,9 @@ impl Default for Config {
     }
 }
 
-/// The file's shape: every key optional, unknown keys rejected (typos must not
-/// silently fall back to defaults).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    db: Option<PathBuf>,
-    db_password_file: Option<PathBuf>,
-    db_connect_timeout: Option<String>,
-    db_statement_timeout: Option<String>,
-    bcrypt_cost: Option<u32>,
-    audit_level: Option<AuditLevel>,
-    audit_retention: Option<String>,
-    audit_max_rows: Option<u64>,
-    cache_ttl: Option<String>,
-    flush_interval: Option<String>,
-    busy_timeout: Option<String>,
-    db_group: Option<String>,
-    local_realms: Option<Vec<String>>,
-    restricted_services: Option<Vec<String>>,
-    service_aliases: Option<BTreeMap<String, String>>,
-    tls_required: Option<Vec<String>>,
-    throttle: Option<ThrottleFile>,
-    http: Option<crate::http_config::HttpFile>,
-    web: Option<crate::web_config::WebFile>,
-    proxy_ticket_backends: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ThrottleFile {
-    address_failures: Option<u32>,
-    address_window: Option<String>,
-    address_block: Option<String>,
-    account_address_failures: Option<u32>,
-    account_address_window: Option<String>,
-    account_address_block: Option<String>,
-    slowdown_failures: Option<u32>,
-    slowdown_window: Option<String>,
-    slowdown_max_delay: Option<String>,
-    trusted_networks: Option<Vec<String>>,
-    ipv6_prefix: Option<u8>,
-}
-
 /// Parses "90d", "10m", "30s", "1h 30m" (humantime syntax) or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(Error::Usage("empty duration".into()));
-    }
-    if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| Error::Usage(format!("duration out of range: {t:?}")));
-    }
-    humantime::parse_duration(t)
-        .map_err(|e| Error::Usage(format!("bad duration {t:?}: {e} (examples: 30s, 10m, 90d)")))
+    config_file::parse_duration(text).map_err(Error::Usage)
 }
 
 /// The host's own names, found once per process (what a mail server that
@@ -284,10 +234,7 @@ impl Config {
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         let text = String::from_utf8(text)
             .map_err(|_| Error::Config(format!("{}: not valid UTF-8", path.display())))?;
-        Config::parse(&text).map_err(|e| match e {
-            Error::Config(m) | Error::Usage(m) => Error::Config(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        Config::read(&text, Some(path))
     }
 
     /// Like [`Config::load`] but a missing file gives the defaults.
@@ -298,305 +245,235 @@ impl Config {
         }
     }
 
-    /// Parses configuration text (TOML).
+    /// Parses configuration text (TOML); errors name the line and the key.
     pub fn parse(text: &str) -> Result<Config> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        let mut c = Config::default();
-        let dur = |key: &str, v: &Option<String>, into: &mut Duration| -> Result<()> {
-            if let Some(s) = v {
-                *into = parse_duration(s).map_err(|e| Error::Config(format!("{key}: {e}")))?;
-            }
-            Ok(())
-        };
-        if let Some(db) = file.db {
-            c.db = db;
-        }
-        c.db_password_file = file.db_password_file;
-        dur(
-            "db_connect_timeout",
-            &file.db_connect_timeout,
-            &mut c.db_connect_timeout,
-        )?;
-        dur(
-            "db_statement_timeout",
-            &file.db_statement_timeout,
-            &mut c.db_statement_timeout,
-        )?;
+        Config::read(text, None)
+    }
+
+    fn read(text: &str, file: Option<&Path>) -> Result<Config> {
+        let mut c: Config = toml::from_str(text)
+            .map_err(|e| Error::Config(config_file::deserialize_error(text, file, &e)))?;
+        c.validate()
+            .map_err(|i| Error::Config(config_file::invalid_error(text, file, &i)))?;
+        Ok(c)
+    }
+
+    /// The rules a key's type cannot say: ranges, and rules across keys
+    /// (`[http]`'s and `[web]`'s too). Also names `tls_required`'s services
+    /// through `service_aliases`, which may come later in the file.
+    pub fn validate(&mut self) -> std::result::Result<(), Invalid> {
         for (key, d) in [
-            ("db_connect_timeout", c.db_connect_timeout),
-            ("db_statement_timeout", c.db_statement_timeout),
+            ("db_connect_timeout", self.db_connect_timeout),
+            ("db_statement_timeout", self.db_statement_timeout),
         ] {
             if d < Duration::from_millis(1) {
-                return Err(Error::Config(format!("{key} must be above zero")));
+                return Err(Invalid::key(key, "must be above zero"));
             }
         }
-        if let Some(cost) = file.bcrypt_cost {
-            if !(4..=31).contains(&cost) {
-                return Err(Error::Config(format!(
-                    "bcrypt_cost must be 4..=31, got {cost}"
-                )));
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            let got = self.bcrypt_cost;
+            return Err(Invalid::key(
+                "bcrypt_cost",
+                format!("must be 4..=31, got {got}"),
+            ));
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            let got = self.ipv6_prefix;
+            return Err(Invalid::key(
+                "throttle.ipv6_prefix",
+                format!("must be 1..=128, got {got}"),
+            ));
+        }
+        let mut services = Vec::new();
+        for s in &self.tls_required {
+            let s = crate::names::service_name(s, &self.service_aliases)
+                .map_err(|e| Invalid::key("tls_required", format!("{e}: {s:?}")))?;
+            if !services.contains(&s) {
+                services.push(s);
             }
-            c.bcrypt_cost = cost;
         }
-        if let Some(level) = file.audit_level {
-            c.audit_level = level;
+        self.tls_required = services;
+        self.http.validate()?;
+        self.web.validate()
+    }
+}
+
+/// saslgate.conf's top-level keys; any other is refused with this list
+/// (a typo must not silently fall back to a default).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Key {
+    Db,
+    DbPasswordFile,
+    DbConnectTimeout,
+    DbStatementTimeout,
+    BcryptCost,
+    AuditLevel,
+    AuditRetention,
+    AuditMaxRows,
+    CacheTtl,
+    FlushInterval,
+    BusyTimeout,
+    DbGroup,
+    LocalRealms,
+    RestrictedServices,
+    ServiceAliases,
+    TlsRequired,
+    Throttle,
+    Http,
+    Web,
+    ProxyTicketBackends,
+}
+
+/// `[throttle]`'s keys: they set the flat fields of [`Config`] (the
+/// budgets, the slowdown, the trusted networks, the IPv6 grouping).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ThrottleKey {
+    AddressFailures,
+    AddressWindow,
+    AddressBlock,
+    AccountAddressFailures,
+    AccountAddressWindow,
+    AccountAddressBlock,
+    SlowdownFailures,
+    SlowdownWindow,
+    SlowdownMaxDelay,
+    TrustedNetworks,
+    Ipv6Prefix,
+}
+
+/// Newtypes whose `Deserialize` is one of `config_file`'s readers, so that a
+/// value is parsed (and refused) inside its own deserializer, where the
+/// error gets the value's place in the file.
+macro_rules! readers {
+    ($($name:ident($t:ty) = $read:expr;)*) => {$(
+        struct $name($t);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                ($read)(d).map($name)
+            }
         }
-        dur(
-            "audit_retention",
-            &file.audit_retention,
-            &mut c.audit_retention,
-        )?;
-        if let Some(n) = file.audit_max_rows {
-            c.audit_max_rows = n;
-        }
-        dur("cache_ttl", &file.cache_ttl, &mut c.cache_ttl)?;
-        dur(
-            "flush_interval",
-            &file.flush_interval,
-            &mut c.flush_interval,
-        )?;
-        dur("busy_timeout", &file.busy_timeout, &mut c.busy_timeout)?;
-        if let Some(g) = file.db_group {
-            c.db_group = g;
-        }
-        if let Some(list) = file.local_realms {
-            let mut realms = Vec::new();
-            for r in list {
-                let r = r.trim().to_lowercase();
-                if r.is_empty() || r.contains('@') || r.chars().any(char::is_whitespace) {
-                    return Err(Error::Config(format!(
-                        "local_realms: {r:?} is not a domain name"
-                    )));
+    )*};
+}
+
+readers! {
+    Humantime(Duration) = config_file::duration::deserialize;
+    Networks(Vec<crate::names::Network>) = config_file::networks;
+    Realms(Vec<String>) = |d| config_file::list(d, realm);
+    Services(Vec<String>) = |d| config_file::list(d, |s| Ok(s.trim().to_ascii_lowercase()));
+    Aliases(Vec<(String, String)>) = |d| {
+        let lower = |s: &str| Ok(s.trim().to_ascii_lowercase());
+        config_file::table(d, lower, lower)
+    };
+    TicketBackends(Vec<std::net::SocketAddr>) = |d| config_file::list(d, ticket_backend);
+}
+
+fn realm(text: &str) -> std::result::Result<String, String> {
+    let r = text.trim().to_lowercase();
+    if r.is_empty() || r.contains('@') || r.chars().any(char::is_whitespace) {
+        return Err(format!("{r:?} is not a domain name"));
+    }
+    Ok(r)
+}
+
+fn ticket_backend(text: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("{text:?} is not IP-address:port (as nginx's Auth-Server and Auth-Port name it)")
+    })
+}
+
+/// The file read straight onto [`Config::default`]: each key present
+/// replaces its default (`service_aliases` adds to the built-in ones).
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Config, D::Error> {
+        d.deserialize_map(ConfigVisitor)
+    }
+}
+
+struct ConfigVisitor;
+
+impl<'de> Visitor<'de> for ConfigVisitor {
+    type Value = Config;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("saslgate.conf's keys")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Config, A::Error> {
+        let mut c = Config::default();
+        // TOML itself refuses a key given twice.
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Db => c.db = map.next_value()?,
+                Key::DbPasswordFile => c.db_password_file = Some(map.next_value()?),
+                Key::DbConnectTimeout => c.db_connect_timeout = map.next_value::<Humantime>()?.0,
+                Key::DbStatementTimeout => {
+                    c.db_statement_timeout = map.next_value::<Humantime>()?.0
                 }
-                realms.push(r);
-            }
-            c.local_realms = Some(realms);
-        }
-        if let Some(list) = file.restricted_services {
-            c.restricted_services = list.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
-        }
-        if let Some(map) = file.service_aliases {
-            for (k, v) in map {
-                c.service_aliases
-                    .insert(k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
-            }
-        }
-        if let Some(list) = file.tls_required {
-            let mut services = Vec::new();
-            for s in list {
-                let s = crate::names::service_name(&s, &c.service_aliases)
-                    .map_err(|e| Error::Config(format!("tls_required: {e}: {s:?}")))?;
-                if !services.contains(&s) {
-                    services.push(s);
+                Key::BcryptCost => c.bcrypt_cost = map.next_value()?,
+                Key::AuditLevel => c.audit_level = map.next_value()?,
+                Key::AuditRetention => c.audit_retention = map.next_value::<Humantime>()?.0,
+                Key::AuditMaxRows => c.audit_max_rows = map.next_value()?,
+                Key::CacheTtl => c.cache_ttl = map.next_value::<Humantime>()?.0,
+                Key::FlushInterval => c.flush_interval = map.next_value::<Humantime>()?.0,
+                Key::BusyTimeout => c.busy_timeout = map.next_value::<Humantime>()?.0,
+                Key::DbGroup => c.db_group = map.next_value()?,
+                Key::LocalRealms => c.local_realms = Some(map.next_value::<Realms>()?.0),
+                Key::RestrictedServices => c.restricted_services = map.next_value::<Services>()?.0,
+                Key::ServiceAliases => c.service_aliases.extend(map.next_value::<Aliases>()?.0),
+                // Named through service_aliases by validate().
+                Key::TlsRequired => c.tls_required = map.next_value()?,
+                Key::Throttle => map.next_value_seed(ThrottleTable(&mut c))?,
+                Key::Http => c.http = map.next_value()?,
+                Key::Web => c.web = map.next_value()?,
+                Key::ProxyTicketBackends => {
+                    c.proxy_ticket_backends = map.next_value::<TicketBackends>()?.0
                 }
-            }
-            c.tls_required = services;
-        }
-        if let Some(h) = file.http {
-            c.http = h.resolve()?;
-        }
-        if let Some(w) = file.web {
-            c.web = w.resolve()?;
-        }
-        for b in file.proxy_ticket_backends.unwrap_or_default() {
-            let addr = b.trim().parse::<std::net::SocketAddr>().map_err(|_| {
-                Error::Config(format!(
-                    "proxy_ticket_backends: {b:?} is not IP-address:port (as nginx's Auth-Server and Auth-Port name it)"
-                ))
-            })?;
-            c.proxy_ticket_backends.push(addr);
-        }
-        if let Some(t) = file.throttle {
-            if let Some(n) = t.address_failures {
-                c.throttle_address.failures = n;
-            }
-            dur(
-                "throttle.address_window",
-                &t.address_window,
-                &mut c.throttle_address.window,
-            )?;
-            dur(
-                "throttle.address_block",
-                &t.address_block,
-                &mut c.throttle_address.block,
-            )?;
-            if let Some(n) = t.account_address_failures {
-                c.throttle_account_address.failures = n;
-            }
-            dur(
-                "throttle.account_address_window",
-                &t.account_address_window,
-                &mut c.throttle_account_address.window,
-            )?;
-            dur(
-                "throttle.account_address_block",
-                &t.account_address_block,
-                &mut c.throttle_account_address.block,
-            )?;
-            if let Some(n) = t.slowdown_failures {
-                c.slowdown_failures = n;
-            }
-            dur(
-                "throttle.slowdown_window",
-                &t.slowdown_window,
-                &mut c.slowdown_window,
-            )?;
-            dur(
-                "throttle.slowdown_max_delay",
-                &t.slowdown_max_delay,
-                &mut c.slowdown_max_delay,
-            )?;
-            if let Some(list) = t.trusted_networks {
-                c.trusted_networks = list
-                    .iter()
-                    .map(|n| crate::names::Network::parse(n))
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| Error::Config(format!("throttle.trusted_networks: {e}")))?;
-            }
-            if let Some(p) = t.ipv6_prefix {
-                if !(1..=128).contains(&p) {
-                    return Err(Error::Config(format!(
-                        "throttle.ipv6_prefix must be 1..=128, got {p}"
-                    )));
-                }
-                c.ipv6_prefix = p;
             }
         }
         Ok(c)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// `[throttle]`, read onto the flat fields of the [`Config`] being read.
+struct ThrottleTable<'a>(&'a mut Config);
 
-    #[test]
-    fn a_url_selects_postgresql() {
-        let mut c = Config::default();
-        assert_eq!(c.database(), Database::Sqlite(Path::new(DEFAULT_DB)));
-        for url in [
-            "postgresql://db.example/mail",
-            "postgres:///mail?host=/run/pg",
-        ] {
-            c.db = PathBuf::from(url);
-            assert_eq!(c.database(), Database::Postgres(url));
-        }
-        c.db = PathBuf::from("./postgresql.db");
-        assert!(matches!(c.database(), Database::Sqlite(_)));
-        let c = Config::parse(
-            "db = \"postgresql://h/d\"\ndb_password_file = \"/etc/p\"\ndb_statement_timeout = \"500ms\"",
-        )
-        .unwrap();
-        assert_eq!(c.db_statement_timeout, Duration::from_millis(500));
-        assert_eq!(c.db_connect_timeout, Duration::from_secs(2));
-        assert_eq!(c.db_password_file, Some(PathBuf::from("/etc/p")));
-        assert!(Config::parse("db_connect_timeout = \"0s\"").is_err());
-    }
-
-    #[test]
-    fn defaults_match_the_documented_budget() {
-        let c = Config::default();
-        assert_eq!(c.throttle_address.failures, 20);
-        assert_eq!(c.throttle_address.window, Duration::from_secs(600));
-        assert_eq!(c.audit_retention, Duration::from_secs(30 * 86400));
-        assert_eq!(
-            c.service_aliases.get("pop3").map(String::as_str),
-            Some("pop")
-        );
-    }
-
-    #[test]
-    fn parses_every_key() {
-        let c = Config::parse(
-            r#"
-            db = "/tmp/x.db"
-            bcrypt_cost = 5
-            audit_level = "failures"
-            audit_retention = "7d"
-            cache_ttl = "60s"
-            restricted_services = ["SMTP", "pop"]
-            tls_required = ["IMAP", "pop3", "imap4", "pop"]
-            [service_aliases]
-            imap4 = "imap"
-            [throttle]
-            address_failures = 3
-            address_window = "1m"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(c.db, PathBuf::from("/tmp/x.db"));
-        assert_eq!(c.bcrypt_cost, 5);
-        assert_eq!(c.audit_level, AuditLevel::Failures);
-        assert_eq!(c.audit_retention, Duration::from_secs(7 * 86400));
-        assert_eq!(c.cache_ttl, Duration::from_secs(60));
-        assert_eq!(c.restricted_services, vec!["smtp", "pop"]);
-        // Through the service aliases, the file's own included.
-        assert_eq!(c.tls_required, vec!["imap", "pop"]);
-        assert!(Config::parse("tls_required = [\"im ap\"]").is_err());
-        assert_eq!(
-            c.service_aliases.get("imap4").map(String::as_str),
-            Some("imap")
-        );
-        assert_eq!(c.throttle_address.failures, 3);
-        assert_eq!(c.throttle_address.window, Duration::from_secs(60));
-    }
-
-    #[test]
-    fn rejects_typos_and_bad_values() {
-        assert!(matches!(
-            Config::parse("bcrypt_cots = 5"),
-            Err(Error::Config(_))
-        ));
-        assert!(matches!(
-            Config::parse("bcrypt_cost = 99"),
-            Err(Error::Config(_))
-        ));
-        assert!(matches!(
-            Config::parse("cache_ttl = \"soon\""),
-            Err(Error::Config(_))
-        ));
-        assert!(matches!(Config::parse("db = "), Err(Error::Config(_))));
-    }
-
-    #[test]
-    fn proxy_ticket_backends() {
-        assert!(Config::default().proxy_ticket_backends.is_empty());
-        let c =
-            Config::parse(r#"proxy_ticket_backends = ["127.0.0.1:10143", "[::1]:110"]"#).unwrap();
-        assert_eq!(
-            c.proxy_ticket_backends,
-            vec![
-                "127.0.0.1:10143".parse().unwrap(),
-                "[::1]:110".parse().unwrap()
-            ]
-        );
-        for bad in ["localhost:143", "127.0.0.1", "127.0.0.1;143", ""] {
-            let text = format!("proxy_ticket_backends = [{bad:?}]");
-            assert!(Config::parse(&text).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn local_realms() {
-        let c = Config::parse(r#"local_realms = ["Mail.Example.org"]"#).unwrap();
-        assert!(c.is_local_realm("mail.example.ORG"));
-        assert!(!c.is_local_realm("example.org"));
-        assert!(!c.is_local_realm("localhost"));
-        let d = Config::default();
-        assert!(d.is_local_realm("localhost"));
-        assert!(!d.is_local_realm("victim.org"));
-        assert!(Config::parse(r#"local_realms = ["a@b"]"#).is_err());
-        assert!(Config::parse(r#"local_realms = [""]"#).is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            parse_duration("90d").unwrap(),
-            Duration::from_secs(90 * 86400)
-        );
-        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("-3d").is_err());
+impl<'de> DeserializeSeed<'de> for ThrottleTable<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
     }
 }
+
+impl<'de> Visitor<'de> for ThrottleTable<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("[throttle]'s keys")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let c = self.0;
+        let (address, pair) = (&mut c.throttle_address, &mut c.throttle_account_address);
+        while let Some(key) = map.next_key::<ThrottleKey>()? {
+            match key {
+                ThrottleKey::AddressFailures => address.failures = map.next_value()?,
+                ThrottleKey::AddressWindow => address.window = map.next_value::<Humantime>()?.0,
+                ThrottleKey::AddressBlock => address.block = map.next_value::<Humantime>()?.0,
+                ThrottleKey::AccountAddressFailures => pair.failures = map.next_value()?,
+                ThrottleKey::AccountAddressWindow => pair.window = map.next_value::<Humantime>()?.0,
+                ThrottleKey::AccountAddressBlock => pair.block = map.next_value::<Humantime>()?.0,
+                ThrottleKey::SlowdownFailures => c.slowdown_failures = map.next_value()?,
+                ThrottleKey::SlowdownWindow => c.slowdown_window = map.next_value::<Humantime>()?.0,
+                ThrottleKey::SlowdownMaxDelay => {
+                    c.slowdown_max_delay = map.next_value::<Humantime>()?.0
+                }
+                ThrottleKey::TrustedNetworks => {
+                    c.trusted_networks = map.next_value::<Networks>()?.0
+                }
+                ThrottleKey::Ipv6Prefix => c.ipv6_prefix = map.next_value()?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

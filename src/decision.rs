@@ -87,7 +87,7 @@ pub enum RefuseReason {
 
 impl RefuseReason {
     /// Short, safe text for the client.
-    pub fn public_text(self) -> &'static str {
+    pub const fn public_text(self) -> &'static str {
         match self {
             RefuseReason::BadCredentials => "authentication failed",
             RefuseReason::Disabled => "account disabled",

@@ -3,9 +3,9 @@
 //! protocol's logins go. A module of its own so that the configuration does
 //! not depend on the daemon (the daemon uses both).
 
-use crate::error::{Error, Result};
+use crate::config_file::{self, Invalid};
 use crate::names::Network;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -76,25 +76,34 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// The face's settings (defaults: not listening, no TCP peers, no backends).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The face's settings (defaults: not listening, no TCP peers, no backends),
+/// read straight from `[http]`; [`HttpConfig::validate`] then checks the
+/// ranges and `listen` against `trusted_peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
+    #[serde(deserialize_with = "listen")]
     pub listen: Option<Listen>,
     /// TCP peers allowed to ask (and whose `Client-IP` is believed): none
     /// unless listed, and a TCP `listen` needs some.
+    #[serde(deserialize_with = "config_file::networks")]
     pub trusted_peers: Vec<Network>,
     /// Group of the face's UNIX socket (mode 0660): the group made for
     /// nginx. None: the socket is its owner's only (0600).
+    #[serde(deserialize_with = "group")]
     pub group: Option<String>,
     /// Default backend per protocol (`imap`, `pop3`, `smtp`): an IP address
     /// and port, since nginx takes `Auth-Server` only as an address.
+    #[serde(deserialize_with = "backends")]
     pub backends: BTreeMap<String, SocketAddr>,
     /// How long a backend hold (`saslgate backend hold`) makes logins wait
     /// (`Auth-Status: WAIT`) before they get a temporary failure instead, so
     /// that nobody waits forever on a hold that was forgotten.
+    #[serde(with = "config_file::duration")]
     pub max_hold: Duration,
     /// How long a proxy ticket (`Auth-Pass` after a two-step login) stays
     /// valid: nginx uses it at once, so seconds are plenty.
+    #[serde(with = "config_file::duration")]
     pub ticket_lifetime: Duration,
 }
 
@@ -160,78 +169,61 @@ impl HttpConfig {
     }
 }
 
-/// `"5m"`, `"90s"`, `"45"` (seconds): at least one second.
-fn hold_duration(text: &str) -> std::result::Result<Duration, String> {
-    let t = text.trim();
-    let d = match t.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(t)
-            .map_err(|e| format!("bad duration {t:?}: {e} (examples: 90s, 5m)"))?,
+fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Listen>, D::Error> {
+    config_file::text(d, Listen::parse).map(Some)
+}
+
+fn group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    config_file::text(d, |g| match g.trim() {
+        "" => Err("empty".to_string()),
+        g => Ok(Some(g.to_string())),
+    })
+}
+
+/// `[http.backends]`: a key per protocol (the names nginx sends, exactly).
+fn backends<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, SocketAddr>, D::Error> {
+    let proto = |p: &str| {
+        if PROTOCOLS.contains(&p) {
+            Ok(p.to_string())
+        } else {
+            Err(format!("unknown protocol {p:?} (imap, pop3 or smtp)"))
+        }
     };
-    if d < Duration::from_secs(1) {
-        return Err(format!("{t:?} is shorter than one second"));
-    }
-    Ok(d)
+    Ok(config_file::table(d, proto, backend_address)?
+        .into_iter()
+        .collect())
 }
 
-/// The file's shape of `[http]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpFile {
-    listen: Option<String>,
-    trusted_peers: Option<Vec<String>>,
-    group: Option<String>,
-    backends: Option<BTreeMap<String, String>>,
-    max_hold: Option<String>,
-    ticket_lifetime: Option<String>,
-}
-
-impl HttpFile {
-    pub fn resolve(self) -> Result<HttpConfig> {
-        let bad = |m: String| Error::Config(format!("http.{m}"));
-        let mut c = HttpConfig::default();
-        if let Some(list) = self.trusted_peers {
-            c.trusted_peers = list
-                .iter()
-                .map(|n| Network::parse(n))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| bad(format!("trusted_peers: {e}")))?;
-        }
-        if let Some(g) = self.group {
-            if g.trim().is_empty() {
-                return Err(bad("group: empty".into()));
+impl HttpConfig {
+    /// The ranges of `max_hold` and `ticket_lifetime`, and a TCP `listen`'s
+    /// peers ([`HttpConfig::check_listen`]).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        for (key, d) in [
+            ("http.max_hold", self.max_hold),
+            ("http.ticket_lifetime", self.ticket_lifetime),
+        ] {
+            if d < Duration::from_secs(1) {
+                let d = humantime::format_duration(d);
+                return Err(Invalid::key(key, format!("{d} is shorter than one second")));
             }
-            c.group = Some(g.trim().to_string());
         }
-        if let Some(l) = self.listen {
-            let listen = Listen::parse(&l).map_err(|e| bad(format!("listen: {e}")))?;
-            c.check_listen(&listen).map_err(Error::Config)?;
-            c.listen = Some(listen);
+        if self.ticket_lifetime > MAX_TICKET_LIFETIME {
+            let d = humantime::format_duration(self.ticket_lifetime);
+            return Err(Invalid::key(
+                "http.ticket_lifetime",
+                format!(
+                    "{d} is outside 1s..5m (nginx uses a ticket at once; the database \
+                     refuses a ticket living longer than 10 minutes)"
+                ),
+            ));
         }
-        if let Some(text) = self.max_hold {
-            c.max_hold = hold_duration(&text).map_err(|e| bad(format!("max_hold: {e}")))?;
+        match &self.listen {
+            Some(listen) => self.check_listen(listen).map_err(|message| Invalid {
+                keys: vec!["http.listen", "http.trusted_peers"],
+                message,
+            }),
+            None => Ok(()),
         }
-        if let Some(text) = self.ticket_lifetime {
-            let d = hold_duration(&text).map_err(|e| bad(format!("ticket_lifetime: {e}")))?;
-            if d > MAX_TICKET_LIFETIME {
-                return Err(bad(format!(
-                    "ticket_lifetime: {text:?} is outside 1s..5m (nginx uses a ticket at \
-                     once; the database refuses a ticket living longer than 10 minutes)"
-                )));
-            }
-            c.ticket_lifetime = d;
-        }
-        for (proto, target) in self.backends.unwrap_or_default() {
-            if !PROTOCOLS.contains(&proto.as_str()) {
-                return Err(bad(format!(
-                    "backends: unknown protocol {proto:?} (imap, pop3 or smtp)"
-                )));
-            }
-            let addr =
-                backend_address(&target).map_err(|e| bad(format!("backends.{proto}: {e}")))?;
-            c.backends.insert(proto, addr);
-        }
-        Ok(c)
     }
 }
 
@@ -239,10 +231,10 @@ impl HttpFile {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<HttpConfig> {
-        toml::from_str::<HttpFile>(text)
-            .map_err(|e| Error::Config(e.to_string()))?
-            .resolve()
+    fn parse(text: &str) -> Result<HttpConfig, String> {
+        let c: HttpConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate().map_err(|i| i.message)?;
+        Ok(c)
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod crypto;
 pub mod daemon;
 pub mod decision;

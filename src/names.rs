@@ -1,7 +1,8 @@
 //! Normalisation of what clients send: login names, realms, service names, client
 //! addresses. Pure functions, no I/O.
 
-use std::collections::BTreeMap;
+use ipnet::IpNet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 /// Longest login name accepted (bytes).
@@ -177,23 +178,13 @@ fn normalise_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The top `prefix` bits of a `bits`-bit address.
-pub(crate) fn mask(value: u128, bits: u8, prefix: u8) -> u128 {
-    let prefix = prefix.min(bits);
-    if prefix == 0 {
-        return 0;
-    }
-    let keep = u128::MAX << (128 - u32::from(prefix));
-    (value << (128 - u32::from(bits))) & keep
-}
-
-/// An address or network of `[throttle] trusted_networks`: `192.0.2.10`,
-/// `10.0.0.0/8`, `2001:db8::/32`.
+/// An address or network of `[throttle] trusted_networks`, `[http]
+/// trusted_peers` and the block list: `192.0.2.10`, `10.0.0.0/8`,
+/// `2001:db8::/32`. The arithmetic (prefix check, membership, host bits) is
+/// `ipnet`'s; the address is read by std, as everywhere else in saslgate (ipnet's
+/// parser takes no bare address and cannot say which part was wrong).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Network(IpNet);
 
 impl Network {
     pub fn parse(text: &str) -> std::result::Result<Network, String> {
@@ -205,57 +196,36 @@ impl Network {
         let addr: IpAddr = addr
             .parse()
             .map_err(|_| format!("{t:?} is not an IP address or network (192.0.2.0/24)"))?;
-        // ::ffff:a.b.c.d is the IPv4 client (names::parse_client_addr does the same).
-        let (addr, shift) = match addr {
+        // ::ffff:a.b.c.d is the IPv4 client (parse_client_addr does the same):
+        // its prefix counts the 96 bits of the mapping.
+        let (addr, mapping_bits) = match addr {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => (IpAddr::V4(v4), 96),
                 None => (addr, 0),
             },
             v4 => (v4, 0),
         };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
+        let bad_prefix = || format!("{t:?}: bad prefix length");
+        let net = match prefix {
+            None => IpNet::from(addr),
             Some(p) => {
-                let p: u8 = p
-                    .parse()
-                    .ok()
-                    .filter(|p| *p >= shift && *p - shift <= max)
-                    .ok_or_else(|| format!("{t:?}: bad prefix length"))?;
-                p - shift
+                let p: u8 = p.parse().map_err(|_| bad_prefix())?;
+                let p = p.checked_sub(mapping_bits).ok_or_else(bad_prefix)?;
+                IpNet::new(addr, p).map_err(|_| bad_prefix())?
             }
         };
-        Ok(Network { addr, prefix })
+        Ok(Network(net))
     }
 
+    /// Whether `ip` is inside; an IPv6 address is never inside an IPv4
+    /// network here (callers pass addresses already normalised).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                mask(u128::from(u32::from(n)), 32, self.prefix)
-                    == mask(u128::from(u32::from(a)), 32, self.prefix)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                mask(u128::from(n), 128, self.prefix) == mask(u128::from(a), 128, self.prefix)
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
-}
 
-impl Network {
     /// The network address: host bits cleared (`192.0.2.77/24` is `192.0.2.0/24`).
     pub fn masked(&self) -> Network {
-        let addr = match self.addr {
-            IpAddr::V4(a) => {
-                let bits = mask(u128::from(u32::from(a)), 32, self.prefix) >> 96;
-                IpAddr::V4((bits as u32).into())
-            }
-            IpAddr::V6(a) => IpAddr::V6(mask(u128::from(a), 128, self.prefix).into()),
-        };
-        Network {
-            addr,
-            prefix: self.prefix,
-        }
+        Network(self.0.trunc())
     }
 }
 
@@ -263,50 +233,43 @@ impl Network {
 /// hash lookup per distinct prefix length, however long the list.
 #[derive(Debug, Default)]
 pub struct NetworkSet {
-    /// (prefix length, IPv6?) -> masked network bits.
-    by_prefix: Vec<((u8, bool), std::collections::HashSet<u128>)>,
+    /// The distinct (IPv6?, prefix length) of the networks.
+    prefixes: Vec<(bool, u8)>,
+    /// The networks, host bits cleared.
+    nets: HashSet<IpNet>,
 }
 
 impl NetworkSet {
     pub fn new<'a>(networks: impl IntoIterator<Item = &'a Network>) -> NetworkSet {
         let mut set = NetworkSet::default();
-        for n in networks {
-            let (bits, v6) = match n.addr {
-                IpAddr::V4(a) => (mask(u128::from(u32::from(a)), 32, n.prefix), false),
-                IpAddr::V6(a) => (mask(u128::from(a), 128, n.prefix), true),
-            };
-            let key = (n.prefix, v6);
-            match set.by_prefix.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, nets)) => {
-                    nets.insert(bits);
-                }
-                None => set.by_prefix.push((key, [bits].into())),
+        for Network(net) in networks {
+            let key = (matches!(net, IpNet::V6(_)), net.prefix_len());
+            if !set.prefixes.contains(&key) {
+                set.prefixes.push(key);
             }
+            set.nets.insert(net.trunc());
         }
         set
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_prefix.is_empty()
+        self.nets.is_empty()
     }
 
     /// Whether `ip` (an IPv4-mapped IPv6 address counts as its IPv4 address)
     /// is inside one of the networks.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let (value, v6) = match normalise_ip(ip) {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), false),
-            IpAddr::V6(a) => (u128::from(a), true),
-        };
-        let bits = if v6 { 128 } else { 32 };
-        self.by_prefix.iter().any(|((prefix, is_v6), nets)| {
-            *is_v6 == v6 && nets.contains(&mask(value, bits, *prefix))
+        let ip = normalise_ip(ip);
+        self.prefixes.iter().any(|&(v6, prefix)| {
+            v6 == ip.is_ipv6()
+                && IpNet::new(ip, prefix).is_ok_and(|net| self.nets.contains(&net.trunc()))
         })
     }
 }
 
 impl std::fmt::Display for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -420,6 +383,18 @@ mod tests {
             assert!(!set.contains(ip(outside)), "{outside}");
         }
         assert!(NetworkSet::new(&[]).is_empty());
+        // As written until masked; a mapped network counts the mapping's 96 bits.
+        assert_eq!(
+            Network::parse("192.0.2.77/24").unwrap().to_string(),
+            "192.0.2.77/24"
+        );
+        for bad in ["::ffff:10.0.0.0/95", "::ffff:10.0.0.0/129", "10.0.0.0/x"] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Network::parse("::ffff:10.0.0.0/96").unwrap().to_string(),
+            "10.0.0.0/0"
+        );
         let all = NetworkSet::new(&[Network::parse("0.0.0.0/0").unwrap()]);
         assert!(all.contains(ip("203.0.113.5")) && !all.contains(ip("2001:db8::1")));
     }

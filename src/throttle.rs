@@ -24,7 +24,6 @@
 //! once: the pair/account row remembers a keyed fingerprint of the last wrong one.
 
 use crate::config::Config;
-use crate::names::mask;
 pub use crate::names::Network;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -42,7 +41,8 @@ fn push_client_group(out: &mut String, ip: IpAddr, ipv6_prefix: u8) {
     use std::fmt::Write as _;
     let _ = match ip {
         IpAddr::V6(v6) if ipv6_prefix < 128 => {
-            let net = std::net::Ipv6Addr::from(mask(u128::from(v6), 128, ipv6_prefix));
+            // Always a valid prefix here (under 128).
+            let net = ipnet::Ipv6Net::new(v6, ipv6_prefix).map_or(v6, |n| n.network());
             write!(out, "{net}/{ipv6_prefix}")
         }
         other => write!(out, "{other}"),

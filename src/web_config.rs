@@ -2,23 +2,31 @@
 //! (the `web/` crate). A module of its own so that the configuration does not
 //! depend on the web program. Off until `listen` is set (or `--listen` given).
 
-use crate::error::{Error, Result};
+use crate::config_file::{self, Invalid};
 use crate::http_config::Listen;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Read straight from `[web]`; [`WebConfig::validate`] then checks the
+/// durations.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebConfig {
     /// `IP:PORT` or a UNIX socket path; `None`: the program refuses to start.
+    #[serde(deserialize_with = "listen")]
     pub listen: Option<Listen>,
     /// The address people type (`https://mail.example.org/account`): shown in
     /// the TOTP QR code's issuer and in links. Empty: not shown.
+    #[serde(deserialize_with = "public_url")]
     pub public_url: String,
     /// A session unused this long ends.
+    #[serde(with = "config_file::duration")]
     pub session_idle: Duration,
     /// A session ends this long after its sign-in, however busy.
+    #[serde(with = "config_file::duration")]
     pub session_max: Duration,
     /// A credential change needs the master password typed at most this long ago.
+    #[serde(with = "config_file::duration")]
     pub reauth_window: Duration,
 }
 
@@ -34,58 +42,42 @@ impl Default for WebConfig {
     }
 }
 
-/// `"15m"`, `"12h"`, `"300"` (seconds): at least one second.
-fn duration(text: &str) -> std::result::Result<Duration, String> {
-    let t = text.trim();
-    let d = match t.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(t)
-            .map_err(|e| format!("bad duration {t:?}: {e} (examples: 15m, 12h)"))?,
-    };
-    if d < Duration::from_secs(1) {
-        return Err(format!("{t:?} is shorter than one second"));
-    }
-    Ok(d)
+fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Listen>, D::Error> {
+    config_file::text(d, Listen::parse).map(Some)
 }
 
-/// The file's shape of `[web]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebFile {
-    listen: Option<String>,
-    public_url: Option<String>,
-    session_idle: Option<String>,
-    session_max: Option<String>,
-    reauth_window: Option<String>,
+/// Without its trailing `/`; empty, or an http(s) URL.
+fn public_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    config_file::text(d, |u| {
+        let u = u.trim().trim_end_matches('/');
+        if !u.is_empty() && !u.starts_with("https://") && !u.starts_with("http://") {
+            return Err(format!("{u:?} is not an http(s) URL"));
+        }
+        Ok(u.to_string())
+    })
 }
 
-impl WebFile {
-    pub fn resolve(self) -> Result<WebConfig> {
-        let bad = |m: String| Error::Config(format!("web.{m}"));
-        let mut c = WebConfig::default();
-        if let Some(l) = self.listen {
-            c.listen = Some(Listen::parse(&l).map_err(|e| bad(format!("listen: {e}")))?);
-        }
-        if let Some(u) = self.public_url {
-            let u = u.trim().trim_end_matches('/').to_string();
-            if !u.is_empty() && !u.starts_with("https://") && !u.starts_with("http://") {
-                return Err(bad(format!("public_url: {u:?} is not an http(s) URL")));
-            }
-            c.public_url = u;
-        }
-        for (key, text, into) in [
-            ("session_idle", self.session_idle, &mut c.session_idle),
-            ("session_max", self.session_max, &mut c.session_max),
-            ("reauth_window", self.reauth_window, &mut c.reauth_window),
+impl WebConfig {
+    /// Each duration at least one second; a session's idle limit within its
+    /// longest life.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        for (key, d) in [
+            ("web.session_idle", self.session_idle),
+            ("web.session_max", self.session_max),
+            ("web.reauth_window", self.reauth_window),
         ] {
-            if let Some(t) = text {
-                *into = duration(&t).map_err(|e| bad(format!("{key}: {e}")))?;
+            if d < Duration::from_secs(1) {
+                let d = humantime::format_duration(d);
+                return Err(Invalid::key(key, format!("{d} is shorter than one second")));
             }
         }
-        if c.session_idle > c.session_max {
-            return Err(bad("session_idle is longer than session_max".into()));
+        if self.session_idle > self.session_max {
+            return Err(Invalid {
+                keys: vec!["web.session_idle", "web.session_max"],
+                message: "web.session_idle is longer than web.session_max".into(),
+            });
         }
-        Ok(c)
+        Ok(())
     }
 }
 
@@ -93,19 +85,28 @@ impl WebFile {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<WebConfig, String> {
+        let c: WebConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate().map_err(|i| i.message)?;
+        Ok(c)
+    }
+
     #[test]
     fn parses_and_checks() {
-        let f: WebFile = toml::from_str(
+        let c = parse(
             "listen = \"127.0.0.1:8443\"\npublic_url = \"https://mail.example.org/account/\"\nsession_idle = \"10m\"\nreauth_window = \"2m\"",
         )
         .unwrap();
-        let c = f.resolve().unwrap();
         assert_eq!(c.public_url, "https://mail.example.org/account");
         assert_eq!(c.session_idle, Duration::from_secs(600));
         assert_eq!(c.reauth_window, Duration::from_secs(120));
-        let f: WebFile = toml::from_str("session_idle = \"13h\"").unwrap();
-        assert!(f.resolve().is_err());
-        let f: WebFile = toml::from_str("public_url = \"mail.example.org\"").unwrap();
-        assert!(f.resolve().is_err());
+        assert_eq!(c.session_max, WebConfig::default().session_max);
+        let e = parse("session_idle = \"13h\"").unwrap_err();
+        assert!(e.contains("longer than web.session_max"), "{e}");
+        assert!(parse("public_url = \"mail.example.org\"").is_err());
+        assert!(parse("reauth_window = \"0s\"").is_err());
+        assert!(parse("session_max = \"900\"").is_ok());
+        let e = parse("sesion_idle = \"1m\"").unwrap_err();
+        assert!(e.contains("unknown field `sesion_idle`"), "{e}");
     }
 }

@@ -1323,3 +1323,67 @@ fn blocked_addresses_on_the_saslauthd_socket() {
     assert!(st.success());
     assert!(log.contains("reason=blocked"), "{log}");
 }
+
+/// The saslauthd face answers from its one table (`saslgate::daemon::answers`):
+/// what the real daemon sends is that table's row, and the texts the other
+/// suites expect (`saslgate_testkit::ANSWER_*`) are the table's too.
+#[test]
+fn answers_come_from_the_one_table() {
+    use saslgate::daemon::answers::{Outcome, UNAVAILABLE_TEXT};
+    use saslgate::RefuseReason;
+    use saslgate_testkit as kit;
+    for (outcome, expected) in [
+        (Outcome::Accepted, kit::ANSWER_OK),
+        (
+            Outcome::Refused(RefuseReason::BadCredentials),
+            kit::ANSWER_BAD,
+        ),
+        (
+            Outcome::Refused(RefuseReason::NotAllowed),
+            kit::ANSWER_NOT_ALLOWED,
+        ),
+        (
+            Outcome::Refused(RefuseReason::Throttled),
+            kit::ANSWER_THROTTLED,
+        ),
+        (
+            Outcome::Refused(RefuseReason::Disabled),
+            kit::ANSWER_DISABLED,
+        ),
+        (Outcome::Unavailable, kit::ANSWER_UNAVAILABLE),
+    ] {
+        assert_eq!(outcome.text(), expected, "{outcome:?}");
+    }
+    assert_eq!(kit::ANSWER_UNAVAILABLE, format!("NO {UNAVAILABLE_TEXT}"));
+
+    let fx = fixture();
+    let d = start_daemon(&fx, "table", &["--fail-delay", "0"]);
+    let ask = |login: &str, pw: &str| {
+        raw(
+            &d.socket(),
+            &frame(&[login.as_bytes(), pw.as_bytes(), b"imap", b""]),
+        )
+    };
+    let refused = |r| Some(Outcome::Refused(r).text().to_string());
+    assert_eq!(
+        ask("alice", ALICE_PW),
+        Some(Outcome::Accepted.text().to_string())
+    );
+    assert_eq!(ask("alice", "wrong"), refused(RefuseReason::BadCredentials));
+    assert_eq!(ask("carol", "carol pw"), refused(RefuseReason::Disabled));
+    assert_eq!(ask("alice", ""), refused(RefuseReason::BadInput));
+    // The database taken away: "unavailable" once the engine has looked at
+    // the path again (at most every 0.1 s), never "authentication failed".
+    let db = fx.dir.path().join("sg.db");
+    std::fs::rename(&db, fx.dir.path().join("moved.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = ask("alice", ALICE_PW);
+        if !is_ok(&answer) || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(answer, Some(Outcome::Unavailable.text().to_string()));
+    assert_eq!(answer.as_deref(), Some(kit::ANSWER_UNAVAILABLE));
+}

@@ -793,6 +793,12 @@ fn tls_modes_and_failover_hosts() {
         "plain TCP is refused by the server: {e}"
     );
     login(format!("{base}?sslmode=require")).unwrap();
+    // The unix socket under the default sslmode=prefer: the server declines
+    // TLS there, and the socket having no host name must not fail the connect.
+    login(db.cluster.socket_url("postgres", "sg")).unwrap();
+    // SCRAM-SHA-256-PLUS: the server checks the tls-server-end-point hash
+    // that src/store/pg/tls.rs computes from its certificate.
+    login(format!("{base}?sslmode=require&channel_binding=require")).unwrap();
     login(format!("{base}?sslmode=verify-full&sslrootcert={ca}")).unwrap();
     login(format!(
         "postgresql://postgres@127.0.0.1:{port}/sg?sslmode=verify-ca&sslrootcert={ca}"

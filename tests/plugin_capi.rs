@@ -8,6 +8,7 @@ use saslgate::store::{AdminStore, Store};
 use saslgate::{Config, SecretBytes};
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::ptr;
+use std::time::{Duration, Instant};
 
 fn c(s: &str) -> CString {
     CString::new(s).unwrap()
@@ -157,6 +158,33 @@ fn open_failures_have_their_codes() {
             SaslgateResult::InvalidArgument
         );
     }
+}
+
+/// A handle whose database went away answers the C ABI's one "unavailable"
+/// text, and `saslgate_strerror` says the same.
+#[test]
+fn a_lost_database_answers_the_one_unavailable_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let h = open(&db);
+    assert_eq!(verify(h, "alice", "alice pw", "imap").0, SaslgateResult::Ok);
+    std::fs::rename(dir.path().join("sg.db"), dir.path().join("moved.db")).unwrap();
+    // The engine looks at the path at most every 0.1 s: ask until it has seen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = verify(h, "alice", "alice pw", "imap");
+        if answer.0 != SaslgateResult::Ok || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = saslgate::ffi::UNAVAILABLE_TEXT;
+    assert_eq!(answer, (SaslgateResult::Unavailable, text.to_string()));
+    // SAFETY: a static NUL-terminated string.
+    let shown = unsafe { CStr::from_ptr(capi::saslgate_strerror(answer.0 as c_int)) };
+    assert_eq!(shown.to_str().unwrap(), text);
+    // SAFETY: h is live and closed once.
+    unsafe { capi::saslgate_close(h) };
 }
 
 #[test]

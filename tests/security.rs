@@ -255,11 +255,16 @@ fn refusal_time_does_not_depend_on_the_stored_cost() {
     }
     known.sort_by(f64::total_cmp);
     unknown.sort_by(f64::total_cmp);
-    let ratio = known[12] / unknown[12];
-    // Unpadded, cost 4 against cost 9 is about 1/32.
+    // The fastest of each: other processes on a busy machine only ever add
+    // time, so the minimum is the figure least disturbed by them (a median
+    // moved with CI load and made this flaky). Unpadded, cost 4 against
+    // cost 9 is about 1/32.
+    let ratio = known[0] / unknown[0];
     assert!(
         (0.85..1.18).contains(&ratio),
-        "median known {:.2} ms, unknown {:.2} ms",
+        "fastest known {:.2} ms, unknown {:.2} ms (medians {:.2}, {:.2})",
+        known[0] * 1e3,
+        unknown[0] * 1e3,
         known[12] * 1e3,
         unknown[12] * 1e3
     );

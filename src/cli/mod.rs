@@ -62,7 +62,7 @@ fn out(text: &str) -> Result<()> {
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<()> {
-    out(&serde_json::to_string_pretty(value).map_err(|e| Error::Io(e.to_string()))?)
+    out(&serde_json::to_string_pretty(value)?)
 }
 
 fn opt_text(text: Option<&str>) -> &str {
@@ -211,7 +211,8 @@ fn run(cli: Cli) -> Result<i32> {
                 Some(text) => totp::decode_secret(&text).ok_or_else(|| {
                     Error::Usage("--secret: not a base32 secret of at least 80 bits".into())
                 })?,
-                None => crate::crypto::random_bytes(20).map_err(Error::Io)?,
+                None => crate::crypto::random_bytes(20)
+                    .map_err(|e| Error::from(std::io::Error::other(e)))?,
             };
             let account = names::account_name(&name).map_err(|e| Error::Usage(e.to_string()))?;
             store.enable_totp(&account, &secret)?;

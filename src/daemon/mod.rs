@@ -12,6 +12,7 @@
 //!   timeout, poll, peek/send without blocking); the daemon's
 //!   only unsafe code
 
+pub mod answers;
 pub mod http;
 pub mod log;
 pub mod options;

@@ -20,7 +20,9 @@ pub mod plugin;
 pub mod sys;
 pub mod util;
 
-/// What both faces tell a client when saslgate cannot decide (storage or
-/// configuration unavailable, internal error). Refusal texts are
-/// [`crate::RefuseReason::public_text`].
+/// What both faces of the library (plugin: `sasl_errdetail`; C ABI: `reason`
+/// and `saslgate_strerror`) tell a client when saslgate cannot decide (storage
+/// or configuration unavailable, internal error): their one text, used nowhere
+/// else. Refusal texts are [`crate::RefuseReason::public_text`]. The daemon's
+/// faces have their own (doc/design.md, section 1).
 pub const UNAVAILABLE_TEXT: &str = "authentication temporarily unavailable";

@@ -393,15 +393,16 @@ pub fn backup(config: &Config, dest: &Path) -> Result<()> {
     }
     if crate::rootfs::is_root() {
         let dir = crate::rootfs::parent_dir(dest);
-        let why = crate::rootfs::not_root_only(&dir)
-            .map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
+        let why = crate::rootfs::not_root_only(&dir).map_err(|e| Error::io(dir.display(), e))?;
         if let Some(why) = why {
-            return Err(Error::Io(format!(
-                "{}: root writes a backup only into a directory no other user can \
-                 change, and {why}; use one such as /var/backups/saslgate \
-                 (root:root, mode 0700); nothing written",
-                dest.display()
-            )));
+            return Err(Error::io_refused(
+                dest.display(),
+                format!(
+                    "root writes a backup only into a directory no other user can \
+                     change, and {why}; use one such as /var/backups/saslgate \
+                     (root:root, mode 0700); nothing written"
+                ),
+            ));
         }
     }
     // Create the destination first so it is never readable by others, even briefly.
@@ -411,7 +412,7 @@ pub fn backup(config: &Config, dest: &Path) -> Result<()> {
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(dest)
-        .map_err(|e| Error::Io(format!("{}: {e}", dest.display())))?;
+        .map_err(|e| Error::io(dest.display(), e))?;
     let result = (|| {
         let conn = Connection::open_with_flags(
             src,

@@ -12,8 +12,8 @@ use std::time::Duration;
 /// nginx sends the error and closes the client's connection (attempts 1
 /// and 2 may retry on the same connection after the wait).
 pub const LAST_WAITED_ATTEMPT: u32 = 2;
-/// Text of an answer when saslgate cannot decide (storage, internal error,
-/// no backend).
+/// The `auth_http` face's one text when saslgate cannot decide (storage,
+/// internal error, no backend, a hold past `max_hold`).
 pub const UNAVAILABLE_TEXT: &str = "Temporary server problem, try again later";
 
 /// One answer, before it is written out.

@@ -1,9 +1,10 @@
 //! The fast path: acceptor threads blocking in `accept4`, answering complete
 //! requests on the same thread and handing everything else to the reactor.
 
-use super::answer::{decide, Verdict, OK};
+use super::answer::{decide, Verdict};
 use super::conn::{consume, Answer, State, WipeBuf, FAST_BUF};
 use super::shared::{Handoff, Shared, Slot};
+use crate::daemon::answers::Outcome;
 use crate::daemon::protocol::{self, Parse, WireRequest};
 use crate::daemon::sys;
 use crate::engine::Gate;
@@ -191,7 +192,11 @@ fn answer_fast(
     unread: usize,
 ) {
     let (out, delay, verdict) = if shared.settings.noop {
-        (Answer::Borrowed(OK), Duration::ZERO, None)
+        (
+            Answer::Borrowed(Outcome::Accepted.answer()),
+            Duration::ZERO,
+            None,
+        )
     } else {
         let (out, delay, verdict) = decide(shared, gate, req);
         (out, delay, Some(verdict))

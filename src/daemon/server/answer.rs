@@ -2,13 +2,11 @@
 
 use super::conn::Answer;
 use super::shared::Shared;
+use crate::daemon::answers::Outcome;
 use crate::daemon::log::{display_into, escape_text_into, text_into, value_into};
-use crate::daemon::protocol::{encode_answer, WireRequest};
+use crate::daemon::protocol::WireRequest;
 use crate::engine::{Credential, Decision, Gate, Request};
 use std::time::Duration;
-
-/// `OK`, encoded (a counted string).
-pub(super) const OK: &[u8] = b"\x00\x02OK";
 
 /// A decision whose log line is not written yet: the acceptor writes it after
 /// the answer is sent, so the line's cost is not part of the client's wait.
@@ -37,16 +35,10 @@ pub(super) fn decide(
         .unwrap_or_else(|_| Decision::Unavailable {
             cause: "internal error (panic in the decision)".into(),
         });
-    let (out, delay) = match &decision {
-        Decision::Accepted { .. } => (Answer::Borrowed(OK), Duration::ZERO),
-        Decision::Refused { reason, delay, .. } => (
-            Answer::Owned(encode_answer(&format!("NO {}", reason.public_text()))),
-            (*delay).max(shared.settings.fail_delay),
-        ),
-        Decision::Unavailable { .. } => (
-            Answer::Owned(encode_answer("NO unavailable")),
-            Duration::ZERO,
-        ),
+    let out = Answer::Borrowed(Outcome::of(&decision).answer());
+    let delay = match &decision {
+        Decision::Refused { delay, .. } => (*delay).max(shared.settings.fail_delay),
+        Decision::Accepted { .. } | Decision::Unavailable { .. } => Duration::ZERO,
     };
     (out, delay, Verdict(decision))
 }

@@ -2,11 +2,12 @@
 //! acceptors hand over (partial requests, held-back refusals, answers the
 //! socket did not take at once), each with its deadline.
 
-use super::answer::{decide, OK};
+use super::answer::decide;
 use super::conn::{consume, Answer, State, WipeBuf};
 use super::shared::{Handoff, Shared, Slot};
+use crate::daemon::answers::Outcome;
 use crate::daemon::log::text_into;
-use crate::daemon::protocol::{self, encode_answer, Parse};
+use crate::daemon::protocol::{self, Parse};
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token};
 use std::cmp::Reverse;
@@ -235,17 +236,15 @@ impl Reactor {
                 let mut line = String::from("result=NO reason=bad-input");
                 text_into(&mut line, "detail", &why.to_string());
                 self.shared.log.notice(&line);
-                let out = Answer::Owned(encode_answer(&format!(
-                    "NO {}",
-                    crate::RefuseReason::BadInput.public_text()
-                )));
+                let out =
+                    Answer::Borrowed(Outcome::Refused(crate::RefuseReason::BadInput).answer());
                 let due = entry.accepted + self.shared.settings.fail_delay;
                 self.answer(t, out, due);
             }
             Parse::Complete(req) => {
                 let accepted = entry.accepted;
                 let (out, delay) = if self.shared.settings.noop {
-                    (Answer::Borrowed(OK), Duration::ZERO)
+                    (Answer::Borrowed(Outcome::Accepted.answer()), Duration::ZERO)
                 } else {
                     let (out, delay, verdict) = decide(&self.shared, &self.shared.gate(), &req);
                     verdict.log(&self.shared, &req);

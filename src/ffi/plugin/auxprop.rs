@@ -9,6 +9,7 @@ use super::context::Options;
 use super::{codes, in_own_mech, sparams_utils, sys, AuxInstance, AUXPROP_NAME};
 use crate::ffi::guard::{guard, guard_with};
 use crate::ffi::util::{cstr, opt_bytes, show};
+use crate::ffi::UNAVAILABLE_TEXT;
 use crate::{Decision, RefuseReason, Request, SecretBytes};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::ptr;
@@ -103,6 +104,7 @@ pub(super) unsafe extern "C" fn auxprop_lookup(
                 Err(e) => {
                     let line = format!("auxprop: configuration error: {e}");
                     step.log(sys::SASL_LOG_ERR, &line);
+                    step.seterror(UNAVAILABLE_TEXT);
                     return codes::UNAVAILABLE;
                 }
             };
@@ -142,6 +144,7 @@ pub(super) unsafe extern "C" fn auxprop_lookup(
                 Decision::Unavailable { cause } => {
                     let line = format!("auxprop: {which} {:?}: unavailable: {cause}", show(login));
                     step.log(sys::SASL_LOG_ERR, &line);
+                    step.seterror(UNAVAILABLE_TEXT);
                 }
             }
             match decision {

@@ -261,6 +261,43 @@ fn broken_configuration_fails_closed() {
     assert_eq!(o.rc, sys::SASL_UNAVAIL);
 }
 
+/// Every "cannot decide" of the plugin, mechanism or auxprop gate, storage or
+/// configuration, tells the client the plugin's one text.
+#[test]
+fn unavailable_is_the_plugins_one_text() {
+    let only_unavailable_text =
+        || with_fake(|f| f.errors == [crate::ffi::UNAVAILABLE_TEXT.to_string()]);
+    let plugs = Plugs::init();
+    let aux = AuxPlugin::init();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    for options in [
+        [("saslgate_config", "/nonexistent/saslgate.conf")],
+        [("saslgate_db", missing.to_str().unwrap())],
+    ] {
+        reset_fake(&options);
+        let mut conn = Conn::new("imap");
+        let o = run(&plugs, &mut conn, 0, &[b"\0alice\0alice pw"]);
+        assert_eq!(o.rc, sys::SASL_UNAVAIL, "{options:?}");
+        assert!(
+            only_unavailable_text(),
+            "{options:?}: {:?}",
+            with_fake(|f| f.errors.clone())
+        );
+        reset_fake(&options);
+        assert_eq!(
+            aux.lookup(&mut conn, "alice"),
+            sys::SASL_UNAVAIL,
+            "{options:?}"
+        );
+        assert!(
+            only_unavailable_text(),
+            "{options:?}: {:?}",
+            with_fake(|f| f.errors.clone())
+        );
+    }
+}
+
 /// The plugin's panic boundary is where a panic ends: logged through libsasl2's log
 /// callback with its message and location, answered "unavailable" (as a storage
 /// failure), and the plugin keeps working.

@@ -1,8 +1,8 @@
 //! The PostgreSQL backend: the same tables and rules as the SQLite store, for
 //! several mail hosts sharing one database.
 //!
-//! - this file: connecting (URL, TLS, password file, timeouts) and running
-//!   statements with a bounded wait;
+//! - this file: connecting (URL, password file, timeouts) and running
+//!   statements with a bounded wait; [`tls`] the TLS connector (rustls);
 //! - [`schema`]: the migrations, `saslgate init` and the login role;
 //! - `login`, `throttle`, `admin`, `web`: the trait implementations.
 //!
@@ -23,6 +23,7 @@ mod routing;
 pub mod schema;
 mod throttle;
 mod tickets;
+mod tls;
 mod web;
 
 use crate::config::Config;
@@ -154,29 +155,6 @@ fn query_has(query: &str, key: &str) -> bool {
     form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == key)
 }
 
-/// The TLS connector for a target (OpenSSL, certificate checks per `sslmode`).
-fn tls_connector(target: &Target) -> Result<postgres_openssl::MakeTlsConnector> {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-    let tls_err = |e: openssl::error::ErrorStack| Error::Config(format!("db: TLS setup: {e}"));
-    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls_err)?;
-    match (&target.root_cert, target.verify) {
-        (_, Verify::None) => builder.set_verify(SslVerifyMode::NONE),
-        (Some(file), _) => builder
-            .set_ca_file(file)
-            .map_err(|e| Error::Config(format!("db: sslrootcert {file}: {e}")))?,
-        (None, _) => builder.set_default_verify_paths().map_err(tls_err)?,
-    }
-    let mut connector = postgres_openssl::MakeTlsConnector::new(builder.build());
-    if target.verify != Verify::Full {
-        // verify-ca and below: the chain (if checked at all), not the name.
-        connector.set_callback(|config, _host| {
-            config.set_verify_hostname(false);
-            Ok(())
-        });
-    }
-    Ok(connector)
-}
-
 /// Reads `db_password_file` (first line, without its line end), kept in
 /// memory that is wiped when dropped.
 fn read_password(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
@@ -204,15 +182,15 @@ fn millis(d: Duration) -> u128 {
 
 /// What a connection is made from: the server's address and options, the
 /// TLS connector if any, and the bound on the whole attempt.
-pub(crate) struct Dialing {
-    pub(crate) pg: tokio_postgres::Config,
-    pub(crate) connector: Option<postgres_openssl::MakeTlsConnector>,
-    pub(crate) bound: Duration,
+struct Dialing {
+    pg: tokio_postgres::Config,
+    connector: Option<tls::MakeRustls>,
+    bound: Duration,
 }
 
 /// The connection settings of `config` (URL, TLS, password file, timeouts
 /// set in the startup packet).
-pub(crate) fn dialing(config: &Config) -> Result<Dialing> {
+fn dialing(config: &Config) -> Result<Dialing> {
     let url = match config.database() {
         crate::config::Database::Postgres(url) => url,
         crate::config::Database::Sqlite(p) => {
@@ -259,7 +237,7 @@ pub(crate) fn dialing(config: &Config) -> Result<Dialing> {
     let bound = connect * hosts + Duration::from_millis(100);
     let tls = target.pg.get_ssl_mode() != tokio_postgres::config::SslMode::Disable;
     let connector = if tls {
-        Some(tls_connector(&target)?)
+        Some(tls::connector(&target)?)
     } else {
         None
     };
@@ -271,7 +249,7 @@ pub(crate) fn dialing(config: &Config) -> Result<Dialing> {
 }
 
 /// The result of a bounded connect attempt.
-pub(crate) fn connected_or_err<T>(
+fn connected_or_err<T>(
     connected: std::result::Result<
         std::result::Result<T, tokio_postgres::Error>,
         tokio::time::error::Elapsed,
