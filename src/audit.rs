@@ -9,7 +9,7 @@
 //! minute instead of thousands a second (issue 11, finding 7).
 
 use crate::config::AuditLevel;
-use crate::store::login::{AuditRecord, LastUse};
+use crate::store::types::{AuditRecord, LastUse};
 use std::collections::HashMap;
 
 /// Rate limit of cheap refusals: this long a window per client...

@@ -8,7 +8,7 @@
 //! WAL-index header, moved by every commit of any process) is the one they
 //! were read under (engine/fresh.rs). If the generations differ the whole
 //! snapshot is dropped and the request takes the full path. Every admin change
-//! sets a new generation (store/admin.rs). What logins change themselves (TOTP
+//! sets a new generation (store/sql/admin.rs). What logins change themselves (TOTP
 //! steps, one-time codes, hash upgrades, last-use stamps) is not kept here.
 //!
 //! The engine keys it by the open of the database as well as the generation
@@ -19,7 +19,7 @@
 //! checked against its stored keyed hash on every request, and refusals always
 //! take the full path.
 
-use crate::store::login::AppPasswordRow;
+use crate::store::types::AppPasswordRow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 

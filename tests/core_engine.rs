@@ -865,7 +865,7 @@ fn own_audit_batches_keep_the_fast_path_in_memory() {
         ..req("alice", &s.app_imap, "imap")
     };
     let audit_rows = || {
-        let store = Store::open(&s.config).unwrap();
+        let store = SqliteStore::open(&s.config).unwrap();
         store.audit_entries(None, None, 1000).unwrap().len()
     };
     assert!(g.decide(&login).is_accepted()); // full path, loads the snapshot

@@ -9,7 +9,7 @@
 //!
 //! Each test failed on the code before its fix.
 
-use saslgate::store::{Store, ThrottleStore};
+use saslgate::store::{SqliteStore, ThrottleStore};
 use saslgate::Config;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -385,7 +385,7 @@ fn an_empty_log_gives_no_stamp_shared_by_two_databases() {
     let open = |name: &str, names: &[&str]| {
         let db = dir.path().join(name);
         database(&db, names, 4);
-        Store::open(&Config {
+        SqliteStore::open(&Config {
             db,
             ..Config::default()
         })

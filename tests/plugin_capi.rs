@@ -4,7 +4,7 @@
 #![allow(unsafe_code)] // calls the C ABI as a C program would
 
 use saslgate::ffi::capi::{self, Handle, SaslgateResult};
-use saslgate::store::{AdminStore, Store};
+use saslgate::store::{AdminStore, SqliteStore};
 use saslgate::{Config, SecretBytes};
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::ptr;
@@ -21,7 +21,7 @@ fn make_db(dir: &std::path::Path) -> CString {
         bcrypt_cost: 4,
         ..Config::default()
     };
-    let mut store = Store::create(&cfg).unwrap();
+    let mut store = SqliteStore::create(&cfg).unwrap();
     store.add_account("alice", "default").unwrap();
     store
         .set_master_password("alice", &SecretBytes::from_slice(b"alice pw"), false)

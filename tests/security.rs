@@ -168,7 +168,7 @@ fn a_file_copied_over_in_place_is_not_served_stale() {
     let f = Fixture::new();
     f.user("emil", "pw-emil");
     let backup = f.path("backup.db");
-    Store::open(&f.config).unwrap();
+    SqliteStore::open(&f.config).unwrap();
     saslgate(&f, &["backup", backup.to_str().unwrap()]);
     let g = f.gate();
     let app = f.app_password("emil", &[], false, None);

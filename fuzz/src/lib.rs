@@ -13,7 +13,7 @@ use saslgate::crypto::Canonical;
 use saslgate::daemon::protocol::{self, Parse};
 use saslgate::engine::Credential;
 use saslgate::secret::SecretBytes;
-use saslgate::store::{AdminStore, Store};
+use saslgate::store::{AdminStore, SqliteStore};
 use saslgate::{Decision, Gate, Request};
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -268,7 +268,7 @@ pub fn fixture() -> &'static Fixture {
         .expect("fixture config");
         config.db = dir.path().join("fuzz.db");
         remove_at_exit(dir.path());
-        let mut s = Store::create(&config).expect("create fixture db");
+        let mut s = SqliteStore::create(&config).expect("create fixture db");
         let pw = |p: &[u8]| SecretBytes::from_slice(p);
         s.add_account("alice", "default").unwrap();
         s.set_master_password("alice", &pw(ALICE_PW), false)

@@ -15,7 +15,7 @@ use crate::audit;
 use crate::crypto::{canonical_generated, APP_PASSWORD_LEN};
 use crate::decision::{Credential, Decision, RefuseReason};
 use crate::snapshot::AccountView;
-use crate::store::login::{AccountRow, AppPasswordRow, AuditRecord, AuditText, LastUse};
+use crate::store::types::{AccountRow, AppPasswordRow, AuditRecord, AuditText, LastUse};
 use crate::store::LoginStore;
 use crate::throttle::{self, Keys};
 use compact_str::ToCompactString;

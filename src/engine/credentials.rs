@@ -15,7 +15,7 @@ use crate::crypto::{
     bcrypt_verify, bcrypt_verify_padded, canonical_generated, APP_PASSWORD_LEN, CODE_LEN,
 };
 use crate::decision::Credential;
-use crate::store::login::{AccountRow, AppPasswordRow};
+use crate::store::types::{AccountRow, AppPasswordRow};
 use crate::store::LoginStore;
 use crate::totp;
 

@@ -5,7 +5,7 @@ use super::tickets;
 use crate::config::Config;
 use crate::decision::Request;
 use crate::names;
-use crate::store::login::AccountRow;
+use crate::store::types::AccountRow;
 use crate::store::LoginStore;
 
 /// A request after validation and normalisation (step 1).

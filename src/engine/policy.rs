@@ -2,7 +2,7 @@
 //! then the credential's own services and the restricted list. Used by logins,
 //! the fast path (on data already in memory) and `saslgate explain`.
 
-use crate::store::login::{AccountRow, AppPasswordRow};
+use crate::store::types::{AccountRow, AppPasswordRow};
 use crate::store::LoginStore;
 
 fn lists(list: &[String], service: &str) -> bool {

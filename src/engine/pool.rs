@@ -4,7 +4,6 @@
 //! the old file are dropped.
 
 use super::Gate;
-use crate::config::Database;
 use crate::store::{ChangeStamp, LoginStore};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -187,7 +186,7 @@ impl Gate {
             }
             let now = Instant::now();
             // A PostgreSQL database has no file here to watch.
-            let watch = matches!(self.config.database(), Database::Sqlite(_));
+            let watch = crate::store::database_file(&self.config).is_some();
             // While this process's own checkpoint writes the file, its size
             // and times move for no one's replacing it: look after it (see
             // `Gate::checkpoint`).
@@ -265,7 +264,7 @@ impl Gate {
     /// Errors are left to the logins, which report them.
     pub fn checkpoint(&self) {
         use std::sync::atomic::Ordering;
-        if !matches!(self.config.database(), Database::Sqlite(_)) {
+        if crate::store::database_file(&self.config).is_none() {
             return; // PostgreSQL checkpoints by itself
         }
         self.checkpointing.store(true, Ordering::Release);

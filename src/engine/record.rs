@@ -7,7 +7,7 @@ use super::Gate;
 use crate::audit;
 use crate::decision::{Decision, RefuseReason, Request};
 use crate::names;
-use crate::store::login::AuditRecord;
+use crate::store::types::AuditRecord;
 use crate::store::LoginStore;
 use crate::throttle::{self, Keys};
 use crate::timefmt::now;

@@ -11,7 +11,7 @@
 use super::Gate;
 use crate::error::Error;
 use crate::secret::SecretBytes;
-use crate::store::login::AccountRow;
+use crate::store::types::AccountRow;
 use crate::store::{LoginStore, TicketRow};
 use std::net::{IpAddr, SocketAddr};
 

@@ -12,18 +12,18 @@
 //! - any failure is an `Err` (the engine answers "unavailable"), never a
 //!   default value.
 
-use super::admin::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
-use super::aliases::{AliasInfo, BlockInfo};
 use super::dump::{Dump, DumpCounts};
-use super::login::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use super::pg::PgStore;
-use super::routing::{RoutingAdmin, RoutingReads};
-use super::tickets::TicketStore;
+use super::sql::aliases::{AliasInfo, BlockInfo};
+use super::sql::routing::{RoutingAdmin, RoutingReads};
+use super::sql::tickets::TicketStore;
 use super::ChangeStamp;
-use super::Store;
+use super::SqliteStore;
 use crate::config::{Config, Database};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::secret::SecretBytes;
+use crate::store::types::{AccountInfo, AppPasswordInfo, AuditEntry, PlanInfo};
+use crate::store::types::{AccountRow, AppPasswordRow, AuditRecord, LastUse};
 use crate::throttle::{KeyRows, Keys, State};
 use std::time::Duration;
 
@@ -87,7 +87,7 @@ pub trait LoginStore: ThrottleStore + RoutingReads + TicketStore + Send {
     /// Starts a read transaction (a no-op inside one).
     fn begin_read(&self) -> Result<()>;
 
-    /// Ends a read transaction started by [`Store::begin_read`], if any. Every write
+    /// Ends a read transaction started by [`LoginStore::begin_read`], if any. Every write
     /// calls this first: a deferred transaction that later writes could fail with
     /// SQLITE_BUSY_SNAPSHOT instead of waiting for the lock.
     fn end_read(&self) -> Result<()>;
@@ -265,28 +265,20 @@ pub trait AdminStore: LoginStore + RoutingAdmin {
     /// For `saslgate explain`: the account and its app passwords as the engine sees them.
     fn explain_rows(&self, name: &str) -> Result<(AccountRow, Vec<AppPasswordRow>)>;
 
-    /// The whole database from one consistent read (`saslgate copy`; src/store/dump.rs).
-    fn export_all(&self) -> Result<Dump> {
-        Err(Error::Storage(
-            "this backend cannot export (saslgate copy)".into(),
-        ))
-    }
+    /// The whole database from one consistent read (`saslgate copy`;
+    /// src/store/sql/copy.rs).
+    fn export_all(&self) -> Result<Dump>;
 
     /// Replaces the whole content with `dump`'s in one transaction, ids and key
     /// kept, counts checked before it commits. A database in use (anything but
     /// what `saslgate init` leaves) is refused with `Error::Exists` unless `force`.
-    fn import_all(&mut self, dump: &Dump, force: bool) -> Result<DumpCounts> {
-        let _ = (dump, force);
-        Err(Error::Storage(
-            "this backend cannot import (saslgate copy)".into(),
-        ))
-    }
+    fn import_all(&mut self, dump: &Dump, force: bool) -> Result<DumpCounts>;
 }
 
 /// Opens the configured database for logins.
 pub fn open_login(config: &Config) -> Result<Box<dyn LoginStore>> {
     Ok(match config.database() {
-        Database::Sqlite(_) => Box::new(Store::open(config)?),
+        Database::Sqlite(_) => Box::new(SqliteStore::open(config)?),
         Database::Postgres(_) => Box::new(PgStore::open(config)?),
     })
 }
@@ -295,7 +287,7 @@ pub fn open_login(config: &Config) -> Result<Box<dyn LoginStore>> {
 /// changes (the plugin's `auxprop_store`).
 pub fn open_admin(config: &Config) -> Result<Box<dyn AdminStore>> {
     Ok(match config.database() {
-        Database::Sqlite(_) => Box::new(Store::open(config)?),
+        Database::Sqlite(_) => Box::new(SqliteStore::open(config)?),
         Database::Postgres(_) => Box::new(PgStore::open(config)?),
     })
 }
@@ -304,7 +296,7 @@ pub fn open_admin(config: &Config) -> Result<Box<dyn AdminStore>> {
 /// an empty PostgreSQL database); an initialised one is `Error::Exists`.
 pub fn create(config: &Config) -> Result<Box<dyn AdminStore>> {
     Ok(match config.database() {
-        Database::Sqlite(_) => Box::new(Store::create(config)?),
+        Database::Sqlite(_) => Box::new(SqliteStore::create(config)?),
         Database::Postgres(_) => Box::new(PgStore::create(config)?),
     })
 }

@@ -3,15 +3,17 @@
 //! (`HMAC(key, "web-session", token)`, the database's own key), so a copy of
 //! the table signs nobody in, and every host using the same database knows
 //! every session. The web program reaches the store only through
-//! [`WebStore`]; the SQLite implementation is here, PostgreSQL's in
-//! `store::pg::web`.
+//! [`WebStore`]; both backends' implementation is here. On PostgreSQL the web
+//! role (`saslgate init --web-role`) may read and write `web_sessions` and
+//! read `audit`; no other role may touch the sessions.
 
-use super::admin::AuditEntry;
 use super::pg::PgStore;
-use super::{AdminStore, Store};
+use super::sql::admin::audit_entry;
+use super::sql::{params, Db, SqlRow};
+use super::{AdminStore, SqliteStore};
 use crate::config::{Config, Database};
-use crate::error::{Error, Result};
-use rusqlite::{params, OptionalExtension};
+use crate::error::Result;
+use crate::store::types::AuditEntry;
 
 /// One signed-in session as the pages need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +92,7 @@ impl<T: AdminStore + WebSessions> WebStore for T {}
 /// Opens the configured database for saslgate-web.
 pub fn open_web(config: &Config) -> Result<Box<dyn WebStore>> {
     match config.database() {
-        Database::Sqlite(_) => Ok(Box::new(Store::open(config)?)),
+        Database::Sqlite(_) => Ok(Box::new(SqliteStore::open(config)?)),
         Database::Postgres(_) => {
             let store = PgStore::open(config)?;
             store.check_web_role()?;
@@ -124,25 +126,32 @@ pub(crate) fn first_use_of_each(
     Ok(seen)
 }
 
-const SESSION_COLUMNS: &str = "s.id, s.account_id, a.name, a.disabled, s.created, s.last_seen,
-     s.reauth_at, s.client_addr, s.user_agent
-     FROM web_sessions s JOIN accounts a ON a.id = s.account_id";
+const SESSION_BY_TOKEN: &str = "SELECT s.id, s.account_id, a.name, a.disabled, s.created,
+        s.last_seen, s.reauth_at, s.client_addr, s.user_agent
+     FROM web_sessions s JOIN accounts a ON a.id = s.account_id
+     WHERE s.token_hash = $1";
 
-fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebSession> {
+const SESSIONS_OF: &str = "SELECT s.id, s.account_id, a.name, a.disabled, s.created,
+        s.last_seen, s.reauth_at, s.client_addr, s.user_agent
+     FROM web_sessions s JOIN accounts a ON a.id = s.account_id
+     WHERE s.account_id = $1 ORDER BY s.id DESC";
+
+fn session_row(r: &SqlRow) -> Result<WebSession> {
     Ok(WebSession {
-        id: r.get(0)?,
-        account_id: r.get(1)?,
-        account: r.get(2)?,
-        disabled: r.get(3)?,
-        created: r.get(4)?,
-        last_seen: r.get(5)?,
-        reauth_at: r.get(6)?,
-        client_addr: r.get(7)?,
-        user_agent: r.get(8)?,
+        id: r.int(0)?,
+        account_id: r.int(1)?,
+        account: r.text(2)?,
+        disabled: r.bool(3)?,
+        created: r.int(4)?,
+        last_seen: r.int(5)?,
+        reauth_at: r.int(6)?,
+        client_addr: r.text(7)?,
+        user_agent: r.text(8)?,
     })
 }
 
-impl WebSessions for Store {
+/// Reads outside any read transaction (the pages see each other's writes).
+impl<D: Db> WebSessions for D {
     fn web_session_insert(
         &mut self,
         token_hash: &[u8; 32],
@@ -151,26 +160,27 @@ impl WebSessions for Store {
         client_addr: &str,
         user_agent: &str,
     ) -> Result<i64> {
-        self.write(|tx| {
-            tx.execute(
+        self.transaction(|tx| {
+            tx.query_one(
                 "INSERT INTO web_sessions (token_hash, account_id, created, last_seen, reauth_at,
-                     client_addr, user_agent) VALUES (?1, ?2, ?3, ?3, ?3, ?4, ?5)",
+                     client_addr, user_agent) VALUES ($1, $2, $3, $3, $3, $4, $5) RETURNING id",
                 params![&token_hash[..], account_id, now, client_addr, user_agent],
-            )?;
-            Ok(tx.last_insert_rowid())
+            )?
+            .int(0)
         })
     }
 
     fn web_session_get(&self, token_hash: &[u8; 32]) -> Result<Option<WebSession>> {
-        let sql = format!("SELECT {SESSION_COLUMNS} WHERE s.token_hash = ?1");
-        let mut st = self.conn.prepare_cached(&sql)?;
-        Ok(st.query_row([&token_hash[..]], session_row).optional()?)
+        self.autocommit()?
+            .query_opt(SESSION_BY_TOKEN, params![&token_hash[..]])?
+            .map(|r| session_row(&r))
+            .transpose()
     }
 
     fn web_session_touch(&mut self, id: i64, now: i64) -> Result<()> {
-        self.write(|tx| {
+        self.transaction(|tx| {
             tx.execute(
-                "UPDATE web_sessions SET last_seen = max(last_seen, ?2) WHERE id = ?1",
+                "UPDATE web_sessions SET last_seen = greatest(last_seen, $2) WHERE id = $1",
                 params![id, now],
             )?;
             Ok(())
@@ -178,9 +188,10 @@ impl WebSessions for Store {
     }
 
     fn web_session_reauth(&mut self, id: i64, now: i64) -> Result<()> {
-        self.write(|tx| {
+        self.transaction(|tx| {
             tx.execute(
-                "UPDATE web_sessions SET reauth_at = ?2, last_seen = max(last_seen, ?2) WHERE id = ?1",
+                "UPDATE web_sessions SET reauth_at = $2, last_seen = greatest(last_seen, $2)
+                 WHERE id = $1",
                 params![id, now],
             )?;
             Ok(())
@@ -188,38 +199,37 @@ impl WebSessions for Store {
     }
 
     fn web_session_delete(&mut self, account_id: i64, id: i64) -> Result<bool> {
-        self.write(|tx| {
+        self.transaction(|tx| {
             Ok(tx.execute(
-                "DELETE FROM web_sessions WHERE id = ?1 AND account_id = ?2",
+                "DELETE FROM web_sessions WHERE id = $1 AND account_id = $2",
                 params![id, account_id],
             )? > 0)
         })
     }
 
     fn web_sessions_end_others(&mut self, account_id: i64, keep: i64) -> Result<usize> {
-        self.write(|tx| {
+        self.transaction(|tx| {
             Ok(tx.execute(
-                "DELETE FROM web_sessions WHERE account_id = ?1 AND id <> ?2",
+                "DELETE FROM web_sessions WHERE account_id = $1 AND id <> $2",
                 params![account_id, keep],
-            )?)
+            )? as usize)
         })
     }
 
     fn web_sessions_of(&self, account_id: i64) -> Result<Vec<WebSession>> {
-        let sql = format!("SELECT {SESSION_COLUMNS} WHERE s.account_id = ?1 ORDER BY s.id DESC");
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let rows = st
-            .query_map([account_id], session_row)?
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(rows)
+        self.autocommit()?
+            .query(SESSIONS_OF, params![account_id])?
+            .iter()
+            .map(session_row)
+            .collect()
     }
 
     fn web_sessions_prune(&mut self, idle_before: i64, created_before: i64) -> Result<usize> {
-        self.write(|tx| {
+        self.transaction(|tx| {
             Ok(tx.execute(
-                "DELETE FROM web_sessions WHERE last_seen < ?1 OR created < ?2",
+                "DELETE FROM web_sessions WHERE last_seen < $1 OR created < $2",
                 params![idle_before, created_before],
-            )?)
+            )? as usize)
         })
     }
 
@@ -229,36 +239,35 @@ impl WebSessions for Store {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, ts, account, service, client_addr, outcome, reason, detail, credential
-             FROM audit WHERE account = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = st
-            .query_map(
-                params![account, before.unwrap_or(i64::MAX), limit as i64],
-                super::admin::audit_entry,
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.autocommit()?
+            .query(
+                "SELECT id, ts, account, service, client_addr, outcome, reason, detail, credential
+                 FROM audit WHERE account = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                params![account, before.unwrap_or(i64::MAX), limit],
             )?
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(rows)
+            .iter()
+            .map(audit_entry)
+            .collect()
     }
 
     fn web_app_last_uses(&self, account: &str) -> Result<Vec<(i64, LastUseSeen)>> {
-        let mut st = self.conn.prepare_cached(
+        let rows = self.autocommit()?.query(
             "SELECT credential, ts, service, client_addr FROM audit
-             WHERE id > (SELECT coalesce(max(id), 0) FROM audit) - ?2
-               AND account = ?1 AND outcome = 'accepted' AND credential LIKE 'app-password %'
+             WHERE id > (SELECT coalesce(max(id), 0) FROM audit) - $2
+               AND account = $1 AND outcome = 'accepted' AND credential LIKE 'app-password %'
              ORDER BY id DESC",
+            params![account, LAST_USE_SCAN],
         )?;
-        let rows = st.query_map(params![account, LAST_USE_SCAN], |r| {
+        first_use_of_each(rows.iter().map(|r| {
             Ok((
-                r.get::<_, String>(0)?,
+                r.text(0)?,
                 LastUseSeen {
-                    ts: r.get(1)?,
-                    service: r.get(2)?,
-                    client_addr: r.get(3)?,
+                    ts: r.int(1)?,
+                    service: r.opt_text(2)?,
+                    client_addr: r.opt_text(3)?,
                 },
             ))
-        })?;
-        first_use_of_each(rows.map(|r| r.map_err(Error::from)))
+        }))
     }
 }

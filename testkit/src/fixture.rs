@@ -2,7 +2,7 @@
 
 use crate::{ALICE_PW, BOB_PW, CAROL_PW, EVE_PW, TOTP_SECRET};
 use saslgate::secret::SecretBytes;
-use saslgate::store::{AdminStore, Store};
+use saslgate::store::{AdminStore, SqliteStore};
 use saslgate::{Config, Decision, Gate, RefuseReason, Request};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,9 +78,9 @@ impl Fixture {
     }
 
     /// The SQLite store itself (for tests of SQLite's own behaviour).
-    pub fn store(&self) -> Store {
+    pub fn store(&self) -> SqliteStore {
         assert!(self.pg.is_none(), "Fixture::store is SQLite's; use admin()");
-        Store::open(&self.config).unwrap()
+        SqliteStore::open(&self.config).unwrap()
     }
 
     /// The store of either backend, for admin changes.
@@ -190,7 +190,7 @@ impl Scenario {
         )
         .unwrap();
         let config = Config::load(&conf).unwrap();
-        let mut s = Store::create(&config).unwrap();
+        let mut s = SqliteStore::create(&config).unwrap();
         let pw = |p: &str| SecretBytes::from_slice(p.as_bytes());
         let shown = |s: SecretBytes| String::from_utf8(s.as_bytes().to_vec()).unwrap();
         s.add_account("alice", "default").unwrap();

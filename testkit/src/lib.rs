@@ -28,7 +28,7 @@ pub mod tools;
 
 pub use daemon::{ask, frame, Daemon, LogTap};
 pub use fixture::{oathtool, on_postgresql, refused, req, Fixture, Scenario};
-pub use saslgate::store::{AdminStore, LoginStore, Store};
+pub use saslgate::store::{AdminStore, LoginStore, SqliteStore};
 pub use tools::{bin, compile_sasl_program, is_root, need_tool, skip, sql};
 
 /// Passwords of the standard accounts ([`Scenario`]).

@@ -4,7 +4,7 @@ use crate::http::{Req, Resp};
 use crate::session::{self, Ctx};
 use crate::{page, App};
 use maud::{html, Markup};
-use saslgate::store::admin::AppPasswordInfo;
+use saslgate::store::types::AppPasswordInfo;
 use saslgate::store::web::{LastUseSeen, WebStore};
 use saslgate::Error;
 

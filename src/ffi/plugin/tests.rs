@@ -447,10 +447,10 @@ fn plain_parser_matches_rfc4616_and_stock() {
 /// `tls_required` service needs an external security layer (TLS).
 #[test]
 fn aliases_blocks_and_tls_required_in_the_plugin() {
-    use crate::store::{AdminStore, Store};
+    use crate::store::{AdminStore, SqliteStore};
     let (_dir, conf) = test_db_requiring_tls_for_imap();
     let cfg = crate::Config::load(&conf).unwrap();
-    Store::open(&cfg)
+    SqliteStore::open(&cfg)
         .unwrap()
         .add_alias("alice", "ally")
         .unwrap();
@@ -480,7 +480,7 @@ fn aliases_blocks_and_tls_required_in_the_plugin() {
     let o = run(&plugs, &mut smtp, 0, &[b"\0ally\0alice pw"]);
     assert_eq!((o.rc, o.user.as_str()), (sys::SASL_OK, "alice"));
     // The fake client is 192.0.2.7: block its network.
-    Store::open(&cfg)
+    SqliteStore::open(&cfg)
         .unwrap()
         .add_block("192.0.2.0/24", None)
         .unwrap();
@@ -575,7 +575,7 @@ fn test_db_requiring_tls_for_imap() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 fn test_db() -> (tempfile::TempDir, String) {
-    use crate::store::{AdminStore, Store};
+    use crate::store::{AdminStore, SqliteStore};
     use crate::{Config, SecretBytes};
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sg.db");
@@ -584,7 +584,7 @@ fn test_db() -> (tempfile::TempDir, String) {
         bcrypt_cost: 4,
         ..Config::default()
     };
-    let mut store = Store::create(&cfg).unwrap();
+    let mut store = SqliteStore::create(&cfg).unwrap();
     store.add_account("alice", "default").unwrap();
     store
         .set_master_password("alice", &SecretBytes::from_slice(b"alice pw"), false)

@@ -14,15 +14,12 @@
 //! fails ("unavailable") and the pool drops it; the next login connects anew.
 //! The server applies the same `statement_timeout` itself, so it gives up too.
 
-mod admin;
-mod aliases;
 mod dump;
+mod exec;
 mod login;
 pub mod notify;
-mod routing;
 pub mod schema;
 mod throttle;
-mod tickets;
 mod tls;
 mod web;
 
@@ -42,7 +39,7 @@ pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// An open PostgreSQL connection with the saslgate schema.
 pub struct PgStore {
     /// Declared before `runtime`: dropped first, while the runtime still exists.
-    client: Client,
+    pub(super) client: Client,
     runtime: tokio::runtime::Runtime,
     pub(crate) config: Config,
     pub(crate) hmac_key: Zeroizing<Vec<u8>>,
@@ -370,7 +367,7 @@ impl PgStore {
     }
 
     /// The connection's prepared statement for `sql` (prepared once).
-    fn prepared(&self, sql: &'static str) -> Result<Statement> {
+    pub(super) fn prepared(&self, sql: &'static str) -> Result<Statement> {
         if let Some(st) = self.statements.borrow().get(sql) {
             return Ok(st.clone());
         }

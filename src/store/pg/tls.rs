@@ -13,7 +13,8 @@
 //! - `Verify::Full` (`verify-full`): the chain and the host name.
 //!
 //! A certificate listed in `sslrootcert` is trusted as is, so a server's
-//! self-signed certificate can be its own root, as with libpq.
+//! self-signed certificate can be its own root, as with libpq; within its
+//! validity dates, which webpki checks only on the way to a root.
 //!
 //! Channel binding (`tls-server-end-point`, RFC 5929) is offered as
 //! postgres-openssl did, so SCRAM-SHA-256-PLUS is used where the server has it.
@@ -24,7 +25,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use sha2::Digest;
 use std::future::Future;
 use std::io;
@@ -33,6 +36,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+use x509_cert::der::Decode;
+use x509_cert::spki::ObjectIdentifier;
+use x509_cert::Certificate;
 
 /// The connector for a target's `sslmode` and `sslrootcert`.
 pub(super) fn connector(target: &Target) -> Result<MakeRustls> {
@@ -173,12 +179,15 @@ impl ServerCertVerifier for Checked {
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
         // The server's self-signed certificate given as sslrootcert is
-        // trusted as is (webpki refuses a CA certificate as a leaf).
-        if !self
+        // trusted as is (webpki refuses a CA certificate as a leaf), but only
+        // within its dates.
+        if self
             .pinned
             .iter()
             .any(|p| p.as_ref() == end_entity.as_ref())
         {
+            check_dates(end_entity, now)?;
+        } else {
             rustls::client::verify_server_cert_signed_by_trust_anchor(
                 &cert,
                 &self.roots,
@@ -328,29 +337,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
     }
 }
 
-/// RFC 5929 `tls-server-end-point`: the certificate hashed with its
-/// signature's hash (SHA-256 for MD5 and SHA-1); none for other algorithms
-/// (RSA-PSS, EdDSA), as postgres-openssl.
-fn server_end_point(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
-    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
-    const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
-    const ECDSA_SHA2: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
-    let oid = signature_oid(cert)?;
-    let hash = match oid.split_last()? {
-        (4 | 5, prefix) if prefix == RSA => 256, // md5, sha1WithRSAEncryption
-        (11, prefix) if prefix == RSA => 256,
-        (12, prefix) if prefix == RSA => 384,
-        (13, prefix) if prefix == RSA => 512,
-        (14, prefix) if prefix == RSA => 224,
-        _ if oid == ECDSA_SHA1 => 256,
-        (1, prefix) if prefix == ECDSA_SHA2 => 224,
-        (2, prefix) if prefix == ECDSA_SHA2 => 256,
-        (3, prefix) if prefix == ECDSA_SHA2 => 384,
-        (4, prefix) if prefix == ECDSA_SHA2 => 512,
-        _ => return None,
+/// A pinned certificate's notBefore and notAfter against `now`, both ends
+/// included (RFC 5280 4.1.2.5); one that does not parse is refused.
+fn check_dates(
+    end_entity: &CertificateDer<'_>,
+    now: UnixTime,
+) -> std::result::Result<(), rustls::Error> {
+    let cert = Certificate::from_der(end_entity.as_ref())
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let validity = cert.tbs_certificate().validity();
+    let not_before = UnixTime::since_unix_epoch(validity.not_before.to_unix_duration());
+    let not_after = UnixTime::since_unix_epoch(validity.not_after.to_unix_duration());
+    let error = if now.as_secs() < not_before.as_secs() {
+        CertificateError::NotValidYetContext {
+            time: now,
+            not_before,
+        }
+    } else if now.as_secs() > not_after.as_secs() {
+        CertificateError::ExpiredContext {
+            time: now,
+            not_after,
+        }
+    } else {
+        return Ok(());
     };
+    Err(rustls::Error::InvalidCertificate(error))
+}
+
+/// Signature algorithms and the SHA-2 size their `tls-server-end-point`
+/// binding is hashed with: the signature's own hash, SHA-256 for MD5 and SHA-1.
+const END_POINT_HASHES: [(ObjectIdentifier, u16); 11] = [
+    (ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.4"), 256), // md5WithRSAEncryption
+    (ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5"), 256), // sha1WithRSAEncryption
+    (ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11"), 256),
+    (ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12"), 384),
+    (ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13"), 512),
+    (ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.14"), 224),
+    (ObjectIdentifier::new_unwrap("1.2.840.10045.4.1"), 256), // ecdsa-with-SHA1
+    (ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.1"), 224),
+    (ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"), 256),
+    (ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3"), 384),
+    (ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4"), 512),
+];
+
+/// RFC 5929 `tls-server-end-point`: the certificate hashed per its signature
+/// algorithm (`END_POINT_HASHES`); none for the others (RSA-PSS, EdDSA) or a
+/// certificate that does not parse, as postgres-openssl.
+fn server_end_point(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
     let der = cert.as_ref();
-    Some(match hash {
+    let algorithm = Certificate::from_der(der).ok()?.signature_algorithm().oid;
+    let (_, bits) = END_POINT_HASHES.iter().find(|(oid, _)| *oid == algorithm)?;
+    Some(match bits {
         224 => sha2::Sha224::digest(der).to_vec(),
         256 => sha2::Sha256::digest(der).to_vec(),
         384 => sha2::Sha384::digest(der).to_vec(),
@@ -358,73 +395,24 @@ fn server_end_point(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
     })
 }
 
-/// The OID of a certificate's `signatureAlgorithm` (RFC 5280: Certificate ::=
-/// SEQUENCE { tbsCertificate, signatureAlgorithm SEQUENCE { OID, .. }, .. }):
-/// three DER headers to read, which no crate of the tree exposes.
-fn signature_oid(cert: &[u8]) -> Option<&[u8]> {
-    let (certificate, _) = der_element(cert, 0x30)?;
-    let (_tbs, rest) = der_element(certificate, 0x30)?;
-    let (algorithm, _) = der_element(rest, 0x30)?;
-    let (oid, _) = der_element(algorithm, 0x06)?;
-    Some(oid)
-}
-
-/// One DER element of the expected tag at the start of `input`: its content
-/// and what follows it.
-fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&first, rest) = input.split_first()?;
-    if first != tag {
-        return None;
-    }
-    let (&len0, rest) = rest.split_first()?;
-    let (len, rest) = if len0 < 0x80 {
-        (usize::from(len0), rest)
-    } else {
-        let n = usize::from(len0 & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| acc << 8 | usize::from(b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| rest.split_at(len))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A certificate's outer structure with the given signature OID (the
-    /// contents of tbsCertificate and the signature do not matter here).
-    fn cert_with(oid: &[u8], tbs_len: usize) -> Vec<u8> {
-        let mut alg = vec![0x06, oid.len() as u8];
-        alg.extend_from_slice(oid);
-        alg.extend_from_slice(&[0x05, 0x00]);
-        let mut body = vec![0x30, 0x82, (tbs_len >> 8) as u8, tbs_len as u8];
-        body.extend(std::iter::repeat_n(0u8, tbs_len));
-        body.push(0x30);
-        body.push(alg.len() as u8);
-        body.extend_from_slice(&alg);
-        body.extend_from_slice(&[0x03, 0x02, 0x00, 0xff]);
-        let mut cert = vec![0x30, 0x82, (body.len() >> 8) as u8, body.len() as u8];
-        cert.extend_from_slice(&body);
-        cert
-    }
-
     /// A self-signed certificate (CA:TRUE, as `openssl req -x509` makes them)
-    /// for `name`, as PEM in `dir/file` (openssl CLI, as tests/pg_backend.rs).
-    fn self_signed(dir: &std::path::Path, file: &str, name: &str) -> String {
+    /// for `name`, as PEM in `dir/file` (openssl CLI, as tests/pg_backend.rs);
+    /// `key` says which key, `sign` how it is signed (a digest, `-sigopt`).
+    fn openssl_cert(
+        dir: &std::path::Path,
+        file: &str,
+        name: &str,
+        key: &[&str],
+        sign: &[&str],
+    ) -> String {
         let out = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
+            .args(["req", "-x509"])
+            .args(key)
+            .args(sign)
             .args(["-nodes", "-days", "2", "-keyout", "/dev/null", "-out", file])
             .args(["-subj", &format!("/CN={name}")])
             .args(["-addext", &format!("subjectAltName=DNS:{name}")])
@@ -437,6 +425,12 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         dir.join(file).display().to_string()
+    }
+
+    const P256: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+    fn self_signed(dir: &std::path::Path, file: &str, name: &str) -> String {
+        openssl_cert(dir, file, name, P256, &[])
     }
 
     #[test]
@@ -474,34 +468,88 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_certificate_is_trusted_only_within_its_dates() {
+        // `openssl req -days 2`: valid from about now for two days; the
+        // verifier is asked at other times, as rustls passes it `now`.
+        let dir = tempfile::tempdir().unwrap();
+        let pem = self_signed(dir.path(), "server.pem", "db.example");
+        let server = CertificateDer::from_pem_file(&pem).unwrap();
+        let (roots, pinned) = trusted(Some(&pem)).unwrap();
+        let checker = Checked {
+            roots,
+            pinned,
+            check_name: true,
+            #[allow(deprecated)]
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        };
+        let name = ServerName::try_from("db.example").unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let at =
+            |t| checker.verify_server_cert(&server, &[], &name, &[], UnixTime::since_unix_epoch(t));
+        assert!(at(now + day).is_ok(), "within its dates");
+        let expired = at(now + 3 * day).expect_err("expired");
+        assert!(expired.to_string().contains("expired"), "{expired}");
+        let early = at(now - day).expect_err("not yet valid");
+        assert!(early.to_string().contains("not valid yet"), "{early}");
+    }
+
+    #[test]
     fn end_point_hash_follows_the_signature_algorithm() {
-        let rsa = |last: u8| {
-            let mut oid = vec![0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
-            oid.push(last);
-            oid
+        let dir = tempfile::tempdir().unwrap();
+        let rsa_key = dir.path().join("rsa.key").display().to_string();
+        let out = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "rsa", "-out", &rsa_key])
+            .output()
+            .expect("openssl (package openssl)");
+        assert!(out.status.success());
+        let rsa: &[&str] = &["-key", &rsa_key];
+        let cert = |file: &str, key: &[&str], sign: &[&str]| {
+            let pem = openssl_cert(dir.path(), file, "db.example", key, sign);
+            CertificateDer::from_pem_file(pem).unwrap()
         };
-        let len = |oid: &[u8]| {
-            server_end_point(&CertificateDer::from(cert_with(oid, 300))).map(|h| h.len())
-        };
-        assert_eq!(len(&rsa(11)), Some(32), "sha256WithRSAEncryption");
-        assert_eq!(len(&rsa(5)), Some(32), "sha1 is hashed with SHA-256");
-        assert_eq!(len(&rsa(12)), Some(48));
-        assert_eq!(len(&rsa(13)), Some(64));
+        let len = |cert: &CertificateDer<'_>| server_end_point(cert).map(|h| h.len());
+        let rsa256 = cert("rsa256.pem", rsa, &["-sha256"]);
         assert_eq!(
-            len(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]),
-            Some(48)
+            server_end_point(&rsa256).unwrap(),
+            sha2::Sha256::digest(rsa256.as_ref()).to_vec(),
+            "sha256WithRSAEncryption: the certificate's SHA-256"
         );
-        assert_eq!(len(&rsa(10)), None, "RSA-PSS: no binding");
-        assert_eq!(len(&[0x2b, 0x65, 0x70]), None, "Ed25519: no binding");
-        let cert = cert_with(&rsa(11), 300);
         assert_eq!(
-            server_end_point(&CertificateDer::from(cert.clone())).unwrap(),
-            sha2::Sha256::digest(&cert).to_vec()
+            len(&cert("rsa1.pem", rsa, &["-sha1"])),
+            Some(32),
+            "SHA-1: SHA-256"
         );
+        assert_eq!(len(&cert("rsa384.pem", rsa, &["-sha384"])), Some(48));
+        assert_eq!(len(&cert("rsa512.pem", rsa, &["-sha512"])), Some(64));
+        assert_eq!(len(&cert("ec224.pem", P256, &["-sha224"])), Some(28));
+        assert_eq!(len(&cert("ec256.pem", P256, &["-sha256"])), Some(32));
+        assert_eq!(len(&cert("ec384.pem", P256, &["-sha384"])), Some(48));
+        assert_eq!(len(&cert("ec512.pem", P256, &["-sha512"])), Some(64));
+        assert_eq!(
+            len(&cert("ec1.pem", P256, &["-sha1"])),
+            Some(32),
+            "SHA-1: SHA-256"
+        );
+        let pss = ["-sha256", "-sigopt", "rsa_padding_mode:pss"];
+        assert_eq!(
+            len(&cert("pss.pem", rsa, &pss)),
+            None,
+            "RSA-PSS: no binding"
+        );
+        let ed25519 = cert("ed25519.pem", &["-newkey", "ed25519"], &[]);
+        assert_eq!(len(&ed25519), None, "Ed25519: no binding");
         // Truncated or not DER: no binding rather than a panic.
-        for cut in [0, 1, 3, 10, cert.len() - 1] {
-            assert!(signature_oid(&cert[..cut]).is_none(), "cut at {cut}");
+        let der = rsa256.as_ref();
+        for cut in [0, 1, 3, 10, der.len() - 1] {
+            assert_eq!(
+                len(&CertificateDer::from(&der[..cut])),
+                None,
+                "cut at {cut}"
+            );
         }
-        assert!(signature_oid(b"not a certificate").is_none());
+        assert_eq!(len(&CertificateDer::from(&b"not a certificate"[..])), None);
     }
 }

@@ -36,7 +36,7 @@
 //! Lifetime: the memory is the mapping of region 0 of the `-shm` file held by
 //! the connection's shared-memory node (`xShmMap` of SQLite's VFS, a public
 //! interface). It stays mapped while the connection is open in WAL mode; the
-//! [`WalIndex`] lives in the [`super::Store`] that owns the connection, so it
+//! [`WalIndex`] lives in the [`super::SqliteStore`] that owns the connection, so it
 //! never outlives it. The connection is never switched out of WAL mode
 //! (another process cannot either while this connection is open) nor into
 //! `locking_mode=EXCLUSIVE` (where the index is private heap memory).
@@ -94,7 +94,7 @@ impl WalIndex {
         }
         let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
         // SAFETY: `handle()` is the open connection, used from this thread
-        // only (the Store is not shared); FILE_POINTER writes one
+        // only (the SqliteStore is not shared); FILE_POINTER writes one
         // `sqlite3_file *` to the pointer passed, owned by the connection.
         let rc = unsafe {
             ffi::sqlite3_file_control(
@@ -183,21 +183,21 @@ impl WalIndex {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::store::Store;
+    use crate::store::SqliteStore;
 
-    fn stamp(s: &Store) -> ChangeStamp {
+    fn stamp(s: &SqliteStore) -> ChangeStamp {
         WalIndex::of(&s.conn, s.file_id).unwrap().stamp().unwrap()
     }
 
     /// A new database and two connections to it.
-    fn two_connections() -> (tempfile::TempDir, Store, Store) {
+    fn two_connections() -> (tempfile::TempDir, SqliteStore, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config {
             db: dir.path().join("sg.db"),
             ..Config::default()
         };
-        let a = Store::create(&cfg).unwrap();
-        let b = Store::open(&cfg).unwrap();
+        let a = SqliteStore::create(&cfg).unwrap();
+        let b = SqliteStore::open(&cfg).unwrap();
         (dir, a, b)
     }
 

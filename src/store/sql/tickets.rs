@@ -1,7 +1,6 @@
 //! Proxy tickets (table `proxy_tickets`): single-use logins the `auth_http`
 //! face issues after a two-step login, for the backend nginx hands the login
-//! to (doc/design.md; SECURITY.md, "Proxy tickets"). The SQLite
-//! implementation; PostgreSQL's is in `pg/tickets.rs`.
+//! to (doc/design.md; SECURITY.md, "Proxy tickets"), on both backends.
 //!
 //! Only `HMAC(database key, ticket)` is stored, so the table holds nothing a
 //! login could be made with. A ticket is login state like a used one-time
@@ -14,14 +13,16 @@
 //! while all three still hold, so any change to the database (a password,
 //! a disabled account, anything that moves the generation) makes every
 //! outstanding ticket worthless. SQLite checks the bounds here (whoever can
-//! write the file can write anything); PostgreSQL in its trigger too.
+//! write the file can write anything); PostgreSQL in its trigger too: tickets
+//! are minted there only through `saslgate_issue_ticket` (SECURITY DEFINER,
+//! granted to the proxy role alone), and the login role may only use them up
+//! (`UPDATE (used)`) and delete them (pg/schema.rs, migration 2 -> 3).
 
-use super::{LoginStore, Store};
+use super::{params, Db, Dialect};
 use crate::error::{Error, Result};
-use rusqlite::{params, OptionalExtension};
 
 /// The longest a ticket may live, in seconds. Written in the SQL as `600`
-/// (here, in `pg/tickets.rs` and in PostgreSQL's trigger, migration 2 -> 3).
+/// (here and in PostgreSQL's trigger, migration 2 -> 3).
 /// `[http] ticket_lifetime` is at most half of it (clock differences).
 pub const TICKET_MAX_LIFETIME: i64 = 600;
 const _: () = assert!(
@@ -96,14 +97,9 @@ pub trait TicketStore {
     fn prune_tickets(&mut self, now: i64) -> Result<()>;
 }
 
-/// Index key of a ticket under the database key.
-pub(crate) fn ticket_lookup(key: &[u8], ticket: &[u8]) -> [u8; 32] {
-    crate::crypto::keyed_hash(key, &[PROXY_TICKET_TAG, ticket])
-}
-
-impl TicketStore for Store {
+impl<D: Db> TicketStore for D {
     fn ticket_lookup(&self, ticket: &[u8]) -> [u8; 32] {
-        self.keyed.hash(&[PROXY_TICKET_TAG, ticket])
+        self.keyed_hash(&[PROXY_TICKET_TAG, ticket])
     }
 
     fn insert_ticket(
@@ -116,48 +112,67 @@ impl TicketStore for Store {
     ) -> Result<bool> {
         check_bounds(service, expires, crate::timefmt::now())?;
         let lookup = self.ticket_lookup(ticket);
-        self.write(|tx| {
-            let n = tx
-                .prepare_cached(
+        let p = params![&lookup[..], account, service, backend, expires];
+        match self.reader().dialect() {
+            Dialect::Sqlite => self.transaction(|tx| {
+                let n = tx.execute(
                     "INSERT INTO proxy_tickets
                          (lookup, account_id, service, backend, expires, generation)
-                     SELECT ?1, id, ?3, ?4, ?5, (SELECT value FROM meta WHERE key = 'generation')
-                     FROM accounts WHERE name = ?2 AND NOT disabled",
-                )?
-                .execute(params![&lookup[..], account, service, backend, expires])?;
-            Ok(n == 1)
-        })
+                     SELECT $1, id, $3, $4, $5, {generation}
+                     FROM accounts WHERE name = $2 AND NOT disabled",
+                    p,
+                )?;
+                Ok(n == 1)
+            }),
+            // Only through the function: the proxy role may not insert (the
+            // trigger bounds the row and stamps the generation).
+            Dialect::Postgres => self
+                .autocommit()?
+                .query_one("SELECT saslgate_issue_ticket($1, $2, $3, $4, $5)", p)
+                .map_err(|e| match e {
+                    Error::Storage(text) if text.contains("SQLSTATE 42501") => {
+                        Error::Storage(format!(
+                            "{text}: this role may not issue proxy tickets (the auth_http \
+                             face's hosts connect as the proxy role: saslgate init \
+                             --proxy-role NAME)"
+                        ))
+                    }
+                    other => other,
+                })?
+                .bool(0),
+        }
     }
 
+    /// Outside any read transaction: a deferred SQLite one that then writes
+    /// could fail with SQLITE_BUSY_SNAPSHOT instead of waiting for the lock.
+    /// On PostgreSQL (READ COMMITTED) concurrent updates of the row wait for
+    /// the first and re-check `used IS NULL` on the row it left. The bounds
+    /// are `TICKET_MAX_LIFETIME` and `TICKET_SERVICES`.
     fn consume_ticket(&self, ticket: &[u8], now: i64) -> Result<Option<TicketRow>> {
         let lookup = self.ticket_lookup(ticket);
-        // Outside any read transaction: a deferred one that then writes could
-        // fail with SQLITE_BUSY_SNAPSHOT instead of waiting for the lock.
-        self.end_read()?;
-        Ok(self
-            .conn
-            .prepare_cached(
-                "UPDATE proxy_tickets SET used = ?2
-                 WHERE lookup = ?1 AND used IS NULL AND expires > ?2 AND expires <= ?2 + 600
-                   AND service IN ('imap', 'pop')
-                   AND generation = (SELECT value FROM meta WHERE key = 'generation')
+        self.autocommit()?
+            .query_opt(
+                "UPDATE proxy_tickets SET used = $2
+                 WHERE lookup = $1 AND used IS NULL AND expires > $2 AND expires <= $2 + 600
+                   AND service IN ('imap', 'pop') AND generation = {generation}
                  RETURNING account_id, service, backend",
+                params![&lookup[..], now],
             )?
-            .query_row(params![&lookup[..], now], |r| {
+            .map(|r| {
                 Ok(TicketRow {
-                    account_id: r.get(0)?,
-                    service: r.get(1)?,
-                    backend: r.get(2)?,
+                    account_id: r.int(0)?,
+                    service: r.text(1)?,
+                    backend: r.text(2)?,
                 })
             })
-            .optional()?)
+            .transpose()
     }
 
     fn prune_tickets(&mut self, now: i64) -> Result<()> {
-        self.write(|tx| {
-            tx.prepare_cached("DELETE FROM proxy_tickets WHERE expires <= ?1")?
-                .execute([now])?;
-            Ok(())
-        })
+        self.write_one(
+            "DELETE FROM proxy_tickets WHERE expires <= $1",
+            params![now],
+        )?;
+        Ok(())
     }
 }

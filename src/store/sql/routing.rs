@@ -1,16 +1,14 @@
 //! Backend routing for the `auth_http` face (tables `account_backends` and
 //! `backend_holds`): an account's own backend per protocol, and the backends
-//! an operator has put on hold. The SQLite implementation; PostgreSQL's is in
-//! `pg/routing.rs`. Both tables move the generation through the schema's
-//! triggers, so a face may keep what it read for as long as the generation
-//! stays.
+//! an operator has put on hold, on both backends. Both tables move the
+//! generation through the schema's triggers, so a face may keep what it read
+//! for as long as the generation stays. PostgreSQL's login role may only read
+//! them.
 
-use super::Store;
+use super::{account_id, params, Db};
 use crate::error::{Error, Result};
 use crate::http_config;
-use crate::store::rules;
 use crate::timefmt::now;
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 /// The login side's routing reads.
@@ -100,36 +98,31 @@ pub(crate) fn merge_backends(
     by_backend.into_values().collect()
 }
 
-fn account_id(conn: &rusqlite::Connection, account: &str) -> Result<i64> {
-    let name = rules::account_name(account)?;
-    conn.query_row("SELECT id FROM accounts WHERE name = ?1", [&name], |r| {
-        r.get(0)
-    })
-    .optional()?
-    .ok_or_else(|| Error::NotFound(format!("account {name}")))
-}
-
-impl RoutingReads for Store {
+impl<D: Db> RoutingReads for D {
     fn account_backend(&self, account: &str, protocol: &str) -> Result<Option<String>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT b.backend FROM account_backends b JOIN accounts a ON a.id = b.account_id
-             WHERE a.name = ?1 AND b.protocol = ?2",
-        )?;
-        Ok(st.query_row([account, protocol], |r| r.get(0)).optional()?)
+        self.reader()
+            .query_opt(
+                "SELECT b.backend FROM account_backends b JOIN accounts a ON a.id = b.account_id
+                 WHERE a.name = $1 AND b.protocol = $2",
+                params![account, protocol],
+            )?
+            .map(|r| r.text(0))
+            .transpose()
     }
 
     fn backend_holds(&self) -> Result<Vec<(String, i64)>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT backend, since FROM backend_holds ORDER BY backend")?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(rows)
+        self.reader()
+            .query(
+                "SELECT backend, since FROM backend_holds ORDER BY backend",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect()
     }
 }
 
-impl RoutingAdmin for Store {
+impl<D: Db> RoutingAdmin for D {
     fn set_account_backend(
         &mut self,
         account: &str,
@@ -139,19 +132,19 @@ impl RoutingAdmin for Store {
         let protocol = protocol_name(protocol)?;
         let backend = backend.map(backend_text).transpose()?;
         // The triggers on account_backends move the generation.
-        self.write(|tx| {
+        self.transaction(|tx| {
             let id = account_id(tx, account)?;
             let changed = match &backend {
                 Some(b) => tx.execute(
                     "INSERT INTO account_backends (account_id, protocol, backend)
-                     VALUES (?1, ?2, ?3)
+                     VALUES ($1, $2, $3)
                      ON CONFLICT (account_id, protocol) DO UPDATE SET backend = excluded.backend
-                     WHERE backend <> excluded.backend",
-                    rusqlite::params![id, protocol, b],
+                     WHERE account_backends.backend <> excluded.backend",
+                    params![id, protocol, b],
                 )?,
                 None => tx.execute(
-                    "DELETE FROM account_backends WHERE account_id = ?1 AND protocol = ?2",
-                    rusqlite::params![id, protocol],
+                    "DELETE FROM account_backends WHERE account_id = $1 AND protocol = $2",
+                    params![id, protocol],
                 )?,
             };
             Ok(changed > 0)
@@ -159,37 +152,42 @@ impl RoutingAdmin for Store {
     }
 
     fn account_backends(&self, account: &str) -> Result<Vec<(String, String)>> {
-        let id = account_id(&self.conn, account)?;
-        let mut st = self.conn.prepare_cached(
-            "SELECT protocol, backend FROM account_backends WHERE account_id = ?1 ORDER BY protocol",
-        )?;
-        let rows = st
-            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(rows)
+        let db = self.reader();
+        let id = account_id(db, account)?;
+        db.query(
+            "SELECT protocol, backend FROM account_backends WHERE account_id = $1 ORDER BY protocol",
+            params![id],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.text(1)?)))
+        .collect()
     }
 
     fn hold_backend(&mut self, backend: &str) -> Result<(i64, bool)> {
         let backend = backend_text(backend)?;
-        self.write(|tx| {
+        self.transaction(|tx| {
             let inserted = tx.execute(
-                "INSERT INTO backend_holds (backend, since) VALUES (?1, ?2)
+                "INSERT INTO backend_holds (backend, since) VALUES ($1, $2)
                  ON CONFLICT (backend) DO NOTHING",
-                rusqlite::params![backend, now()],
+                params![&backend, now()],
             )?;
-            let since = tx.query_row(
-                "SELECT since FROM backend_holds WHERE backend = ?1",
-                [&backend],
-                |r| r.get(0),
-            )?;
+            let since = tx
+                .query_one(
+                    "SELECT since FROM backend_holds WHERE backend = $1",
+                    params![&backend],
+                )?
+                .int(0)?;
             Ok((since, inserted > 0))
         })
     }
 
     fn release_backend(&mut self, backend: &str) -> Result<()> {
         let backend = backend_text(backend)?;
-        self.write(|tx| {
-            let n = tx.execute("DELETE FROM backend_holds WHERE backend = ?1", [&backend])?;
+        self.transaction(|tx| {
+            let n = tx.execute(
+                "DELETE FROM backend_holds WHERE backend = $1",
+                params![&backend],
+            )?;
             if n == 0 {
                 return Err(Error::NotFound(format!("backend {backend} is not on hold")));
             }
@@ -199,12 +197,14 @@ impl RoutingAdmin for Store {
 
     fn list_backends(&self) -> Result<Vec<BackendInfo>> {
         let counts = self
-            .conn
-            .prepare(
+            .reader()
+            .query(
                 "SELECT backend, count(DISTINCT account_id) FROM account_backends GROUP BY backend",
+                &[],
             )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<std::result::Result<_, _>>()?;
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.int(1)?)))
+            .collect::<Result<_>>()?;
         Ok(merge_backends(counts, self.backend_holds()?))
     }
 }

@@ -66,7 +66,7 @@ fn check_files(db: &Path, why: &str) -> Result<()> {
             Ok(())
         }
     };
-    // No database yet: `Store::create` makes it with O_EXCL.
+    // No database yet: `SqliteStore::create` makes it with O_EXCL.
     let Some(main) = lstat(db)? else {
         return Ok(());
     };
