@@ -12,7 +12,16 @@
 #      target >= 1.0x stock, or >= 60 % of pgbench -S.
 #  (c) saslgated on PostgreSQL against saslgated on SQLite (same account and
 #      app password: the SQLite database is copied into PostgreSQL with
-#      `saslgate copy`).
+#      `saslgate copy`) at concurrency 1, 8 and 32 (BENCH_CONCURRENCY), with
+#      the broadcast (issue 28) and without it (SASLGATE_PG_BROADCAST=off:
+#      a read per login, the behaviour before); target >= 0.7x SQLite.
+#  (d) the plugin in-process on PostgreSQL against the plugin on SQLite
+#      (the same PLAIN loop as (a)), with and without the broadcast;
+#      target >= 0.5x.
+#  (e) revoke-to-refusal across two processes (tests/pg_notify.rs
+#      `revoke_to_refusal_across_two_processes`, with and without the
+#      broadcast) and the failover figures (tests/pg_failover.rs), printed
+#      as those tests print them (cargo; BENCH_TESTS=0 skips them).
 #
 # Rows alternate (every server once per round, BENCH_ROUNDS rounds) so that
 # other load on the machine hits all alike; the tables show medians. Prints
@@ -39,6 +48,7 @@ BIN=$TARGET/release
 CORES=$(nproc)
 SASL_SYS=${SASL_PLUGIN_DIR:-/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/sasl2}
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --lib --bin saslgate --bin saslgated >&2
+CONCURRENCY=${BENCH_CONCURRENCY:-1 8 32}
 
 TMP=$(mktemp -d /tmp/saslgate-benchpg.XXXXXX)
 chmod 0711 "$TMP" # the cluster runs as nobody under it
@@ -113,11 +123,28 @@ else
         SQL_DATABASE=mailusers SQL_SELECT="SELECT password FROM users WHERE username = '%u'" \
         STOCK_USER=dave STOCK_PW='dave pw' SG_CONF=$sg_conf SG_USER=bench SG_PW=$APP \
         "$TMP/plain_sql" "$SECONDS_PER" "$ROUNDS" >"$TMP/plain.out"
+    # (d): the plugin on SQLite, and on PostgreSQL without the broadcast.
+    for variant in sqlite nobroadcast; do
+        conf=$LOGIN_CONF
+        env_off=()
+        [ $variant = sqlite ] && conf=$SQ_CONF
+        [ $variant = nobroadcast ] && env_off=(SASLGATE_PG_BROADCAST=off)
+        [ $variant = nobroadcast ] && [ $PG_GATE != yes ] && continue
+        env "${env_off[@]}" PLUGDIR=$TMP/plugins SQL_HOSTNAMES=127.0.0.1:$PG_PORT SQL_USER=sasl_sql \
+            SQL_PASSWD=sql-pw SQL_DATABASE=mailusers \
+            SQL_SELECT="SELECT password FROM users WHERE username = '%u'" \
+            STOCK_USER=dave STOCK_PW='dave pw' SG_CONF=$conf SG_USER=bench SG_PW=$APP \
+            "$TMP/plain_sql" "$SECONDS_PER" "$ROUNDS" | sed -n "s/^saslgate /saslgate_$variant /p" >>"$TMP/plain.out"
+    done
     while read -r name n secs fails; do
         rate=$(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.0f", n / s}')
         us=$(awk -v n="$n" -v s="$secs" 'BEGIN {printf "%.1f", s * 1e6 / n}')
-        label="libsasl2 sql auxprop (pgsql, plaintext column)"
-        [ "$name" = saslgate ] && label="saslgate plugin, app password, PostgreSQL"
+        case $name in
+        saslgate) label="saslgate plugin, app password, PostgreSQL (broadcast)" ;;
+        saslgate_nobroadcast) label="saslgate plugin, app password, PostgreSQL (SASLGATE_PG_BROADCAST=off: a read per login)" ;;
+        saslgate_sqlite) label="saslgate plugin, app password, SQLite" ;;
+        *) label="libsasl2 sql auxprop (pgsql, plaintext column)" ;;
+        esac
         PLAIN_ROWS+=("| $label | $n | $rate | $us | $fails |")
         eval "PLAIN_RATE_$name=$rate"
     done <"$TMP/plain.out"
@@ -138,8 +165,8 @@ wait_socket() { # wait_socket PATH
     echo "daemon on $1 did not come up" >&2
     return 1
 }
-start_gated() { # start_gated DIR CONF WORKERS
-    $BIN/saslgated -a saslgate -f -m "$1" --config "$2" -n "$3" --fail-delay 0 2>"$1.log" &
+start_gated() { # start_gated DIR CONF WORKERS [ENV=VALUE...]
+    env "${@:4}" $BIN/saslgated -a saslgate -f -m "$1" --config "$2" -n "$3" --fail-delay 0 2>"$1.log" &
     PIDS+=("$!")
     wait_socket "$1/mux"
 }
@@ -172,6 +199,11 @@ if [ $PG_GATE = yes ]; then
         start_gated "$TMP/gated-pg-$n" "$LOGIN_CONF" "$n"
         SERVERS+=("saslgated -n $n, PostgreSQL|$TMP/gated-pg-$n/mux|bench|$APP")
     done
+    # Before the broadcast: the generation and throttle read on every login.
+    n=$(echo $PG_WORKERS | awk '{print $NF}')
+    mkdir "$TMP/gated-pg-off"
+    start_gated "$TMP/gated-pg-off" "$LOGIN_CONF" "$n" SASLGATE_PG_BROADCAST=off
+    SERVERS+=("saslgated -n $n, PostgreSQL, broadcast off|$TMP/gated-pg-off/mux|bench|$APP")
 fi
 
 PGB=yes
@@ -182,7 +214,7 @@ fi
 
 field() { sed -E "s/.*\"$1\":([0-9.]+).*/\\1/" <<<"$2"; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-declare -A RPS P50 P99
+declare -A RPS P50 P99 RPSC
 for round in $(seq "$ROUNDS"); do
     for s in "${SERVERS[@]}"; do
         IFS='|' read -r name sock user pass <<<"$s"
@@ -192,6 +224,17 @@ for round in $(seq "$ROUNDS"); do
         P50[$name]+=" $(field p50_ms "$out")"
         P99[$name]+=" $(field p99_ms "$out")"
         echo "round $round $name: $out" >&2
+        # (c): SQLite and PostgreSQL (with and without the broadcast) at
+        # each concurrency.
+        case $name in *SQLite* | *PostgreSQL*) ;; *) continue ;; esac
+        at_c=$out
+        for c in $CONCURRENCY; do
+            [ "$c" = "$C" ] && { RPSC["$name@$c"]+=" $(field rps "$at_c")"; continue; }
+            out=$("$TMP/closed_loop" "$sock" "$user" "$pass" imap "$c" "$SECONDS_PER")
+            [ "$(field errors "$out")" = 0 ] || echo "WARNING: $name c$c: errors in $out" >&2
+            RPSC["$name@$c"]+=" $(field rps "$out")"
+            echo "round $round $name c$c: $out" >&2
+        done
     done
     if [ $PGB = yes ]; then
         # Over TCP with the password, as saslgated reaches the server.
@@ -248,3 +291,47 @@ if [ $PG_GATE = yes ]; then
             printf("- saslgated -n %s on PostgreSQL ÷ saslgated on SQLite: %.2f×\n", n, g / q) }'
     done
 fi
+
+if [ $PG_GATE = yes ]; then
+    echo
+    echo "(c) saslgated req/s by concurrency (medians), and PostgreSQL ÷ SQLite (target ≥ 0.7×):"
+    echo
+    echo "| server | $(for c in $CONCURRENCY; do printf 'c%s | ' "$c"; done)"
+    echo "|---|$(for c in $CONCURRENCY; do printf -- '---|'; done)"
+    for s in "${SERVERS[@]}"; do
+        name=${s%%|*}
+        case $name in *SQLite* | *PostgreSQL*) ;; *) continue ;; esac
+        printf '| %s |' "$name"
+        for c in $CONCURRENCY; do printf ' %s |' "$(med "${RPSC[$name@$c]}")"; done
+        echo
+    done
+    echo
+    for s in "${SERVERS[@]}"; do
+        name=${s%%|*}
+        case $name in *PostgreSQL*) ;; *) continue ;; esac
+        for c in $CONCURRENCY; do
+            awk -v name="$name" -v c="$c" -v g="$(med "${RPSC[$name@$c]}")" \
+                -v q="$(med "${RPSC[saslgated -n $CORES, SQLite@$c]}")" 'BEGIN {
+                printf("- %s ÷ SQLite at c%s: %.2f×\n", name, c, g / q) }'
+        done
+    done
+fi
+if [ -n "${PLAIN_RATE_saslgate_sqlite:-}" ] && [ -n "${PLAIN_RATE_saslgate:-}" ]; then
+    echo
+    awk -v g="$PLAIN_RATE_saslgate" -v q="$PLAIN_RATE_saslgate_sqlite" -v o="${PLAIN_RATE_saslgate_nobroadcast:-0}" 'BEGIN {
+        printf("(d) plugin in-process, PostgreSQL ÷ SQLite: %.2f× with the broadcast (target ≥ 0.5×), %.2f× without\n", g / q, o / q) }'
+fi
+if [ "${BENCH_TESTS:-1}" = 1 ]; then
+    echo
+    echo "(e) Revoke-to-refusal (two processes) and failover, from the tests:"
+    echo
+    for off in "" off; do
+        line=$(SASLGATE_PG_BROADCAST=$off BENCH_REVOKES=${BENCH_REVOKES:-100} cargo test -q --release \
+            --test pg_notify revoke_to_refusal -- --ignored --nocapture 2>/dev/null | grep '^revoke-to-refusal' || true)
+        echo "- ${off:+broadcast off: }${line:-revoke-to-refusal: did not run}"
+    done
+    failover=$(cargo test -q --release --test pg_failover -- --nocapture 2>&1 || true)
+    grep -E '^failover \(' <<<"$failover" | grep -v 'REPLAY accepted' | sed 's/^/- /' ||
+        echo "- failover: did not run"
+fi
+exit 0

@@ -155,5 +155,8 @@ pub struct Stats {
     /// Statements the fast path ran for the generation and throttle rows
     /// (what was not known current without one, see `engine::fresh`).
     pub state_reads: u64,
+    /// Rows the fast path forgot because a broadcast notice named them
+    /// (PostgreSQL, see `engine::fresh`).
+    pub notice_drops: u64,
     pub decisions: u64,
 }

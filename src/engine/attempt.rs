@@ -111,7 +111,7 @@ impl Attempt<'_> {
         let keys = Keys::new(&view.name, input.addr, &gate.config);
         let (current, throttle) =
             gate.fresh
-                .generation_and_throttle(store, self.open.get(), &keys, self.now)?;
+                .generation_and_throttle(store, self.open.get(), view.id, &keys, self.now)?;
         if current != generation {
             gate.snapshot.forget((open, generation));
             return Ok(None);
@@ -439,7 +439,9 @@ impl Attempt<'_> {
             r.detail = Some(detail.clone());
             r
         });
-        let delay = store.record_failure(&admitted.keys, &fp[..16], self.now, record.as_ref())?;
+        let recorded = store.record_failure(&admitted.keys, &fp[..16], self.now, record.as_ref());
+        self.gate.fresh.wrote(store, &admitted.keys);
+        let delay = recorded?;
         let window = self.gate.config.slowdown_window;
         self.gate.pace.refused(name, delay, window);
         Ok(Decision::Refused {
@@ -547,7 +549,9 @@ impl Attempt<'_> {
         let gate = self.gate;
         let now = self.now;
         if admitted.has_account_rows {
-            store.record_success(&admitted.keys)?;
+            let cleared = store.record_success(&admitted.keys);
+            gate.fresh.wrote(store, &admitted.keys);
+            cleared?;
         }
         let record = audit::wants(&gate.config.audit_level, true).then(|| {
             let mut r = self.record(&admitted.name, "accepted");

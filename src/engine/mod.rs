@@ -143,6 +143,7 @@ impl Gate {
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             fast_accepts: self.fast_accepts.load(Ordering::Relaxed),
             state_reads: self.fresh.reads(),
+            notice_drops: self.fresh.dropped(),
             decisions: self.decisions.load(Ordering::Relaxed),
         }
     }

@@ -84,7 +84,11 @@ impl Gate {
             let reason = RefuseReason::BadInput;
             let r = (wants && self.admit_cheap(reason, addr, None, now)).then(|| record(reason));
             match &keys {
-                Some(keys) => store.record_bad_input(keys, now, r.as_ref())?,
+                Some(keys) => {
+                    let recorded = store.record_bad_input(keys, now, r.as_ref());
+                    self.fresh.wrote(store, keys);
+                    recorded?
+                }
                 None => {
                     if let Some(r) = r {
                         store.write_batch(&[r], &[])?;

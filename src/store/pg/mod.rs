@@ -17,6 +17,7 @@
 mod dump;
 mod exec;
 mod login;
+pub mod notify;
 pub mod schema;
 mod throttle;
 mod tls;
@@ -176,6 +177,92 @@ fn millis(d: Duration) -> u128 {
     d.as_millis().max(1)
 }
 
+/// What a connection is made from: the server's address and options, the
+/// TLS connector if any, and the bound on the whole attempt.
+struct Dialing {
+    pg: tokio_postgres::Config,
+    connector: Option<tls::MakeRustls>,
+    bound: Duration,
+}
+
+/// The connection settings of `config` (URL, TLS, password file, timeouts
+/// set in the startup packet).
+fn dialing(config: &Config) -> Result<Dialing> {
+    let url = match config.database() {
+        crate::config::Database::Postgres(url) => url,
+        crate::config::Database::Sqlite(p) => {
+            return Err(Error::Config(format!(
+                "{}: not a PostgreSQL URL",
+                p.display()
+            )))
+        }
+    };
+    let mut target = parse_target(url)?;
+    let statement = config.db_statement_timeout;
+    let connect = config.db_connect_timeout;
+    let mut options = target.pg.get_options().unwrap_or("").to_string();
+    // idle_in_transaction: a client stopped inside a transaction must not
+    // hold row locks (a throttle row, a code) for longer than a statement.
+    options.push_str(&format!(
+        " -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        millis(statement),
+        millis(statement.max(Duration::from_secs(1)))
+    ));
+    target
+        .pg
+        .options(options.trim())
+        .connect_timeout(connect)
+        .tcp_user_timeout(statement)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3);
+    if target.pg.get_application_name().is_none() {
+        target.pg.application_name("saslgate");
+    }
+    let password = match &config.db_password_file {
+        Some(path) => Some(read_password(path)?),
+        None => None,
+    };
+    if let Some(pw) = &password {
+        target.pg.password(&pw[..]);
+    }
+    // Ours is wiped here; tokio-postgres's copy lives in `pg`.
+    drop(password);
+    // Each host gets the connect timeout; the whole attempt is bounded too.
+    let hosts = target.pg.get_hosts().len().max(1) as u32;
+    let bound = connect * hosts + Duration::from_millis(100);
+    let tls = target.pg.get_ssl_mode() != tokio_postgres::config::SslMode::Disable;
+    let connector = if tls {
+        Some(tls::connector(&target)?)
+    } else {
+        None
+    };
+    Ok(Dialing {
+        pg: target.pg,
+        connector,
+        bound,
+    })
+}
+
+/// The result of a bounded connect attempt.
+fn connected_or_err<T>(
+    connected: std::result::Result<
+        std::result::Result<T, tokio_postgres::Error>,
+        tokio::time::error::Elapsed,
+    >,
+    bound: Duration,
+) -> Result<T> {
+    match connected {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(Error::Storage(format!("PostgreSQL: {}", describe(&e)))),
+        Err(_) => Err(Error::Storage(format!(
+            "PostgreSQL: no connection within {} ms",
+            bound.as_millis()
+        ))),
+    }
+}
+
 impl PgStore {
     /// Opens a connection to an initialised database (migrating an older
     /// schema when the role may).
@@ -196,60 +283,16 @@ impl PgStore {
     /// Connects (bounded by `db_connect_timeout` per host), with the server's
     /// own timeouts set in the startup packet (no extra round trip).
     pub(crate) fn connect(config: &Config) -> Result<PgStore> {
-        let url = match config.database() {
-            crate::config::Database::Postgres(url) => url,
-            crate::config::Database::Sqlite(p) => {
-                return Err(Error::Config(format!(
-                    "{}: not a PostgreSQL URL",
-                    p.display()
-                )))
-            }
-        };
-        let mut target = parse_target(url)?;
-        let statement = config.db_statement_timeout;
-        let connect = config.db_connect_timeout;
-        let mut options = target.pg.get_options().unwrap_or("").to_string();
-        // idle_in_transaction: a client stopped inside a transaction must not
-        // hold row locks (a throttle row, a code) for longer than a statement.
-        options.push_str(&format!(
-            " -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
-            millis(statement),
-            millis(statement.max(Duration::from_secs(1)))
-        ));
-        target
-            .pg
-            .options(options.trim())
-            .connect_timeout(connect)
-            .tcp_user_timeout(statement)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .keepalives_interval(Duration::from_secs(5))
-            .keepalives_retries(3);
-        if target.pg.get_application_name().is_none() {
-            target.pg.application_name("saslgate");
-        }
-        let password = match &config.db_password_file {
-            Some(path) => Some(read_password(path)?),
-            None => None,
-        };
-        if let Some(pw) = &password {
-            target.pg.password(&pw[..]);
-        }
+        let Dialing {
+            pg,
+            connector,
+            bound,
+        } = dialing(config)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .map_err(|e| Error::Storage(format!("PostgreSQL: cannot start its I/O: {e}")))?;
-        // Each host gets the connect timeout; the whole attempt is bounded too.
-        let hosts = target.pg.get_hosts().len().max(1) as u32;
-        let bound = connect * hosts + Duration::from_millis(100);
-        let tls = target.pg.get_ssl_mode() != tokio_postgres::config::SslMode::Disable;
-        let connector = if tls {
-            Some(tls::connector(&target)?)
-        } else {
-            None
-        };
-        let pg = target.pg;
         let connected = runtime.block_on(async {
             tokio::time::timeout(bound, async {
                 match connector {
@@ -269,19 +312,9 @@ impl PgStore {
             .await
         });
         // tokio-postgres keeps its copy of the password in `pg` (freed, not
-        // wiped, here); ours is wiped when `password` drops.
+        // wiped, here).
         drop(pg);
-        drop(password);
-        let client = match connected {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(Error::Storage(format!("PostgreSQL: {}", describe(&e)))),
-            Err(_) => {
-                return Err(Error::Storage(format!(
-                    "PostgreSQL: no connection within {} ms",
-                    bound.as_millis()
-                )))
-            }
-        };
+        let client = connected_or_err(connected, bound)?;
         Ok(PgStore {
             client,
             runtime,

@@ -13,7 +13,7 @@ use super::{get, PgStore};
 use crate::error::{Error, Result};
 
 /// The PostgreSQL schema this saslgate writes (its own count, not SQLite's).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -297,6 +297,8 @@ const MIGRATIONS: &[&str] = &[
         FOR EACH ROW WHEN (OLD.revoked IS NOT NULL AND NEW.revoked IS DISTINCT FROM OLD.revoked)
         EXECUTE FUNCTION saslgate_refuse_rewind();
     "#,
+    // 4 -> 5: the broadcast's triggers (notify.sql; issue 28).
+    include_str!("notify.sql"),
 ];
 
 /// Serialises migrations and `init` of one database across hosts.
