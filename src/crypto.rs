@@ -87,7 +87,10 @@ mod padding_tests {
             full_min = full_min.min(time(&full, 9).as_secs_f64());
         }
         let ratio = cheap_min / full_min;
-        assert!(ratio > 0.8 && ratio < 1.25, "{cheap_min} s against {full_min} s");
+        assert!(
+            ratio > 0.8 && ratio < 1.25,
+            "{cheap_min} s against {full_min} s"
+        );
         assert!(bcrypt_verify_padded(&counter, b"right", &cheap, 9));
         assert_eq!(counter.verifies.load(Ordering::Relaxed), 11);
     }
