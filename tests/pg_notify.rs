@@ -526,3 +526,38 @@ fn gate_loop_probe() {
         g.stats().state_reads - reads
     );
 }
+
+/// `pg_broadcast = false`: no listener, a read at every login, so a revoke
+/// typed in psql is refused by the very next request, with no notice to wait
+/// for (the strict rule of schema 4).
+#[test]
+fn with_the_broadcast_off_every_login_reads_and_a_revoke_is_refused_at_once() {
+    let Some(db) = Db::start() else { return };
+    let (app_id, app) = db.account("dora");
+    let config = Config {
+        pg_broadcast: false,
+        ..db.config.clone()
+    };
+    let g = Gate::open(config.clone()).unwrap();
+    // The first login verifies the hash; the next ones take the fast path.
+    assert!(g.decide(&req("dora", &app, "192.0.2.9")).is_accepted());
+    for _ in 0..3 {
+        let before = g.stats().state_reads;
+        assert!(g.decide(&req("dora", &app, "192.0.2.9")).is_accepted());
+        assert!(
+            g.stats().state_reads > before,
+            "with the broadcast off, each login reads"
+        );
+    }
+    // With the broadcast on, a listener is live within milliseconds here
+    // (`wait_listening`); off, none ever is.
+    for _ in 0..250 {
+        assert!(notify::position(&config).is_none(), "no listener");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    db.sql(&format!(
+        "UPDATE app_passwords SET revoked = extract(epoch FROM now())::bigint WHERE id = {app_id}"
+    ));
+    let d = g.decide(&req("dora", &app, "192.0.2.9"));
+    assert!(is_refused(&d), "the next request after the commit: {d:?}");
+}

@@ -142,6 +142,7 @@ fn every_key_round_trips() {
         db_password_file = "/etc/saslgate/pw"
         db_connect_timeout = "3s"
         db_statement_timeout = "1500ms"
+        pg_broadcast = false
         bcrypt_cost = 12
         audit_level = "none"
         audit_retention = "1h 30m"
@@ -194,6 +195,7 @@ fn every_key_round_trips() {
         db_password_file: Some(PathBuf::from("/etc/saslgate/pw")),
         db_connect_timeout: secs(3),
         db_statement_timeout: Duration::from_millis(1500),
+        pg_broadcast: false,
         bcrypt_cost: 12,
         throttle_address: Budget {
             failures: 1,

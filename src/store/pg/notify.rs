@@ -234,7 +234,7 @@ impl State {
 /// waiting) and returns where it stands; `None`: not listening, or not
 /// proven alive lately: read the database.
 pub fn position(config: &Config) -> Option<Position> {
-    if switched_off() {
+    if switched_off(config) {
         return None;
     }
     let mut states = states();
@@ -318,12 +318,16 @@ pub fn position(config: &Config) -> Option<Position> {
     st.live()
 }
 
-/// `SASLGATE_PG_BROADCAST=off` in the environment: no listener, every
-/// login reads the database (the behaviour before the broadcast; for
-/// benchmarks and for ruling the broadcast out when diagnosing).
-fn switched_off() -> bool {
+/// `pg_broadcast = false` in the configuration (the admin's switch), or
+/// `SASLGATE_PG_BROADCAST=off` in the environment (the benchmarks' "before"
+/// rows, and ruling the broadcast out when diagnosing without editing the
+/// file): no listener, every login reads the database, as before the
+/// broadcast.
+fn switched_off(config: &Config) -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var_os("SASLGATE_PG_BROADCAST").is_some_and(|v| v == "off"))
+    !config.pg_broadcast
+        || *OFF
+            .get_or_init(|| std::env::var_os("SASLGATE_PG_BROADCAST").is_some_and(|v| v == "off"))
 }
 
 /// The notices after `after` and the current position; `None` when some
