@@ -22,7 +22,7 @@ pub enum Outcome {
     Unavailable,
 }
 
-/// The table: every outcome with its answer, in [`Outcome::index`] order
+/// The table: every outcome with its answer, in `Outcome::index` order
 /// (a test checks the order and that no outcome is missing).
 pub static ANSWERS: [(Outcome, Counted); 10] = [
     (Outcome::Accepted, Counted::new("OK", "")),

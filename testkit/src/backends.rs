@@ -1,5 +1,5 @@
 //! Tests of the engine and the store run on both backends unless they say
-//! why not. A test file ends with one [`backends!`](crate::backends) call:
+//! why not. A test file ends with one [`backends!`](macro@crate::backends) call:
 //! the tests also run on PostgreSQL (the same definitions, each fixture a
 //! database in the binary's shared cluster) and the SQLite-only ones, each
 //! with its reason. A check in the same call reads the file and fails when a

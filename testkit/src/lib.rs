@@ -10,9 +10,9 @@
 //!   against the real libsasl2) and the built binaries of this workspace;
 //! - [`pg`]: a private PostgreSQL cluster (initdb in a temporary directory),
 //!   one shared per test binary for the fixtures;
-//! - [`backends`]: engine and store tests on SQLite and PostgreSQL, the
+//! - [`backends`](mod@backends): engine and store tests on SQLite and PostgreSQL, the
 //!   exceptions listed with their reasons;
-//! - [`poll`]: waiting for a condition until a deadline, not a fixed sleep;
+//! - [`poll`](mod@poll): waiting for a condition until a deadline, not a fixed sleep;
 //! - [`fake_sasl`]: a fake libsasl2 (`sasl_utils_t`, server params, the canon_user
 //!   and auxprop calls) to drive the plugin's C entry points without libsasl2.
 //!

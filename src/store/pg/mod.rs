@@ -2,7 +2,7 @@
 //! several mail hosts sharing one database.
 //!
 //! - this file: connecting (URL, password file, timeouts) and running
-//!   statements with a bounded wait; [`tls`] the TLS connector (rustls);
+//!   statements with a bounded wait; `tls` the TLS connector (rustls);
 //! - [`schema`]: the migrations, `saslgate init` and the login role;
 //! - `login`, `throttle`, `admin`, `web`: the trait implementations.
 //!

@@ -26,8 +26,8 @@
 //! target after the import and compares. Secrets are [`SecretBytes`] (wiped
 //! on drop, never shown by `Debug`) and compared in constant time.
 //!
-//! [`AdminStore::export_all`]: super::AdminStore::export_all
-//! [`AdminStore::import_all`]: super::AdminStore::import_all
+//! [`AdminStore::export_all`]: crate::store::AdminStore::export_all
+//! [`AdminStore::import_all`]: crate::store::AdminStore::import_all
 
 use super::{Cell, Value};
 use crate::error::{Error, Result};

@@ -267,7 +267,7 @@ impl<D: Db + Send> LoginStore for D {
     /// Expired throttle rows and tickets always; audit records older than
     /// `audit_retention` or past `audit_max_rows` (the oldest first) only
     /// for a role that may delete them (PostgreSQL's login role may not: the
-    /// admin's `saslgate` prunes), at most [`PRUNE_CHUNK`] per statement:
+    /// admin's `saslgate` prunes), at most `PRUNE_CHUNK` per statement:
     /// one huge delete would grow the write-ahead log by as much.
     fn prune(&mut self, now: i64) -> Result<()> {
         let cfg = self.db_config();
