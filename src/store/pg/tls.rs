@@ -49,15 +49,18 @@ pub(super) fn connector(target: &Target) -> Result<MakeRustls> {
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match target.verify {
-        Verify::None => Arc::new(Unchecked(provider.clone())),
+        Verify::None => Arc::new(Verifier {
+            provider: provider.clone(),
+            checks: None,
+        }),
         Verify::Chain | Verify::Full => {
             let (roots, pinned) = trusted(target.root_cert.as_deref())?;
-            Arc::new(Checked {
+            Arc::new(Verifier::checked(
+                provider.clone(),
                 roots,
                 pinned,
-                check_name: target.verify == Verify::Full,
-                provider: provider.clone(),
-            })
+                target.verify == Verify::Full,
+            ))
         }
     };
     let config = ClientConfig::builder_with_provider(provider)
@@ -108,67 +111,44 @@ fn trusted(root_cert: Option<&str>) -> Result<Trusted> {
     Ok((Arc::new(roots), pinned))
 }
 
-/// `prefer`/`require`: any certificate, but a handshake signed by its key.
+/// The server's certificate as `sslmode` asks: with no [`Checks`]
+/// (`prefer`/`require`) any certificate, and always a handshake signed by
+/// its key.
 #[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    checks: Option<Checks>,
+}
 
 /// `verify-ca` and `verify-full`: the chain to a trusted CA (or the
 /// certificate itself listed in `sslrootcert`), and for `verify-full` the host
 /// name (in subjectAltName: webpki reads no common name).
 #[derive(Debug)]
-struct Checked {
+struct Checks {
     roots: Arc<RootCertStore>,
     pinned: Vec<CertificateDer<'static>>,
     check_name: bool,
-    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+impl Verifier {
+    fn checked(
+        provider: Arc<CryptoProvider>,
+        roots: Arc<RootCertStore>,
+        pinned: Vec<CertificateDer<'static>>,
+        check_name: bool,
+    ) -> Verifier {
+        Verifier {
+            provider,
+            checks: Some(Checks {
+                roots,
+                pinned,
+                check_name,
+            }),
+        }
     }
 }
 
-impl ServerCertVerifier for Checked {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -177,11 +157,14 @@ impl ServerCertVerifier for Checked {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let Some(checks) = &self.checks else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
         // The server's self-signed certificate given as sslrootcert is
         // trusted as is (webpki refuses a CA certificate as a leaf), but only
         // within its dates.
-        if self
+        if checks
             .pinned
             .iter()
             .any(|p| p.as_ref() == end_entity.as_ref())
@@ -190,13 +173,13 @@ impl ServerCertVerifier for Checked {
         } else {
             rustls::client::verify_server_cert_signed_by_trust_anchor(
                 &cert,
-                &self.roots,
+                &checks.roots,
                 intermediates,
                 now,
                 self.provider.signature_verification_algorithms.all,
             )?;
         }
-        if self.check_name {
+        if checks.check_name {
             rustls::client::verify_server_name(&cert, server_name)?;
         }
         Ok(ServerCertVerified::assertion())
@@ -441,15 +424,11 @@ mod tests {
         let der = |file: &str| CertificateDer::from_pem_file(file).unwrap();
         let checker = |root: &str, check_name| {
             let (roots, pinned) = trusted(Some(root)).unwrap();
-            Checked {
-                roots,
-                pinned,
-                check_name,
-                #[allow(deprecated)]
-                provider: Arc::new(rustls::crypto::ring::default_provider()),
-            }
+            #[allow(deprecated)]
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            Verifier::checked(provider, roots, pinned, check_name)
         };
-        let verify = |c: &Checked, cert: &CertificateDer<'_>, name: &str| {
+        let verify = |c: &Verifier, cert: &CertificateDer<'_>, name: &str| {
             let name = ServerName::try_from(name.to_string()).unwrap();
             c.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
         };
@@ -475,13 +454,9 @@ mod tests {
         let pem = self_signed(dir.path(), "server.pem", "db.example");
         let server = CertificateDer::from_pem_file(&pem).unwrap();
         let (roots, pinned) = trusted(Some(&pem)).unwrap();
-        let checker = Checked {
-            roots,
-            pinned,
-            check_name: true,
-            #[allow(deprecated)]
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-        };
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let checker = Verifier::checked(provider, roots, pinned, true);
         let name = ServerName::try_from("db.example").unwrap();
         let day = std::time::Duration::from_secs(86_400);
         let now = std::time::SystemTime::now()
